@@ -1,0 +1,477 @@
+//! Configuration: one TOML file (default `config.toml`) with
+//! `FAKA_<SECTION>_<KEY>` environment overrides, e.g. `FAKA_ADMIN_TOKEN` or
+//! `FAKA_PAYMENTS_HMAC_SECRET`. Unknown keys, in the file or as `FAKA_*`
+//! variables, are errors that name the key: a typo must not silently turn a
+//! setting off. Relative paths are resolved against the config file's folder.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("environment variable {name}: {reason}")]
+    Env { name: String, reason: String },
+    #[error("config key {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub orders: OrdersConfig,
+    #[serde(default)]
+    pub payments: PaymentsConfig,
+    pub webhooks: Option<WebhooksConfig>,
+    #[serde(default)]
+    pub shop: ShopConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Base of pay, notify and return URLs.
+    pub public_url: String,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    pub trusted_proxies: Vec<String>,
+    /// Requests slower than this to send their headers/body are cut off.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            workers: 0,
+            trusted_proxies: Vec::new(),
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    /// The master key that seals card keys; kept outside the data dir.
+    pub key_file: PathBuf,
+    /// The master key as 64 hex characters, instead of `key_file`
+    /// (for `FAKA_STORAGE_MASTER_KEY`).
+    pub master_key: Option<String>,
+    pub cache_mb: u64,
+    pub queue_capacity: usize,
+    pub max_batch: usize,
+    pub snapshot_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: "data".into(),
+            key_file: "faka.key".into(),
+            master_key: None,
+            cache_mb: 64,
+            queue_capacity: 8192,
+            max_batch: 512,
+            snapshot_mb: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// How long an unpaid order holds its keys.
+    pub hold_secs: u64,
+    /// How often the expiry sweeper looks for holds that ran out.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        OrdersConfig { hold_secs: 900, sweep_interval_ms: 500 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    pub hmac: Option<HmacConfig>,
+    pub epay: Option<EpayConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HmacConfig {
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpayConfig {
+    pub pid: String,
+    pub key: String,
+    pub submit_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    pub url: String,
+    pub secret: String,
+    pub include_keys: bool,
+    /// Sender threads.
+    pub workers: usize,
+    /// Per-attempt timeout.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            url: String::new(),
+            secret: String::new(),
+            include_keys: false,
+            workers: 4,
+            timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShopConfig {
+    pub name: String,
+    pub currency: String,
+}
+
+impl Default for ShopConfig {
+    fn default() -> Self {
+        ShopConfig { name: "faka".into(), currency: "CNY".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter.
+    pub level: String,
+    /// `auto` (human on a terminal, JSON otherwise), `human` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "auto".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Body limit of key imports.
+    pub import_body_mb: usize,
+    /// Body limit of every other route.
+    pub body_kb: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { import_body_mb: 256, body_kb: 64 }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+    List,
+}
+
+/// Every key that an environment variable may set.
+const ENV_KEYS: &[(&str, Kind)] = &[
+    ("server.listen", Kind::Str),
+    ("server.public_url", Kind::Str),
+    ("server.workers", Kind::Int),
+    ("server.trusted_proxies", Kind::List),
+    ("server.request_timeout_secs", Kind::Int),
+    ("storage.data_dir", Kind::Str),
+    ("storage.key_file", Kind::Str),
+    ("storage.master_key", Kind::Str),
+    ("storage.cache_mb", Kind::Int),
+    ("storage.queue_capacity", Kind::Int),
+    ("storage.max_batch", Kind::Int),
+    ("storage.snapshot_mb", Kind::Int),
+    ("admin.token", Kind::Str),
+    ("orders.hold_secs", Kind::Int),
+    ("orders.sweep_interval_ms", Kind::Int),
+    ("payments.hmac.secret", Kind::Str),
+    ("payments.epay.pid", Kind::Str),
+    ("payments.epay.key", Kind::Str),
+    ("payments.epay.submit_url", Kind::Str),
+    ("webhooks.url", Kind::Str),
+    ("webhooks.secret", Kind::Str),
+    ("webhooks.include_keys", Kind::Bool),
+    ("webhooks.workers", Kind::Int),
+    ("webhooks.timeout_secs", Kind::Int),
+    ("shop.name", Kind::Str),
+    ("shop.currency", Kind::Str),
+    ("log.level", Kind::Str),
+    ("log.format", Kind::Str),
+    ("limits.import_body_mb", Kind::Int),
+    ("limits.body_kb", Kind::Int),
+];
+
+fn env_name(path: &str) -> String {
+    format!("FAKA_{}", path.replace('.', "_").to_uppercase())
+}
+
+fn env_value(name: &str, raw: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
+    let bad = |reason: &str| ConfigError::Env { name: name.to_string(), reason: reason.to_string() };
+    Ok(match kind {
+        Kind::Str => toml::Value::String(raw.to_string()),
+        Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("must be an integer"))?),
+        Kind::Bool => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(bad("must be true or false")),
+        }),
+        Kind::List => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+    })
+}
+
+fn set_path(root: &mut toml::Table, path: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut table = root;
+    for p in parts {
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(t) = entry else { return };
+        table = t;
+    }
+    table.insert(last.to_string(), value);
+}
+
+impl Config {
+    /// Loads `path` (missing is an error unless `allow_missing`), applies the
+    /// given environment, resolves relative paths and validates.
+    pub fn load(
+        path: &Path,
+        allow_missing: bool,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if allow_missing && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })
+            }
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_toml(&text, &path.display().to_string(), &base, env)
+    }
+
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        base_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_err = |reason: String| ConfigError::Parse { path: origin.to_string(), reason };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        for (name, raw) in env {
+            if !name.starts_with("FAKA_") {
+                continue;
+            }
+            let Some((path, kind)) = ENV_KEYS.iter().find(|(p, _)| env_name(p) == name) else {
+                return Err(ConfigError::Env {
+                    name,
+                    reason: "not a faka setting (see config.toml for the keys)".into(),
+                });
+            };
+            set_path(&mut table, path, env_value(&name, &raw, *kind)?);
+        }
+        let mut cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string().trim().to_string()))?;
+        cfg.resolve_paths(base_dir);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.storage.data_dir, &mut self.storage.key_file] {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid { key: key.into(), reason: reason.into() };
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("server.listen", "must be an address like 127.0.0.1:8080"));
+        }
+        let url = &self.server.public_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid("server.public_url", "must start with http:// or https://"));
+        }
+        for p in &self.server.trusted_proxies {
+            if p.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid("server.trusted_proxies", "must be a list of IP addresses"));
+            }
+        }
+        if self.orders.hold_secs == 0 {
+            return Err(invalid("orders.hold_secs", "must be at least 1"));
+        }
+        if self.storage.queue_capacity == 0 || self.storage.max_batch == 0 {
+            return Err(invalid("storage.queue_capacity", "queue_capacity and max_batch must be at least 1"));
+        }
+        if let Some(e) = &self.payments.epay {
+            if !e.key.is_empty() && !(e.submit_url.starts_with("http://") || e.submit_url.starts_with("https://")) {
+                return Err(invalid("payments.epay.submit_url", "must start with http:// or https://"));
+            }
+        }
+        if let Some(w) = &self.webhooks {
+            if !w.url.is_empty() && !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(invalid("webhooks.url", "must start with http:// or https://"));
+            }
+        }
+        if !["auto", "human", "json"].contains(&self.log.format.as_str()) {
+            return Err(invalid("log.format", "must be auto, human or json"));
+        }
+        let c = &self.shop.currency;
+        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid("shop.currency", "must be a three-letter code like CNY"));
+        }
+        Ok(())
+    }
+
+    /// The hmac gateway's secret, if that gateway is enabled.
+    pub fn hmac_secret(&self) -> Option<&str> {
+        self.payments.hmac.as_ref().map(|h| h.secret.as_str()).filter(|s| !s.is_empty())
+    }
+
+    /// The epay gateway, if enabled (pid and key non-empty).
+    pub fn epay(&self) -> Option<&EpayConfig> {
+        self.payments.epay.as_ref().filter(|e| !e.key.is_empty() && !e.pid.is_empty())
+    }
+
+    /// Outbound webhooks, if enabled (url and secret non-empty).
+    pub fn webhooks(&self) -> Option<&WebhooksConfig> {
+        self.webhooks.as_ref().filter(|w| !w.url.is_empty() && !w.secret.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml(
+            text,
+            "test.toml",
+            Path::new(""),
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.storage.data_dir, PathBuf::from("data"));
+        assert_eq!(c.orders.hold_secs, 900);
+        assert!(c.hmac_secret().is_none());
+        assert!(c.epay().is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let e = load("[server]\nlisten_on = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("listen_on"), "{e}");
+        let e = load("[serverr]\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("serverr"), "{e}");
+        let e = load("", &[("FAKA_ADMIN_TOKNE", "x")]).unwrap_err().to_string();
+        assert!(e.contains("FAKA_ADMIN_TOKNE"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            "[admin]\ntoken = \"file\"\n[orders]\nhold_secs = 5\n",
+            &[
+                ("FAKA_ADMIN_TOKEN", "env"),
+                ("FAKA_ORDERS_HOLD_SECS", "7"),
+                ("FAKA_PAYMENTS_HMAC_SECRET", "s3cret"),
+                ("FAKA_SERVER_TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.admin.token.as_deref(), Some("env"));
+        assert_eq!(c.orders.hold_secs, 7);
+        assert_eq!(c.hmac_secret(), Some("s3cret"));
+        assert_eq!(c.server.trusted_proxies, vec!["10.0.0.1", "10.0.0.2"]);
+        let e = load("", &[("FAKA_ORDERS_HOLD_SECS", "soon")]).unwrap_err().to_string();
+        assert!(e.contains("FAKA_ORDERS_HOLD_SECS"), "{e}");
+    }
+
+    #[test]
+    fn empty_secrets_disable_gateways() {
+        let c = load("[payments.hmac]\nsecret = \"\"\n[payments.epay]\npid = \"1\"\nkey = \"\"\n", &[]).unwrap();
+        assert!(c.hmac_secret().is_none());
+        assert!(c.epay().is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = load("[server]\nlisten = \"nowhere\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("server.listen"), "{e}");
+        let e = load("[orders]\nhold_secs = 0\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("orders.hold_secs"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_beside_the_config_file() {
+        let c = Config::from_toml("", "x", Path::new("/etc/faka"), Vec::new()).unwrap();
+        assert_eq!(c.storage.data_dir, PathBuf::from("/etc/faka/data"));
+        assert_eq!(c.storage.key_file, PathBuf::from("/etc/faka/faka.key"));
+    }
+}

@@ -1,0 +1,228 @@
+//! Secrets at rest and in flight: sealing card keys, keyed hashes for
+//! de-duplication, buyer tokens, constant-time comparison.
+//!
+//! Card-key text is sealed with XChaCha20-Poly1305 under the shop's master
+//! key, which lives outside the data directory (`[storage] key_file`), so a
+//! copied or leaked data directory or backup reveals no key text. Import
+//! de-duplication uses an HMAC of the key text under a key derived from the
+//! master key, never the plaintext.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The shop's master key and the keys derived from it.
+pub struct Crypto {
+    aead: XChaCha20Poly1305,
+    dedupe_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Crypto(<secret>)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("master key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error("sealed value does not open with this master key (wrong key file, or damaged data)")]
+    Open,
+}
+
+impl Crypto {
+    pub fn from_master(master: &[u8; 32]) -> Self {
+        Crypto {
+            aead: XChaCha20Poly1305::new(master.into()),
+            dedupe_key: derive(master, b"faka/dedupe/v1"),
+        }
+    }
+
+    /// Loads the master key (64 hex characters) from `path`, creating it with
+    /// mode 0600 on first start.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), CryptoError> {
+        let err = |reason: String| CryptoError::KeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        if path.exists() {
+            let text = fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            return Ok((Self::from_hex(text.trim()).map_err(err)?, false));
+        }
+        let mut master = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut master);
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+            }
+        }
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(path).map_err(|e| err(e.to_string()))?;
+        f.write_all(format!("{}\n", hex::encode(master)).as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| err(e.to_string()))?;
+        Ok((Self::from_master(&master), true))
+    }
+
+    /// Parses a master key given as 64 hex characters (file or environment).
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let bytes = hex::decode(text).map_err(|_| "must be 64 hex characters".to_string())?;
+        let master: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| "must be 64 hex characters".to_string())?;
+        Ok(Self::from_master(&master))
+    }
+
+    /// Seals `plain`, binding it to `context` (e.g. the product id).
+    pub fn seal(&self, plain: &[u8], context: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let mut out = nonce.to_vec();
+        // Encryption with a valid key and in-memory buffers cannot fail.
+        let ct = self
+            .aead
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: context })
+            .unwrap_or_default();
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < 24 {
+            return Err(CryptoError::Open);
+        }
+        let (nonce, ct) = sealed.split_at(24);
+        self.aead
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: context })
+            .map_err(|_| CryptoError::Open)
+    }
+
+    /// A keyed, non-reversible fingerprint of a card key within a product.
+    pub fn key_fingerprint(&self, product_id: &str, key_text: &str) -> [u8; 16] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.dedupe_key).expect("any key length");
+        mac.update(product_id.as_bytes());
+        mac.update(&[0]);
+        mac.update(key_text.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+}
+
+fn derive(master: &[u8; 32], label: &[u8]) -> [u8; 32] {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(master).expect("any key length");
+    mac.update(label);
+    mac.finalize().into_bytes().into()
+}
+
+/// A fresh buyer token: 192 random bits, URL-safe.
+pub fn new_token() -> String {
+    use base64::Engine;
+    let mut b = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Constant-time equality of two byte strings (length may leak, content not).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Lowercase hex HMAC-SHA256 of `parts` joined without separators.
+pub fn hmac_sha256_hex(secret: &[u8], parts: &[&[u8]]) -> String {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).expect("any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Masks a card key for listings: first and last four characters of keys
+/// longer than twelve characters, fewer for short keys, never the whole key.
+pub fn mask_key(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let show = match chars.len() {
+        0..=4 => 0,
+        5..=8 => 1,
+        9..=12 => 2,
+        _ => 4,
+    };
+    let head: String = chars[..show].iter().collect();
+    let tail: String = chars[chars.len() - show..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_keys_open_only_with_their_context_and_key() {
+        let c = Crypto::from_master(&[7; 32]);
+        let s = c.seal(b"KEY-123", b"steam");
+        assert_eq!(c.open(&s, b"steam").unwrap(), b"KEY-123");
+        assert!(c.open(&s, b"other").is_err());
+        assert!(Crypto::from_master(&[8; 32]).open(&s, b"steam").is_err());
+        assert!(!s.windows(7).any(|w| w == b"KEY-123"));
+    }
+
+    #[test]
+    fn fingerprints_depend_on_product_and_master_key() {
+        let c = Crypto::from_master(&[1; 32]);
+        assert_eq!(c.key_fingerprint("p", "k"), c.key_fingerprint("p", "k"));
+        assert_ne!(c.key_fingerprint("p", "k"), c.key_fingerprint("q", "k"));
+        assert_ne!(
+            c.key_fingerprint("p", "k"),
+            Crypto::from_master(&[2; 32]).key_fingerprint("p", "k")
+        );
+    }
+
+    #[test]
+    fn masks_never_show_the_whole_key() {
+        assert_eq!(mask_key("ABCD-EFGH-IJKL-WXYZ"), "ABCD****WXYZ");
+        assert_eq!(mask_key("abc"), "****");
+        assert_eq!(mask_key("abcdef"), "a****f");
+        assert_eq!(mask_key("卡密卡密卡密卡密卡密卡密卡密"), "卡密卡密****卡密卡密");
+    }
+
+    #[test]
+    fn master_key_file_is_created_private_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("faka.key");
+        let (a, created) = Crypto::load_or_create(&path).unwrap();
+        assert!(created);
+        let (b, created) = Crypto::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(b.open(&a.seal(b"x", b""), b"").unwrap(), b"x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn tokens_carry_at_least_128_bits() {
+        let t = new_token();
+        assert_eq!(t.len(), 32);
+        assert_ne!(t, new_token());
+    }
+}

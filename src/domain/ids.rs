@@ -1,0 +1,204 @@
+//! Newtypes that carry the shop's input rules. Requests are parsed into these
+//! once, at the HTTP edge ("parse, don't validate"); inside, they are trusted.
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// A product id: `[a-z0-9][a-z0-9_-]{0,63}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProductId(String);
+
+impl ProductId {
+    pub fn parse(s: &str) -> Result<Self> {
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 64
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
+        if ok {
+            Ok(ProductId(s.to_string()))
+        } else {
+            Err(Error::invalid(
+                "id",
+                "must match [a-z0-9][a-z0-9_-]{0,63}",
+            ))
+        }
+    }
+
+    /// A product id that is already known to be valid (read from the store).
+    pub fn from_trusted(s: String) -> Self {
+        ProductId(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProductId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A buyer's e-mail address: a pragmatic check (one `@`, a dotted domain, no
+/// spaces or control characters, at most 254 bytes), lower-cased domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::invalid("email", "must be an e-mail address like buyer@example.com");
+        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        let (local, domain) = s.split_once('@').ok_or_else(bad)?;
+        let domain_ok = !domain.is_empty()
+            && domain.len() <= 253
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+            && domain
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+        if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
+            return Err(bad());
+        }
+        Ok(Email(format!("{local}@{}", domain.to_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A public order number: `F` followed by 16 Crockford base32 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderNo(String);
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+impl OrderNo {
+    /// Parses an order number from a path or a callback. Anything that cannot
+    /// be one of ours is rejected here, so lookups never see odd bytes.
+    pub fn parse(s: &str) -> Result<Self> {
+        let b = s.as_bytes();
+        if b.len() == 17 && b[0] == b'F' && b[1..].iter().all(|c| CROCKFORD.contains(c)) {
+            Ok(OrderNo(s.to_string()))
+        } else {
+            Err(Error::not_found(format!(
+                "order {} not found",
+                printable(s, 40)
+            )))
+        }
+    }
+
+    /// A new order number from the creation time (ms) and 40 random bits:
+    /// sortable by time, unguessable enough to not enumerate, never secret.
+    pub fn generate(now_ms: i64) -> Self {
+        let rnd: u64 = rand::random::<u64>() & ((1 << 40) - 1);
+        let ms = (now_ms.max(0) as u64) & ((1 << 40) - 1);
+        let v: u128 = ((ms as u128) << 40) | rnd as u128;
+        let mut s = String::with_capacity(17);
+        s.push('F');
+        for i in (0..16).rev() {
+            s.push(CROCKFORD[((v >> (i * 5)) & 31) as usize] as char);
+        }
+        OrderNo(s)
+    }
+
+    pub fn from_trusted(s: String) -> Self {
+        OrderNo(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OrderNo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A short, printable rendering of untrusted input for error messages.
+pub fn printable(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+/// Gateways a buyer can choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Gateway {
+    Manual,
+    Hmac,
+    Epay,
+}
+
+impl Gateway {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "manual" => Ok(Gateway::Manual),
+            "hmac" => Ok(Gateway::Hmac),
+            "epay" => Ok(Gateway::Epay),
+            _ => Err(Error::invalid(
+                "gateway",
+                format!("unknown gateway {:?}", printable(s, 32)),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Gateway::Manual => "manual",
+            Gateway::Hmac => "hmac",
+            Gateway::Epay => "epay",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn product_ids_follow_the_pattern() {
+        for ok in ["a", "steam-10", "0_x", &"a".repeat(64)] {
+            assert!(ProductId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "_a", "A", "a b", "ä", &"a".repeat(65), "a/b"] {
+            assert!(ProductId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails_are_checked_and_domain_lowercased() {
+        assert_eq!(
+            Email::parse("Buyer@Example.COM").unwrap().as_str(),
+            "Buyer@example.com"
+        );
+        for bad in ["", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "a@.b.c"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generated_order_numbers_parse_and_differ() {
+        let a = OrderNo::generate(1_700_000_000_000);
+        let b = OrderNo::generate(1_700_000_000_000);
+        assert!(OrderNo::parse(a.as_str()).is_ok());
+        assert_ne!(a, b);
+        assert!(OrderNo::parse("F123").is_err());
+        assert!(OrderNo::parse("FIIIIIIIIIIIIIIII").is_err());
+    }
+}

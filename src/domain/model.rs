@@ -1,0 +1,202 @@
+//! The shop's records as they are stored. Each is a plain serde struct encoded
+//! by `store::codec` (version byte + bincode); no `flatten`, `skip`, `tag` or
+//! `untagged` here, because bincode cannot round-trip them. Adding a field
+//! means a new format version and a migration in the codec.
+
+use super::order::OrderStatus;
+use serde::{Deserialize, Serialize};
+
+/// Key counts of a product. `available + held + sold == imported - deleted`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCounts {
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+    pub imported: u64,
+    pub deleted: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Price of one key in minor units (fen).
+    pub price: u64,
+    pub min_quantity: u32,
+    pub max_quantity: u32,
+    pub active: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub counts: KeyCounts,
+}
+
+/// The state of one card key. A key moves `Available → Held → Sold`, or back
+/// from `Held` to `Available` when its order expires; it is never owned by two
+/// orders because every move is a compare-and-swap on this state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    Available,
+    Held { order_no: String },
+    Sold { order_no: String },
+}
+
+impl KeyState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            KeyState::Available => "available",
+            KeyState::Held { .. } => "held",
+            KeyState::Sold { .. } => "sold",
+        }
+    }
+
+    pub fn order_no(&self) -> Option<&str> {
+        match self {
+            KeyState::Available => None,
+            KeyState::Held { order_no } | KeyState::Sold { order_no } => Some(order_no),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub product_id: String,
+    pub state: KeyState,
+    /// The key text, sealed with the shop's master key (see `crypto`).
+    pub sealed: Vec<u8>,
+    pub imported_at_ms: i64,
+}
+
+/// What happened to an order, newest last. Shown to the merchant in admin
+/// order detail; payments carry gateway, trade_no and amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Created,
+    Paid,
+    Delivered,
+    AwaitingStock,
+    Expired,
+    Refunded,
+    /// A different payment arrived for an order that was already paid.
+    SecondPayment,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Paid => "paid",
+            EventKind::Delivered => "delivered",
+            EventKind::AwaitingStock => "awaiting_stock",
+            EventKind::Expired => "expired",
+            EventKind::Refunded => "refunded",
+            EventKind::SecondPayment => "second_payment",
+        }
+    }
+
+    /// The outbound webhook type for this event, if merchants are notified.
+    pub fn webhook_type(self) -> Option<&'static str> {
+        match self {
+            EventKind::Paid => Some("order.paid"),
+            EventKind::Delivered => Some("order.delivered"),
+            EventKind::AwaitingStock => Some("order.awaiting_stock"),
+            EventKind::Expired => Some("order.expired"),
+            EventKind::Refunded => Some("order.refunded"),
+            EventKind::Created | EventKind::SecondPayment => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub at_ms: i64,
+    pub kind: EventKind,
+    pub gateway: Option<String>,
+    pub trade_no: Option<String>,
+    pub amount: Option<u64>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_no: String,
+    /// Creation sequence number: orders list newest first by it.
+    pub seq: u64,
+    pub product_id: String,
+    pub quantity: u32,
+    pub amount: u64,
+    pub email: String,
+    pub gateway: String,
+    /// SHA-256 of the buyer's token; the token itself is never stored.
+    pub token_hash: [u8; 32],
+    pub query_password_hash: Option<[u8; 32]>,
+    pub status: OrderStatus,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub paid_at_ms: Option<i64>,
+    pub delivered_at_ms: Option<i64>,
+    pub refunded_at_ms: Option<i64>,
+    /// Held keys while pending/paid, sold keys once delivered.
+    pub key_ids: Vec<u64>,
+    /// The applied payment: gateway and trade_no.
+    pub paid_gateway: Option<String>,
+    pub trade_no: Option<String>,
+    pub client_ip: Option<String>,
+    pub events: Vec<OrderEvent>,
+}
+
+impl Order {
+    pub fn record(&mut self, at_ms: i64, kind: EventKind) -> &mut OrderEvent {
+        self.events.push(OrderEvent {
+            at_ms,
+            kind,
+            gateway: None,
+            trade_no: None,
+            amount: None,
+            note: None,
+        });
+        let last = self.events.len() - 1;
+        &mut self.events[last]
+    }
+}
+
+/// A remembered `Idempotency-Key`: the request's fingerprint and the sealed
+/// first response (it holds the buyer's token, so it is sealed like keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub fingerprint: [u8; 32],
+    pub order_no: String,
+    pub sealed_response: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+/// A webhook waiting to be (or already) sent: the transactional outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub seq: u64,
+    pub order_no: String,
+    pub kind: EventKind,
+    pub created_at_ms: i64,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+}

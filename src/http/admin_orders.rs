@@ -1,0 +1,136 @@
+//! The merchant's order admin: list, detail with keys, manual payment (补单)
+//! and refund.
+
+use super::auth::Admin;
+use super::body::{cursor, limit, parse_json, parse_query, read_body};
+use super::orders::sold_keys;
+use super::payments::trade_no;
+use super::{path_param, render, HttpResult, State};
+use crate::domain::ids::{printable, Gateway, OrderNo};
+use crate::domain::model::Order;
+use crate::domain::order::{OrderStatus, PaymentSource};
+use crate::domain::shop::{self, Payment};
+use crate::error::Error;
+use crate::store::OrderFilter;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    email: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn order_no(req: &HttpRequest) -> Result<OrderNo, Error> {
+    let raw = path_param(req, "order_no");
+    OrderNo::parse(raw).map_err(|_| Error::not_found(format!("order {} not found", printable(raw, 40))))
+}
+
+/// AdminOrder JSON: keys included once the order has sold keys.
+fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> {
+    let keys = match order.status {
+        OrderStatus::Delivered | OrderStatus::Refunded if !order.key_ids.is_empty() => {
+            Some(sold_keys(state, order)?)
+        }
+        _ => None,
+    };
+    serde_json::to_value(render::admin_order(order, &state.config.shop.currency, keys))
+        .map_err(|_| Error::unavailable("rendering failed"))
+}
+
+pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
+    let q: ListQuery = parse_query(&req)?;
+    let filter = OrderFilter {
+        status: match q.status.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| {
+                Error::invalid("status", "must be pending, paid, delivered, expired, awaiting_stock or refunded")
+            })?),
+        },
+        email: q.email.filter(|e| !e.is_empty()),
+    };
+    let limit = limit(q.limit.as_deref(), 50, 500)?;
+    let cursor = cursor(q.cursor.as_deref())?;
+    let page = state.store.orders_page(&filter, limit, cursor)?;
+    let currency = &state.config.shop.currency;
+    let orders: Vec<_> = page.orders.iter().map(|o| render::admin_order(o, currency, None)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "orders": orders,
+        "next_cursor": page.next_cursor.map(|c| c.to_string()),
+    })))
+}
+
+pub async fn get(_: Admin, state: State, req: HttpRequest) -> HttpResult {
+    let no = order_no(&req)?;
+    let order = state
+        .store
+        .order(no.as_str())?
+        .ok_or_else(|| Error::not_found(format!("order {no} not found")))?;
+    Ok(HttpResponse::Ok().json(admin_view(&state, &order)?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PayBody {
+    trade_no: Option<String>,
+    note: Option<String>,
+}
+
+fn note(n: Option<String>) -> Result<Option<String>, Error> {
+    match n {
+        Some(n) if n.chars().count() > 500 => Err(Error::invalid("note", "must be at most 500 characters")),
+        n => Ok(n),
+    }
+}
+
+async fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    state: &State,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T, Error> {
+    let bytes = read_body(req, payload, state.config.limits.body_kb * 1024).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(&bytes)
+    }
+}
+
+pub async fn pay(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let no = order_no(&req)?;
+    let body: PayBody = optional_body(&state, &req, payload).await?;
+    let payment = Payment {
+        order_no: no.as_str().to_string(),
+        gateway: Gateway::Manual,
+        trade_no: match body.trade_no {
+            Some(t) => trade_no(&t)?,
+            None => format!("manual-{no}"),
+        },
+        amount: None,
+        source: PaymentSource::Manual,
+        note: note(body.note)?,
+    };
+    let applied = state.store.write(move |tx| shop::apply_payment(tx, payment)).await?;
+    tracing::info!(order_no = %applied.order.order_no, status = applied.order.status.as_str(), "manual payment applied");
+    Ok(HttpResponse::Ok().json(admin_view(&state, &applied.order)?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    note: Option<String>,
+}
+
+pub async fn refund(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let no = order_no(&req)?;
+    let body: RefundBody = optional_body(&state, &req, payload).await?;
+    let note = note(body.note)?;
+    let order = state
+        .store
+        .write(move |tx| shop::refund_order(tx, no.as_str(), note))
+        .await?;
+    Ok(HttpResponse::Ok().json(admin_view(&state, &order)?))
+}

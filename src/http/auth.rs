@@ -1,0 +1,122 @@
+//! Admin authentication: `Authorization: Bearer <token>`, compared in
+//! constant time. The token is either set in config (`[admin] token`) or was
+//! generated on first start and only its argon2 hash kept in the data dir.
+//! A verified token is remembered as its SHA-256 so later requests do not pay
+//! for argon2 again.
+
+use super::State;
+use crate::crypto::{ct_eq, sha256};
+use crate::error::Error;
+use actix_web::dev::Payload;
+use actix_web::{http::header, web, FromRequest, HttpRequest};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use futures_util::future::LocalBoxFuture;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+pub const HASH_FILE: &str = "admin_token.argon2";
+
+pub struct AdminAuth {
+    configured: Option<[u8; 32]>,
+    hash_file: PathBuf,
+    verified: RwLock<Option<([u8; 32], String)>>,
+}
+
+/// Hashes a token for storage.
+pub fn hash_token(token: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(token.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Writes the hash of a new admin token into the data dir (mode 0600).
+pub fn store_token_hash(data_dir: &Path, token: &str) -> std::io::Result<()> {
+    let hash = hash_token(token).map_err(std::io::Error::other)?;
+    let path = data_dir.join(HASH_FILE);
+    let tmp = data_dir.join(format!("{HASH_FILE}.tmp"));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    std::io::Write::write_all(&mut f, hash.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    crate::store::journal::sync_dir(data_dir)
+}
+
+impl AdminAuth {
+    pub fn new(config_token: Option<&str>, data_dir: &Path) -> Self {
+        AdminAuth {
+            configured: config_token.filter(|t| !t.is_empty()).map(|t| sha256(t.as_bytes())),
+            hash_file: data_dir.join(HASH_FILE),
+            verified: RwLock::new(None),
+        }
+    }
+
+    /// Whether `token` is the admin token. May run argon2: call off the
+    /// async workers.
+    pub fn verify(&self, token: &str) -> bool {
+        let digest = sha256(token.as_bytes());
+        if let Some(expected) = &self.configured {
+            return ct_eq(&digest, expected);
+        }
+        let stored = std::fs::read_to_string(&self.hash_file).unwrap_or_default();
+        if let Ok(cache) = self.verified.read() {
+            if let Some((d, h)) = cache.as_ref() {
+                // The cache is only good for the hash it was verified against:
+                // `faka admin-token --rotate` replaces the file.
+                if *h == stored {
+                    return ct_eq(&digest, d);
+                }
+            }
+        }
+        let ok = PasswordHash::new(stored.trim())
+            .map(|h| Argon2::default().verify_password(token.as_bytes(), &h).is_ok())
+            .unwrap_or(false);
+        if ok {
+            if let Ok(mut cache) = self.verified.write() {
+                *cache = Some((digest, stored));
+            }
+        }
+        ok
+    }
+}
+
+/// Extractor: present in a handler's arguments, the request is admin-only.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<State>().cloned();
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string());
+        Box::pin(async move {
+            let unauthorized = || Error::Unauthorized("admin token missing or wrong".into());
+            let (Some(state), Some(token)) = (state, token) else {
+                return Err(unauthorized());
+            };
+            if token.is_empty() || token.len() > 512 {
+                return Err(unauthorized());
+            }
+            let ok = web::block(move || state.admin.verify(&token))
+                .await
+                .map_err(|_| Error::unavailable("server busy"))?;
+            if ok {
+                Ok(Admin)
+            } else {
+                Err(unauthorized())
+            }
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! Reading and parsing request bodies and queries into the contract's errors:
+//! syntax errors are 400 `invalid_json`; wrong types, missing or unknown
+//! fields are 422 `invalid_request` naming the field; oversized bodies 413.
+
+use crate::error::Error;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+/// Reads the whole body, refusing more than `limit` bytes (413) before or
+/// while it arrives.
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, Error> {
+    let too_large = || Error::PayloadTooLarge(format!("request body is larger than {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::invalid("body", format!("could not read the request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Parses JSON into `T`, naming the offending field on type errors.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::InvalidJson("request body must be a JSON object".into()));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            Error::InvalidJson(format!("malformed JSON: {inner}"))
+        } else {
+            let field = if path == "." { "body".to_string() } else { path };
+            Error::invalid(&field, strip_position(&inner.to_string()))
+        }
+    })?;
+    de.end().map_err(|e| Error::InvalidJson(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Parses the query string into `T` (unknown parameters are refused).
+pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, Error> {
+    serde_urlencoded::from_str(req.query_string()).map_err(|e| Error::invalid("query", e.to_string()))
+}
+
+/// Parses an optional paging limit: default `def`, at most `max`.
+pub fn limit(raw: Option<&str>, def: usize, max: usize) -> Result<usize, Error> {
+    match raw {
+        None => Ok(def),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(Error::invalid("limit", format!("must be a number from 1 to {max}"))),
+        },
+    }
+}
+
+/// Parses an optional numeric cursor.
+pub fn cursor(raw: Option<&str>) -> Result<Option<u64>, Error> {
+    raw.map(|s| s.parse::<u64>().map_err(|_| Error::invalid("cursor", "must be a cursor returned by a previous page")))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct T {
+        quantity: u32,
+        email: String,
+    }
+
+    #[test]
+    fn json_errors_map_to_contract_codes() {
+        assert_eq!(parse_json::<T>(b"{").unwrap_err().code(), "invalid_json");
+        assert_eq!(parse_json::<T>(b"").unwrap_err().code(), "invalid_json");
+        assert_eq!(parse_json::<T>(b"{} x").unwrap_err().code(), "invalid_json");
+        let e = parse_json::<T>(br#"{"quantity":"2","email":"a"}"#).unwrap_err();
+        assert_eq!(e.code(), "invalid_request");
+        assert!(e.to_string().starts_with("quantity:"), "{e}");
+        let e = parse_json::<T>(br#"{"quantity":2,"email":"a","extra":1}"#).unwrap_err();
+        assert!(e.to_string().contains("extra"), "{e}");
+        let e = parse_json::<T>(br#"{"quantity":2}"#).unwrap_err();
+        assert!(e.to_string().contains("email"), "{e}");
+        assert!(parse_json::<T>(br#"{"quantity":2,"email":"a"}"#).is_ok());
+    }
+}

@@ -1,0 +1,174 @@
+//! Card keys: import (text lines or JSON), masked listing, deletion of
+//! available keys. Key text is sealed before it reaches the writer and only
+//! ever leaves again inside a delivered order.
+
+use super::auth::Admin;
+use super::body::{cursor, limit, parse_json, parse_query, read_body};
+use super::{path_param, HttpResult, State};
+use crate::crypto::{mask_key, Crypto};
+use crate::domain::ids::{printable, ProductId};
+use crate::domain::shop::{self, SealedKey};
+use crate::error::Error;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+pub const MAX_KEY_BYTES: usize = 4096;
+
+fn product_id(req: &HttpRequest) -> Result<ProductId, Error> {
+    let raw = path_param(req, "id");
+    ProductId::parse(raw).map_err(|_| Error::not_found(format!("product {} not found", printable(raw, 64))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonKeys {
+    keys: Vec<String>,
+}
+
+/// Splits an upload into trimmed keys, all or nothing: one bad key rejects
+/// the whole upload with its position.
+pub fn parse_upload(content_type: &str, body: &[u8]) -> Result<Vec<String>, Error> {
+    let json = content_type.starts_with("application/json");
+    let raw: Vec<String> = if json {
+        parse_json::<JsonKeys>(body)?.keys
+    } else if content_type.is_empty() || content_type.starts_with("text/plain") {
+        let text = std::str::from_utf8(body).map_err(|e| {
+            Error::invalid("body", format!("keys must be UTF-8 text (invalid byte at offset {})", e.valid_up_to()))
+        })?;
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    } else {
+        return Err(Error::invalid(
+            "Content-Type",
+            "send keys as text/plain (one per line) or application/json {\"keys\": [...]}",
+        ));
+    };
+    let mut keys = Vec::with_capacity(raw.len());
+    for (i, k) in raw.into_iter().enumerate() {
+        let t = k.trim();
+        let field = if json { format!("keys[{i}]") } else { format!("line {}", i + 1) };
+        if t.is_empty() {
+            return Err(Error::invalid(&field, "a key must not be empty"));
+        }
+        if t.len() > MAX_KEY_BYTES {
+            return Err(Error::invalid(&field, format!("a key must be at most {MAX_KEY_BYTES} bytes")));
+        }
+        keys.push(if t.len() == k.len() { k } else { t.to_string() });
+    }
+    if keys.is_empty() {
+        return Err(Error::invalid("keys", "the upload holds no keys"));
+    }
+    Ok(keys)
+}
+
+pub fn seal_keys(crypto: &Crypto, product_id: &str, keys: Vec<String>) -> Vec<SealedKey> {
+    keys.into_iter()
+        .map(|k| SealedKey {
+            fingerprint: crypto.key_fingerprint(product_id, &k),
+            sealed: crypto.seal(k.as_bytes(), product_id.as_bytes()),
+        })
+        .collect()
+}
+
+pub async fn import(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let pid = product_id(&req)?;
+    if state.store.product(pid.as_str())?.is_none() {
+        return Err(Error::not_found(format!("product {pid} not found")));
+    }
+    let limit = state.config.limits.import_body_mb * 1024 * 1024;
+    let bytes = read_body(&req, payload, limit).await?;
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let crypto = state.crypto.clone();
+    let pid_for_seal = pid.clone();
+    // Parsing and sealing 100k keys takes a while: keep it off the async workers.
+    let sealed = web::block(move || -> Result<Vec<SealedKey>, Error> {
+        let keys = parse_upload(&ct, &bytes)?;
+        Ok(seal_keys(&crypto, pid_for_seal.as_str(), keys))
+    })
+    .await
+    .map_err(|_| Error::unavailable("server busy"))??;
+    let result = state
+        .store
+        .write(move |tx| shop::import_keys(tx, pid.as_str(), sealed))
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "added": result.added, "duplicates": result.duplicates, "stock": result.stock
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
+    let pid = product_id(&req)?;
+    let q: ListQuery = parse_query(&req)?;
+    let key_state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s @ ("available" | "held" | "sold")) => Some(s),
+        Some(_) => return Err(Error::invalid("state", "must be available, held or sold")),
+    };
+    let limit = limit(q.limit.as_deref(), 100, 1000)?;
+    let cursor = cursor(q.cursor.as_deref())?;
+    if state.store.product(pid.as_str())?.is_none() {
+        return Err(Error::not_found(format!("product {pid} not found")));
+    }
+    let page = state.store.keys_page(pid.as_str(), key_state, limit, cursor)?;
+    let keys: Vec<_> = page
+        .keys
+        .iter()
+        .map(|(id, rec)| {
+            let masked = state
+                .crypto
+                .open(&rec.sealed, rec.product_id.as_bytes())
+                .map(|plain| mask_key(&String::from_utf8_lossy(&plain)))
+                .unwrap_or_else(|_| "<sealed>".to_string());
+            serde_json::json!({
+                "id": id.to_string(),
+                "state": rec.state.name(),
+                "masked": masked,
+                "order_no": rec.state.order_no(),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "keys": keys,
+        "next_cursor": page.next_cursor.map(|c| c.to_string()),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    ids: Vec<String>,
+}
+
+pub async fn delete(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let pid = product_id(&req)?;
+    let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024 * 16).await?;
+    let body: DeleteBody = parse_json(&bytes)?;
+    let ids = body
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.parse::<u64>().map_err(|_| Error::invalid(&format!("ids[{i}]"), "not a key id")))
+        .collect::<Result<Vec<u64>, Error>>()?;
+    let removed = state
+        .store
+        .write(move |tx| shop::delete_keys(tx, pid.as_str(), &ids))
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": removed })))
+}

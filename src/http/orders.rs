@@ -1,0 +1,171 @@
+//! Buyer orders: create (holding keys), and look up with the order's token.
+
+use super::body::{parse_json, read_body};
+use super::{path_param, render, HttpResult, State};
+use crate::crypto::{ct_eq, new_token, sha256};
+use crate::domain::ids::{printable, Email, Gateway, OrderNo, ProductId};
+use crate::domain::model::Order;
+use crate::domain::shop::{self, Created, Idempotency, NewOrder};
+use crate::error::Error;
+use crate::store::now_ms;
+use actix_web::http::header::ContentType;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+const IDEMPOTENCY_CONTEXT: &[u8] = b"faka/idempotency/v1";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    product_id: String,
+    quantity: u32,
+    email: String,
+    gateway: String,
+    query_password: Option<String>,
+}
+
+fn idempotency(req: &HttpRequest, body: &[u8]) -> Result<Option<Idempotency>, Error> {
+    let Some(v) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| Error::invalid("Idempotency-Key", "must be 1 to 64 visible ASCII characters"))?;
+    let mut scoped = b"idempotency-key:".to_vec();
+    scoped.extend_from_slice(key.as_bytes());
+    Ok(Some(Idempotency { key_hash: sha256(&scoped), fingerprint: sha256(body) }))
+}
+
+/// The client's address as the socket sees it (proxies are honoured only
+/// when trusted; see `[server] trusted_proxies`).
+pub fn client_ip(req: &HttpRequest, trusted: &[String]) -> Option<String> {
+    let peer = req.peer_addr().map(|a| a.ip().to_string())?;
+    if trusted.iter().any(|t| *t == peer) {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').map(str::trim).find(|ip| !trusted.iter().any(|t| t == ip)))
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return Some(ip.to_string());
+        }
+    }
+    Some(peer)
+}
+
+pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
+    let idem = idempotency(&req, &bytes)?;
+    let b: CreateBody = parse_json(&bytes)?;
+    let product_id = ProductId::parse(&b.product_id)
+        .map_err(|_| Error::not_found(format!("product {} not found", printable(&b.product_id, 64))))?;
+    if b.quantity == 0 {
+        return Err(Error::invalid("quantity", "must be at least 1"));
+    }
+    let email = Email::parse(&b.email)?;
+    let gateway = Gateway::parse(&b.gateway)?;
+    if !state.gateways.accepts_orders(gateway) {
+        return Err(Error::invalid("gateway", format!("gateway {} is not enabled", gateway.as_str())));
+    }
+    let now = now_ms();
+    let order_no = OrderNo::generate(now);
+    let query_password_hash = match b.query_password {
+        None => None,
+        Some(pw) if (1..=128).contains(&pw.chars().count()) => {
+            Some(sha256(format!("{}\0{pw}", order_no.as_str()).as_bytes()))
+        }
+        Some(_) => return Err(Error::invalid("query_password", "must be 1 to 128 characters")),
+    };
+    let token = new_token();
+    let new = NewOrder {
+        order_no: order_no.as_str().to_string(),
+        product_id: product_id.as_str().to_string(),
+        quantity: b.quantity,
+        email: email.as_str().to_string(),
+        gateway,
+        token_hash: sha256(token.as_bytes()),
+        query_password_hash,
+        client_ip: client_ip(&req, &state.config.server.trusted_proxies),
+        created_at_ms: now,
+        hold_ms: state.config.orders.hold_secs as i64 * 1000,
+        idempotency: idem,
+    };
+    let st = state.clone();
+    let tok = token.clone();
+    let created = state
+        .store
+        .write(move |tx| {
+            shop::create_order(tx, new, |order| {
+                st.crypto.seal(&created_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
+            })
+        })
+        .await?;
+    match created {
+        Created::New(order) => Ok(HttpResponse::Created()
+            .content_type(ContentType::json())
+            .body(created_body(&state, &order, &token))),
+        Created::Replay(sealed) => {
+            let body = state
+                .crypto
+                .open(&sealed, IDEMPOTENCY_CONTEXT)
+                .map_err(|_| Error::unavailable("stored response could not be read"))?;
+            Ok(HttpResponse::Created().content_type(ContentType::json()).body(body))
+        }
+    }
+}
+
+fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
+    let view = render::created_order(order, token, &state.config.shop.currency, state.gateways.pay_url(order));
+    serde_json::to_vec(&view).unwrap_or_default()
+}
+
+/// The text of an order's sold keys, for the buyer or the merchant.
+pub fn sold_keys(state: &State, order: &Order) -> Result<Vec<String>, Error> {
+    order
+        .key_ids
+        .iter()
+        .map(|&id| {
+            let rec = state
+                .store
+                .key(id)?
+                .ok_or_else(|| Error::unavailable("a delivered key is missing; run faka check"))?;
+            let plain = state
+                .crypto
+                .open(&rec.sealed, rec.product_id.as_bytes())
+                .map_err(|_| Error::unavailable("a key could not be unsealed; is this the shop's key file?"))?;
+            Ok(String::from_utf8_lossy(&plain).into_owned())
+        })
+        .collect()
+}
+
+pub async fn get(state: State, req: HttpRequest) -> HttpResult {
+    let raw = path_param(&req, "order_no");
+    let not_found = || Error::not_found(format!("order {} not found", printable(raw, 40)));
+    let order_no = OrderNo::parse(raw).map_err(|_| not_found())?;
+    let token = req
+        .headers()
+        .get("x-order-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+                .ok()?
+                .into_iter()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v)
+        })
+        .ok_or_else(not_found)?;
+    let order = state.store.order(order_no.as_str())?.ok_or_else(not_found)?;
+    // A wrong token looks exactly like an unknown order.
+    if !ct_eq(&sha256(token.as_bytes()), &order.token_hash) {
+        return Err(not_found());
+    }
+    let keys = match order.status {
+        crate::domain::order::OrderStatus::Delivered => Some(sold_keys(&state, &order)?),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(render::order(&order, &state.config.shop.currency, keys)))
+}

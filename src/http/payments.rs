@@ -1,0 +1,70 @@
+//! Gateway callbacks. Checks run in the contract's order — gateway enabled,
+//! signature, order exists for this gateway, exact amount, success status —
+//! and a failing check changes nothing. Success is answered only after the
+//! payment's batch is durable.
+
+use super::body::read_body;
+use super::{HttpResult, State};
+use crate::domain::ids::{Gateway, OrderNo};
+use crate::domain::order::PaymentSource;
+use crate::domain::shop::{self, Payment, PaymentApplied};
+use crate::error::Error;
+use crate::payments::{CallbackRequest, VerifiedPayment};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+/// Validates a gateway's trade number.
+pub fn trade_no(raw: &str) -> Result<String, Error> {
+    if raw.is_empty() || raw.len() > 128 || raw.chars().any(char::is_control) {
+        return Err(Error::invalid("trade_no", "must be 1 to 128 printable characters"));
+    }
+    Ok(raw.to_string())
+}
+
+/// Applies a verified callback of `gateway` through the shared payment path.
+pub async fn apply_verified(state: &State, gateway: Gateway, v: VerifiedPayment) -> Result<PaymentApplied, Error> {
+    let order_no = OrderNo::parse(&v.order_no)?;
+    let trade_no = trade_no(&v.trade_no)?;
+    if !v.succeeded {
+        // Run the earlier checks for their errors, then refuse: only a
+        // successful payment changes anything.
+        let order = state
+            .store
+            .order(order_no.as_str())?
+            .ok_or_else(|| Error::not_found(format!("order {order_no} not found")))?;
+        if order.gateway != gateway.as_str() {
+            return Err(Error::GatewayMismatch(format!("order {order_no} was not created for {}", gateway.as_str())));
+        }
+        if order.amount != v.amount {
+            return Err(Error::AmountMismatch(format!("order {order_no} is {} but the payment is {}", order.amount, v.amount)));
+        }
+        return Err(Error::invalid("status", "only successful payments are applied"));
+    }
+    let payment = Payment {
+        order_no: order_no.as_str().to_string(),
+        gateway,
+        trade_no,
+        amount: Some(v.amount),
+        source: PaymentSource::Callback,
+        note: None,
+    };
+    let applied = state.store.write(move |tx| shop::apply_payment(tx, payment)).await?;
+    tracing::info!(order_no = %applied.order.order_no, gateway = gateway.as_str(),
+        step = ?applied.step, status = applied.order.status.as_str(), "payment callback applied");
+    Ok(applied)
+}
+
+pub async fn hmac_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let gw = state
+        .gateways
+        .get(Gateway::Hmac)
+        .ok_or_else(|| Error::InvalidSignature("the hmac gateway is not enabled".into()))?;
+    let body = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
+    let verified = gw.verify(&CallbackRequest {
+        headers: req.headers(),
+        query: req.query_string(),
+        body: &body,
+        now_secs: crate::store::now_ms() / 1000,
+    })?;
+    let applied = apply_verified(&state, Gateway::Hmac, verified).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"ok": true, "status": applied.order.status.as_str()})))
+}

@@ -1,0 +1,180 @@
+//! The JSON shapes of the contract, built from stored records. Times become
+//! RFC 3339 UTC; key text appears only where the contract puts it.
+
+use crate::domain::model::{Order, OrderEvent, Product};
+use serde::Serialize;
+
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .replace_nanosecond(0)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+pub struct ProductView<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub price: u64,
+    pub currency: &'a str,
+    pub stock: u64,
+    pub min_quantity: u32,
+    pub max_quantity: u32,
+    pub active: bool,
+}
+
+#[derive(Serialize)]
+pub struct KeyCountsView {
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+}
+
+#[derive(Serialize)]
+pub struct AdminProductView<'a> {
+    #[serde(flatten)]
+    pub product: ProductView<'a>,
+    pub keys: KeyCountsView,
+}
+
+pub fn product<'a>(p: &'a Product, currency: &'a str) -> ProductView<'a> {
+    ProductView {
+        id: &p.id,
+        name: &p.name,
+        description: &p.description,
+        price: p.price,
+        currency,
+        stock: p.counts.available,
+        min_quantity: p.min_quantity,
+        max_quantity: p.max_quantity,
+        active: p.active,
+    }
+}
+
+pub fn admin_product<'a>(p: &'a Product, currency: &'a str) -> AdminProductView<'a> {
+    AdminProductView {
+        product: product(p, currency),
+        keys: KeyCountsView {
+            available: p.counts.available,
+            held: p.counts.held,
+            sold: p.counts.sold,
+        },
+    }
+}
+
+#[derive(Serialize)]
+pub struct OrderView<'a> {
+    pub order_no: &'a str,
+    pub status: &'a str,
+    pub product_id: &'a str,
+    pub quantity: u32,
+    pub amount: u64,
+    pub currency: &'a str,
+    pub created_at: String,
+    pub expires_at: String,
+    pub paid_at: Option<String>,
+    pub delivered_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+}
+
+pub fn order<'a>(o: &'a Order, currency: &'a str, keys: Option<Vec<String>>) -> OrderView<'a> {
+    OrderView {
+        order_no: &o.order_no,
+        status: o.status.as_str(),
+        product_id: &o.product_id,
+        quantity: o.quantity,
+        amount: o.amount,
+        currency,
+        created_at: rfc3339(o.created_at_ms),
+        expires_at: rfc3339(o.expires_at_ms),
+        paid_at: o.paid_at_ms.map(rfc3339),
+        delivered_at: o.delivered_at_ms.map(rfc3339),
+        refunded_at: o.refunded_at_ms.map(rfc3339),
+        keys,
+    }
+}
+
+#[derive(Serialize)]
+pub struct EventView<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trade_no: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'a str>,
+}
+
+fn event(e: &OrderEvent) -> EventView<'_> {
+    EventView {
+        kind: e.kind.as_str(),
+        at: rfc3339(e.at_ms),
+        gateway: e.gateway.as_deref(),
+        trade_no: e.trade_no.as_deref(),
+        amount: e.amount,
+        note: e.note.as_deref(),
+    }
+}
+
+#[derive(Serialize)]
+pub struct AdminOrderView<'a> {
+    #[serde(flatten)]
+    pub order: OrderView<'a>,
+    pub email: &'a str,
+    pub gateway: &'a str,
+    pub trade_no: Option<&'a str>,
+    pub events: Vec<EventView<'a>>,
+}
+
+pub fn admin_order<'a>(o: &'a Order, currency: &'a str, keys: Option<Vec<String>>) -> AdminOrderView<'a> {
+    AdminOrderView {
+        order: order(o, currency, keys),
+        email: &o.email,
+        gateway: &o.gateway,
+        trade_no: o.trade_no.as_deref(),
+        events: o.events.iter().map(event).collect(),
+    }
+}
+
+#[derive(Serialize)]
+pub struct CreatedOrderView<'a> {
+    pub order_no: &'a str,
+    pub token: &'a str,
+    pub status: &'a str,
+    pub product_id: &'a str,
+    pub quantity: u32,
+    pub amount: u64,
+    pub currency: &'a str,
+    pub email: &'a str,
+    pub gateway: &'a str,
+    pub created_at: String,
+    pub expires_at: String,
+    pub pay_url: Option<String>,
+}
+
+pub fn created_order<'a>(o: &'a Order, token: &'a str, currency: &'a str, pay_url: Option<String>) -> CreatedOrderView<'a> {
+    CreatedOrderView {
+        order_no: &o.order_no,
+        token,
+        status: o.status.as_str(),
+        product_id: &o.product_id,
+        quantity: o.quantity,
+        amount: o.amount,
+        currency,
+        email: &o.email,
+        gateway: &o.gateway,
+        created_at: rfc3339(o.created_at_ms),
+        expires_at: rfc3339(o.expires_at_ms),
+        pay_url,
+    }
+}

@@ -1,0 +1,17 @@
+//! faka — an automatic card-key shop (发卡网) in one binary.
+//!
+//! Data flows one way: [`http`] parses requests into domain types, the
+//! [`domain`] decides, the [`store`] makes it durable. See `docs/` and
+//! `../shared/DESIGN.md` for the architecture.
+
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod ops;
+pub mod payments;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod workers;

@@ -1,0 +1,123 @@
+//! The generic signed JSON callback (`POST /api/v1/payments/hmac/notify`):
+//! `X-Faka-Signature` = lowercase hex HMAC-SHA256(secret, timestamp + "." +
+//! raw body), `X-Faka-Timestamp` within ±300 s of now.
+
+use super::{CallbackRequest, PaymentGateway, VerifiedPayment};
+use crate::crypto::{ct_eq, hmac_sha256_hex};
+use crate::domain::ids::Gateway;
+use crate::domain::model::Order;
+use crate::error::Error;
+use serde::Deserialize;
+
+pub const MAX_SKEW_SECS: i64 = 300;
+
+pub struct HmacGateway {
+    secret: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Notification {
+    order_no: String,
+    trade_no: String,
+    amount: u64,
+    status: String,
+}
+
+impl HmacGateway {
+    pub fn new(secret: Vec<u8>) -> Self {
+        HmacGateway { secret }
+    }
+
+    /// The signature a sender computes, for tests, scripts and webhooks.
+    pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+        hmac_sha256_hex(secret, &[timestamp.as_bytes(), b".", body])
+    }
+}
+
+fn header<'a>(req: &'a CallbackRequest, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl PaymentGateway for HmacGateway {
+    fn id(&self) -> Gateway {
+        Gateway::Hmac
+    }
+
+    fn verify(&self, req: &CallbackRequest) -> Result<VerifiedPayment, Error> {
+        let bad = |m: &str| Error::InvalidSignature(m.to_string());
+        let ts = header(req, "x-faka-timestamp").ok_or_else(|| bad("X-Faka-Timestamp header missing"))?;
+        let sig = header(req, "x-faka-signature").ok_or_else(|| bad("X-Faka-Signature header missing"))?;
+        let ts_num: i64 = if !ts.is_empty() && ts.len() <= 12 && ts.bytes().all(|b| b.is_ascii_digit()) {
+            ts.parse().map_err(|_| bad("X-Faka-Timestamp must be unix seconds"))?
+        } else {
+            return Err(bad("X-Faka-Timestamp must be unix seconds"));
+        };
+        let expected = Self::sign(&self.secret, ts, req.body);
+        if !ct_eq(expected.as_bytes(), sig.as_bytes()) {
+            return Err(bad("signature does not match"));
+        }
+        if (req.now_secs - ts_num).abs() > MAX_SKEW_SECS {
+            return Err(bad("timestamp is more than 300 s away from now"));
+        }
+        let n: Notification = crate::http::parse_json(req.body)?;
+        Ok(VerifiedPayment {
+            order_no: n.order_no,
+            trade_no: n.trade_no,
+            amount: n.amount,
+            succeeded: n.status == "paid",
+        })
+    }
+
+    fn pay_url(&self, _: &Order) -> Option<String> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    fn req<'a>(h: &'a HeaderMap, body: &'a [u8], now: i64) -> CallbackRequest<'a> {
+        CallbackRequest { headers: h, query: "", body, now_secs: now }
+    }
+
+    fn headers(ts: &str, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HeaderName::from_static("x-faka-timestamp"), HeaderValue::from_str(ts).unwrap());
+        h.insert(HeaderName::from_static("x-faka-signature"), HeaderValue::from_str(sig).unwrap());
+        h
+    }
+
+    const BODY: &[u8] = br#"{"order_no":"F1","trade_no":"T1","amount":100,"status":"paid"}"#;
+
+    #[test]
+    fn a_signed_fresh_callback_verifies() {
+        let g = HmacGateway::new(b"s".to_vec());
+        let h = headers("1000", &HmacGateway::sign(b"s", "1000", BODY));
+        let p = g.verify(&req(&h, BODY, 1100)).unwrap();
+        assert_eq!(p.amount, 100);
+        assert!(p.succeeded);
+    }
+
+    #[test]
+    fn forged_stale_and_malformed_signatures_are_refused() {
+        let g = HmacGateway::new(b"s".to_vec());
+        let good = HmacGateway::sign(b"s", "1000", BODY);
+        let cases = [
+            headers("1000", &HmacGateway::sign(b"wrong", "1000", BODY)),
+            headers("1000", &good.to_uppercase()),
+            headers("1001", &good),
+            headers("-1000", &good),
+            headers("1000", ""),
+        ];
+        for h in &cases {
+            assert_eq!(g.verify(&req(h, BODY, 1000)).unwrap_err().code(), "invalid_signature");
+        }
+        let h = headers("1000", &good);
+        assert_eq!(g.verify(&req(&h, BODY, 1301)).unwrap_err().code(), "invalid_signature");
+        assert_eq!(g.verify(&req(&h, BODY, 699)).unwrap_err().code(), "invalid_signature");
+        assert!(g.verify(&req(&h, BODY, 1300)).is_ok());
+    }
+}

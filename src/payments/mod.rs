@@ -1,0 +1,71 @@
+//! Payment gateways. Each gateway is one file implementing [`PaymentGateway`]:
+//! verify a callback into a typed [`VerifiedPayment`], and build the URL that
+//! sends a buyer to pay. Everything after verification — order lookup,
+//! gateway match, exact amount, state machine, delivery — is shared, in
+//! `domain::shop::apply_payment`. See `docs/GATEWAYS.md` to add one.
+
+pub mod hmac;
+
+use crate::config::Config;
+use crate::domain::ids::Gateway;
+use crate::domain::model::Order;
+use crate::error::Error;
+
+/// A callback as received, before any trust.
+pub struct CallbackRequest<'a> {
+    pub headers: &'a actix_web::http::header::HeaderMap,
+    pub query: &'a str,
+    pub body: &'a [u8],
+    pub now_secs: i64,
+}
+
+/// What a verified callback says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedPayment {
+    pub order_no: String,
+    pub trade_no: String,
+    /// Minor units, parsed exactly.
+    pub amount: u64,
+    /// Whether the gateway reports the payment as successful.
+    pub succeeded: bool,
+}
+
+pub trait PaymentGateway: Send + Sync {
+    fn id(&self) -> Gateway;
+    /// Checks the signature (constant time) and parses the fields. Any
+    /// failure is `invalid_signature` or a 4xx naming the field.
+    fn verify(&self, req: &CallbackRequest) -> Result<VerifiedPayment, Error>;
+    /// Where the buyer goes to pay, if this gateway has a payment page.
+    fn pay_url(&self, order: &Order) -> Option<String>;
+}
+
+/// The enabled gateways, built once from config.
+pub struct Gateways {
+    hmac: Option<hmac::HmacGateway>,
+}
+
+impl Gateways {
+    pub fn from_config(cfg: &Config) -> Self {
+        Gateways {
+            hmac: cfg.hmac_secret().map(|s| hmac::HmacGateway::new(s.as_bytes().to_vec())),
+        }
+    }
+
+    /// The gateway, if enabled. `manual` has no callback and is never here.
+    pub fn get(&self, g: Gateway) -> Option<&dyn PaymentGateway> {
+        match g {
+            Gateway::Hmac => self.hmac.as_ref().map(|g| g as &dyn PaymentGateway),
+            Gateway::Epay | Gateway::Manual => None,
+        }
+    }
+
+    /// Whether buyers may create orders for `g`.
+    pub fn accepts_orders(&self, g: Gateway) -> bool {
+        g == Gateway::Manual || self.get(g).is_some()
+    }
+
+    pub fn pay_url(&self, order: &Order) -> Option<String> {
+        let g = Gateway::parse(&order.gateway).ok()?;
+        self.get(g)?.pay_url(order)
+    }
+}

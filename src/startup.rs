@@ -1,0 +1,160 @@
+//! Building the running shop from a [`Config`]: open the store (recovering
+//! as needed), check it, start the workers and the HTTP server. Used by
+//! `main` and by the tests, so both run exactly the same application.
+
+use crate::config::Config;
+use crate::crypto::Crypto;
+use crate::http::{self, auth, AppState};
+use crate::payments::Gateways;
+use crate::store::{Store, StoreOptions};
+use crate::workers::{self, Workers};
+use actix_web::{web, App, HttpServer};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+fn fail(context: &str) -> impl Fn(String) -> StartError + '_ {
+    move |e| StartError(format!("{context}: {e}"))
+}
+
+/// The store options a config asks for.
+pub fn store_options(cfg: &Config) -> StoreOptions {
+    let s = &cfg.storage;
+    StoreOptions {
+        data_dir: s.data_dir.clone(),
+        cache_bytes: s.cache_mb * 1024 * 1024,
+        queue_capacity: s.queue_capacity,
+        max_batch: s.max_batch,
+        snapshot_bytes: s.snapshot_mb * 1024 * 1024,
+        webhooks: cfg.webhooks().is_some(),
+    }
+}
+
+/// Loads the master key from config, environment or key file.
+pub fn load_crypto(cfg: &Config) -> Result<(Crypto, bool), StartError> {
+    if let Some(hex) = cfg.storage.master_key.as_deref().filter(|k| !k.is_empty()) {
+        return Crypto::from_hex(hex.trim())
+            .map(|c| (c, false))
+            .map_err(|e| StartError(format!("storage.master_key: {e}")));
+    }
+    Crypto::load_or_create(&cfg.storage.key_file).map_err(|e| StartError(e.to_string()))
+}
+
+/// Opens the store and runs start-up recovery: invariant check, re-drive of
+/// paid-but-undelivered orders.
+pub fn open_store(cfg: &Config) -> Result<Store, StartError> {
+    let store = Store::open(&store_options(cfg)).map_err(|e| StartError(e.to_string()))?;
+    let report = crate::ops::check::run(&store).map_err(|e| fail("checking store")(e.to_string()))?;
+    if report.ok() {
+        tracing::info!(products = report.products, keys = report.keys, orders = report.orders,
+            rebuilt = store.was_rebuilt(), "store opened and checked");
+    } else {
+        tracing::error!(violations = report.violations.len(), report = %report,
+            "store invariants violated; serving anyway, run `faka check` for the report");
+    }
+    crate::ops::recovery::redrive_paid(&store).map_err(|e| fail("re-driving paid orders")(e.to_string()))?;
+    Ok(store)
+}
+
+/// If no admin token is configured and none was generated before, makes one,
+/// stores its argon2 hash and returns it (to be shown once).
+pub fn ensure_admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
+    if cfg.admin.token.as_deref().is_some_and(|t| !t.is_empty()) {
+        return Ok(None);
+    }
+    let dir = &cfg.storage.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| fail("creating data dir")(e.to_string()))?;
+    if dir.join(auth::HASH_FILE).exists() {
+        return Ok(None);
+    }
+    let token = crate::crypto::new_token();
+    auth::store_token_hash(dir, &token).map_err(|e| fail("storing admin token hash")(e.to_string()))?;
+    Ok(Some(token))
+}
+
+/// A running shop.
+pub struct Application {
+    server: actix_web::dev::Server,
+    port: u16,
+    store: Store,
+    workers: Workers,
+    /// A freshly generated admin token, to be printed once.
+    pub generated_admin_token: Option<String>,
+    /// Whether the master key file was created by this start.
+    pub created_key_file: bool,
+}
+
+impl Application {
+    /// Builds and starts serving; must run inside an actix system.
+    pub fn build(cfg: Config) -> Result<Application, StartError> {
+        let listener = TcpListener::bind(&cfg.server.listen)
+            .map_err(|e| fail("binding server.listen")(e.to_string()))?;
+        Self::build_with_listener(cfg, listener)
+    }
+
+    pub fn build_with_listener(cfg: Config, listener: TcpListener) -> Result<Application, StartError> {
+        let port = listener.local_addr().map_err(|e| StartError(e.to_string()))?.port();
+        let generated_admin_token = ensure_admin_token(&cfg)?;
+        let (crypto, created_key_file) = load_crypto(&cfg)?;
+        let store = open_store(&cfg)?;
+        let cfg = Arc::new(cfg);
+        let mut workers = Workers::new();
+        let (s, stop) = (store.clone(), workers.stop_signal());
+        let interval = Duration::from_millis(cfg.orders.sweep_interval_ms.max(10));
+        workers.spawn("faka-expiry", move || workers::expiry::run(s, interval, stop));
+
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            admin: auth::AdminAuth::new(cfg.admin.token.as_deref(), &cfg.storage.data_dir),
+            gateways: Gateways::from_config(&cfg),
+            crypto: Arc::new(crypto),
+            config: cfg.clone(),
+        });
+        let timeout = Duration::from_secs(cfg.server.request_timeout_secs.max(1));
+        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            .client_request_timeout(timeout)
+            .client_disconnect_timeout(Duration::from_secs(2))
+            .shutdown_timeout(10)
+            .backlog(4096);
+        if cfg.server.workers > 0 {
+            server = server.workers(cfg.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|e| fail("listening")(e.to_string()))?
+            .run();
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), port, data_dir = %cfg.storage.data_dir.display(),
+            hmac = cfg.hmac_secret().is_some(), epay = cfg.epay().is_some(),
+            webhooks = cfg.webhooks().is_some(), "faka is serving");
+        Ok(Application { server, port, store, workers, generated_admin_token, created_key_file })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A handle that stops the server gracefully.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or the handle stops it), then drains:
+    /// in-flight requests finish, the writer commits what is queued, sled is
+    /// flushed and the clean-shutdown marker written.
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        let result = self.server.await;
+        tracing::info!("server stopped; draining writes");
+        self.workers.stop();
+        self.store.close();
+        tracing::info!("store closed cleanly");
+        result
+    }
+}

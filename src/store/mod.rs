@@ -1,0 +1,247 @@
+//! faka's storage: sled trees as the readable view, an fsynced journal as the
+//! durable truth, one writer thread that batches every mutation.
+//!
+//! Domain and HTTP code see [`Store`] (typed reads, `write` of a closure over
+//! [`Tx`]) and never sled. Reads go straight to sled and never wait for the
+//! writer; every write goes through the bounded queue and is answered only
+//! after its batch is durable.
+
+pub mod codec;
+pub mod journal;
+mod reads;
+pub mod recovery;
+pub mod snapshot;
+pub mod tree;
+mod tx;
+mod writer;
+
+pub use reads::{KeyPage, OrderFilter, OrderPage};
+pub use recovery::OpenError;
+pub use tx::{Counters, Tx};
+pub use writer::{now_ms, WriterStats};
+
+use crate::error::{Error, Result};
+use crossbeam_channel::{Sender, TrySendError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tree::Trees;
+use writer::{Finish, Job, Msg, Writer};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    /// sled page cache bound, in bytes.
+    pub cache_bytes: u64,
+    /// Writes waiting for the writer beyond this answer 503.
+    pub queue_capacity: usize,
+    /// Most commands per group commit.
+    pub max_batch: usize,
+    /// Journal bytes since the last snapshot that trigger a new one.
+    pub snapshot_bytes: u64,
+    /// Whether order events go to the webhook outbox.
+    pub webhooks: bool,
+}
+
+impl StoreOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            data_dir: data_dir.into(),
+            cache_bytes: 64 * 1024 * 1024,
+            queue_capacity: 8192,
+            max_batch: 512,
+            snapshot_bytes: 256 * 1024 * 1024,
+            webhooks: false,
+        }
+    }
+}
+
+struct Inner {
+    trees: Arc<Trees>,
+    sender: Sender<Msg>,
+    stats: Arc<WriterStats>,
+    data_dir: PathBuf,
+    files: Arc<Mutex<()>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    closing: AtomicBool,
+    rebuilt: bool,
+    commit_hooks: Arc<Mutex<Vec<Box<dyn Fn() + Send>>>>,
+    _lock: std::fs::File,
+}
+
+/// A handle to the open store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (recovering or rebuilding as needed) and starts the writer.
+    pub fn open(opts: &StoreOptions) -> Result<Store, OpenError> {
+        let opened = recovery::open(&opts.data_dir, opts.cache_bytes)?;
+        let journal = journal::Journal::open(&recovery::journal_dir(&opts.data_dir), opened.seq + 1)
+            .map_err(|e| OpenError(format!("opening journal: {e}")))?;
+        let (sender, rx) = crossbeam_channel::bounded(opts.queue_capacity);
+        let stats = Arc::new(WriterStats::default());
+        stats.applied_seq.store(opened.seq, Ordering::SeqCst);
+        let files = Arc::new(Mutex::new(()));
+        let commit_hooks: Arc<Mutex<Vec<Box<dyn Fn() + Send>>>> = Arc::default();
+        let hooks = commit_hooks.clone();
+        let writer = Writer {
+            trees: opened.trees.clone(),
+            journal,
+            seq: opened.seq,
+            counters: opened.counters,
+            rx,
+            max_batch: opts.max_batch.max(1),
+            webhooks: opts.webhooks,
+            stats: stats.clone(),
+            snapshots: snapshot::Snapshotter {
+                data_dir: opts.data_dir.clone(),
+                threshold_bytes: opts.snapshot_bytes,
+                running: Arc::new(AtomicBool::new(false)),
+                files: files.clone(),
+            },
+            on_commit: Some(Box::new(move || {
+                if let Ok(hooks) = hooks.lock() {
+                    hooks.iter().for_each(|h| h());
+                }
+            })),
+        };
+        let handle = std::thread::Builder::new()
+            .name("faka-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| OpenError(format!("starting writer thread: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                trees: opened.trees,
+                sender,
+                stats,
+                data_dir: opts.data_dir.clone(),
+                files,
+                writer: Mutex::new(Some(handle)),
+                closing: AtomicBool::new(false),
+                rebuilt: opened.rebuilt,
+                commit_hooks,
+                _lock: opened.lock,
+            }),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// Whether this start rebuilt sled from snapshot + journal.
+    pub fn was_rebuilt(&self) -> bool {
+        self.inner.rebuilt
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.inner.stats
+    }
+
+    /// Queue depth of the writer.
+    pub fn queue_len(&self) -> usize {
+        self.inner.sender.len()
+    }
+
+    /// Held while snapshot files are replaced, so a backup sees a stable set.
+    pub fn files_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` after every committed batch (on the writer thread; keep it
+    /// to a wake-up).
+    pub fn on_commit(&self, f: impl Fn() + Send + 'static) {
+        if let Ok(mut hooks) = self.inner.commit_hooks.lock() {
+            hooks.push(Box::new(f));
+        }
+    }
+
+    /// True when the store accepts writes.
+    pub fn healthy(&self) -> bool {
+        !self.inner.closing.load(Ordering::SeqCst)
+            && !self.inner.stats.poisoned.load(Ordering::SeqCst)
+            && !self.inner.stats.failing.load(Ordering::SeqCst)
+    }
+
+    fn job<T: Send + 'static>(
+        f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,
+        reply: impl FnOnce(Result<T>) + Send + 'static,
+    ) -> Job {
+        Box::new(move |tx: &mut Tx| {
+            let r = f(tx);
+            let ok = r.is_ok();
+            let finish: Finish = Box::new(move |commit_err| {
+                reply(match (r, commit_err) {
+                    (Ok(_), Some(e)) => Err(e),
+                    (r, _) => r,
+                })
+            });
+            (ok, finish)
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(Error::unavailable("faka is shutting down"));
+        }
+        self.inner.sender.try_send(Msg::Job(job)).map_err(|e| match e {
+            TrySendError::Full(_) => Error::Unavailable {
+                message: "too many writes queued, retry shortly".into(),
+                retry_after: Duration::from_secs(1),
+            },
+            TrySendError::Disconnected(_) => Error::unavailable("faka is shutting down"),
+        })
+    }
+
+    /// Runs `f` in the writer and answers once its batch is durable.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Self::job(f, move |r| {
+            let _ = tx.send(r);
+        }))?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::unavailable("the write was aborted")))
+    }
+
+    /// [`Store::write`] for threads outside the async runtime.
+    pub fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Self::job(f, move |r| {
+            let _ = tx.send(r);
+        }))?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::unavailable("the write was aborted")))
+    }
+
+    /// Stops accepting writes, drains the queue, flushes sled and writes the
+    /// clean-shutdown marker. Idempotent.
+    pub fn close(&self) {
+        if self.inner.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (ack, done) = std::sync::mpsc::channel();
+        if self.inner.sender.send(Msg::Shutdown(ack)).is_ok() {
+            let _ = done.recv();
+        }
+        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    pub(crate) fn trees(&self) -> &Trees {
+        &self.inner.trees
+    }
+}

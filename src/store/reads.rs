@@ -1,0 +1,227 @@
+//! Typed reads straight from sled. They never wait for the writer; what they
+//! see is always committed and durable, because the writer applies a batch to
+//! sled only after it is fsynced.
+
+use super::codec;
+use super::tree::{self, Tree};
+use super::Store;
+use crate::domain::model::{KeyRecord, Order, OutboxEvent, Product, DeliveryState};
+use crate::domain::order::OrderStatus;
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    tracing::error!(error = %e, "store read failed");
+    Error::unavailable("storage error, try again")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    codec::decode(bytes).map_err(storage)
+}
+
+/// Filters for the admin order list.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub email: Option<String>,
+}
+
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    /// Pass back as `cursor` for the next (older) page.
+    pub next_cursor: Option<u64>,
+}
+
+pub struct KeyPage {
+    pub keys: Vec<(u64, KeyRecord)>,
+    pub next_cursor: Option<u64>,
+}
+
+impl Store {
+    fn read<T: DeserializeOwned>(&self, t: Tree, key: &[u8]) -> Result<Option<T>> {
+        match self.trees().get(t).get(key).map_err(storage)? {
+            Some(v) => decode(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn product(&self, id: &str) -> Result<Option<Product>> {
+        self.read(Tree::Products, id.as_bytes())
+    }
+
+    /// Every product, ordered by id.
+    pub fn products(&self) -> Result<Vec<Product>> {
+        self.trees()
+            .get(Tree::Products)
+            .iter()
+            .values()
+            .map(|v| decode(&v.map_err(storage)?))
+            .collect()
+    }
+
+    pub fn order(&self, order_no: &str) -> Result<Option<Order>> {
+        self.read(Tree::Orders, order_no.as_bytes())
+    }
+
+    pub fn key(&self, id: u64) -> Result<Option<KeyRecord>> {
+        self.read(Tree::Keys, &tree::u64_key(id))
+    }
+
+    /// Orders newest first, from `cursor` (exclusive) down.
+    pub fn orders_page(&self, filter: &OrderFilter, limit: usize, cursor: Option<u64>) -> Result<OrderPage> {
+        let seqs = self.trees().get(Tree::OrderSeq);
+        let upper = cursor.unwrap_or(u64::MAX);
+        let mut orders = Vec::new();
+        let mut next_cursor = None;
+        for item in seqs.range(..tree::u64_key(upper)).rev() {
+            let (k, v) = item.map_err(storage)?;
+            let seq = tree::read_u64(&k).unwrap_or(0);
+            if orders.len() == limit {
+                next_cursor = Some(seq + 1);
+                break;
+            }
+            let Some(order) = self.read::<Order>(Tree::Orders, &v)? else {
+                continue;
+            };
+            if filter.status.is_some_and(|s| s != order.status)
+                || filter.email.as_ref().is_some_and(|e| !e.eq_ignore_ascii_case(&order.email))
+            {
+                continue;
+            }
+            orders.push(order);
+        }
+        Ok(OrderPage { orders, next_cursor })
+    }
+
+    /// Visits every order (recovery and checks).
+    pub fn for_each_order(&self, mut f: impl FnMut(Order) -> Result<()>) -> Result<()> {
+        for v in self.trees().get(Tree::Orders).iter().values() {
+            f(decode(&v.map_err(storage)?)?)?;
+        }
+        Ok(())
+    }
+
+    /// Visits every key record with its id.
+    pub fn for_each_key(&self, mut f: impl FnMut(u64, KeyRecord) -> Result<()>) -> Result<()> {
+        for item in self.trees().get(Tree::Keys).iter() {
+            let (k, v) = item.map_err(storage)?;
+            f(tree::read_u64(&k).unwrap_or(0), decode(&v)?)?;
+        }
+        Ok(())
+    }
+
+    /// Keys of a product in id order, optionally of one state, after `cursor`.
+    pub fn keys_page(
+        &self,
+        product_id: &str,
+        state: Option<&str>,
+        limit: usize,
+        cursor: Option<u64>,
+    ) -> Result<KeyPage> {
+        let mut keys = Vec::new();
+        let mut next_cursor = None;
+        let start = cursor.map_or(0, |c| c.saturating_add(1));
+        let avail_only = state == Some("available");
+        if avail_only {
+            // Available keys have their own index: no need to walk sold ones.
+            let prefix = tree::scope_prefix(product_id);
+            let from = tree::scoped(product_id, &tree::u64_key(start));
+            for item in self.trees().get(Tree::Avail).range(from..) {
+                let (k, _) = item.map_err(storage)?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let id = tree::read_u64(&k[prefix.len()..]).unwrap_or(0);
+                if keys.len() == limit {
+                    next_cursor = keys.last().map(|(id, _)| *id);
+                    break;
+                }
+                if let Some(rec) = self.key(id)? {
+                    keys.push((id, rec));
+                }
+            }
+            return Ok(KeyPage { keys, next_cursor });
+        }
+        for item in self.trees().get(Tree::Keys).range(tree::u64_key(start)..) {
+            let (k, v) = item.map_err(storage)?;
+            let id = tree::read_u64(&k).unwrap_or(0);
+            let rec: KeyRecord = decode(&v)?;
+            if rec.product_id != product_id || state.is_some_and(|s| s != rec.state.name()) {
+                continue;
+            }
+            if keys.len() == limit {
+                next_cursor = keys.last().map(|(id, _)| *id);
+                break;
+            }
+            keys.push((id, rec));
+        }
+        Ok(KeyPage { keys, next_cursor })
+    }
+
+    /// Pending orders whose hold ran out by `now_ms`, oldest first.
+    pub fn due_expiries(&self, now_ms: i64, limit: usize) -> Result<Vec<String>> {
+        let upper = tree::u64_key(now_ms.max(0) as u64 + 1);
+        let mut out = Vec::new();
+        for item in self.trees().get(Tree::Expiry).range(..upper.to_vec()).take(limit) {
+            let (k, _) = item.map_err(storage)?;
+            if let Some(no) = k.get(8..).and_then(|b| std::str::from_utf8(b).ok()) {
+                out.push(no.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outbox events, oldest first, from `cursor` (exclusive).
+    pub fn outbox_page(
+        &self,
+        state: Option<DeliveryState>,
+        limit: usize,
+        cursor: Option<u64>,
+    ) -> Result<(Vec<OutboxEvent>, Option<u64>)> {
+        let start = cursor.map_or(0, |c| c.saturating_add(1));
+        let mut out = Vec::new();
+        let mut next = None;
+        for item in self.trees().get(Tree::Outbox).range(tree::u64_key(start)..) {
+            let (_, v) = item.map_err(storage)?;
+            let e: OutboxEvent = decode(&v)?;
+            if state.is_some_and(|s| s != e.state) {
+                continue;
+            }
+            if out.len() == limit {
+                next = out.last().map(|e: &OutboxEvent| e.seq);
+                break;
+            }
+            out.push(e);
+        }
+        Ok((out, next))
+    }
+
+    /// Raw dump of every tree, for state comparisons and debugging.
+    pub fn dump(&self) -> Result<Vec<(u8, Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for t in tree::ALL {
+            if t == Tree::Meta {
+                continue;
+            }
+            for item in self.trees().get(t).iter() {
+                let (k, v) = item.map_err(storage)?;
+                out.push((t as u8, k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// Entries of the available-key index per product (for the checker).
+    pub fn available_index_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let mut out = std::collections::HashMap::new();
+        for item in self.trees().get(Tree::Avail).iter().keys() {
+            let k = item.map_err(storage)?;
+            let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+            let product = String::from_utf8_lossy(&k[..end]).into_owned();
+            *out.entry(product).or_insert(0) += 1;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,198 @@
+//! Opening a data directory: lock it, decide whether sled can be trusted, and
+//! rebuild it from snapshot + journal when it cannot.
+//!
+//! sled is trusted only after a clean shutdown: the `CLEAN` marker names the
+//! last applied batch, and sled and the journal must both agree with it. After
+//! a kill -9, a power cut, or when the directory is a copy taken while faka
+//! was running, sled's files may be stale or torn, so the view is rebuilt:
+//! the newest snapshot that verifies end to end is loaded, then every journal
+//! batch after its base is replayed. A torn journal tail is cut off first.
+
+use super::journal;
+use super::snapshot;
+use super::tree::{self, Tree, Trees};
+use super::tx::Counters;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OpenError(pub String);
+
+fn err(context: &str, e: impl std::fmt::Display) -> OpenError {
+    OpenError(format!("{context}: {e}"))
+}
+
+pub(crate) struct Opened {
+    pub trees: Arc<Trees>,
+    pub seq: u64,
+    pub counters: Counters,
+    pub rebuilt: bool,
+    pub lock: File,
+}
+
+pub fn sled_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("sled")
+}
+
+pub fn journal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("journal")
+}
+
+fn marker_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("CLEAN")
+}
+
+pub(crate) fn write_clean_marker(data_dir: &Path, seq: u64) -> io::Result<()> {
+    let tmp = data_dir.join("CLEAN.tmp");
+    fs::write(&tmp, seq.to_string())?;
+    File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, marker_path(data_dir))?;
+    journal::sync_dir(data_dir)
+}
+
+/// Takes an exclusive lock on the data directory for this process's lifetime.
+pub fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
+    let path = data_dir.join("LOCK");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| err(&format!("cannot open {}", path.display()), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(OpenError(format!(
+                "data directory {} is in use by another faka process",
+                data_dir.display()
+            )));
+        }
+    }
+    Ok(f)
+}
+
+/// sled leaves `snap.*.generating` behind when killed while snapshotting; a
+/// later open can trip over it, so it goes first.
+fn remove_stale_sled_snapshots(sled: &Path) -> io::Result<()> {
+    if !sled.exists() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(sled)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %path.display(), "removing stale sled snapshot");
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The last batch in the journal's newest segment (cutting a torn tail), or
+/// that segment's first seq − 1 when it is empty.
+fn journal_end(jdir: &Path) -> Result<Option<u64>, OpenError> {
+    let segs = journal::segments(jdir).map_err(|e| err("reading journal", e))?;
+    let Some((first, path)) = segs.last() else {
+        return Ok(None);
+    };
+    let bytes = fs::read(path).map_err(|e| err("reading journal", e))?;
+    let (records, _) = journal::unframe(&bytes);
+    let last = records
+        .last()
+        .and_then(|p| p.get(..8))
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes);
+    Ok(Some(last.unwrap_or(first.saturating_sub(1))))
+}
+
+fn read_meta(trees: &Trees) -> Result<(u64, Counters), OpenError> {
+    let meta = trees.get(Tree::Meta);
+    let seq = meta
+        .get(tree::META_APPLIED_SEQ)
+        .map_err(|e| err("reading meta", e))?
+        .and_then(|v| tree::read_u64(&v))
+        .unwrap_or(0);
+    let counters = match meta.get(tree::META_COUNTERS).map_err(|e| err("reading meta", e))? {
+        Some(v) => super::codec::decode(&v).map_err(|e| err("decoding counters", e))?,
+        None => Counters::default(),
+    };
+    Ok((seq, counters))
+}
+
+pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenError> {
+    fs::create_dir_all(data_dir).map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
+    let lock = lock_data_dir(data_dir)?;
+    let sled = sled_dir(data_dir);
+    let jdir = journal_dir(data_dir);
+    remove_stale_sled_snapshots(&sled).map_err(|e| err("cleaning sled directory", e))?;
+
+    let marker = fs::read_to_string(marker_path(data_dir))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if marker_path(data_dir).exists() {
+        fs::remove_file(marker_path(data_dir)).map_err(|e| err("removing CLEAN marker", e))?;
+        journal::sync_dir(data_dir).map_err(|e| err("syncing data dir", e))?;
+    }
+    let end = journal_end(&jdir)?;
+
+    if let (Some(clean), true) = (marker, sled.exists()) {
+        match Trees::open(&sled, cache_bytes) {
+            Ok(trees) => {
+                let (seq, counters) = read_meta(&trees)?;
+                if seq == clean && end.is_none_or(|e| e == clean) {
+                    return Ok(Opened { trees: Arc::new(trees), seq, counters, rebuilt: false, lock });
+                }
+                tracing::warn!(sled = seq, marker = clean, journal = ?end,
+                    "sled disagrees with the clean-shutdown marker; rebuilding");
+            }
+            Err(e) => tracing::warn!(error = %e, "sled did not open; rebuilding"),
+        }
+    } else if sled.exists() {
+        tracing::warn!("last shutdown was not clean (or this is a copy); rebuilding the store from snapshot + journal");
+    }
+    rebuild(data_dir, cache_bytes, lock)
+}
+
+fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, OpenError> {
+    let started = std::time::Instant::now();
+    let sled = sled_dir(data_dir);
+    if sled.exists() {
+        fs::remove_dir_all(&sled).map_err(|e| err("removing stale sled directory", e))?;
+    }
+    let trees = Trees::open(&sled, cache_bytes).map_err(|e| err("creating sled", e))?;
+    let mut base = 0;
+    for (snap_base, path) in snapshot::list(data_dir).map_err(|e| err("listing snapshots", e))? {
+        if let Err(e) = snapshot::read(&path, |_| Ok(())) {
+            tracing::error!(file = %path.display(), error = %e, "snapshot does not verify; trying an older one");
+            continue;
+        }
+        snapshot::read(&path, |writes| {
+            super::writer::apply_writes(&trees, &writes).map_err(io::Error::other)
+        })
+        .map_err(|e| err("loading snapshot", e))?;
+        base = snap_base;
+        break;
+    }
+    let jdir = journal_dir(data_dir);
+    let mut batches = 0u64;
+    let last = journal::replay(&jdir, base, true, |b| {
+        batches += 1;
+        super::writer::apply_writes(&trees, &b.writes).map_err(io::Error::other)
+    })
+    .map_err(|e| err("replaying journal", e))?;
+    trees
+        .get(Tree::Meta)
+        .insert(tree::META_APPLIED_SEQ, &tree::u64_key(last))
+        .map_err(|e| err("writing meta", e))?;
+    trees.db.flush().map_err(|e| err("flushing rebuilt store", e))?;
+    let (seq, counters) = read_meta(&trees)?;
+    tracing::info!(snapshot_base = base, replayed_batches = batches, applied_seq = seq,
+        millis = started.elapsed().as_millis() as u64, "store rebuilt from snapshot + journal");
+    Ok(Opened { trees: Arc::new(trees), seq, counters, rebuilt: true, lock })
+}

@@ -1,0 +1,126 @@
+//! The sled trees faka keeps and how their keys are laid out. Only the store
+//! module knows these; domain code uses typed operations.
+
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Tree {
+    /// `applied_seq`, counters.
+    Meta = 0,
+    /// product id → Product
+    Products = 1,
+    /// key id (u64 BE) → KeyRecord
+    Keys = 2,
+    /// product id, 0, key id → () for every available key (claim order)
+    Avail = 3,
+    /// product id, 0, keyed fingerprint → key id: de-duplication, kept forever
+    KeyHashes = 4,
+    /// order no → Order
+    Orders = 5,
+    /// order seq (u64 BE) → order no: newest-first listing
+    OrderSeq = 6,
+    /// expires_at ms (u64 BE), order no → () for pending orders
+    Expiry = 7,
+    /// product id, 0, since ms (u64 BE), order no → () for awaiting_stock orders
+    Awaiting = 8,
+    /// gateway, 0, trade_no → order no: repeat detection
+    Payments = 9,
+    /// sha256(Idempotency-Key) → IdempotencyRecord
+    Idem = 10,
+    /// outbox seq (u64 BE) → OutboxEvent
+    Outbox = 11,
+}
+
+pub const ALL: [Tree; 12] = [
+    Tree::Meta,
+    Tree::Products,
+    Tree::Keys,
+    Tree::Avail,
+    Tree::KeyHashes,
+    Tree::Orders,
+    Tree::OrderSeq,
+    Tree::Expiry,
+    Tree::Awaiting,
+    Tree::Payments,
+    Tree::Idem,
+    Tree::Outbox,
+];
+
+impl Tree {
+    pub fn from_u8(b: u8) -> Option<Tree> {
+        ALL.get(b as usize).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Products => "products",
+            Tree::Keys => "keys",
+            Tree::Avail => "avail",
+            Tree::KeyHashes => "key_hashes",
+            Tree::Orders => "orders",
+            Tree::OrderSeq => "order_seq",
+            Tree::Expiry => "expiry",
+            Tree::Awaiting => "awaiting",
+            Tree::Payments => "payments",
+            Tree::Idem => "idempotency",
+            Tree::Outbox => "outbox",
+        }
+    }
+}
+
+/// The open sled database and its trees.
+pub struct Trees {
+    pub db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+impl Trees {
+    pub fn open(dir: &Path, cache_bytes: u64) -> sled::Result<Trees> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let mut trees = Vec::with_capacity(ALL.len());
+        for t in ALL {
+            trees.push(db.open_tree(t.name())?);
+        }
+        Ok(Trees { db, trees })
+    }
+
+    pub fn get(&self, t: Tree) -> &sled::Tree {
+        &self.trees[t as usize]
+    }
+}
+
+pub const META_APPLIED_SEQ: &[u8] = b"applied_seq";
+pub const META_COUNTERS: &[u8] = b"counters";
+
+pub fn u64_key(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+pub fn read_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+/// `a, 0, b`: keys scoped by a product id (which never contains a 0 byte).
+pub fn scoped(scope: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(scope.len() + 1 + rest.len());
+    k.extend_from_slice(scope.as_bytes());
+    k.push(0);
+    k.extend_from_slice(rest);
+    k
+}
+
+pub fn scope_prefix(scope: &str) -> Vec<u8> {
+    scoped(scope, &[])
+}
+
+pub fn time_key(ms: i64, order_no: &str) -> Vec<u8> {
+    let mut k = (ms.max(0) as u64).to_be_bytes().to_vec();
+    k.extend_from_slice(order_no.as_bytes());
+    k
+}
