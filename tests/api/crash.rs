@@ -1,0 +1,190 @@
+//! Crash safety of the real binary: run `faka serve` under order + payment
+//! load, kill -9 it at a random moment, restart it on the same data dir, and
+//! check that every payment answered 200 ends delivered, no key is in two
+//! orders, and the counts add up. Five cycles, then `faka check`.
+
+use crate::helpers::*;
+use rand::Rng;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+/// Starts the real binary with `config`; returns once it serves.
+pub fn start_binary(config: &Path) -> Server {
+    let mut child = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start faka");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["message"] == "faka is serving" {
+                    let _ = tx.send(v["port"].as_u64().unwrap_or(0));
+                }
+            }
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(60)).expect("faka started serving");
+    Server { child, base: format!("http://127.0.0.1:{port}") }
+}
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    let text = config_text(dir, "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[derive(Clone)]
+struct Acked {
+    order_no: String,
+    token: String,
+}
+
+/// Buyers: create → pay (sometimes twice) until told to stop or the server dies.
+fn load(base: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<Acked>>>) {
+    let client = Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let created = client
+            .post(format!("{base}/api/v1/orders"))
+            .json(&json!({"product_id": "crash", "quantity": 1, "email": "c@example.com", "gateway": "hmac"}))
+            .send();
+        let Ok(r) = created else { return };
+        if r.status() != 201 {
+            continue;
+        }
+        let Ok(o) = r.json::<Value>() else { return };
+        let no = o["order_no"].as_str().unwrap().to_string();
+        let body = json!({"order_no": no, "trade_no": format!("T-{no}"), "amount": 100, "status": "paid"}).to_string();
+        for _ in 0..(1 + n % 2) {
+            let ts = now_secs().to_string();
+            let sig = faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body.as_bytes());
+            let paid = client
+                .post(format!("{base}/api/v1/payments/hmac/notify"))
+                .header("X-Faka-Timestamp", ts)
+                .header("X-Faka-Signature", sig)
+                .body(body.clone())
+                .send();
+            match paid {
+                Ok(r) if r.status() == 200 => acked.lock().unwrap().push(Acked {
+                    order_no: no.clone(),
+                    token: o["token"].as_str().unwrap().to_string(),
+                }),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn verify(base: &str, acked: &[Acked], imported: u64) {
+    let client = Client::new();
+    let mut all_keys = HashSet::new();
+    let mut seen = HashSet::new();
+    for a in acked {
+        if !seen.insert(a.order_no.clone()) {
+            continue;
+        }
+        let v: Value = client
+            .get(format!("{base}/api/v1/orders/{}?token={}", a.order_no, a.token))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(v["status"], "delivered", "acknowledged payment of {} was lost", a.order_no);
+        for k in v["keys"].as_array().unwrap() {
+            assert!(all_keys.insert(k.as_str().unwrap().to_string()), "key {k} is in two orders");
+        }
+    }
+    let list: Value = client
+        .get(format!("{base}/api/v1/admin/products"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let k = &list["products"][0]["keys"];
+    let total = k["available"].as_u64().unwrap() + k["held"].as_u64().unwrap() + k["sold"].as_u64().unwrap();
+    assert_eq!(total, imported, "counts add up: {k}");
+    assert!(k["sold"].as_u64().unwrap() >= seen.len() as u64);
+}
+
+#[test]
+fn kill_9_under_load_never_loses_an_acknowledged_payment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut server = start_binary(&config);
+    let client = Client::new();
+    let r = client
+        .post(format!("{}/api/v1/admin/products", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "crash", "name": "Crash", "price": 100}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let imported = 20_000u64;
+    let keys: Vec<String> = (0..imported).map(|i| format!("CRASH-{i:06}")).collect();
+    let r = client
+        .post(format!("{}/api/v1/admin/products/crash/keys", server.base))
+        .bearer_auth(ADMIN)
+        .header("Content-Type", "text/plain")
+        .body(keys.join("\n"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut rng = rand::thread_rng();
+    for cycle in 0..5 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let buyers: Vec<_> = (0..8)
+            .map(|_| {
+                let (b, s, a) = (server.base.clone(), stop.clone(), acked.clone());
+                std::thread::spawn(move || load(b, s, a))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(300..1200)));
+        server.child.kill().expect("kill -9");
+        let _ = server.child.wait();
+        stop.store(true, Ordering::Relaxed);
+        for b in buyers {
+            b.join().unwrap();
+        }
+        server = start_binary(&config);
+        let snapshot = acked.lock().unwrap().clone();
+        eprintln!("crash cycle {cycle}: {} payments acknowledged so far", snapshot.len());
+        verify(&server.base, &snapshot, imported);
+    }
+    let acked_total = acked.lock().unwrap().len();
+    assert!(acked_total > 0, "the load produced acknowledged payments");
+    // A clean stop, then the offline checker agrees.
+    unsafe_sigterm(&server.child);
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "graceful stop exits 0");
+    let check = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}
+
+pub fn unsafe_sigterm(child: &Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+}

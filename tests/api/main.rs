@@ -1,0 +1,9 @@
+//! API tests through HTTP: each test starts the real application on port 0
+//! with its own temporary data directory, so tests run in parallel.
+
+mod helpers;
+
+mod concurrency;
+mod crash;
+mod orders;
+mod payments;
