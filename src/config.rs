@@ -113,7 +113,10 @@ pub struct OrdersConfig {
 
 impl Default for OrdersConfig {
     fn default() -> Self {
-        OrdersConfig { hold_secs: 900, sweep_interval_ms: 500 }
+        OrdersConfig {
+            hold_secs: 900,
+            sweep_interval_ms: 500,
+        }
     }
 }
 
@@ -171,7 +174,10 @@ pub struct ShopConfig {
 
 impl Default for ShopConfig {
     fn default() -> Self {
-        ShopConfig { name: "faka".into(), currency: "CNY".into() }
+        ShopConfig {
+            name: "faka".into(),
+            currency: "CNY".into(),
+        }
     }
 }
 
@@ -186,7 +192,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: "auto".into() }
+        LogConfig {
+            level: "info".into(),
+            format: "auto".into(),
+        }
     }
 }
 
@@ -201,7 +210,10 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { import_body_mb: 256, body_kb: 64 }
+        LimitsConfig {
+            import_body_mb: 256,
+            body_kb: 64,
+        }
     }
 }
 
@@ -252,10 +264,15 @@ fn env_name(path: &str) -> String {
 }
 
 fn env_value(name: &str, raw: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
-    let bad = |reason: &str| ConfigError::Env { name: name.to_string(), reason: reason.to_string() };
+    let bad = |reason: &str| ConfigError::Env {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
     Ok(match kind {
         Kind::Str => toml::Value::String(raw.to_string()),
-        Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("must be an integer"))?),
+        Kind::Int => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| bad("must be an integer"))?)
+        }
         Kind::Bool => toml::Value::Boolean(match raw.trim() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,
@@ -300,7 +317,10 @@ impl Config {
             Ok(t) => t,
             Err(e) if allow_missing && e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => {
-                return Err(ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
             }
         };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -313,8 +333,13 @@ impl Config {
         base_dir: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let parse_err = |reason: String| ConfigError::Parse { path: origin.to_string(), reason };
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        let parse_err = |reason: String| ConfigError::Parse {
+            path: origin.to_string(),
+            reason,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         for (name, raw) in env {
             if !name.starts_with("FAKA_") {
                 continue;
@@ -344,33 +369,55 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: &str| ConfigError::Invalid { key: key.into(), reason: reason.into() };
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        };
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid("server.listen", "must be an address like 127.0.0.1:8080"));
+            return Err(invalid(
+                "server.listen",
+                "must be an address like 127.0.0.1:8080",
+            ));
         }
         let url = &self.server.public_url;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(invalid("server.public_url", "must start with http:// or https://"));
+            return Err(invalid(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
         }
         for p in &self.server.trusted_proxies {
             if p.parse::<std::net::IpAddr>().is_err() {
-                return Err(invalid("server.trusted_proxies", "must be a list of IP addresses"));
+                return Err(invalid(
+                    "server.trusted_proxies",
+                    "must be a list of IP addresses",
+                ));
             }
         }
         if self.orders.hold_secs == 0 {
             return Err(invalid("orders.hold_secs", "must be at least 1"));
         }
         if self.storage.queue_capacity == 0 || self.storage.max_batch == 0 {
-            return Err(invalid("storage.queue_capacity", "queue_capacity and max_batch must be at least 1"));
+            return Err(invalid(
+                "storage.queue_capacity",
+                "queue_capacity and max_batch must be at least 1",
+            ));
         }
+        let http_url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
         if let Some(e) = &self.payments.epay {
-            if !e.key.is_empty() && !(e.submit_url.starts_with("http://") || e.submit_url.starts_with("https://")) {
-                return Err(invalid("payments.epay.submit_url", "must start with http:// or https://"));
+            if !e.key.is_empty() && !http_url(&e.submit_url) {
+                return Err(invalid(
+                    "payments.epay.submit_url",
+                    "must start with http:// or https://",
+                ));
             }
         }
         if let Some(w) = &self.webhooks {
-            if !w.url.is_empty() && !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                return Err(invalid("webhooks.url", "must start with http:// or https://"));
+            if !w.url.is_empty() && !http_url(&w.url) {
+                return Err(invalid(
+                    "webhooks.url",
+                    "must start with http:// or https://",
+                ));
             }
         }
         if !["auto", "human", "json"].contains(&self.log.format.as_str()) {
@@ -378,24 +425,36 @@ impl Config {
         }
         let c = &self.shop.currency;
         if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid("shop.currency", "must be a three-letter code like CNY"));
+            return Err(invalid(
+                "shop.currency",
+                "must be a three-letter code like CNY",
+            ));
         }
         Ok(())
     }
 
     /// The hmac gateway's secret, if that gateway is enabled.
     pub fn hmac_secret(&self) -> Option<&str> {
-        self.payments.hmac.as_ref().map(|h| h.secret.as_str()).filter(|s| !s.is_empty())
+        self.payments
+            .hmac
+            .as_ref()
+            .map(|h| h.secret.as_str())
+            .filter(|s| !s.is_empty())
     }
 
     /// The epay gateway, if enabled (pid and key non-empty).
     pub fn epay(&self) -> Option<&EpayConfig> {
-        self.payments.epay.as_ref().filter(|e| !e.key.is_empty() && !e.pid.is_empty())
+        self.payments
+            .epay
+            .as_ref()
+            .filter(|e| !e.key.is_empty() && !e.pid.is_empty())
     }
 
     /// Outbound webhooks, if enabled (url and secret non-empty).
     pub fn webhooks(&self) -> Option<&WebhooksConfig> {
-        self.webhooks.as_ref().filter(|w| !w.url.is_empty() && !w.secret.is_empty())
+        self.webhooks
+            .as_ref()
+            .filter(|w| !w.url.is_empty() && !w.secret.is_empty())
     }
 }
 
@@ -424,11 +483,15 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
-        let e = load("[server]\nlisten_on = \"x\"\n", &[]).unwrap_err().to_string();
+        let e = load("[server]\nlisten_on = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen_on"), "{e}");
         let e = load("[serverr]\n", &[]).unwrap_err().to_string();
         assert!(e.contains("serverr"), "{e}");
-        let e = load("", &[("FAKA_ADMIN_TOKNE", "x")]).unwrap_err().to_string();
+        let e = load("", &[("FAKA_ADMIN_TOKNE", "x")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("FAKA_ADMIN_TOKNE"), "{e}");
     }
 
@@ -449,22 +512,32 @@ mod tests {
         assert_eq!(c.orders.hold_secs, 7);
         assert_eq!(c.hmac_secret(), Some("s3cret"));
         assert_eq!(c.server.trusted_proxies, vec!["10.0.0.1", "10.0.0.2"]);
-        let e = load("", &[("FAKA_ORDERS_HOLD_SECS", "soon")]).unwrap_err().to_string();
+        let e = load("", &[("FAKA_ORDERS_HOLD_SECS", "soon")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("FAKA_ORDERS_HOLD_SECS"), "{e}");
     }
 
     #[test]
     fn empty_secrets_disable_gateways() {
-        let c = load("[payments.hmac]\nsecret = \"\"\n[payments.epay]\npid = \"1\"\nkey = \"\"\n", &[]).unwrap();
+        let c = load(
+            "[payments.hmac]\nsecret = \"\"\n[payments.epay]\npid = \"1\"\nkey = \"\"\n",
+            &[],
+        )
+        .unwrap();
         assert!(c.hmac_secret().is_none());
         assert!(c.epay().is_none());
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let e = load("[server]\nlisten = \"nowhere\"\n", &[]).unwrap_err().to_string();
+        let e = load("[server]\nlisten = \"nowhere\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("server.listen"), "{e}");
-        let e = load("[orders]\nhold_secs = 0\n", &[]).unwrap_err().to_string();
+        let e = load("[orders]\nhold_secs = 0\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("orders.hold_secs"), "{e}");
     }
 

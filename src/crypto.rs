@@ -93,7 +93,13 @@ impl Crypto {
         // Encryption with a valid key and in-memory buffers cannot fail.
         let ct = self
             .aead
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: context })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: context,
+                },
+            )
             .unwrap_or_default();
         out.extend_from_slice(&ct);
         out
@@ -105,13 +111,20 @@ impl Crypto {
         }
         let (nonce, ct) = sealed.split_at(24);
         self.aead
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: context })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context,
+                },
+            )
             .map_err(|_| CryptoError::Open)
     }
 
     /// A keyed, non-reversible fingerprint of a card key within a product.
     pub fn key_fingerprint(&self, product_id: &str, key_text: &str) -> [u8; 16] {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.dedupe_key).expect("any key length");
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.dedupe_key).expect("any key length");
         mac.update(product_id.as_bytes());
         mac.update(&[0]);
         mac.update(key_text.as_bytes());
@@ -199,7 +212,10 @@ mod tests {
         assert_eq!(mask_key("ABCD-EFGH-IJKL-WXYZ"), "ABCD****WXYZ");
         assert_eq!(mask_key("abc"), "****");
         assert_eq!(mask_key("abcdef"), "a****f");
-        assert_eq!(mask_key("卡密卡密卡密卡密卡密卡密卡密"), "卡密卡密****卡密卡密");
+        assert_eq!(
+            mask_key("卡密卡密卡密卡密卡密卡密卡密"),
+            "卡密卡密****卡密卡密"
+        );
     }
 
     #[test]

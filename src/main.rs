@@ -8,7 +8,11 @@ use faka::startup;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "faka", version, about = "An automatic card-key shop (发卡网) in one binary.\n\nImport card keys, sell them through payment gateways, deliver them the moment a signed payment arrives.")]
+#[command(
+    name = "faka",
+    version,
+    about = "An automatic card-key shop (发卡网) in one binary.\n\nImport card keys, sell them through payment gateways, deliver them the moment a signed payment arrives."
+)]
 struct Cli {
     /// Config file (TOML). FAKA_<SECTION>_<KEY> environment variables override it.
     #[arg(long, global = true, default_value = "config.toml")]
@@ -26,7 +30,7 @@ enum Command {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let default = cli.config == PathBuf::from("config.toml");
+    let default = cli.config.as_os_str() == "config.toml";
     Ok(Config::load(&cli.config, default, std::env::vars())?)
 }
 

@@ -48,15 +48,22 @@ pub fn load_crypto(cfg: &Config) -> Result<(Crypto, bool), StartError> {
 /// paid-but-undelivered orders.
 pub fn open_store(cfg: &Config) -> Result<Store, StartError> {
     let store = Store::open(&store_options(cfg)).map_err(|e| StartError(e.to_string()))?;
-    let report = crate::ops::check::run(&store).map_err(|e| fail("checking store")(e.to_string()))?;
+    let report =
+        crate::ops::check::run(&store).map_err(|e| fail("checking store")(e.to_string()))?;
     if report.ok() {
-        tracing::info!(products = report.products, keys = report.keys, orders = report.orders,
-            rebuilt = store.was_rebuilt(), "store opened and checked");
+        tracing::info!(
+            products = report.products,
+            keys = report.keys,
+            orders = report.orders,
+            rebuilt = store.was_rebuilt(),
+            "store opened and checked"
+        );
     } else {
         tracing::error!(violations = report.violations.len(), report = %report,
             "store invariants violated; serving anyway, run `faka check` for the report");
     }
-    crate::ops::recovery::redrive_paid(&store).map_err(|e| fail("re-driving paid orders")(e.to_string()))?;
+    crate::ops::recovery::redrive_paid(&store)
+        .map_err(|e| fail("re-driving paid orders")(e.to_string()))?;
     Ok(store)
 }
 
@@ -72,7 +79,8 @@ pub fn ensure_admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
         return Ok(None);
     }
     let token = crate::crypto::new_token();
-    auth::store_token_hash(dir, &token).map_err(|e| fail("storing admin token hash")(e.to_string()))?;
+    auth::store_token_hash(dir, &token)
+        .map_err(|e| fail("storing admin token hash")(e.to_string()))?;
     Ok(Some(token))
 }
 
@@ -96,8 +104,14 @@ impl Application {
         Self::build_with_listener(cfg, listener)
     }
 
-    pub fn build_with_listener(cfg: Config, listener: TcpListener) -> Result<Application, StartError> {
-        let port = listener.local_addr().map_err(|e| StartError(e.to_string()))?.port();
+    pub fn build_with_listener(
+        cfg: Config,
+        listener: TcpListener,
+    ) -> Result<Application, StartError> {
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError(e.to_string()))?
+            .port();
         let generated_admin_token = ensure_admin_token(&cfg)?;
         let (crypto, created_key_file) = load_crypto(&cfg)?;
         let store = open_store(&cfg)?;
@@ -105,7 +119,9 @@ impl Application {
         let mut workers = Workers::new();
         let (s, stop) = (store.clone(), workers.stop_signal());
         let interval = Duration::from_millis(cfg.orders.sweep_interval_ms.max(10));
-        workers.spawn("faka-expiry", move || workers::expiry::run(s, interval, stop));
+        workers.spawn("faka-expiry", move || {
+            workers::expiry::run(s, interval, stop)
+        });
 
         let state = web::Data::new(AppState {
             store: store.clone(),
@@ -115,11 +131,12 @@ impl Application {
             config: cfg.clone(),
         });
         let timeout = Duration::from_secs(cfg.server.request_timeout_secs.max(1));
-        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-            .client_request_timeout(timeout)
-            .client_disconnect_timeout(Duration::from_secs(2))
-            .shutdown_timeout(10)
-            .backlog(4096);
+        let mut server =
+            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+                .client_request_timeout(timeout)
+                .client_disconnect_timeout(Duration::from_secs(2))
+                .shutdown_timeout(10)
+                .backlog(4096);
         if cfg.server.workers > 0 {
             server = server.workers(cfg.server.workers);
         }
@@ -130,7 +147,14 @@ impl Application {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), port, data_dir = %cfg.storage.data_dir.display(),
             hmac = cfg.hmac_secret().is_some(), epay = cfg.epay().is_some(),
             webhooks = cfg.webhooks().is_some(), "faka is serving");
-        Ok(Application { server, port, store, workers, generated_admin_token, created_key_file })
+        Ok(Application {
+            server,
+            port,
+            store,
+            workers,
+            generated_admin_token,
+            created_key_file,
+        })
     }
 
     pub fn port(&self) -> u16 {

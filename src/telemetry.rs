@@ -13,7 +13,9 @@ pub fn init(cfg: &LogConfig) {
         "human" => false,
         _ => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {

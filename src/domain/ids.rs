@@ -19,10 +19,7 @@ impl ProductId {
         if ok {
             Ok(ProductId(s.to_string()))
         } else {
-            Err(Error::invalid(
-                "id",
-                "must match [a-z0-9][a-z0-9_-]{0,63}",
-            ))
+            Err(Error::invalid("id", "must match [a-z0-9][a-z0-9_-]{0,63}"))
         }
     }
 
@@ -126,11 +123,7 @@ impl fmt::Display for OrderNo {
 
 /// A short, printable rendering of untrusted input for error messages.
 pub fn printable(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect();
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
     if s.chars().count() > max {
         out.push('…');
     }
@@ -187,7 +180,9 @@ mod tests {
             Email::parse("Buyer@Example.COM").unwrap().as_str(),
             "Buyer@example.com"
         );
-        for bad in ["", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "a@.b.c"] {
+        for bad in [
+            "", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "a@.b.c",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

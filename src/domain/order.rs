@@ -97,7 +97,12 @@ pub struct Refused {
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot {} an order that is {}", self.action, self.from.as_str())
+        write!(
+            f,
+            "cannot {} an order that is {}",
+            self.action,
+            self.from.as_str()
+        )
     }
 }
 
@@ -170,27 +175,47 @@ mod tests {
 
     #[test]
     fn paying_a_pending_order_delivers_its_held_keys() {
-        assert_eq!(on_payment(Pending, Callback, false), Ok(PaymentStep::DeliverHeld));
-        assert_eq!(on_payment(Pending, Manual, false), Ok(PaymentStep::DeliverHeld));
+        assert_eq!(
+            on_payment(Pending, Callback, false),
+            Ok(PaymentStep::DeliverHeld)
+        );
+        assert_eq!(
+            on_payment(Pending, Manual, false),
+            Ok(PaymentStep::DeliverHeld)
+        );
     }
 
     #[test]
     fn a_late_payment_claims_fresh_keys_or_waits() {
-        assert_eq!(on_payment(Expired, Callback, false), Ok(PaymentStep::ClaimOrAwait));
-        assert_eq!(on_payment(Expired, Manual, false), Ok(PaymentStep::ClaimOrAwait));
+        assert_eq!(
+            on_payment(Expired, Callback, false),
+            Ok(PaymentStep::ClaimOrAwait)
+        );
+        assert_eq!(
+            on_payment(Expired, Manual, false),
+            Ok(PaymentStep::ClaimOrAwait)
+        );
     }
 
     #[test]
     fn a_repeated_callback_changes_nothing_in_any_state() {
         for s in OrderStatus::ALL {
-            assert_eq!(on_payment(s, Callback, true), Ok(PaymentStep::Repeat), "{s:?}");
+            assert_eq!(
+                on_payment(s, Callback, true),
+                Ok(PaymentStep::Repeat),
+                "{s:?}"
+            );
         }
     }
 
     #[test]
     fn a_second_callback_payment_on_a_paid_order_is_recorded() {
         for s in [Paid, Delivered, AwaitingStock, Refunded] {
-            assert_eq!(on_payment(s, Callback, false), Ok(PaymentStep::SecondPayment), "{s:?}");
+            assert_eq!(
+                on_payment(s, Callback, false),
+                Ok(PaymentStep::SecondPayment),
+                "{s:?}"
+            );
         }
     }
 
@@ -199,7 +224,14 @@ mod tests {
         for s in [Paid, Delivered, AwaitingStock, Refunded] {
             for applied in [false, true] {
                 let r = on_payment(s, Manual, applied);
-                assert_eq!(r, Err(Refused { from: s, action: "manually pay" }), "{s:?}");
+                assert_eq!(
+                    r,
+                    Err(Refused {
+                        from: s,
+                        action: "manually pay"
+                    }),
+                    "{s:?}"
+                );
             }
         }
     }

@@ -9,8 +9,8 @@
 
 use super::ids::{printable, Gateway};
 use super::model::{
-    EventKind, IdempotencyRecord, KeyCounts, KeyRecord, KeyState, Order, OutboxEvent, Product,
-    DeliveryState,
+    DeliveryState, EventKind, IdempotencyRecord, KeyCounts, KeyRecord, KeyState, Order,
+    OutboxEvent, Product,
 };
 use super::order::{self, OrderStatus, PaymentSource, PaymentStep};
 use crate::error::{Error, Result};
@@ -148,7 +148,11 @@ pub fn import_keys(tx: &mut Tx, product_id: &str, keys: Vec<SealedKey>) -> Resul
     tx.put_product(&product);
     backfill(tx, product_id)?;
     let stock = load_product(tx, product_id)?.counts.available;
-    Ok(ImportResult { added, duplicates, stock })
+    Ok(ImportResult {
+        added,
+        duplicates,
+        stock,
+    })
 }
 
 /// Removes available keys by id; ids that are unknown, of another product or
@@ -194,7 +198,7 @@ pub struct Idempotency {
 #[derive(Debug, Clone)]
 pub enum Created {
     /// A new order holding its keys.
-    New(Order),
+    New(Box<Order>),
     /// A repeat of an earlier request with the same `Idempotency-Key`: the
     /// first response, sealed, to be answered verbatim.
     Replay(Vec<u8>),
@@ -218,9 +222,15 @@ pub fn create_order(
             return Ok(Created::Replay(prev.sealed_response));
         }
     }
-    let mut product = tx.product(&req.product_id)?.filter(|p| p.active).ok_or_else(|| {
-        Error::not_found(format!("product {} not found", printable(&req.product_id, 64)))
-    })?;
+    let mut product = tx
+        .product(&req.product_id)?
+        .filter(|p| p.active)
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "product {} not found",
+                printable(&req.product_id, 64)
+            ))
+        })?;
     if req.quantity < product.min_quantity || req.quantity > product.max_quantity {
         return Err(Error::invalid(
             "quantity",
@@ -241,7 +251,13 @@ pub fn create_order(
         )));
     };
     for &id in &key_ids {
-        tx.swap_key_state(id, &KeyState::Available, KeyState::Held { order_no: req.order_no.clone() })?;
+        tx.swap_key_state(
+            id,
+            &KeyState::Available,
+            KeyState::Held {
+                order_no: req.order_no.clone(),
+            },
+        )?;
     }
     product.counts.available -= req.quantity as u64;
     product.counts.held += req.quantity as u64;
@@ -287,7 +303,7 @@ pub fn create_order(
             },
         );
     }
-    Ok(Created::New(order))
+    Ok(Created::New(Box::new(order)))
 }
 
 /// A verified payment, from a gateway callback or the merchant's 补单.
@@ -384,9 +400,17 @@ fn mark_paid(tx: &mut Tx, order: &mut Order, p: &Payment, amount: u64, now: i64)
 /// `paid → delivered` with the keys the order holds.
 fn deliver_held(tx: &mut Tx, order: &mut Order, now: i64) -> Result<()> {
     order::on_deliver(order.status).map_err(|r| Error::Conflict(r.to_string()))?;
-    let held = KeyState::Held { order_no: order.order_no.clone() };
+    let held = KeyState::Held {
+        order_no: order.order_no.clone(),
+    };
     for &id in &order.key_ids {
-        tx.swap_key_state(id, &held, KeyState::Sold { order_no: order.order_no.clone() })?;
+        tx.swap_key_state(
+            id,
+            &held,
+            KeyState::Sold {
+                order_no: order.order_no.clone(),
+            },
+        )?;
     }
     let mut product = load_product(tx, &order.product_id)?;
     let n = order.key_ids.len() as u64;
@@ -411,7 +435,13 @@ fn claim_sold(tx: &mut Tx, order: &mut Order) -> Result<bool> {
         return Ok(false);
     };
     for &id in &ids {
-        tx.swap_key_state(id, &KeyState::Available, KeyState::Sold { order_no: order.order_no.clone() })?;
+        tx.swap_key_state(
+            id,
+            &KeyState::Available,
+            KeyState::Sold {
+                order_no: order.order_no.clone(),
+            },
+        )?;
     }
     let mut product = load_product(tx, &order.product_id)?;
     product.counts.available -= ids.len() as u64;
@@ -473,7 +503,9 @@ pub fn expire_order(tx: &mut Tx, order_no: &str) -> Result<bool> {
         }
         return Ok(false);
     }
-    let held = KeyState::Held { order_no: order.order_no.clone() };
+    let held = KeyState::Held {
+        order_no: order.order_no.clone(),
+    };
     for &id in &order.key_ids {
         tx.swap_key_state(id, &held, KeyState::Available)?;
     }

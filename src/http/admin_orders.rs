@@ -26,7 +26,8 @@ struct ListQuery {
 
 fn order_no(req: &HttpRequest) -> Result<OrderNo, Error> {
     let raw = path_param(req, "order_no");
-    OrderNo::parse(raw).map_err(|_| Error::not_found(format!("order {} not found", printable(raw, 40))))
+    OrderNo::parse(raw)
+        .map_err(|_| Error::not_found(format!("order {} not found", printable(raw, 40))))
 }
 
 /// AdminOrder JSON: keys included once the order has sold keys.
@@ -37,8 +38,12 @@ fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> 
         }
         _ => None,
     };
-    serde_json::to_value(render::admin_order(order, &state.config.shop.currency, keys))
-        .map_err(|_| Error::unavailable("rendering failed"))
+    serde_json::to_value(render::admin_order(
+        order,
+        &state.config.shop.currency,
+        keys,
+    ))
+    .map_err(|_| Error::unavailable("rendering failed"))
 }
 
 pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
@@ -47,7 +52,10 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
         status: match q.status.as_deref() {
             None | Some("") => None,
             Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| {
-                Error::invalid("status", "must be pending, paid, delivered, expired, awaiting_stock or refunded")
+                Error::invalid(
+                    "status",
+                    "must be pending, paid, delivered, expired, awaiting_stock or refunded",
+                )
             })?),
         },
         email: q.email.filter(|e| !e.is_empty()),
@@ -56,7 +64,11 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     let cursor = cursor(q.cursor.as_deref())?;
     let page = state.store.orders_page(&filter, limit, cursor)?;
     let currency = &state.config.shop.currency;
-    let orders: Vec<_> = page.orders.iter().map(|o| render::admin_order(o, currency, None)).collect();
+    let orders: Vec<_> = page
+        .orders
+        .iter()
+        .map(|o| render::admin_order(o, currency, None))
+        .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "orders": orders,
         "next_cursor": page.next_cursor.map(|c| c.to_string()),
@@ -81,7 +93,9 @@ struct PayBody {
 
 fn note(n: Option<String>) -> Result<Option<String>, Error> {
     match n {
-        Some(n) if n.chars().count() > 500 => Err(Error::invalid("note", "must be at most 500 characters")),
+        Some(n) if n.chars().count() > 500 => {
+            Err(Error::invalid("note", "must be at most 500 characters"))
+        }
         n => Ok(n),
     }
 }
@@ -113,7 +127,10 @@ pub async fn pay(_: Admin, state: State, req: HttpRequest, payload: web::Payload
         source: PaymentSource::Manual,
         note: note(body.note)?,
     };
-    let applied = state.store.write(move |tx| shop::apply_payment(tx, payment)).await?;
+    let applied = state
+        .store
+        .write(move |tx| shop::apply_payment(tx, payment))
+        .await?;
     tracing::info!(order_no = %applied.order.order_no, status = applied.order.status.as_str(), "manual payment applied");
     Ok(HttpResponse::Ok().json(admin_view(&state, &applied.order)?))
 }

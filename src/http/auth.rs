@@ -51,7 +51,9 @@ pub fn store_token_hash(data_dir: &Path, token: &str) -> std::io::Result<()> {
 impl AdminAuth {
     pub fn new(config_token: Option<&str>, data_dir: &Path) -> Self {
         AdminAuth {
-            configured: config_token.filter(|t| !t.is_empty()).map(|t| sha256(t.as_bytes())),
+            configured: config_token
+                .filter(|t| !t.is_empty())
+                .map(|t| sha256(t.as_bytes())),
             hash_file: data_dir.join(HASH_FILE),
             verified: RwLock::new(None),
         }
@@ -75,7 +77,11 @@ impl AdminAuth {
             }
         }
         let ok = PasswordHash::new(stored.trim())
-            .map(|h| Argon2::default().verify_password(token.as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(token.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false);
         if ok {
             if let Ok(mut cache) = self.verified.write() {

@@ -10,7 +10,11 @@ use serde::de::DeserializeOwned;
 
 /// Reads the whole body, refusing more than `limit` bytes (413) before or
 /// while it arrives.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, Error> {
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, Error> {
     let too_large = || Error::PayloadTooLarge(format!("request body is larger than {limit} bytes"));
     let declared = req
         .headers()
@@ -22,7 +26,8 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
     }
     let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::invalid("body", format!("could not read the request body: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| Error::invalid("body", format!("could not read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -34,7 +39,9 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
 /// Parses JSON into `T`, naming the offending field on type errors.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::InvalidJson("request body must be a JSON object".into()));
+        return Err(Error::InvalidJson(
+            "request body must be a JSON object".into(),
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -43,11 +50,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         if inner.is_syntax() || inner.is_eof() {
             Error::InvalidJson(format!("malformed JSON: {inner}"))
         } else {
-            let field = if path == "." { "body".to_string() } else { path };
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
             Error::invalid(&field, strip_position(&inner.to_string()))
         }
     })?;
-    de.end().map_err(|e| Error::InvalidJson(format!("malformed JSON: {e}")))?;
+    de.end()
+        .map_err(|e| Error::InvalidJson(format!("malformed JSON: {e}")))?;
     Ok(value)
 }
 
@@ -60,7 +72,8 @@ fn strip_position(msg: &str) -> String {
 
 /// Parses the query string into `T` (unknown parameters are refused).
 pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, Error> {
-    serde_urlencoded::from_str(req.query_string()).map_err(|e| Error::invalid("query", e.to_string()))
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| Error::invalid("query", e.to_string()))
 }
 
 /// Parses an optional paging limit: default `def`, at most `max`.
@@ -69,15 +82,21 @@ pub fn limit(raw: Option<&str>, def: usize, max: usize) -> Result<usize, Error> 
         None => Ok(def),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(Error::invalid("limit", format!("must be a number from 1 to {max}"))),
+            _ => Err(Error::invalid(
+                "limit",
+                format!("must be a number from 1 to {max}"),
+            )),
         },
     }
 }
 
 /// Parses an optional numeric cursor.
 pub fn cursor(raw: Option<&str>) -> Result<Option<u64>, Error> {
-    raw.map(|s| s.parse::<u64>().map_err(|_| Error::invalid("cursor", "must be a cursor returned by a previous page")))
-        .transpose()
+    raw.map(|s| {
+        s.parse::<u64>()
+            .map_err(|_| Error::invalid("cursor", "must be a cursor returned by a previous page"))
+    })
+    .transpose()
 }
 
 #[cfg(test)]

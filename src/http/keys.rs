@@ -17,7 +17,8 @@ pub const MAX_KEY_BYTES: usize = 4096;
 
 fn product_id(req: &HttpRequest) -> Result<ProductId, Error> {
     let raw = path_param(req, "id");
-    ProductId::parse(raw).map_err(|_| Error::not_found(format!("product {} not found", printable(raw, 64))))
+    ProductId::parse(raw)
+        .map_err(|_| Error::not_found(format!("product {} not found", printable(raw, 64))))
 }
 
 #[derive(Deserialize)]
@@ -34,7 +35,13 @@ pub fn parse_upload(content_type: &str, body: &[u8]) -> Result<Vec<String>, Erro
         parse_json::<JsonKeys>(body)?.keys
     } else if content_type.is_empty() || content_type.starts_with("text/plain") {
         let text = std::str::from_utf8(body).map_err(|e| {
-            Error::invalid("body", format!("keys must be UTF-8 text (invalid byte at offset {})", e.valid_up_to()))
+            Error::invalid(
+                "body",
+                format!(
+                    "keys must be UTF-8 text (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
+            )
         })?;
         text.lines()
             .map(str::trim)
@@ -50,12 +57,19 @@ pub fn parse_upload(content_type: &str, body: &[u8]) -> Result<Vec<String>, Erro
     let mut keys = Vec::with_capacity(raw.len());
     for (i, k) in raw.into_iter().enumerate() {
         let t = k.trim();
-        let field = if json { format!("keys[{i}]") } else { format!("line {}", i + 1) };
+        let field = if json {
+            format!("keys[{i}]")
+        } else {
+            format!("line {}", i + 1)
+        };
         if t.is_empty() {
             return Err(Error::invalid(&field, "a key must not be empty"));
         }
         if t.len() > MAX_KEY_BYTES {
-            return Err(Error::invalid(&field, format!("a key must be at most {MAX_KEY_BYTES} bytes")));
+            return Err(Error::invalid(
+                &field,
+                format!("a key must be at most {MAX_KEY_BYTES} bytes"),
+            ));
         }
         keys.push(if t.len() == k.len() { k } else { t.to_string() });
     }
@@ -126,7 +140,9 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     if state.store.product(pid.as_str())?.is_none() {
         return Err(Error::not_found(format!("product {pid} not found")));
     }
-    let page = state.store.keys_page(pid.as_str(), key_state, limit, cursor)?;
+    let page = state
+        .store
+        .keys_page(pid.as_str(), key_state, limit, cursor)?;
     let keys: Vec<_> = page
         .keys
         .iter()
@@ -164,7 +180,10 @@ pub async fn delete(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .ids
         .iter()
         .enumerate()
-        .map(|(i, s)| s.parse::<u64>().map_err(|_| Error::invalid(&format!("ids[{i}]"), "not a key id")))
+        .map(|(i, s)| {
+            s.parse::<u64>()
+                .map_err(|_| Error::invalid(&format!("ids[{i}]"), "not a key id"))
+        })
         .collect::<Result<Vec<u64>, Error>>()?;
     let removed = state
         .store

@@ -80,7 +80,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/v1/products/{id}").route(web::get().to(products::get_public)))
         .service(resource("/api/v1/orders").route(web::post().to(orders::create)))
         .service(resource("/api/v1/orders/{order_no}").route(web::get().to(orders::get)))
-        .service(resource("/api/v1/payments/hmac/notify").route(web::post().to(payments::hmac_notify)))
+        .service(
+            resource("/api/v1/payments/hmac/notify").route(web::post().to(payments::hmac_notify)),
+        )
         .service(
             resource("/api/v1/admin/products")
                 .route(web::get().to(products::list_admin))
@@ -94,10 +96,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(keys::delete)),
         )
         .service(resource("/api/v1/admin/orders").route(web::get().to(admin_orders::list)))
-        .service(resource("/api/v1/admin/orders/{order_no}").route(web::get().to(admin_orders::get)))
-        .service(resource("/api/v1/admin/orders/{order_no}/pay").route(web::post().to(admin_orders::pay)))
         .service(
-            resource("/api/v1/admin/orders/{order_no}/refund").route(web::post().to(admin_orders::refund)),
+            resource("/api/v1/admin/orders/{order_no}").route(web::get().to(admin_orders::get)),
+        )
+        .service(
+            resource("/api/v1/admin/orders/{order_no}/pay")
+                .route(web::post().to(admin_orders::pay)),
+        )
+        .service(
+            resource("/api/v1/admin/orders/{order_no}/refund")
+                .route(web::post().to(admin_orders::refund)),
         )
         .default_service(web::to(not_found));
 }

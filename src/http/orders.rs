@@ -32,22 +32,34 @@ fn idempotency(req: &HttpRequest, body: &[u8]) -> Result<Option<Idempotency>, Er
         .to_str()
         .ok()
         .filter(|k| (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| Error::invalid("Idempotency-Key", "must be 1 to 64 visible ASCII characters"))?;
+        .ok_or_else(|| {
+            Error::invalid(
+                "Idempotency-Key",
+                "must be 1 to 64 visible ASCII characters",
+            )
+        })?;
     let mut scoped = b"idempotency-key:".to_vec();
     scoped.extend_from_slice(key.as_bytes());
-    Ok(Some(Idempotency { key_hash: sha256(&scoped), fingerprint: sha256(body) }))
+    Ok(Some(Idempotency {
+        key_hash: sha256(&scoped),
+        fingerprint: sha256(body),
+    }))
 }
 
 /// The client's address as the socket sees it (proxies are honoured only
 /// when trusted; see `[server] trusted_proxies`).
 pub fn client_ip(req: &HttpRequest, trusted: &[String]) -> Option<String> {
     let peer = req.peer_addr().map(|a| a.ip().to_string())?;
-    if trusted.iter().any(|t| *t == peer) {
+    if trusted.contains(&peer) {
         let forwarded = req
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').map(str::trim).find(|ip| !trusted.iter().any(|t| t == ip)))
+            .and_then(|v| {
+                v.rsplit(',')
+                    .map(str::trim)
+                    .find(|ip| !trusted.iter().any(|t| t == ip))
+            })
             .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
         if let Some(ip) = forwarded {
             return Some(ip.to_string());
@@ -60,15 +72,22 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
     let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
     let idem = idempotency(&req, &bytes)?;
     let b: CreateBody = parse_json(&bytes)?;
-    let product_id = ProductId::parse(&b.product_id)
-        .map_err(|_| Error::not_found(format!("product {} not found", printable(&b.product_id, 64))))?;
+    let product_id = ProductId::parse(&b.product_id).map_err(|_| {
+        Error::not_found(format!(
+            "product {} not found",
+            printable(&b.product_id, 64)
+        ))
+    })?;
     if b.quantity == 0 {
         return Err(Error::invalid("quantity", "must be at least 1"));
     }
     let email = Email::parse(&b.email)?;
     let gateway = Gateway::parse(&b.gateway)?;
     if !state.gateways.accepts_orders(gateway) {
-        return Err(Error::invalid("gateway", format!("gateway {} is not enabled", gateway.as_str())));
+        return Err(Error::invalid(
+            "gateway",
+            format!("gateway {} is not enabled", gateway.as_str()),
+        ));
     }
     let now = now_ms();
     let order_no = OrderNo::generate(now);
@@ -77,7 +96,12 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         Some(pw) if (1..=128).contains(&pw.chars().count()) => {
             Some(sha256(format!("{}\0{pw}", order_no.as_str()).as_bytes()))
         }
-        Some(_) => return Err(Error::invalid("query_password", "must be 1 to 128 characters")),
+        Some(_) => {
+            return Err(Error::invalid(
+                "query_password",
+                "must be 1 to 128 characters",
+            ))
+        }
     };
     let token = new_token();
     let new = NewOrder {
@@ -99,7 +123,8 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         .store
         .write(move |tx| {
             shop::create_order(tx, new, |order| {
-                st.crypto.seal(&created_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
+                st.crypto
+                    .seal(&created_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
             })
         })
         .await?;
@@ -112,13 +137,20 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
                 .crypto
                 .open(&sealed, IDEMPOTENCY_CONTEXT)
                 .map_err(|_| Error::unavailable("stored response could not be read"))?;
-            Ok(HttpResponse::Created().content_type(ContentType::json()).body(body))
+            Ok(HttpResponse::Created()
+                .content_type(ContentType::json())
+                .body(body))
         }
     }
 }
 
 fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
-    let view = render::created_order(order, token, &state.config.shop.currency, state.gateways.pay_url(order));
+    let view = render::created_order(
+        order,
+        token,
+        &state.config.shop.currency,
+        state.gateways.pay_url(order),
+    );
     serde_json::to_vec(&view).unwrap_or_default()
 }
 
@@ -135,7 +167,9 @@ pub fn sold_keys(state: &State, order: &Order) -> Result<Vec<String>, Error> {
             let plain = state
                 .crypto
                 .open(&rec.sealed, rec.product_id.as_bytes())
-                .map_err(|_| Error::unavailable("a key could not be unsealed; is this the shop's key file?"))?;
+                .map_err(|_| {
+                    Error::unavailable("a key could not be unsealed; is this the shop's key file?")
+                })?;
             Ok(String::from_utf8_lossy(&plain).into_owned())
         })
         .collect()
@@ -158,7 +192,10 @@ pub async fn get(state: State, req: HttpRequest) -> HttpResult {
                 .map(|(_, v)| v)
         })
         .ok_or_else(not_found)?;
-    let order = state.store.order(order_no.as_str())?.ok_or_else(not_found)?;
+    let order = state
+        .store
+        .order(order_no.as_str())?
+        .ok_or_else(not_found)?;
     // A wrong token looks exactly like an unknown order.
     if !ct_eq(&sha256(token.as_bytes()), &order.token_hash) {
         return Err(not_found());

@@ -15,13 +15,20 @@ use actix_web::{web, HttpRequest, HttpResponse};
 /// Validates a gateway's trade number.
 pub fn trade_no(raw: &str) -> Result<String, Error> {
     if raw.is_empty() || raw.len() > 128 || raw.chars().any(char::is_control) {
-        return Err(Error::invalid("trade_no", "must be 1 to 128 printable characters"));
+        return Err(Error::invalid(
+            "trade_no",
+            "must be 1 to 128 printable characters",
+        ));
     }
     Ok(raw.to_string())
 }
 
 /// Applies a verified callback of `gateway` through the shared payment path.
-pub async fn apply_verified(state: &State, gateway: Gateway, v: VerifiedPayment) -> Result<PaymentApplied, Error> {
+pub async fn apply_verified(
+    state: &State,
+    gateway: Gateway,
+    v: VerifiedPayment,
+) -> Result<PaymentApplied, Error> {
     let order_no = OrderNo::parse(&v.order_no)?;
     let trade_no = trade_no(&v.trade_no)?;
     if !v.succeeded {
@@ -32,12 +39,21 @@ pub async fn apply_verified(state: &State, gateway: Gateway, v: VerifiedPayment)
             .order(order_no.as_str())?
             .ok_or_else(|| Error::not_found(format!("order {order_no} not found")))?;
         if order.gateway != gateway.as_str() {
-            return Err(Error::GatewayMismatch(format!("order {order_no} was not created for {}", gateway.as_str())));
+            return Err(Error::GatewayMismatch(format!(
+                "order {order_no} was not created for {}",
+                gateway.as_str()
+            )));
         }
         if order.amount != v.amount {
-            return Err(Error::AmountMismatch(format!("order {order_no} is {} but the payment is {}", order.amount, v.amount)));
+            return Err(Error::AmountMismatch(format!(
+                "order {order_no} is {} but the payment is {}",
+                order.amount, v.amount
+            )));
         }
-        return Err(Error::invalid("status", "only successful payments are applied"));
+        return Err(Error::invalid(
+            "status",
+            "only successful payments are applied",
+        ));
     }
     let payment = Payment {
         order_no: order_no.as_str().to_string(),
@@ -47,7 +63,10 @@ pub async fn apply_verified(state: &State, gateway: Gateway, v: VerifiedPayment)
         source: PaymentSource::Callback,
         note: None,
     };
-    let applied = state.store.write(move |tx| shop::apply_payment(tx, payment)).await?;
+    let applied = state
+        .store
+        .write(move |tx| shop::apply_payment(tx, payment))
+        .await?;
     tracing::info!(order_no = %applied.order.order_no, gateway = gateway.as_str(),
         step = ?applied.step, status = applied.order.status.as_str(), "payment callback applied");
     Ok(applied)
@@ -66,5 +85,6 @@ pub async fn hmac_notify(state: State, req: HttpRequest, payload: web::Payload) 
         now_secs: crate::store::now_ms() / 1000,
     })?;
     let applied = apply_verified(&state, Gateway::Hmac, verified).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"ok": true, "status": applied.order.status.as_str()})))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"ok": true, "status": applied.order.status.as_str()})))
 }

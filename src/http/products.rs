@@ -39,7 +39,10 @@ pub async fn get_public(state: State, req: HttpRequest) -> HttpResult {
 pub async fn list_admin(_: Admin, state: State) -> HttpResult {
     let currency = &state.config.shop.currency;
     let products = state.store.products()?;
-    let views: Vec<_> = products.iter().map(|p| render::admin_product(p, currency)).collect();
+    let views: Vec<_> = products
+        .iter()
+        .map(|p| render::admin_product(p, currency))
+        .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "products": views })))
 }
 
@@ -76,21 +79,30 @@ fn name(v: String) -> Result<String, Error> {
 
 fn description(v: String) -> Result<String, Error> {
     if v.chars().count() > 10_000 {
-        return Err(Error::invalid("description", "must be at most 10000 characters"));
+        return Err(Error::invalid(
+            "description",
+            "must be at most 10000 characters",
+        ));
     }
     Ok(v)
 }
 
 fn price(v: u64) -> Result<u64, Error> {
     if v == 0 || v > MAX_PRICE {
-        return Err(Error::invalid("price", format!("must be from 1 to {MAX_PRICE} minor units")));
+        return Err(Error::invalid(
+            "price",
+            format!("must be from 1 to {MAX_PRICE} minor units"),
+        ));
     }
     Ok(v)
 }
 
 fn quantity(field: &str, v: u32) -> Result<u32, Error> {
     if v == 0 || v > MAX_QUANTITY {
-        return Err(Error::invalid(field, format!("must be from 1 to {MAX_QUANTITY}")));
+        return Err(Error::invalid(
+            field,
+            format!("must be from 1 to {MAX_QUANTITY}"),
+        ));
     }
     Ok(v)
 }
@@ -120,7 +132,10 @@ pub async fn create(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         max_quantity: quantity("max_quantity", b.max_quantity.unwrap_or(10))?,
         active: b.active.unwrap_or(true),
     };
-    let p = state.store.write(move |tx| shop::create_product(tx, new)).await?;
+    let p = state
+        .store
+        .write(move |tx| shop::create_product(tx, new))
+        .await?;
     Ok(HttpResponse::Created().json(render::admin_product(&p, &state.config.shop.currency)))
 }
 
@@ -134,8 +149,14 @@ pub async fn update(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         name: b.name.map(name).transpose()?,
         description: b.description.map(description).transpose()?,
         price: b.price.map(price).transpose()?,
-        min_quantity: b.min_quantity.map(|v| quantity("min_quantity", v)).transpose()?,
-        max_quantity: b.max_quantity.map(|v| quantity("max_quantity", v)).transpose()?,
+        min_quantity: b
+            .min_quantity
+            .map(|v| quantity("min_quantity", v))
+            .transpose()?,
+        max_quantity: b
+            .max_quantity
+            .map(|v| quantity("max_quantity", v))
+            .transpose()?,
         active: b.active,
     };
     let p = state

@@ -136,7 +136,11 @@ pub struct AdminOrderView<'a> {
     pub events: Vec<EventView<'a>>,
 }
 
-pub fn admin_order<'a>(o: &'a Order, currency: &'a str, keys: Option<Vec<String>>) -> AdminOrderView<'a> {
+pub fn admin_order<'a>(
+    o: &'a Order,
+    currency: &'a str,
+    keys: Option<Vec<String>>,
+) -> AdminOrderView<'a> {
     AdminOrderView {
         order: order(o, currency, keys),
         email: &o.email,
@@ -162,7 +166,12 @@ pub struct CreatedOrderView<'a> {
     pub pay_url: Option<String>,
 }
 
-pub fn created_order<'a>(o: &'a Order, token: &'a str, currency: &'a str, pay_url: Option<String>) -> CreatedOrderView<'a> {
+pub fn created_order<'a>(
+    o: &'a Order,
+    token: &'a str,
+    currency: &'a str,
+    pay_url: Option<String>,
+) -> CreatedOrderView<'a> {
     CreatedOrderView {
         order_no: &o.order_no,
         token,

@@ -68,17 +68,27 @@ pub fn run(store: &Store) -> Result<Report> {
         r.orders += 1;
         let with_keys = matches!(
             o.status,
-            OrderStatus::Pending | OrderStatus::Paid | OrderStatus::Delivered | OrderStatus::Refunded
+            OrderStatus::Pending
+                | OrderStatus::Paid
+                | OrderStatus::Delivered
+                | OrderStatus::Refunded
         );
         let n = o.key_ids.len();
         match o.status {
-            OrderStatus::Pending | OrderStatus::Delivered if n != o.quantity as usize => bad.push(format!(
-                "order {} is {} with {} keys for quantity {}",
-                o.order_no, o.status.as_str(), n, o.quantity
-            )),
+            OrderStatus::Pending | OrderStatus::Delivered if n != o.quantity as usize => {
+                bad.push(format!(
+                    "order {} is {} with {} keys for quantity {}",
+                    o.order_no,
+                    o.status.as_str(),
+                    n,
+                    o.quantity
+                ))
+            }
             OrderStatus::Expired | OrderStatus::AwaitingStock if n != 0 => bad.push(format!(
                 "order {} is {} but owns {} keys",
-                o.order_no, o.status.as_str(), n
+                o.order_no,
+                o.status.as_str(),
+                n
             )),
             OrderStatus::Paid => bad.push(format!(
                 "order {} is paid but not delivered (recovery re-drives it)",
@@ -87,12 +97,19 @@ pub fn run(store: &Store) -> Result<Report> {
             _ => {}
         }
         if o.status.is_paid() && (o.paid_at_ms.is_none() || o.trade_no.is_none()) {
-            bad.push(format!("order {} is {} without a payment", o.order_no, o.status.as_str()));
+            bad.push(format!(
+                "order {} is {} without a payment",
+                o.order_no,
+                o.status.as_str()
+            ));
         }
         if with_keys {
             for &k in &o.key_ids {
                 if let Some(prev) = owner.insert(k, o.order_no.clone()) {
-                    bad.push(format!("key {k} is owned by two orders: {prev} and {}", o.order_no));
+                    bad.push(format!(
+                        "key {k} is owned by two orders: {prev} and {}",
+                        o.order_no
+                    ));
                 }
             }
         }
@@ -126,9 +143,15 @@ pub fn run(store: &Store) -> Result<Report> {
                     ));
                 }
                 let expected = if sold {
-                    matches!(statuses.get(order_no), Some(OrderStatus::Delivered | OrderStatus::Refunded))
+                    matches!(
+                        statuses.get(order_no),
+                        Some(OrderStatus::Delivered | OrderStatus::Refunded)
+                    )
                 } else {
-                    matches!(statuses.get(order_no), Some(OrderStatus::Pending | OrderStatus::Paid))
+                    matches!(
+                        statuses.get(order_no),
+                        Some(OrderStatus::Pending | OrderStatus::Paid)
+                    )
                 };
                 if !expected {
                     bad.push(format!(

@@ -19,8 +19,12 @@ pub fn redrive_paid(store: &Store) -> Result<usize> {
     for no in &paid {
         let no2 = no.clone();
         match store.write_blocking(move |tx| shop::redrive_paid(tx, &no2)) {
-            Ok(status) => tracing::warn!(order_no = %no, status = status.as_str(), "re-drove a paid order"),
-            Err(e) => tracing::error!(order_no = %no, error = %e, "could not re-drive a paid order"),
+            Ok(status) => {
+                tracing::warn!(order_no = %no, status = status.as_str(), "re-drove a paid order")
+            }
+            Err(e) => {
+                tracing::error!(order_no = %no, error = %e, "could not re-drive a paid order")
+            }
         }
     }
     Ok(paid.len())

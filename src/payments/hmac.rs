@@ -46,13 +46,17 @@ impl PaymentGateway for HmacGateway {
 
     fn verify(&self, req: &CallbackRequest) -> Result<VerifiedPayment, Error> {
         let bad = |m: &str| Error::InvalidSignature(m.to_string());
-        let ts = header(req, "x-faka-timestamp").ok_or_else(|| bad("X-Faka-Timestamp header missing"))?;
-        let sig = header(req, "x-faka-signature").ok_or_else(|| bad("X-Faka-Signature header missing"))?;
-        let ts_num: i64 = if !ts.is_empty() && ts.len() <= 12 && ts.bytes().all(|b| b.is_ascii_digit()) {
-            ts.parse().map_err(|_| bad("X-Faka-Timestamp must be unix seconds"))?
-        } else {
-            return Err(bad("X-Faka-Timestamp must be unix seconds"));
-        };
+        let ts = header(req, "x-faka-timestamp")
+            .ok_or_else(|| bad("X-Faka-Timestamp header missing"))?;
+        let sig = header(req, "x-faka-signature")
+            .ok_or_else(|| bad("X-Faka-Signature header missing"))?;
+        let ts_num: i64 =
+            if !ts.is_empty() && ts.len() <= 12 && ts.bytes().all(|b| b.is_ascii_digit()) {
+                ts.parse()
+                    .map_err(|_| bad("X-Faka-Timestamp must be unix seconds"))?
+            } else {
+                return Err(bad("X-Faka-Timestamp must be unix seconds"));
+            };
         let expected = Self::sign(&self.secret, ts, req.body);
         if !ct_eq(expected.as_bytes(), sig.as_bytes()) {
             return Err(bad("signature does not match"));
@@ -80,13 +84,24 @@ mod tests {
     use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
     fn req<'a>(h: &'a HeaderMap, body: &'a [u8], now: i64) -> CallbackRequest<'a> {
-        CallbackRequest { headers: h, query: "", body, now_secs: now }
+        CallbackRequest {
+            headers: h,
+            query: "",
+            body,
+            now_secs: now,
+        }
     }
 
     fn headers(ts: &str, sig: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(HeaderName::from_static("x-faka-timestamp"), HeaderValue::from_str(ts).unwrap());
-        h.insert(HeaderName::from_static("x-faka-signature"), HeaderValue::from_str(sig).unwrap());
+        h.insert(
+            HeaderName::from_static("x-faka-timestamp"),
+            HeaderValue::from_str(ts).unwrap(),
+        );
+        h.insert(
+            HeaderName::from_static("x-faka-signature"),
+            HeaderValue::from_str(sig).unwrap(),
+        );
         h
     }
 
@@ -113,11 +128,20 @@ mod tests {
             headers("1000", ""),
         ];
         for h in &cases {
-            assert_eq!(g.verify(&req(h, BODY, 1000)).unwrap_err().code(), "invalid_signature");
+            assert_eq!(
+                g.verify(&req(h, BODY, 1000)).unwrap_err().code(),
+                "invalid_signature"
+            );
         }
         let h = headers("1000", &good);
-        assert_eq!(g.verify(&req(&h, BODY, 1301)).unwrap_err().code(), "invalid_signature");
-        assert_eq!(g.verify(&req(&h, BODY, 699)).unwrap_err().code(), "invalid_signature");
+        assert_eq!(
+            g.verify(&req(&h, BODY, 1301)).unwrap_err().code(),
+            "invalid_signature"
+        );
+        assert_eq!(
+            g.verify(&req(&h, BODY, 699)).unwrap_err().code(),
+            "invalid_signature"
+        );
         assert!(g.verify(&req(&h, BODY, 1300)).is_ok());
     }
 }

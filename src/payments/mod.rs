@@ -47,7 +47,9 @@ pub struct Gateways {
 impl Gateways {
     pub fn from_config(cfg: &Config) -> Self {
         Gateways {
-            hmac: cfg.hmac_secret().map(|s| hmac::HmacGateway::new(s.as_bytes().to_vec())),
+            hmac: cfg
+                .hmac_secret()
+                .map(|s| hmac::HmacGateway::new(s.as_bytes().to_vec())),
         }
     }
 

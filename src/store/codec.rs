@@ -60,7 +60,9 @@ mod tests {
     fn records_round_trip() {
         let k = KeyRecord {
             product_id: "p".into(),
-            state: KeyState::Held { order_no: "F1".into() },
+            state: KeyState::Held {
+                order_no: "F1".into(),
+            },
             sealed: vec![1, 2, 3],
             imported_at_ms: 42,
         };
@@ -79,8 +81,14 @@ mod tests {
         assert!(decode::<KeyRecord>(&[]).is_err());
         assert!(decode::<KeyRecord>(&bytes[..bytes.len() - 3]).is_err());
         bytes.push(0);
-        assert!(matches!(decode::<KeyRecord>(&bytes), Err(CodecError::Trailing(1))));
+        assert!(matches!(
+            decode::<KeyRecord>(&bytes),
+            Err(CodecError::Trailing(1))
+        ));
         bytes[0] = 9;
-        assert!(matches!(decode::<KeyRecord>(&bytes), Err(CodecError::Version(9))));
+        assert!(matches!(
+            decode::<KeyRecord>(&bytes),
+            Err(CodecError::Version(9))
+        ));
     }
 }

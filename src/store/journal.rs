@@ -318,8 +318,16 @@ mod tests {
         Batch {
             seq,
             writes: vec![
-                Write { tree: 1, key: b"k".to_vec(), value: Some(vec![seq as u8; 5]) },
-                Write { tree: 2, key: vec![], value: None },
+                Write {
+                    tree: 1,
+                    key: b"k".to_vec(),
+                    value: Some(vec![seq as u8; 5]),
+                },
+                Write {
+                    tree: 2,
+                    key: vec![],
+                    value: None,
+                },
             ],
         }
     }
@@ -355,7 +363,12 @@ mod tests {
         drop(j);
         let path = segment_path(dir.path(), 1);
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         assert_eq!(replayed(dir.path(), 0), vec![batch(1)]);
         let mut j = Journal::open(dir.path(), 2).unwrap();
         j.append(&batch(2)).unwrap();

@@ -15,7 +15,7 @@ pub mod tree;
 mod tx;
 mod writer;
 
-pub use reads::{KeyPage, OrderFilter, OrderPage};
+pub use reads::{KeyPage, OrderFilter, OrderPage, RawRecord};
 pub use recovery::OpenError;
 pub use tx::{Counters, Tx};
 pub use writer::{now_ms, WriterStats};
@@ -59,6 +59,8 @@ impl StoreOptions {
     }
 }
 
+type CommitHooks = Arc<Mutex<Vec<Box<dyn Fn() + Send>>>>;
+
 struct Inner {
     trees: Arc<Trees>,
     sender: Sender<Msg>,
@@ -68,7 +70,7 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     closing: AtomicBool,
     rebuilt: bool,
-    commit_hooks: Arc<Mutex<Vec<Box<dyn Fn() + Send>>>>,
+    commit_hooks: CommitHooks,
     _lock: std::fs::File,
 }
 
@@ -82,13 +84,14 @@ impl Store {
     /// Opens (recovering or rebuilding as needed) and starts the writer.
     pub fn open(opts: &StoreOptions) -> Result<Store, OpenError> {
         let opened = recovery::open(&opts.data_dir, opts.cache_bytes)?;
-        let journal = journal::Journal::open(&recovery::journal_dir(&opts.data_dir), opened.seq + 1)
-            .map_err(|e| OpenError(format!("opening journal: {e}")))?;
+        let journal =
+            journal::Journal::open(&recovery::journal_dir(&opts.data_dir), opened.seq + 1)
+                .map_err(|e| OpenError(format!("opening journal: {e}")))?;
         let (sender, rx) = crossbeam_channel::bounded(opts.queue_capacity);
         let stats = Arc::new(WriterStats::default());
         stats.applied_seq.store(opened.seq, Ordering::SeqCst);
         let files = Arc::new(Mutex::new(()));
-        let commit_hooks: Arc<Mutex<Vec<Box<dyn Fn() + Send>>>> = Arc::default();
+        let commit_hooks: CommitHooks = Arc::default();
         let hooks = commit_hooks.clone();
         let writer = Writer {
             trees: opened.trees.clone(),
@@ -190,13 +193,16 @@ impl Store {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(Error::unavailable("faka is shutting down"));
         }
-        self.inner.sender.try_send(Msg::Job(job)).map_err(|e| match e {
-            TrySendError::Full(_) => Error::Unavailable {
-                message: "too many writes queued, retry shortly".into(),
-                retry_after: Duration::from_secs(1),
-            },
-            TrySendError::Disconnected(_) => Error::unavailable("faka is shutting down"),
-        })
+        self.inner
+            .sender
+            .try_send(Msg::Job(job))
+            .map_err(|e| match e {
+                TrySendError::Full(_) => Error::Unavailable {
+                    message: "too many writes queued, retry shortly".into(),
+                    retry_after: Duration::from_secs(1),
+                },
+                TrySendError::Disconnected(_) => Error::unavailable("faka is shutting down"),
+            })
     }
 
     /// Runs `f` in the writer and answers once its batch is durable.

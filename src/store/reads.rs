@@ -5,7 +5,7 @@
 use super::codec;
 use super::tree::{self, Tree};
 use super::Store;
-use crate::domain::model::{KeyRecord, Order, OutboxEvent, Product, DeliveryState};
+use crate::domain::model::{DeliveryState, KeyRecord, Order, OutboxEvent, Product};
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -31,6 +31,9 @@ pub struct OrderPage {
     /// Pass back as `cursor` for the next (older) page.
     pub next_cursor: Option<u64>,
 }
+
+/// One stored record: tree id, key, value.
+pub type RawRecord = (u8, Vec<u8>, Vec<u8>);
 
 pub struct KeyPage {
     pub keys: Vec<(u64, KeyRecord)>,
@@ -68,7 +71,12 @@ impl Store {
     }
 
     /// Orders newest first, from `cursor` (exclusive) down.
-    pub fn orders_page(&self, filter: &OrderFilter, limit: usize, cursor: Option<u64>) -> Result<OrderPage> {
+    pub fn orders_page(
+        &self,
+        filter: &OrderFilter,
+        limit: usize,
+        cursor: Option<u64>,
+    ) -> Result<OrderPage> {
         let seqs = self.trees().get(Tree::OrderSeq);
         let upper = cursor.unwrap_or(u64::MAX);
         let mut orders = Vec::new();
@@ -84,13 +92,19 @@ impl Store {
                 continue;
             };
             if filter.status.is_some_and(|s| s != order.status)
-                || filter.email.as_ref().is_some_and(|e| !e.eq_ignore_ascii_case(&order.email))
+                || filter
+                    .email
+                    .as_ref()
+                    .is_some_and(|e| !e.eq_ignore_ascii_case(&order.email))
             {
                 continue;
             }
             orders.push(order);
         }
-        Ok(OrderPage { orders, next_cursor })
+        Ok(OrderPage {
+            orders,
+            next_cursor,
+        })
     }
 
     /// Visits every order (recovery and checks).
@@ -162,7 +176,12 @@ impl Store {
     pub fn due_expiries(&self, now_ms: i64, limit: usize) -> Result<Vec<String>> {
         let upper = tree::u64_key(now_ms.max(0) as u64 + 1);
         let mut out = Vec::new();
-        for item in self.trees().get(Tree::Expiry).range(..upper.to_vec()).take(limit) {
+        for item in self
+            .trees()
+            .get(Tree::Expiry)
+            .range(..upper.to_vec())
+            .take(limit)
+        {
             let (k, _) = item.map_err(storage)?;
             if let Some(no) = k.get(8..).and_then(|b| std::str::from_utf8(b).ok()) {
                 out.push(no.to_string());
@@ -197,7 +216,7 @@ impl Store {
     }
 
     /// Raw dump of every tree, for state comparisons and debugging.
-    pub fn dump(&self) -> Result<Vec<(u8, Vec<u8>, Vec<u8>)>> {
+    pub fn dump(&self) -> Result<Vec<RawRecord>> {
         let mut out = Vec::new();
         for t in tree::ALL {
             if t == Tree::Meta {

@@ -118,7 +118,10 @@ fn read_meta(trees: &Trees) -> Result<(u64, Counters), OpenError> {
         .map_err(|e| err("reading meta", e))?
         .and_then(|v| tree::read_u64(&v))
         .unwrap_or(0);
-    let counters = match meta.get(tree::META_COUNTERS).map_err(|e| err("reading meta", e))? {
+    let counters = match meta
+        .get(tree::META_COUNTERS)
+        .map_err(|e| err("reading meta", e))?
+    {
         Some(v) => super::codec::decode(&v).map_err(|e| err("decoding counters", e))?,
         None => Counters::default(),
     };
@@ -126,7 +129,8 @@ fn read_meta(trees: &Trees) -> Result<(u64, Counters), OpenError> {
 }
 
 pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenError> {
-    fs::create_dir_all(data_dir).map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
+    fs::create_dir_all(data_dir)
+        .map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
     let lock = lock_data_dir(data_dir)?;
     let sled = sled_dir(data_dir);
     let jdir = journal_dir(data_dir);
@@ -146,7 +150,13 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
             Ok(trees) => {
                 let (seq, counters) = read_meta(&trees)?;
                 if seq == clean && end.is_none_or(|e| e == clean) {
-                    return Ok(Opened { trees: Arc::new(trees), seq, counters, rebuilt: false, lock });
+                    return Ok(Opened {
+                        trees: Arc::new(trees),
+                        seq,
+                        counters,
+                        rebuilt: false,
+                        lock,
+                    });
                 }
                 tracing::warn!(sled = seq, marker = clean, journal = ?end,
                     "sled disagrees with the clean-shutdown marker; rebuilding");
@@ -190,9 +200,23 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
         .get(Tree::Meta)
         .insert(tree::META_APPLIED_SEQ, &tree::u64_key(last))
         .map_err(|e| err("writing meta", e))?;
-    trees.db.flush().map_err(|e| err("flushing rebuilt store", e))?;
+    trees
+        .db
+        .flush()
+        .map_err(|e| err("flushing rebuilt store", e))?;
     let (seq, counters) = read_meta(&trees)?;
-    tracing::info!(snapshot_base = base, replayed_batches = batches, applied_seq = seq,
-        millis = started.elapsed().as_millis() as u64, "store rebuilt from snapshot + journal");
-    Ok(Opened { trees: Arc::new(trees), seq, counters, rebuilt: true, lock })
+    tracing::info!(
+        snapshot_base = base,
+        replayed_batches = batches,
+        applied_seq = seq,
+        millis = started.elapsed().as_millis() as u64,
+        "store rebuilt from snapshot + journal"
+    );
+    Ok(Opened {
+        trees: Arc::new(trees),
+        seq,
+        counters,
+        rebuilt: true,
+        lock,
+    })
 }

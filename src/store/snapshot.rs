@@ -47,7 +47,7 @@ pub fn list(data_dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
             out.push((base, path));
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out)
 }
 
@@ -80,7 +80,11 @@ pub fn write(trees: &Trees, data_dir: &Path, base: u64) -> io::Result<PathBuf> {
     for t in ALL {
         for item in trees.get(t).iter() {
             let (k, v) = item.map_err(io::Error::other)?;
-            chunk.push(Write { tree: t as u8, key: k.to_vec(), value: Some(v.to_vec()) });
+            chunk.push(Write {
+                tree: t as u8,
+                key: k.to_vec(),
+                value: Some(v.to_vec()),
+            });
             count += 1;
             if chunk.len() == CHUNK {
                 flush(&mut chunk, &mut out)?;
@@ -124,7 +128,10 @@ fn read_record(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<bool> {
 }
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("damaged snapshot: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("damaged snapshot: {what}"),
+    )
 }
 
 /// Reads a snapshot, handing each chunk of writes to `apply`. Returns its

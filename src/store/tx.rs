@@ -10,9 +10,7 @@
 use super::codec;
 use super::journal::Write;
 use super::tree::{self, Tree, Trees};
-use crate::domain::model::{
-    IdempotencyRecord, KeyRecord, KeyState, Order, OutboxEvent, Product,
-};
+use crate::domain::model::{IdempotencyRecord, KeyRecord, KeyState, Order, OutboxEvent, Product};
 use crate::error::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
@@ -91,7 +89,12 @@ impl<'a> Tx<'a> {
         if let Some(v) = self.cmd.get(&k).or_else(|| self.batch.get(&k)) {
             return Ok(v.clone());
         }
-        Ok(self.trees.get(t).get(key).map_err(internal)?.map(|v| v.to_vec()))
+        Ok(self
+            .trees
+            .get(t)
+            .get(key)
+            .map_err(internal)?
+            .map(|v| v.to_vec()))
     }
 
     fn put_raw(&mut self, t: Tree, key: Vec<u8>, value: Vec<u8>) {
@@ -190,7 +193,11 @@ impl<'a> Tx<'a> {
         self.counters.next_key_id = id + 1;
         let idk = tree::u64_key(id);
         self.put(Tree::Keys, idk.to_vec(), rec);
-        self.put_raw(Tree::KeyHashes, tree::scoped(&rec.product_id, fp), idk.to_vec());
+        self.put_raw(
+            Tree::KeyHashes,
+            tree::scoped(&rec.product_id, fp),
+            idk.to_vec(),
+        );
         self.put_raw(Tree::Avail, tree::scoped(&rec.product_id, &idk), Vec::new());
         id
     }
@@ -221,8 +228,12 @@ impl<'a> Tx<'a> {
             Error::unavailable("key state changed, try again")
         })?;
         if &rec.state != expected {
-            tracing::error!(key_id = id, from = rec.state.name(), expected = expected.name(),
-                "key state compare-and-swap failed");
+            tracing::error!(
+                key_id = id,
+                from = rec.state.name(),
+                expected = expected.name(),
+                "key state compare-and-swap failed"
+            );
             return Err(Error::unavailable("key state changed, try again"));
         }
         let avail_key = tree::scoped(&rec.product_id, &idk);
@@ -265,7 +276,11 @@ impl<'a> Tx<'a> {
 
     /// Stores a brand-new order and indexes it for listing.
     pub fn insert_order(&mut self, o: &Order) {
-        self.put_raw(Tree::OrderSeq, tree::u64_key(o.seq).to_vec(), o.order_no.as_bytes().to_vec());
+        self.put_raw(
+            Tree::OrderSeq,
+            tree::u64_key(o.seq).to_vec(),
+            o.order_no.as_bytes().to_vec(),
+        );
         self.put(Tree::Orders, o.order_no.as_bytes().to_vec(), o);
     }
 
@@ -274,7 +289,11 @@ impl<'a> Tx<'a> {
     }
 
     pub fn schedule_expiry(&mut self, o: &Order) {
-        self.put_raw(Tree::Expiry, tree::time_key(o.expires_at_ms, &o.order_no), Vec::new());
+        self.put_raw(
+            Tree::Expiry,
+            tree::time_key(o.expires_at_ms, &o.order_no),
+            Vec::new(),
+        );
     }
 
     pub fn unschedule_expiry(&mut self, o: &Order) {
@@ -294,9 +313,10 @@ impl<'a> Tx<'a> {
     pub fn oldest_awaiting(&self, product_id: &str) -> Result<Option<String>> {
         let prefix = tree::scope_prefix(product_id);
         let first = self.scan(Tree::Awaiting, &prefix, 1)?;
-        Ok(first.into_iter().next().and_then(|(k, _)| {
-            String::from_utf8(k.get(prefix.len() + 8..)?.to_vec()).ok()
-        }))
+        Ok(first
+            .into_iter()
+            .next()
+            .and_then(|(k, _)| String::from_utf8(k.get(prefix.len() + 8..)?.to_vec()).ok()))
     }
 
     // ---- payments ----------------------------------------------------------

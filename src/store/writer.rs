@@ -132,7 +132,8 @@ impl Writer {
             return;
         }
         if !poisoned {
-            if let Err(e) = super::recovery::write_clean_marker(&self.snapshots.data_dir, self.seq) {
+            if let Err(e) = super::recovery::write_clean_marker(&self.snapshots.data_dir, self.seq)
+            {
                 tracing::error!(error = %e, "could not write the clean-shutdown marker");
             }
         }
@@ -176,19 +177,24 @@ impl Writer {
         }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.jobs.fetch_add(n as u64, Ordering::Relaxed);
-        self.stats.last_batch_size.store(n as u64, Ordering::Relaxed);
+        self.stats
+            .last_batch_size
+            .store(n as u64, Ordering::Relaxed);
         self.stats
             .last_commit_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         if let Some(cb) = &self.on_commit {
             cb();
         }
-        self.snapshots.maybe_start(&mut self.journal, self.seq, &self.trees);
+        self.snapshots
+            .maybe_start(&mut self.journal, self.seq, &self.trees);
     }
 
     fn commit(&mut self, tx: Tx) -> Result<(), Error> {
         if self.stats.poisoned.load(Ordering::SeqCst) {
-            return Err(Error::unavailable("storage is in a failed state; restart faka"));
+            return Err(Error::unavailable(
+                "storage is in a failed state; restart faka",
+            ));
         }
         let counters = tx.counters;
         let mut writes = tx.into_writes();
@@ -212,7 +218,9 @@ impl Writer {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
             self.stats.failing.store(true, Ordering::SeqCst);
             tracing::error!(error = %e, "journal append failed; batch refused");
-            return Err(Error::unavailable("storage is full or failing; nothing was changed"));
+            return Err(Error::unavailable(
+                "storage is full or failing; nothing was changed",
+            ));
         }
         self.stats.failing.store(false, Ordering::SeqCst);
         self.seq = seq;

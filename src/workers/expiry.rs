@@ -58,7 +58,10 @@ pub fn run(store: Store, interval: Duration, stop: Receiver<()>) {
     loop {
         let n = sweep(&store);
         if n > 0 {
-            tracing::info!(expired = n, "expired unpaid orders; their keys are back in stock");
+            tracing::info!(
+                expired = n,
+                "expired unpaid orders; their keys are back in stock"
+            );
         }
         if !super::pause(&stop, interval) {
             return;

@@ -23,7 +23,11 @@ impl Default for Workers {
 impl Workers {
     pub fn new() -> Self {
         let (tx, rx) = crossbeam_channel::bounded(0);
-        Workers { stop: Some(tx), stop_rx: rx, handles: Vec::new() }
+        Workers {
+            stop: Some(tx),
+            stop_rx: rx,
+            handles: Vec::new(),
+        }
     }
 
     /// A receiver that disconnects when the workers are told to stop:
@@ -55,5 +59,8 @@ impl Drop for Workers {
 
 /// Sleeps for `d` unless stopped; returns false once stopping.
 pub fn pause(stop: &Receiver<()>, d: std::time::Duration) -> bool {
-    matches!(stop.recv_timeout(d), Err(crossbeam_channel::RecvTimeoutError::Timeout))
+    matches!(
+        stop.recv_timeout(d),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout)
+    )
 }

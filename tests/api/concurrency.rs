@@ -10,7 +10,10 @@ use std::sync::{Arc, Barrier};
 #[test]
 fn two_hundred_buyers_race_for_fifty_keys_and_each_key_sells_once() {
     let app = Arc::new(spawn());
-    let keys: HashSet<String> = app.product_with_keys("flash", 100, 50).into_iter().collect();
+    let keys: HashSet<String> = app
+        .product_with_keys("flash", 100, 50)
+        .into_iter()
+        .collect();
     let barrier = Arc::new(Barrier::new(200));
     let handles: Vec<_> = (0..200)
         .map(|_| {
@@ -24,8 +27,15 @@ fn two_hundred_buyers_race_for_fifty_keys_and_each_key_sells_once() {
         })
         .collect();
     let results: Vec<(u16, Value)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let created: Vec<&Value> = results.iter().filter(|(s, _)| *s == 201).map(|(_, v)| v).collect();
-    let refused = results.iter().filter(|(s, v)| *s == 409 && v["error"]["code"] == "out_of_stock").count();
+    let created: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, v)| v)
+        .collect();
+    let refused = results
+        .iter()
+        .filter(|(s, v)| *s == 409 && v["error"]["code"] == "out_of_stock")
+        .count();
     assert_eq!(created.len(), 50);
     assert_eq!(refused, 150);
 
@@ -41,7 +51,9 @@ fn two_hundred_buyers_race_for_fifty_keys_and_each_key_sells_once() {
             let (app, barrier) = (app.clone(), pay_barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                app.hmac_notify(&no, &format!("T-{no}"), 100).status().as_u16()
+                app.hmac_notify(&no, &format!("T-{no}"), 100)
+                    .status()
+                    .as_u16()
             })
         })
         .collect();
@@ -51,7 +63,10 @@ fn two_hundred_buyers_race_for_fifty_keys_and_each_key_sells_once() {
     let mut delivered = Vec::new();
     for o in &created {
         let v: Value = app
-            .buyer_view(o["order_no"].as_str().unwrap(), o["token"].as_str().unwrap())
+            .buyer_view(
+                o["order_no"].as_str().unwrap(),
+                o["token"].as_str().unwrap(),
+            )
             .json()
             .unwrap();
         assert_eq!(v["status"], "delivered");

@@ -39,13 +39,21 @@ pub fn start_binary(config: &Path) -> Server {
             }
         }
     });
-    let port = rx.recv_timeout(Duration::from_secs(60)).expect("faka started serving");
-    Server { child, base: format!("http://127.0.0.1:{port}") }
+    let port = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("faka started serving");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("config.toml");
-    let text = config_text(dir, "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n");
+    let text = config_text(
+        dir,
+        "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n",
+    );
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -58,7 +66,10 @@ struct Acked {
 
 /// Buyers: create → pay (sometimes twice) until told to stop or the server dies.
 fn load(base: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<Acked>>>) {
-    let client = Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
@@ -72,10 +83,16 @@ fn load(base: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<Acked>>>) {
         }
         let Ok(o) = r.json::<Value>() else { return };
         let no = o["order_no"].as_str().unwrap().to_string();
-        let body = json!({"order_no": no, "trade_no": format!("T-{no}"), "amount": 100, "status": "paid"}).to_string();
+        let body =
+            json!({"order_no": no, "trade_no": format!("T-{no}"), "amount": 100, "status": "paid"})
+                .to_string();
         for _ in 0..(1 + n % 2) {
             let ts = now_secs().to_string();
-            let sig = faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body.as_bytes());
+            let sig = faka::payments::hmac::HmacGateway::sign(
+                HMAC_SECRET.as_bytes(),
+                &ts,
+                body.as_bytes(),
+            );
             let paid = client
                 .post(format!("{base}/api/v1/payments/hmac/notify"))
                 .header("X-Faka-Timestamp", ts)
@@ -103,14 +120,24 @@ fn verify(base: &str, acked: &[Acked], imported: u64) {
             continue;
         }
         let v: Value = client
-            .get(format!("{base}/api/v1/orders/{}?token={}", a.order_no, a.token))
+            .get(format!(
+                "{base}/api/v1/orders/{}?token={}",
+                a.order_no, a.token
+            ))
             .send()
             .unwrap()
             .json()
             .unwrap();
-        assert_eq!(v["status"], "delivered", "acknowledged payment of {} was lost", a.order_no);
+        assert_eq!(
+            v["status"], "delivered",
+            "acknowledged payment of {} was lost",
+            a.order_no
+        );
         for k in v["keys"].as_array().unwrap() {
-            assert!(all_keys.insert(k.as_str().unwrap().to_string()), "key {k} is in two orders");
+            assert!(
+                all_keys.insert(k.as_str().unwrap().to_string()),
+                "key {k} is in two orders"
+            );
         }
     }
     let list: Value = client
@@ -121,7 +148,9 @@ fn verify(base: &str, acked: &[Acked], imported: u64) {
         .json()
         .unwrap();
     let k = &list["products"][0]["keys"];
-    let total = k["available"].as_u64().unwrap() + k["held"].as_u64().unwrap() + k["sold"].as_u64().unwrap();
+    let total = k["available"].as_u64().unwrap()
+        + k["held"].as_u64().unwrap()
+        + k["sold"].as_u64().unwrap();
     assert_eq!(total, imported, "counts add up: {k}");
     assert!(k["sold"].as_u64().unwrap() >= seen.len() as u64);
 }
@@ -169,7 +198,10 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
         }
         server = start_binary(&config);
         let snapshot = acked.lock().unwrap().clone();
-        eprintln!("crash cycle {cycle}: {} payments acknowledged so far", snapshot.len());
+        eprintln!(
+            "crash cycle {cycle}: {} payments acknowledged so far",
+            snapshot.len()
+        );
         verify(&server.base, &snapshot, imported);
     }
     let acked_total = acked.lock().unwrap().len();
@@ -182,9 +214,15 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
         .args(["--config", config.to_str().unwrap(), "check"])
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
 
 pub fn unsafe_sigterm(child: &Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
 }

@@ -28,21 +28,36 @@ pub fn expect_error(r: Response, status: u16, code: &str) -> String {
         .unwrap_or("")
         .to_string();
     let text = r.text().expect("error body");
-    assert_eq!(got_status, status, "status of an error answer; body: {text}");
+    assert_eq!(
+        got_status, status,
+        "status of an error answer; body: {text}"
+    );
     assert!(
         content_type.starts_with("application/json"),
         "an error body is JSON, got Content-Type {content_type:?}: {text}"
     );
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
-    let top = v.as_object().unwrap_or_else(|| panic!("error body is an object: {text}"));
+    let v: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
+    let top = v
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is an object: {text}"));
     assert_eq!(top.len(), 1, "the error body has only `error`: {text}");
-    let err = v["error"].as_object().unwrap_or_else(|| panic!("`error` is an object: {text}"));
-    assert_eq!(err.len(), 2, "`error` holds exactly code and message: {text}");
+    let err = v["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("`error` is an object: {text}"));
+    assert_eq!(
+        err.len(),
+        2,
+        "`error` holds exactly code and message: {text}"
+    );
     assert_eq!(v["error"]["code"], code, "error code; body: {text}");
     let message = v["error"]["message"]
         .as_str()
         .unwrap_or_else(|| panic!("`error.message` is a string: {text}"));
-    assert!(!message.is_empty(), "the message explains the error: {text}");
+    assert!(
+        !message.is_empty(),
+        "the message explains the error: {text}"
+    );
     message.to_string()
 }
 
@@ -52,27 +67,53 @@ fn expect_error_body(r: Response, status: u16) -> String {
     let got_status = r.status().as_u16();
     let text = r.text().expect("error body");
     assert_eq!(got_status, status, "status; body: {text}");
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
-    assert_eq!(v.as_object().map(|o| o.len()), Some(1), "only `error`: {text}");
-    let code = v["error"]["code"].as_str().unwrap_or_else(|| panic!("a string code: {text}"));
+    let v: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
+    assert_eq!(
+        v.as_object().map(|o| o.len()),
+        Some(1),
+        "only `error`: {text}"
+    );
+    let code = v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a string code: {text}"));
     assert!(!code.is_empty(), "{text}");
-    let message = v["error"]["message"].as_str().unwrap_or_else(|| panic!("a string message: {text}"));
+    let message = v["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a string message: {text}"));
     assert!(!message.is_empty(), "{text}");
     assert_eq!(v["error"].as_object().map(|o| o.len()), Some(2), "{text}");
     code.to_string()
 }
 
-fn send_raw(app: &TestApp, method: &str, path: &str, admin: bool, content_type: &str, body: Vec<u8>) -> Response {
+fn send_raw(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    admin: bool,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Response {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut rb = app.client.request(method, app.url(path));
     if admin {
         rb = app.admin(rb);
     }
-    rb.header("Content-Type", content_type).body(body).send().expect("request")
+    rb.header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .expect("request")
 }
 
 fn send_json(app: &TestApp, method: &str, path: &str, admin: bool, body: Value) -> Response {
-    send_raw(app, method, path, admin, "application/json", body.to_string().into_bytes())
+    send_raw(
+        app,
+        method,
+        path,
+        admin,
+        "application/json",
+        body.to_string().into_bytes(),
+    )
 }
 
 /// A shop with one product holding keys and one pending order, so that
@@ -114,17 +155,30 @@ fn malformed_json_is_invalid_json_everywhere_and_changes_nothing() {
             if path.ends_with("/pay") && blank {
                 continue;
             }
-            let r = send_raw(&app, method, path, *admin, "application/json", body.to_vec());
+            let r = send_raw(
+                &app,
+                method,
+                path,
+                *admin,
+                "application/json",
+                body.to_vec(),
+            );
             let what = format!("{method} {path} with {:?}", String::from_utf8_lossy(body));
             let got = r.status();
             if got != 400 {
-                panic!("{what}: expected 400 invalid_json, got {got}: {}", r.text().unwrap_or_default());
+                panic!(
+                    "{what}: expected 400 invalid_json, got {got}: {}",
+                    r.text().unwrap_or_default()
+                );
             }
             expect_error(r, 400, "invalid_json");
             assert_unchanged(&app, &before, &what);
         }
     }
-    assert_eq!(app.admin_product("p")["keys"], json!({"available": 4, "held": 1, "sold": 0}));
+    assert_eq!(
+        app.admin_product("p")["keys"],
+        json!({"available": 4, "held": 1, "sold": 0})
+    );
 }
 
 #[test]
@@ -133,11 +187,26 @@ fn json_nested_too_deep_or_not_utf8_is_refused_without_a_server_error() {
     app.product_with_keys("p", 100, 2);
     let before = app.dump();
     let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
-    let r = send_raw(&app, "POST", "/api/v1/orders", false, "application/json", deep.into_bytes());
+    let r = send_raw(
+        &app,
+        "POST",
+        "/api/v1/orders",
+        false,
+        "application/json",
+        deep.into_bytes(),
+    );
     expect_error(r, 400, "invalid_json");
-    let mut bad_utf8 = br#"{"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": ""#.to_vec();
+    let mut bad_utf8 =
+        br#"{"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": ""#.to_vec();
     bad_utf8.extend_from_slice(&[0xff, 0xfe, b'"', b'}']);
-    let r = send_raw(&app, "POST", "/api/v1/orders", false, "application/json", bad_utf8);
+    let r = send_raw(
+        &app,
+        "POST",
+        "/api/v1/orders",
+        false,
+        "application/json",
+        bad_utf8,
+    );
     expect_error(r, 400, "invalid_json");
     assert_unchanged(&app, &before, "deep or non-UTF-8 JSON");
 }
@@ -147,7 +216,8 @@ fn wrong_types_missing_and_unknown_fields_are_invalid_requests_naming_the_field(
     let (app, no) = shop_with_an_order();
     let before = app.dump();
     let order = |extra: Value| {
-        let mut base = json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual"});
+        let mut base =
+            json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual"});
         for (k, v) in extra.as_object().expect("object") {
             if v.is_null() {
                 base.as_object_mut().expect("object").remove(k);
@@ -159,19 +229,85 @@ fn wrong_types_missing_and_unknown_fields_are_invalid_requests_naming_the_field(
     };
     let cases: Vec<(&str, String, bool, Value, &str)> = vec![
         // wrong types
-        ("POST", "/api/v1/orders".into(), false, order(json!({"quantity": "1"})), "quantity"),
-        ("POST", "/api/v1/orders".into(), false, order(json!({"quantity": 1.5})), "quantity"),
-        ("POST", "/api/v1/orders".into(), false, order(json!({"quantity": -1})), "quantity"),
-        ("POST", "/api/v1/orders".into(), false, order(json!({"email": 7})), "email"),
-        ("POST", "/api/v1/orders".into(), false, order(json!({"product_id": ["p"]})), "product_id"),
-        ("POST", "/api/v1/orders".into(), false, order(json!({"gateway": {"name": "manual"}})), "gateway"),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"quantity": "1"})),
+            "quantity",
+        ),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"quantity": 1.5})),
+            "quantity",
+        ),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"quantity": -1})),
+            "quantity",
+        ),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"email": 7})),
+            "email",
+        ),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"product_id": ["p"]})),
+            "product_id",
+        ),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"gateway": {"name": "manual"}})),
+            "gateway",
+        ),
         // missing fields
-        ("POST", "/api/v1/orders".into(), false, order(json!({"email": null})), "email"),
-        ("POST", "/api/v1/orders".into(), false, order(json!({"quantity": null})), "quantity"),
-        ("POST", "/api/v1/orders".into(), false, json!({}), "product_id"),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"email": null})),
+            "email",
+        ),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"quantity": null})),
+            "quantity",
+        ),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            json!({}),
+            "product_id",
+        ),
         // unknown fields
-        ("POST", "/api/v1/orders".into(), false, order(json!({"coupon": "FREE"})), "coupon"),
-        ("POST", "/api/v1/orders".into(), false, order(json!({"Quantity": 1})), "Quantity"),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"coupon": "FREE"})),
+            "coupon",
+        ),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            false,
+            order(json!({"Quantity": 1})),
+            "Quantity",
+        ),
         (
             "POST",
             "/api/v1/admin/products".into(),
@@ -200,7 +336,13 @@ fn wrong_types_missing_and_unknown_fields_are_invalid_requests_naming_the_field(
             json!({"name": "n", "price": 100, "stock": 5}),
             "stock",
         ),
-        ("POST", "/api/v1/admin/products".into(), true, json!({"price": 100}), "name"),
+        (
+            "POST",
+            "/api/v1/admin/products".into(),
+            true,
+            json!({"price": 100}),
+            "name",
+        ),
         (
             "PATCH",
             "/api/v1/admin/products/p".into(),
@@ -236,7 +378,13 @@ fn wrong_types_missing_and_unknown_fields_are_invalid_requests_naming_the_field(
             json!({"key": ["KEY-1"]}),
             "key",
         ),
-        ("POST", "/api/v1/admin/products/p/keys".into(), true, json!({}), "keys"),
+        (
+            "POST",
+            "/api/v1/admin/products/p/keys".into(),
+            true,
+            json!({}),
+            "keys",
+        ),
         (
             "DELETE",
             "/api/v1/admin/products/p/keys".into(),
@@ -251,7 +399,13 @@ fn wrong_types_missing_and_unknown_fields_are_invalid_requests_naming_the_field(
             json!({"ids": ["1"], "all": true}),
             "all",
         ),
-        ("DELETE", "/api/v1/admin/products/p/keys".into(), true, json!({}), "ids"),
+        (
+            "DELETE",
+            "/api/v1/admin/products/p/keys".into(),
+            true,
+            json!({}),
+            "ids",
+        ),
         (
             "POST",
             format!("/api/v1/admin/orders/{no}/pay"),
@@ -276,8 +430,15 @@ fn wrong_types_missing_and_unknown_fields_are_invalid_requests_naming_the_field(
     ];
     for (method, path, admin, body, field) in cases {
         let what = format!("{method} {path} {body}");
-        let msg = expect_error(send_json(&app, method, &path, admin, body), 422, "invalid_request");
-        assert!(msg.contains(field), "{what}: the message {msg:?} names `{field}`");
+        let msg = expect_error(
+            send_json(&app, method, &path, admin, body),
+            422,
+            "invalid_request",
+        );
+        assert!(
+            msg.contains(field),
+            "{what}: the message {msg:?} names `{field}`"
+        );
         assert_unchanged(&app, &before, &what);
     }
 }
@@ -288,19 +449,34 @@ fn a_body_that_is_not_a_json_object_is_refused() {
     app.product_with_keys("p", 100, 3);
     let before = app.dump();
     let cases: [(&str, &str, Value); 6] = [
-        ("/api/v1/orders", "POST", json!(["p", 1, "a@b.co", "manual"])),
+        (
+            "/api/v1/orders",
+            "POST",
+            json!(["p", 1, "a@b.co", "manual"]),
+        ),
         ("/api/v1/orders", "POST", json!("p")),
         ("/api/v1/orders", "POST", json!(null)),
-        ("/api/v1/admin/products", "POST", json!(["arr", "Array product", "", 100])),
+        (
+            "/api/v1/admin/products",
+            "POST",
+            json!(["arr", "Array product", "", 100]),
+        ),
         ("/api/v1/admin/products", "POST", json!(42)),
-        ("/api/v1/admin/products/p/keys", "POST", json!([["KEY-FROM-AN-ARRAY"]])),
+        (
+            "/api/v1/admin/products/p/keys",
+            "POST",
+            json!([["KEY-FROM-AN-ARRAY"]]),
+        ),
     ];
     for (path, method, body) in cases {
         let what = format!("{method} {path} {body}");
         let r = send_json(&app, method, path, path.contains("admin"), body);
         let status = r.status().as_u16();
         let text = r.text().unwrap_or_default();
-        assert_eq!(status, 422, "{what}: a non-object body is a wrong type: {text}");
+        assert_eq!(
+            status, 422,
+            "{what}: a non-object body is a wrong type: {text}"
+        );
         assert_unchanged(&app, &before, &what);
     }
     assert_eq!(app.admin_product("p")["keys"]["held"], 0);
@@ -323,7 +499,10 @@ fn an_oversized_body_on_a_normal_route_is_payload_too_large() {
         json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual", "query_password": ""}),
         "query_password",
     );
-    let product = padded(json!({"name": "big", "price": 1, "description": ""}), "description");
+    let product = padded(
+        json!({"name": "big", "price": 1, "description": ""}),
+        "description",
+    );
     let patch = padded(json!({"description": ""}), "description");
     let cases = [
         ("POST", "/api/v1/orders", false, order),
@@ -331,12 +510,24 @@ fn an_oversized_body_on_a_normal_route_is_payload_too_large() {
         ("PATCH", "/api/v1/admin/products/p", true, patch),
     ];
     for (method, path, admin, body) in &cases {
-        let r = send_raw(&app, method, path, *admin, "application/json", body.clone().into_bytes());
+        let r = send_raw(
+            &app,
+            method,
+            path,
+            *admin,
+            "application/json",
+            body.clone().into_bytes(),
+        );
         expect_error(r, 413, "payload_too_large");
-        assert_unchanged(&app, &before, &format!("{method} {path} of {} bytes", body.len()));
+        assert_unchanged(
+            &app,
+            &before,
+            &format!("{method} {path} of {} bytes", body.len()),
+        );
     }
     // Without a Content-Length (chunked), the limit holds while the body arrives.
-    let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(cases[0].3.clone().into_bytes()));
+    let chunked =
+        reqwest::blocking::Body::new(std::io::Cursor::new(cases[0].3.clone().into_bytes()));
     let r = app
         .client
         .post(app.url("/api/v1/orders"))
@@ -417,7 +608,10 @@ fn bad_query_values_are_invalid_requests_naming_the_parameter() {
     ];
     for (path, field) in cases {
         let msg = expect_error(app.admin_get(path), 422, "invalid_request");
-        assert!(msg.contains(field), "{path}: the message {msg:?} names `{field}`");
+        assert!(
+            msg.contains(field),
+            "{path}: the message {msg:?} names `{field}`"
+        );
         assert_unchanged(&app, &before, path);
     }
     // The same parameters with good values work.
@@ -433,7 +627,13 @@ fn bad_query_values_are_invalid_requests_naming_the_parameter() {
 fn no_malformed_request_gets_a_server_error() {
     let (app, no) = shop_with_an_order();
     let before = app.dump();
-    let junk: [&[u8]; 5] = [b"\x00\x01\x02", b"\xff\xfe\xfd", b"{\"a\":\"\\ud800\"}", b"[]", b"1e999999"];
+    let junk: [&[u8]; 5] = [
+        b"\x00\x01\x02",
+        b"\xff\xfe\xfd",
+        b"{\"a\":\"\\ud800\"}",
+        b"[]",
+        b"1e999999",
+    ];
     let routes = [
         ("POST", "/api/v1/orders".to_string(), false),
         ("POST", "/api/v1/admin/products".to_string(), true),

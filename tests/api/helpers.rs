@@ -69,8 +69,12 @@ pub fn start(dir: tempfile::TempDir, text: &str) -> TestApp {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let app = Application::build_with_listener(cfg, listener).expect("app starts");
             let handle = app.handle();
-            tx.send((app.port(), app.generated_admin_token.clone(), app.store().clone()))
-                .expect("report port");
+            tx.send((
+                app.port(),
+                app.generated_admin_token.clone(),
+                app.store().clone(),
+            ))
+            .expect("report port");
             actix_web::rt::spawn(async move {
                 let _ = actix_web::rt::task::spawn_blocking(move || stop_rx.recv()).await;
                 handle.stop(true).await;
@@ -81,7 +85,10 @@ pub fn start(dir: tempfile::TempDir, text: &str) -> TestApp {
     let (port, generated_admin_token, store) = rx.recv().expect("app started");
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
-        client: Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+        client: Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client"),
         dir,
         generated_admin_token,
         stop: Some(stop_tx),
@@ -104,15 +111,24 @@ impl TestApp {
     }
 
     pub fn admin_get(&self, path: &str) -> Response {
-        self.admin(self.client.get(self.url(path))).send().expect("request")
+        self.admin(self.client.get(self.url(path)))
+            .send()
+            .expect("request")
     }
 
     pub fn admin_post(&self, path: &str, body: Value) -> Response {
-        self.admin(self.client.post(self.url(path))).json(&body).send().expect("request")
+        self.admin(self.client.post(self.url(path)))
+            .json(&body)
+            .send()
+            .expect("request")
     }
 
     pub fn post(&self, path: &str, body: Value) -> Response {
-        self.client.post(self.url(path)).json(&body).send().expect("request")
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .expect("request")
     }
 
     /// Creates a product and imports `keys` keys named `{id}-KEY-n`.
@@ -131,7 +147,10 @@ impl TestApp {
 
     pub fn import(&self, id: &str, keys: &[String]) -> Value {
         let r = self
-            .admin(self.client.post(self.url(&format!("/api/v1/admin/products/{id}/keys"))))
+            .admin(
+                self.client
+                    .post(self.url(&format!("/api/v1/admin/products/{id}/keys"))),
+            )
             .header("Content-Type", "text/plain")
             .body(keys.join("\n"))
             .send()
@@ -188,7 +207,10 @@ impl TestApp {
     }
 
     pub fn admin_product(&self, id: &str) -> Value {
-        let list: Value = self.admin_get("/api/v1/admin/products").json().expect("json");
+        let list: Value = self
+            .admin_get("/api/v1/admin/products")
+            .json()
+            .expect("json");
         list["products"]
             .as_array()
             .and_then(|ps| ps.iter().find(|p| p["id"] == id).cloned())
@@ -237,7 +259,10 @@ pub fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T 
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < end, "condition not met within {deadline:?}");
+        assert!(
+            Instant::now() < end,
+            "condition not met within {deadline:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -245,7 +270,13 @@ pub fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T 
 pub fn error_code(r: Response) -> (u16, String) {
     let status = r.status().as_u16();
     let v: Value = r.json().unwrap_or(Value::Null);
-    (status, v["error"]["code"].as_str().unwrap_or("<no error body>").to_string())
+    (
+        status,
+        v["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error body>")
+            .to_string(),
+    )
 }
 
 pub fn bin_path() -> PathBuf {

@@ -5,5 +5,9 @@ mod helpers;
 
 mod concurrency;
 mod crash;
+mod demo;
+mod errors;
+mod keys;
 mod orders;
 mod payments;
+mod products;

@@ -16,7 +16,10 @@ fn an_order_holds_its_keys_and_shows_them_only_after_payment() {
     assert_eq!(o["email"], "buyer@example.com");
     assert_eq!(o["gateway"], "manual");
     assert!(o["pay_url"].is_null());
-    assert!(o["token"].as_str().unwrap().len() >= 22, "token carries ≥ 128 bits");
+    assert!(
+        o["token"].as_str().unwrap().len() >= 22,
+        "token carries ≥ 128 bits"
+    );
     assert!(o["created_at"].as_str().unwrap().ends_with('Z'));
 
     let p = app.admin_product("steam-10");
@@ -59,35 +62,83 @@ fn out_of_stock_holds_nothing() {
     let app = spawn();
     app.product_with_keys("p", 100, 2);
     let before = app.dump();
-    assert_eq!(error_code(app.order("p", 3, "manual")), (409, "out_of_stock".into()));
+    assert_eq!(
+        error_code(app.order("p", 3, "manual")),
+        (409, "out_of_stock".into())
+    );
     assert_eq!(app.dump(), before);
     app.order_ok("p", 2, "manual");
-    assert_eq!(error_code(app.order("p", 1, "manual")), (409, "out_of_stock".into()));
+    assert_eq!(
+        error_code(app.order("p", 1, "manual")),
+        (409, "out_of_stock".into())
+    );
 }
 
 #[test]
 fn order_requests_are_validated_field_by_field() {
     let app = spawn();
     app.product_with_keys("p", 100, 5);
-    let inactive = app.admin_post("/api/v1/admin/products", json!({"id": "off", "name": "Off", "price": 1, "active": false}));
+    let inactive = app.admin_post(
+        "/api/v1/admin/products",
+        json!({"id": "off", "name": "Off", "price": 1, "active": false}),
+    );
     assert_eq!(inactive.status(), 201);
     let before = app.dump();
     let cases = [
-        (json!({"product_id": "p", "quantity": 11, "email": "a@b.co", "gateway": "manual"}), 422, "quantity"),
-        (json!({"product_id": "p", "quantity": 0, "email": "a@b.co", "gateway": "manual"}), 422, "quantity"),
-        (json!({"product_id": "p", "quantity": 1, "email": "not-an-email", "gateway": "manual"}), 422, "email"),
-        (json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "paypal"}), 422, "gateway"),
-        (json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "epay"}), 422, "gateway"),
-        (json!({"product_id": "nope", "quantity": 1, "email": "a@b.co", "gateway": "manual"}), 404, ""),
-        (json!({"product_id": "off", "quantity": 1, "email": "a@b.co", "gateway": "manual"}), 404, ""),
-        (json!({"product_id": "p", "quantity": -1, "email": "a@b.co", "gateway": "manual"}), 422, "quantity"),
-        (json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual", "coupon": "x"}), 422, "coupon"),
+        (
+            json!({"product_id": "p", "quantity": 11, "email": "a@b.co", "gateway": "manual"}),
+            422,
+            "quantity",
+        ),
+        (
+            json!({"product_id": "p", "quantity": 0, "email": "a@b.co", "gateway": "manual"}),
+            422,
+            "quantity",
+        ),
+        (
+            json!({"product_id": "p", "quantity": 1, "email": "not-an-email", "gateway": "manual"}),
+            422,
+            "email",
+        ),
+        (
+            json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "paypal"}),
+            422,
+            "gateway",
+        ),
+        (
+            json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "epay"}),
+            422,
+            "gateway",
+        ),
+        (
+            json!({"product_id": "nope", "quantity": 1, "email": "a@b.co", "gateway": "manual"}),
+            404,
+            "",
+        ),
+        (
+            json!({"product_id": "off", "quantity": 1, "email": "a@b.co", "gateway": "manual"}),
+            404,
+            "",
+        ),
+        (
+            json!({"product_id": "p", "quantity": -1, "email": "a@b.co", "gateway": "manual"}),
+            422,
+            "quantity",
+        ),
+        (
+            json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual", "coupon": "x"}),
+            422,
+            "coupon",
+        ),
     ];
     for (body, status, field) in cases {
         let r = app.post("/api/v1/orders", body.clone());
         assert_eq!(r.status().as_u16(), status, "{body}");
         let v: Value = r.json().unwrap();
-        assert!(v["error"]["message"].as_str().unwrap().contains(field), "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{body}: {v}"
+        );
     }
     assert_eq!(app.dump(), before, "no rejected order changed anything");
 }
@@ -110,14 +161,29 @@ fn an_idempotent_retry_returns_the_first_response_and_creates_nothing() {
     let first = first.text().unwrap();
     let again = send(&body, "retry-1");
     assert_eq!(again.status(), 201);
-    assert_eq!(again.text().unwrap(), first, "the very same response, token included");
-    assert_eq!(app.admin_product("p")["keys"]["held"], 2, "one order, not two");
+    assert_eq!(
+        again.text().unwrap(),
+        first,
+        "the very same response, token included"
+    );
+    assert_eq!(
+        app.admin_product("p")["keys"]["held"],
+        2,
+        "one order, not two"
+    );
 
     let other = json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual"});
-    assert_eq!(error_code(send(&other, "retry-1")), (409, "conflict".into()));
+    assert_eq!(
+        error_code(send(&other, "retry-1")),
+        (409, "conflict".into())
+    );
     assert_eq!(error_code(send(&body, "")).0, 422);
     assert_eq!(error_code(send(&body, &"k".repeat(65))).0, 422);
-    assert_eq!(send(&body, "retry-2").status(), 201, "a new key is a new order");
+    assert_eq!(
+        send(&body, "retry-2").status(),
+        201,
+        "a new key is a new order"
+    );
 }
 
 #[test]
@@ -149,7 +215,12 @@ fn admin_lists_orders_newest_first_with_filters_and_cursor() {
     app.product_with_keys("p", 100, 10);
     let mut nos = Vec::new();
     for _ in 0..5 {
-        nos.push(app.order_ok("p", 1, "manual")["order_no"].as_str().unwrap().to_string());
+        nos.push(
+            app.order_ok("p", 1, "manual")["order_no"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let pay = app.admin_post(&format!("/api/v1/admin/orders/{}/pay", nos[1]), json!({}));
     assert_eq!(pay.status(), 200);
@@ -173,13 +244,22 @@ fn admin_lists_orders_newest_first_with_filters_and_cursor() {
     }
     let newest_first: Vec<String> = nos.iter().rev().cloned().collect();
     assert_eq!(seen, newest_first);
-    let delivered: Value = app.admin_get("/api/v1/admin/orders?status=delivered").json().unwrap();
+    let delivered: Value = app
+        .admin_get("/api/v1/admin/orders?status=delivered")
+        .json()
+        .unwrap();
     assert_eq!(delivered["orders"].as_array().unwrap().len(), 1);
     assert_eq!(delivered["orders"][0]["order_no"], nos[1].as_str());
-    let none: Value = app.admin_get("/api/v1/admin/orders?email=else@example.com").json().unwrap();
+    let none: Value = app
+        .admin_get("/api/v1/admin/orders?email=else@example.com")
+        .json()
+        .unwrap();
     assert!(none["orders"].as_array().unwrap().is_empty());
     assert_eq!(error_code(app.get("/api/v1/admin/orders")).0, 401);
-    assert_eq!(error_code(app.admin_get("/api/v1/admin/orders/F0000000000000000")).0, 404);
+    assert_eq!(
+        error_code(app.admin_get("/api/v1/admin/orders/F0000000000000000")).0,
+        404
+    );
 }
 
 #[test]
@@ -196,24 +276,47 @@ fn orders_and_keys_survive_a_restart() {
     let view: Value = app.buyer_view(&no, &tok).json().unwrap();
     assert_eq!(view["status"], "delivered");
     assert_eq!(view["keys"], json!(["p-KEY-00000"]));
-    assert_eq!(app.admin_product("p")["keys"], json!({"available": 2, "held": 0, "sold": 1}));
+    assert_eq!(
+        app.admin_product("p")["keys"],
+        json!({"available": 2, "held": 0, "sold": 1})
+    );
 }
 
 #[test]
 fn a_generated_admin_token_is_stored_hashed_and_works_after_restart() {
     let app = spawn_with(|dir| config_text(dir, "").replace(&format!("token = \"{ADMIN}\""), ""));
-    let token = app.generated_admin_token.clone().expect("a token was generated");
+    let token = app
+        .generated_admin_token
+        .clone()
+        .expect("a token was generated");
     let hash = std::fs::read_to_string(app.dir.path().join("data/admin_token.argon2")).unwrap();
-    assert!(hash.starts_with("$argon2"), "only the argon2 hash is stored");
+    assert!(
+        hash.starts_with("$argon2"),
+        "only the argon2 hash is stored"
+    );
     assert!(!hash.contains(&token));
-    let ok = app.client.get(app.url("/api/v1/admin/products")).bearer_auth(&token).send().unwrap();
+    let ok = app
+        .client
+        .get(app.url("/api/v1/admin/products"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    assert_eq!(error_code(app.admin_get("/api/v1/admin/products")).0, 401, "another token is refused");
+    assert_eq!(
+        error_code(app.admin_get("/api/v1/admin/products")).0,
+        401,
+        "another token is refused"
+    );
     let dir = app.stop();
     let text = config_text(dir.path(), "").replace(&format!("token = \"{ADMIN}\""), "");
     let app = start(dir, &text);
     assert!(app.generated_admin_token.is_none(), "generated once only");
-    let ok = app.client.get(app.url("/api/v1/admin/products")).bearer_auth(&token).send().unwrap();
+    let ok = app
+        .client
+        .get(app.url("/api/v1/admin/products"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 

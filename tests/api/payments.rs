@@ -21,12 +21,21 @@ fn a_signed_payment_delivers_the_held_keys_at_once() {
     let no = o["order_no"].as_str().unwrap();
     let r = app.hmac_notify(no, "TRADE-1", 500);
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().unwrap(), json!({"ok": true, "status": "delivered"}));
-    let view: Value = app.buyer_view(no, o["token"].as_str().unwrap()).json().unwrap();
+    assert_eq!(
+        r.json::<Value>().unwrap(),
+        json!({"ok": true, "status": "delivered"})
+    );
+    let view: Value = app
+        .buyer_view(no, o["token"].as_str().unwrap())
+        .json()
+        .unwrap();
     assert_eq!(view["status"], "delivered");
     assert_eq!(view["keys"], json!([keys[0], keys[1]]));
     assert!(view["paid_at"].is_string() && view["delivered_at"].is_string());
-    assert_eq!(app.admin_product("p")["keys"], json!({"available": 1, "held": 0, "sold": 2}));
+    assert_eq!(
+        app.admin_product("p")["keys"],
+        json!({"available": 1, "held": 0, "sold": 2})
+    );
     let detail = app.admin_order(no);
     assert_eq!(detail["trade_no"], "TRADE-1");
     assert_eq!(detail["keys"], json!([keys[0], keys[1]]));
@@ -48,28 +57,63 @@ fn forged_callbacks_are_refused_and_change_nothing() {
     let before = app.dump();
     let now = now_secs();
     let cases = [
-        ("bad signature", app.hmac_notify_raw(&body(no, 100), now, "not-the-secret"), 400, "invalid_signature"),
-        ("stale timestamp", app.hmac_notify_raw(&body(no, 100), now - 301, HMAC_SECRET), 400, "invalid_signature"),
-        ("future timestamp", app.hmac_notify_raw(&body(no, 100), now + 301, HMAC_SECRET), 400, "invalid_signature"),
-        ("wrong amount", app.hmac_notify_raw(&body(no, 99), now, HMAC_SECRET), 400, "amount_mismatch"),
+        (
+            "bad signature",
+            app.hmac_notify_raw(&body(no, 100), now, "not-the-secret"),
+            400,
+            "invalid_signature",
+        ),
+        (
+            "stale timestamp",
+            app.hmac_notify_raw(&body(no, 100), now - 301, HMAC_SECRET),
+            400,
+            "invalid_signature",
+        ),
+        (
+            "future timestamp",
+            app.hmac_notify_raw(&body(no, 100), now + 301, HMAC_SECRET),
+            400,
+            "invalid_signature",
+        ),
+        (
+            "wrong amount",
+            app.hmac_notify_raw(&body(no, 99), now, HMAC_SECRET),
+            400,
+            "amount_mismatch",
+        ),
         (
             "wrong gateway",
-            app.hmac_notify_raw(&body(manual["order_no"].as_str().unwrap(), 100), now, HMAC_SECRET),
+            app.hmac_notify_raw(
+                &body(manual["order_no"].as_str().unwrap(), 100),
+                now,
+                HMAC_SECRET,
+            ),
             400,
             "gateway_mismatch",
         ),
-        ("unknown order", app.hmac_notify_raw(&body("F0000000000000000", 100), now, HMAC_SECRET), 404, "not_found"),
+        (
+            "unknown order",
+            app.hmac_notify_raw(&body("F0000000000000000", 100), now, HMAC_SECRET),
+            404,
+            "not_found",
+        ),
         (
             "not paid",
             app.hmac_notify_raw(
-                &json!({"order_no": no, "trade_no": "T-1", "amount": 100, "status": "failed"}).to_string(),
+                &json!({"order_no": no, "trade_no": "T-1", "amount": 100, "status": "failed"})
+                    .to_string(),
                 now,
                 HMAC_SECRET,
             ),
             422,
             "invalid_request",
         ),
-        ("malformed", app.hmac_notify_raw("{nope", now, HMAC_SECRET), 400, "invalid_json"),
+        (
+            "malformed",
+            app.hmac_notify_raw("{nope", now, HMAC_SECRET),
+            400,
+            "invalid_json",
+        ),
     ];
     for (what, r, status, code) in cases {
         assert_eq!(error_code(r), (status, code.to_string()), "{what}");
@@ -83,7 +127,11 @@ fn forged_callbacks_are_refused_and_change_nothing() {
     assert_eq!(error_code(unsigned), (400, "invalid_signature".into()));
     // A signature over one body does not cover another.
     let ts = now.to_string();
-    let sig = faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body(no, 1).as_bytes());
+    let sig = faka::payments::hmac::HmacGateway::sign(
+        HMAC_SECRET.as_bytes(),
+        &ts,
+        body(no, 1).as_bytes(),
+    );
     let swapped = app
         .client
         .post(app.url("/api/v1/payments/hmac/notify"))
@@ -126,14 +174,23 @@ fn a_second_different_payment_is_recorded_for_refund() {
     assert_eq!(second["type"], "second_payment");
     assert_eq!(second["trade_no"], "T-2");
     assert_eq!(second["amount"], 100);
-    assert_eq!(app.admin_product("p")["keys"]["sold"], 1, "no extra keys for a second payment");
+    assert_eq!(
+        app.admin_product("p")["keys"]["sold"],
+        1,
+        "no extra keys for a second payment"
+    );
 }
 
 #[test]
 fn a_disabled_gateway_refuses_its_callbacks() {
-    let app = spawn_with(|dir| config_text(dir, "").replace(&format!("secret = \"{HMAC_SECRET}\""), "secret = \"\""));
+    let app = spawn_with(|dir| {
+        config_text(dir, "").replace(&format!("secret = \"{HMAC_SECRET}\""), "secret = \"\"")
+    });
     app.product_with_keys("p", 100, 1);
-    assert_eq!(error_code(app.order("p", 1, "hmac")), (422, "invalid_request".into()));
+    assert_eq!(
+        error_code(app.order("p", 1, "hmac")),
+        (422, "invalid_request".into())
+    );
     let r = app.hmac_notify_raw("{}", now_secs(), "");
     assert_eq!(error_code(r), (400, "invalid_signature".into()));
 }
@@ -149,9 +206,15 @@ fn a_late_payment_is_delivered_from_stock() {
     });
     let r = app.hmac_notify(no, "LATE-1", 100);
     assert_eq!(r.json::<Value>().unwrap()["status"], "delivered");
-    let view: Value = app.buyer_view(no, o["token"].as_str().unwrap()).json().unwrap();
+    let view: Value = app
+        .buyer_view(no, o["token"].as_str().unwrap())
+        .json()
+        .unwrap();
     assert_eq!(view["keys"].as_array().unwrap().len(), 1);
-    assert_eq!(app.admin_product("p")["keys"], json!({"available": 1, "held": 0, "sold": 1}));
+    assert_eq!(
+        app.admin_product("p")["keys"],
+        json!({"available": 1, "held": 0, "sold": 1})
+    );
 }
 
 #[test]
@@ -160,18 +223,30 @@ fn a_late_payment_without_stock_waits_and_is_backfilled_oldest_first() {
     app.product_with_keys("p", 100, 3);
     let a = app.order_ok("p", 2, "hmac");
     let b = app.order_ok("p", 1, "manual");
-    let (na, nb) = (a["order_no"].as_str().unwrap(), b["order_no"].as_str().unwrap());
+    let (na, nb) = (
+        a["order_no"].as_str().unwrap(),
+        b["order_no"].as_str().unwrap(),
+    );
     eventually(std::time::Duration::from_secs(10), || {
-        (app.admin_order(nb)["status"] == "expired" && app.admin_order(na)["status"] == "expired").then_some(())
+        (app.admin_order(nb)["status"] == "expired" && app.admin_order(na)["status"] == "expired")
+            .then_some(())
     });
     // Someone else buys the released stock.
     app.order_ok("p", 3, "manual");
     let r = app.hmac_notify(na, "LATE-A", 200);
     assert_eq!(r.json::<Value>().unwrap()["status"], "awaiting_stock");
-    let r = app.admin_post(&format!("/api/v1/admin/orders/{nb}/pay"), json!({"note": "paid by bank transfer"}));
+    let r = app.admin_post(
+        &format!("/api/v1/admin/orders/{nb}/pay"),
+        json!({"note": "paid by bank transfer"}),
+    );
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().unwrap()["status"], "awaiting_stock");
-    assert!(app.buyer_view(na, a["token"].as_str().unwrap()).json::<Value>().unwrap().get("keys").is_none());
+    assert!(app
+        .buyer_view(na, a["token"].as_str().unwrap())
+        .json::<Value>()
+        .unwrap()
+        .get("keys")
+        .is_none());
 
     // One key: not enough for A (2, first in line), so B must wait too.
     let added = app.import("p", &["NEW-1".to_string()]);
@@ -179,12 +254,21 @@ fn a_late_payment_without_stock_waits_and_is_backfilled_oldest_first() {
     assert_eq!(app.admin_order(na)["status"], "awaiting_stock");
     assert_eq!(app.admin_order(nb)["status"], "awaiting_stock");
     app.import("p", &["NEW-2".to_string(), "NEW-3".to_string()]);
-    let va: Value = app.buyer_view(na, a["token"].as_str().unwrap()).json().unwrap();
-    let vb: Value = app.buyer_view(nb, b["token"].as_str().unwrap()).json().unwrap();
+    let va: Value = app
+        .buyer_view(na, a["token"].as_str().unwrap())
+        .json()
+        .unwrap();
+    let vb: Value = app
+        .buyer_view(nb, b["token"].as_str().unwrap())
+        .json()
+        .unwrap();
     assert_eq!(va["status"], "delivered");
     assert_eq!(va["keys"], json!(["NEW-1", "NEW-2"]));
     assert_eq!(vb["keys"], json!(["NEW-3"]));
-    assert_eq!(events(&app, na), ["created", "expired", "paid", "awaiting_stock", "delivered"]);
+    assert_eq!(
+        events(&app, na),
+        ["created", "expired", "paid", "awaiting_stock", "delivered"]
+    );
 }
 
 #[test]
@@ -193,7 +277,10 @@ fn manual_payment_delivers_and_refuses_a_paid_order() {
     let keys = app.product_with_keys("p", 100, 2);
     let o = app.order_ok("p", 1, "hmac");
     let no = o["order_no"].as_str().unwrap();
-    let r = app.admin_post(&format!("/api/v1/admin/orders/{no}/pay"), json!({"trade_no": "BANK-7", "note": "wire"}));
+    let r = app.admin_post(
+        &format!("/api/v1/admin/orders/{no}/pay"),
+        json!({"trade_no": "BANK-7", "note": "wire"}),
+    );
     assert_eq!(r.status(), 200);
     let v: Value = r.json().unwrap();
     assert_eq!(v["status"], "delivered");
@@ -218,10 +305,16 @@ fn refunds_mark_delivered_or_waiting_orders_and_keep_keys_sold() {
     let pending = app.admin_post(&format!("/api/v1/admin/orders/{no}/refund"), json!({}));
     assert_eq!(error_code(pending), (409, "conflict".into()));
     app.admin_post(&format!("/api/v1/admin/orders/{no}/pay"), json!({}));
-    let r = app.admin_post(&format!("/api/v1/admin/orders/{no}/refund"), json!({"note": "buyer complained"}));
+    let r = app.admin_post(
+        &format!("/api/v1/admin/orders/{no}/refund"),
+        json!({"note": "buyer complained"}),
+    );
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().unwrap()["status"], "refunded");
-    assert_eq!(app.admin_product("p")["keys"], json!({"available": 1, "held": 0, "sold": 1}));
+    assert_eq!(
+        app.admin_product("p")["keys"],
+        json!({"available": 1, "held": 0, "sold": 1})
+    );
     let twice = app.admin_post(&format!("/api/v1/admin/orders/{no}/refund"), json!({}));
     assert_eq!(error_code(twice), (409, "conflict".into()));
 }
