@@ -133,12 +133,25 @@ pub struct HmacConfig {
     pub secret: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EpayConfig {
     pub pid: String,
     pub key: String,
     pub submit_url: String,
+    /// The `type` of pay URLs (payment channel): `alipay`, `wxpay`, …
+    pub pay_type: String,
+}
+
+impl Default for EpayConfig {
+    fn default() -> Self {
+        EpayConfig {
+            pid: String::new(),
+            key: String::new(),
+            submit_url: String::new(),
+            pay_type: "alipay".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,6 +259,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("payments.epay.pid", Kind::Str),
     ("payments.epay.key", Kind::Str),
     ("payments.epay.submit_url", Kind::Str),
+    ("payments.epay.pay_type", Kind::Str),
     ("webhooks.url", Kind::Str),
     ("webhooks.secret", Kind::Str),
     ("webhooks.include_keys", Kind::Bool),

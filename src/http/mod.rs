@@ -84,6 +84,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/api/v1/payments/hmac/notify").route(web::post().to(payments::hmac_notify)),
         )
         .service(
+            resource("/api/v1/payments/epay/notify")
+                .route(web::get().to(payments::epay_notify))
+                .route(web::post().to(payments::epay_notify)),
+        )
+        .service(
             resource("/api/v1/admin/products")
                 .route(web::get().to(products::list_admin))
                 .route(web::post().to(products::create)),

@@ -88,3 +88,36 @@ pub async fn hmac_notify(state: State, req: HttpRequest, payload: web::Payload) 
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"ok": true, "status": applied.order.status.as_str()})))
 }
+
+/// epay notify (GET query or POST form). The answer is plain text: `success`
+/// when applied or already applied, `fail` otherwise (with a 4xx/503 status).
+pub async fn epay_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let result = async {
+        let gw = state
+            .gateways
+            .get(Gateway::Epay)
+            .ok_or_else(|| Error::InvalidSignature("the epay gateway is not enabled".into()))?;
+        let body = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
+        let verified = gw.verify(&CallbackRequest {
+            headers: req.headers(),
+            query: req.query_string(),
+            body: &body,
+            now_secs: crate::store::now_ms() / 1000,
+        })?;
+        apply_verified(&state, Gateway::Epay, verified).await
+    }
+    .await;
+    match result {
+        Ok(_) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("success"),
+        Err(e) => {
+            tracing::warn!(code = e.code(), reason = %e, "epay callback refused");
+            let mut res = HttpResponse::build(actix_web::ResponseError::status_code(&e));
+            if let Some(secs) = e.retry_after() {
+                res.insert_header(("Retry-After", secs.to_string()));
+            }
+            res.content_type("text/plain").body("fail")
+        }
+    }
+}

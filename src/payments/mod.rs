@@ -4,6 +4,7 @@
 //! gateway match, exact amount, state machine, delivery — is shared, in
 //! `domain::shop::apply_payment`. See `docs/GATEWAYS.md` to add one.
 
+pub mod epay;
 pub mod hmac;
 
 use crate::config::Config;
@@ -42,6 +43,7 @@ pub trait PaymentGateway: Send + Sync {
 /// The enabled gateways, built once from config.
 pub struct Gateways {
     hmac: Option<hmac::HmacGateway>,
+    epay: Option<epay::EpayGateway>,
 }
 
 impl Gateways {
@@ -50,6 +52,15 @@ impl Gateways {
             hmac: cfg
                 .hmac_secret()
                 .map(|s| hmac::HmacGateway::new(s.as_bytes().to_vec())),
+            epay: cfg.epay().map(|e| {
+                epay::EpayGateway::new(
+                    &e.pid,
+                    &e.key,
+                    &e.submit_url,
+                    &cfg.server.public_url,
+                    &e.pay_type,
+                )
+            }),
         }
     }
 
@@ -57,7 +68,8 @@ impl Gateways {
     pub fn get(&self, g: Gateway) -> Option<&dyn PaymentGateway> {
         match g {
             Gateway::Hmac => self.hmac.as_ref().map(|g| g as &dyn PaymentGateway),
-            Gateway::Epay | Gateway::Manual => None,
+            Gateway::Epay => self.epay.as_ref().map(|g| g as &dyn PaymentGateway),
+            Gateway::Manual => None,
         }
     }
 
