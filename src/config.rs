@@ -164,6 +164,10 @@ pub struct WebhooksConfig {
     pub workers: usize,
     /// Per-attempt timeout.
     pub timeout_secs: u64,
+    /// First retry delay; doubles per attempt (with jitter), capped at 1 h.
+    pub retry_base_ms: u64,
+    /// After this long an undeliverable event is dead (admin can retry it).
+    pub give_up_secs: u64,
 }
 
 impl Default for WebhooksConfig {
@@ -174,6 +178,8 @@ impl Default for WebhooksConfig {
             include_keys: false,
             workers: 4,
             timeout_secs: 10,
+            retry_base_ms: 2000,
+            give_up_secs: 24 * 3600,
         }
     }
 }
@@ -265,6 +271,8 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("webhooks.include_keys", Kind::Bool),
     ("webhooks.workers", Kind::Int),
     ("webhooks.timeout_secs", Kind::Int),
+    ("webhooks.retry_base_ms", Kind::Int),
+    ("webhooks.give_up_secs", Kind::Int),
     ("shop.name", Kind::Str),
     ("shop.currency", Kind::Str),
     ("log.level", Kind::Str),

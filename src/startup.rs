@@ -123,11 +123,21 @@ impl Application {
             workers::expiry::run(s, interval, stop)
         });
 
+        let crypto = Arc::new(crypto);
+        if let Some(hooks) = cfg.webhooks() {
+            let ctx = workers::webhooks::Context {
+                store: store.clone(),
+                crypto: crypto.clone(),
+                cfg: hooks.clone(),
+                currency: cfg.shop.currency.clone(),
+            };
+            workers::webhooks::start(ctx, &mut workers);
+        }
         let state = web::Data::new(AppState {
             store: store.clone(),
             admin: auth::AdminAuth::new(cfg.admin.token.as_deref(), &cfg.storage.data_dir),
             gateways: Gateways::from_config(&cfg),
-            crypto: Arc::new(crypto),
+            crypto,
             config: cfg.clone(),
         });
         let timeout = Duration::from_secs(cfg.server.request_timeout_secs.max(1));

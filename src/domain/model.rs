@@ -181,6 +181,9 @@ pub struct OutboxEvent {
     pub state: DeliveryState,
     pub attempts: u32,
     pub next_attempt_ms: i64,
+    /// Retries give up this long after this moment (creation, or an admin
+    /// re-queue).
+    pub retry_from_ms: i64,
     pub last_error: Option<String>,
 }
 

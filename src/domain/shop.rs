@@ -574,6 +574,7 @@ fn emit(tx: &mut Tx, order: &Order, kind: EventKind, now: i64) {
         state: DeliveryState::Pending,
         attempts: 0,
         next_attempt_ms: now,
+        retry_from_ms: now,
         last_error: None,
     };
     tx.put_outbox(&event);

@@ -3,7 +3,6 @@
 
 use super::auth::Admin;
 use super::body::{cursor, limit, parse_json, parse_query, read_body};
-use super::orders::sold_keys;
 use super::payments::trade_no;
 use super::{path_param, render, HttpResult, State};
 use crate::domain::ids::{printable, Gateway, OrderNo};
@@ -34,7 +33,7 @@ fn order_no(req: &HttpRequest) -> Result<OrderNo, Error> {
 fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> {
     let keys = match order.status {
         OrderStatus::Delivered | OrderStatus::Refunded if !order.key_ids.is_empty() => {
-            Some(sold_keys(state, order)?)
+            Some(render::key_texts(&state.store, &state.crypto, order)?)
         }
         _ => None,
     };

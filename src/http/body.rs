@@ -36,31 +36,30 @@ pub async fn read_body(
     Ok(buf.freeze())
 }
 
-/// Parses JSON into `T`, naming the offending field on type errors.
+/// Parses a JSON object into `T`. Two steps, so the answer never depends on
+/// which problem comes first: any syntax error is 400 `invalid_json`; then a
+/// body that is not an object (serde would take an array as a struct), a
+/// wrong type, a missing or an unknown field is 422 naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::InvalidJson(
             "request body must be a JSON object".into(),
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            Error::InvalidJson(format!("malformed JSON: {inner}"))
-        } else {
-            let field = if path == "." {
-                "body".to_string()
-            } else {
-                path
-            };
-            Error::invalid(&field, strip_position(&inner.to_string()))
-        }
-    })?;
-    de.end()
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::InvalidJson(format!("malformed JSON: {e}")))?;
-    Ok(value)
+    if !value.is_object() {
+        return Err(Error::invalid("body", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        Error::invalid(&field, strip_position(&e.into_inner().to_string()))
+    })
 }
 
 fn strip_position(msg: &str) -> String {
@@ -116,6 +115,14 @@ mod tests {
         assert_eq!(parse_json::<T>(b"{").unwrap_err().code(), "invalid_json");
         assert_eq!(parse_json::<T>(b"").unwrap_err().code(), "invalid_json");
         assert_eq!(parse_json::<T>(b"{} x").unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            parse_json::<T>(br#"{"extra": }"#).unwrap_err().code(),
+            "invalid_json"
+        );
+        assert_eq!(
+            parse_json::<T>(br#"[2, "a"]"#).unwrap_err().code(),
+            "invalid_request"
+        );
         let e = parse_json::<T>(br#"{"quantity":"2","email":"a"}"#).unwrap_err();
         assert_eq!(e.code(), "invalid_request");
         assert!(e.to_string().starts_with("quantity:"), "{e}");

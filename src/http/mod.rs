@@ -12,6 +12,7 @@ mod orders;
 mod payments;
 mod products;
 pub mod render;
+mod webhooks;
 
 pub use body::{parse_json, read_body};
 
@@ -111,6 +112,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/api/v1/admin/orders/{order_no}/refund")
                 .route(web::post().to(admin_orders::refund)),
+        )
+        .service(resource("/api/v1/admin/webhooks").route(web::get().to(webhooks::list)))
+        .service(
+            resource("/api/v1/admin/webhooks/{id}/retry").route(web::post().to(webhooks::retry)),
         )
         .default_service(web::to(not_found));
 }

@@ -154,27 +154,6 @@ fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
     serde_json::to_vec(&view).unwrap_or_default()
 }
 
-/// The text of an order's sold keys, for the buyer or the merchant.
-pub fn sold_keys(state: &State, order: &Order) -> Result<Vec<String>, Error> {
-    order
-        .key_ids
-        .iter()
-        .map(|&id| {
-            let rec = state
-                .store
-                .key(id)?
-                .ok_or_else(|| Error::unavailable("a delivered key is missing; run faka check"))?;
-            let plain = state
-                .crypto
-                .open(&rec.sealed, rec.product_id.as_bytes())
-                .map_err(|_| {
-                    Error::unavailable("a key could not be unsealed; is this the shop's key file?")
-                })?;
-            Ok(String::from_utf8_lossy(&plain).into_owned())
-        })
-        .collect()
-}
-
 pub async fn get(state: State, req: HttpRequest) -> HttpResult {
     let raw = path_param(&req, "order_no");
     let not_found = || Error::not_found(format!("order {} not found", printable(raw, 40)));
@@ -201,7 +180,9 @@ pub async fn get(state: State, req: HttpRequest) -> HttpResult {
         return Err(not_found());
     }
     let keys = match order.status {
-        crate::domain::order::OrderStatus::Delivered => Some(sold_keys(&state, &order)?),
+        crate::domain::order::OrderStatus::Delivered => {
+            Some(render::key_texts(&state.store, &state.crypto, &order)?)
+        }
         _ => None,
     };
     Ok(HttpResponse::Ok().json(render::order(&order, &state.config.shop.currency, keys)))

@@ -1,7 +1,10 @@
 //! The JSON shapes of the contract, built from stored records. Times become
 //! RFC 3339 UTC; key text appears only where the contract puts it.
 
+use crate::crypto::Crypto;
 use crate::domain::model::{Order, OrderEvent, Product};
+use crate::error::Error;
+use crate::store::Store;
 use serde::Serialize;
 
 pub fn rfc3339(ms: i64) -> String {
@@ -186,4 +189,23 @@ pub fn created_order<'a>(
         expires_at: rfc3339(o.expires_at_ms),
         pay_url,
     }
+}
+
+/// The text of an order's keys, unsealed, for the buyer or the merchant.
+pub fn key_texts(store: &Store, crypto: &Crypto, order: &Order) -> Result<Vec<String>, Error> {
+    order
+        .key_ids
+        .iter()
+        .map(|&id| {
+            let rec = store
+                .key(id)?
+                .ok_or_else(|| Error::unavailable("a delivered key is missing; run faka check"))?;
+            let plain = crypto
+                .open(&rec.sealed, rec.product_id.as_bytes())
+                .map_err(|_| {
+                    Error::unavailable("a key could not be unsealed; is this the shop's key file?")
+                })?;
+            Ok(String::from_utf8_lossy(&plain).into_owned())
+        })
+        .collect()
 }

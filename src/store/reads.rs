@@ -244,3 +244,40 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Events still to be sent, oldest first.
+    pub fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let mut out = Vec::new();
+        for item in self
+            .trees()
+            .get(Tree::OutboxPending)
+            .iter()
+            .keys()
+            .take(limit)
+        {
+            let k = item.map_err(storage)?;
+            if let Some(e) = self.read::<OutboxEvent>(Tree::Outbox, &k)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>> {
+        self.read(Tree::Outbox, &tree::u64_key(seq))
+    }
+
+    /// How many outbox events are in each state.
+    pub fn outbox_counts(&self) -> Result<(u64, u64)> {
+        let pending = self.trees().get(Tree::OutboxPending).len() as u64;
+        let mut dead = 0;
+        for v in self.trees().get(Tree::Outbox).iter().values() {
+            let e: OutboxEvent = decode(&v.map_err(storage)?)?;
+            if e.state == DeliveryState::Dead {
+                dead += 1;
+            }
+        }
+        Ok((pending, dead))
+    }
+}

@@ -30,9 +30,11 @@ pub enum Tree {
     Idem = 10,
     /// outbox seq (u64 BE) → OutboxEvent
     Outbox = 11,
+    /// outbox seq (u64 BE) → () for events still to be sent
+    OutboxPending = 12,
 }
 
-pub const ALL: [Tree; 12] = [
+pub const ALL: [Tree; 13] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
@@ -45,6 +47,7 @@ pub const ALL: [Tree; 12] = [
     Tree::Payments,
     Tree::Idem,
     Tree::Outbox,
+    Tree::OutboxPending,
 ];
 
 impl Tree {
@@ -66,6 +69,7 @@ impl Tree {
             Tree::Payments => "payments",
             Tree::Idem => "idempotency",
             Tree::Outbox => "outbox",
+            Tree::OutboxPending => "outbox_pending",
         }
     }
 }

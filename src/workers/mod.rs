@@ -3,6 +3,7 @@
 //! shutdown wakes them at once and joins them.
 
 pub mod expiry;
+pub mod webhooks;
 
 use crossbeam_channel::{Receiver, Sender};
 use std::thread::JoinHandle;

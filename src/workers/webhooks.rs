@@ -1,0 +1,246 @@
+//! Outbound webhooks: the sender side of the transactional outbox.
+//!
+//! Order events are written to the outbox in the same durable batch as the
+//! change they report (`domain::shop::emit`), so there is no event without its
+//! change and no change without its event. Here a dispatcher thread hands due
+//! events to a pool of sender threads: at most one event per order is in
+//! flight, and an order's next event waits until the previous one is
+//! delivered (per-order ordering). A failed send is retried with exponential
+//! back-off and jitter; after `give_up_secs` the event is dead until an admin
+//! retries it. Senders never touch the order path: a slow or dead receiver
+//! only delays webhooks, never orders or payments. On restart, pending events
+//! are simply picked up again (at-least-once; receivers dedupe by `id`).
+
+use crate::config::WebhooksConfig;
+use crate::crypto::{hmac_sha256_hex, Crypto};
+use crate::domain::model::{DeliveryState, OutboxEvent};
+use crate::error::{Error, Result};
+use crate::http::render;
+use crate::store::{now_ms, Store, Tx};
+use crossbeam_channel::{select, Receiver, Sender};
+use rand::Rng;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Everything a sender needs.
+pub struct Context {
+    pub store: Store,
+    pub crypto: Arc<Crypto>,
+    pub cfg: WebhooksConfig,
+    pub currency: String,
+}
+
+/// Delay before attempt `attempts + 1`: base × 2^(attempts−1), ±20 % jitter,
+/// at most an hour.
+pub fn backoff_ms(base_ms: u64, attempts: u32) -> i64 {
+    let exp = base_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
+    let capped = exp.min(3_600_000) as f64;
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    (capped * jitter) as i64
+}
+
+/// What one attempt did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Delivered,
+    Failed(String),
+}
+
+/// Records an attempt's outcome on the event (in the writer).
+pub fn record_attempt(
+    tx: &mut Tx,
+    seq: u64,
+    outcome: Outcome,
+    base_ms: u64,
+    give_up_ms: i64,
+) -> Result<()> {
+    let Some(mut e) = tx.outbox(seq)? else {
+        return Ok(());
+    };
+    if e.state != DeliveryState::Pending {
+        return Ok(());
+    }
+    let now = tx.now_ms();
+    e.attempts += 1;
+    match outcome {
+        Outcome::Delivered => {
+            e.state = DeliveryState::Delivered;
+            e.last_error = None;
+        }
+        Outcome::Failed(reason) => {
+            e.last_error = Some(reason);
+            if now - e.retry_from_ms >= give_up_ms {
+                e.state = DeliveryState::Dead;
+            } else {
+                e.next_attempt_ms = now + backoff_ms(base_ms, e.attempts);
+            }
+        }
+    }
+    tx.put_outbox(&e);
+    Ok(())
+}
+
+/// Re-queues a dead event (admin retry).
+pub fn requeue(tx: &mut Tx, seq: u64) -> Result<OutboxEvent> {
+    let mut e = tx
+        .outbox(seq)?
+        .ok_or_else(|| Error::not_found(format!("webhook event {seq} not found")))?;
+    if e.state != DeliveryState::Dead {
+        return Err(Error::Conflict(format!(
+            "webhook event is {}, only dead events are retried",
+            e.state.as_str()
+        )));
+    }
+    e.state = DeliveryState::Pending;
+    e.retry_from_ms = tx.now_ms();
+    e.next_attempt_ms = tx.now_ms();
+    tx.put_outbox(&e);
+    Ok(e)
+}
+
+/// The JSON body of an event: `{id, type, created_at, data: AdminOrder}`.
+pub fn payload(ctx: &Context, e: &OutboxEvent) -> Result<Vec<u8>> {
+    let order = ctx
+        .store
+        .order(&e.order_no)?
+        .ok_or_else(|| Error::not_found(format!("order {} not found", e.order_no)))?;
+    let keys =
+        if ctx.cfg.include_keys && !order.key_ids.is_empty() && order.delivered_at_ms.is_some() {
+            Some(render::key_texts(&ctx.store, &ctx.crypto, &order)?)
+        } else {
+            None
+        };
+    let body = serde_json::json!({
+        "id": e.id,
+        "type": e.kind.webhook_type().unwrap_or("order.updated"),
+        "created_at": render::rfc3339(e.created_at_ms),
+        "data": render::admin_order(&order, &ctx.currency, keys),
+    });
+    Ok(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Sends one event; never panics, never logs the body or the secret.
+fn send(ctx: &Context, agent: &ureq::Agent, e: &OutboxEvent) -> Outcome {
+    let body = match payload(ctx, e) {
+        Ok(b) => b,
+        Err(err) => return Outcome::Failed(format!("could not render: {}", err.code())),
+    };
+    let ts = (now_ms() / 1000).to_string();
+    let sig = hmac_sha256_hex(ctx.cfg.secret.as_bytes(), &[ts.as_bytes(), b".", &body]);
+    let result = agent
+        .post(&ctx.cfg.url)
+        .set("Content-Type", "application/json")
+        .set("X-Faka-Timestamp", &ts)
+        .set("X-Faka-Signature", &sig)
+        .set("X-Faka-Event-Id", &e.id)
+        .send_bytes(&body);
+    match result {
+        Ok(r) if (200..300).contains(&r.status()) => Outcome::Delivered,
+        Ok(r) => Outcome::Failed(format!("receiver answered {}", r.status())),
+        Err(ureq::Error::Status(code, _)) => Outcome::Failed(format!("receiver answered {code}")),
+        Err(ureq::Error::Transport(t)) => Outcome::Failed(format!("transport error: {}", t.kind())),
+    }
+}
+
+/// Starts the dispatcher and `cfg.workers` senders on `workers`.
+pub fn start(ctx: Context, workers: &mut super::Workers) {
+    let ctx = Arc::new(ctx);
+    let n = ctx.cfg.workers.max(1);
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<OutboxEvent>(n);
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let w = wake_tx.clone();
+    ctx.store.on_commit(move || {
+        let _ = w.try_send(());
+    });
+    for i in 0..n {
+        let (ctx, rx, wake, fl) = (
+            ctx.clone(),
+            job_rx.clone(),
+            wake_tx.clone(),
+            in_flight.clone(),
+        );
+        workers.spawn(&format!("faka-webhook-{i}"), move || {
+            sender(ctx, rx, wake, fl)
+        });
+    }
+    let stop = workers.stop_signal();
+    workers.spawn("faka-webhook-dispatch", move || {
+        dispatcher(ctx, job_tx, wake_rx, stop, in_flight)
+    });
+}
+
+fn sender(
+    ctx: Arc<Context>,
+    jobs: Receiver<OutboxEvent>,
+    wake: Sender<()>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(ctx.cfg.timeout_secs.max(1)))
+        .redirects(0)
+        .build();
+    let base = ctx.cfg.retry_base_ms;
+    let give_up = ctx.cfg.give_up_secs as i64 * 1000;
+    for e in jobs {
+        let outcome = send(&ctx, &agent, &e);
+        if let Outcome::Failed(reason) = &outcome {
+            tracing::warn!(event = %e.id, attempt = e.attempts + 1, reason = %reason, "webhook not delivered; will retry");
+        }
+        let seq = e.seq;
+        if let Err(err) = ctx
+            .store
+            .write_blocking(move |tx| record_attempt(tx, seq, outcome, base, give_up))
+        {
+            tracing::warn!(event = %e.id, error = %err, "could not record a webhook attempt");
+        }
+        if let Ok(mut f) = in_flight.lock() {
+            f.remove(&e.order_no);
+        }
+        let _ = wake.try_send(());
+    }
+}
+
+fn dispatcher(
+    ctx: Arc<Context>,
+    jobs: Sender<OutboxEvent>,
+    wake: Receiver<()>,
+    stop: Receiver<()>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+) {
+    loop {
+        dispatch_due(&ctx, &jobs, &in_flight);
+        select! {
+            recv(stop) -> _ => return,
+            recv(wake) -> _ => {},
+            default(Duration::from_millis(500)) => {},
+        }
+    }
+}
+
+fn dispatch_due(ctx: &Context, jobs: &Sender<OutboxEvent>, in_flight: &Mutex<HashSet<String>>) {
+    let pending = match ctx.store.pending_outbox(4096) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the webhook outbox");
+            return;
+        }
+    };
+    let now = now_ms();
+    let Ok(mut busy) = in_flight.lock() else {
+        return;
+    };
+    // Only the oldest pending event of each order may go: per-order order.
+    let mut seen: HashSet<String> = busy.clone();
+    for e in pending {
+        if !seen.insert(e.order_no.clone()) || e.next_attempt_ms > now {
+            continue;
+        }
+        busy.insert(e.order_no.clone());
+        if jobs.try_send(e.clone()).is_err() {
+            busy.remove(&e.order_no);
+            return;
+        }
+    }
+}
