@@ -80,6 +80,9 @@ pub struct StorageConfig {
     pub queue_capacity: usize,
     pub max_batch: usize,
     pub snapshot_mb: u64,
+    /// Where `POST /api/v1/admin/backup` writes its copies (default:
+    /// `backups/` inside the data directory, which faka itself ignores).
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
@@ -92,6 +95,7 @@ impl Default for StorageConfig {
             queue_capacity: 8192,
             max_batch: 512,
             snapshot_mb: 256,
+            backup_dir: None,
         }
     }
 }
@@ -258,6 +262,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("storage.queue_capacity", Kind::Int),
     ("storage.max_batch", Kind::Int),
     ("storage.snapshot_mb", Kind::Int),
+    ("storage.backup_dir", Kind::Str),
     ("admin.token", Kind::Str),
     ("orders.hold_secs", Kind::Int),
     ("orders.sweep_interval_ms", Kind::Int),
@@ -383,7 +388,11 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        for p in [&mut self.storage.data_dir, &mut self.storage.key_file] {
+        let s = &mut self.storage;
+        for p in [&mut s.data_dir, &mut s.key_file]
+            .into_iter()
+            .chain(s.backup_dir.as_mut())
+        {
             if p.is_relative() && !base.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }

@@ -1,17 +1,23 @@
-//! The `faka` command: serve the shop, check its store, and the merchant's
-//! maintenance commands.
+//! The `faka` command: serve the shop, check and back up its store, and the
+//! merchant's maintenance commands.
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use faka::config::Config;
 use faka::startup;
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
     name = "faka",
     version,
-    about = "An automatic card-key shop (发卡网) in one binary.\n\nImport card keys, sell them through payment gateways, deliver them the moment a signed payment arrives."
+    about = "An automatic card-key shop (发卡网) in one binary.",
+    long_about = "An automatic card-key shop (发卡网) in one binary.\n\n\
+        Import card keys, sell them through payment gateways, and deliver them the moment a \
+        signed payment arrives. Everything is kept in the data directory named in the config \
+        file; the master key that encrypts card keys is kept beside the config (faka.key).\n\n\
+        Start with `faka serve` (the default), then follow README.md."
 )]
 struct Cli {
     /// Config file (TOML). FAKA_<SECTION>_<KEY> environment variables override it.
@@ -25,22 +31,66 @@ struct Cli {
 enum Command {
     /// Serve the shop (the default when no command is given).
     Serve,
-    /// Check the store's invariants; exits non-zero and lists every violation.
+    /// Check the store's invariants: every key in one state with one owner,
+    /// counts that add up. Exits non-zero with a report of every violation.
+    /// Run it while the shop is stopped (it needs the data directory to itself).
     Check,
+    /// Write a consistent, checksummed copy of the store to OUT. Works while
+    /// the shop is running. faka.key is not included: back it up separately.
+    Backup {
+        /// Directory to create (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a backup and restore it into a new data directory.
+    Restore {
+        /// The backup directory (made by `faka backup` or the backup API).
+        backup: PathBuf,
+        /// The data directory to create (must not exist or be empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Import card keys for a product from a text file, one key per line.
+    /// Talks to the running shop if there is one, else writes the store directly.
+    Import {
+        /// The product's id.
+        #[arg(long)]
+        product: String,
+        /// The key file ("-" for standard input).
+        file: PathBuf,
+        /// Admin token, when the shop runs with a generated one.
+        #[arg(long, env = "FAKA_IMPORT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Manage the admin token.
+    AdminToken {
+        /// Replace the admin token with a new one, printed once; only its hash is kept.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let default = cli.config.as_os_str() == "config.toml";
-    Ok(Config::load(&cli.config, default, std::env::vars())?)
+    let env = std::env::vars().filter(|(k, _)| k != "FAKA_IMPORT_TOKEN");
+    Ok(Config::load(&cli.config, default, env)?)
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = load_config(&cli)?;
     faka::telemetry::init(&cfg.log);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cfg),
-        Command::Check => check(cfg),
+    match cli.command {
+        None | Some(Command::Serve) => serve(cfg),
+        Some(Command::Check) => check(cfg),
+        Some(Command::Backup { out }) => backup(cfg, &out),
+        Some(Command::Restore { backup, data_dir }) => restore(cfg, &backup, &data_dir),
+        Some(Command::Import {
+            product,
+            file,
+            token,
+        }) => faka::ops::import::run(&cfg, &product, &file, token),
+        Some(Command::AdminToken { rotate }) => admin_token(cfg, rotate),
     }
 }
 
@@ -66,6 +116,55 @@ fn check(cfg: Config) -> anyhow::Result<()> {
     print!("{report}");
     if !report.ok() {
         bail!("{} invariant violation(s)", report.violations.len());
+    }
+    Ok(())
+}
+
+fn backup(cfg: Config, out: &Path) -> anyhow::Result<()> {
+    let r = faka::ops::backup::backup(&cfg.storage.data_dir, out)?;
+    println!(
+        "backup written to {} ({} bytes, up to batch {}); keep faka.key safe separately",
+        r.path.display(),
+        r.bytes,
+        r.last_batch
+    );
+    Ok(())
+}
+
+fn restore(cfg: Config, backup: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let m = faka::ops::backup::restore(backup, data_dir)?;
+    let mut opts = startup::store_options(&cfg);
+    opts.data_dir = data_dir.to_path_buf();
+    let store = faka::store::Store::open(&opts).context("opening the restored store")?;
+    let report = faka::ops::check::run(&store)?;
+    store.close();
+    print!("{report}");
+    if !report.ok() {
+        bail!("the restored store has invariant violations");
+    }
+    println!(
+        "restored {} files (up to batch {}) into {}; point [storage] data_dir at it to serve",
+        m.files.len(),
+        m.last_batch,
+        data_dir.display()
+    );
+    Ok(())
+}
+
+fn admin_token(cfg: Config, rotate: bool) -> anyhow::Result<()> {
+    if !rotate {
+        bail!("nothing to do: use `faka admin-token --rotate`");
+    }
+    if cfg.admin.token.as_deref().is_some_and(|t| !t.is_empty()) {
+        bail!("the admin token is set in the config ([admin] token or FAKA_ADMIN_TOKEN): change it there");
+    }
+    std::fs::create_dir_all(&cfg.storage.data_dir)?;
+    let token = faka::crypto::new_token();
+    faka::http::auth::store_token_hash(&cfg.storage.data_dir, &token)?;
+    if std::io::stdout().is_terminal() {
+        println!("new admin token (shown once; the old one stops working now):\n\n    {token}\n");
+    } else {
+        println!("{token}");
     }
     Ok(())
 }

@@ -17,6 +17,10 @@ use std::time::Duration;
 #[error("{0}")]
 pub struct StartError(pub String);
 
+/// Written into the data dir while serving: the URL the shop answers on, so
+/// `faka import` finds a running shop even on a port chosen by the OS.
+pub const ADDR_FILE: &str = "faka.addr";
+
 fn fail(context: &str) -> impl Fn(String) -> StartError + '_ {
     move |e| StartError(format!("{context}: {e}"))
 }
@@ -154,6 +158,20 @@ impl Application {
             .listen(listener)
             .map_err(|e| fail("listening")(e.to_string()))?
             .run();
+        let addr_file = cfg.storage.data_dir.join(ADDR_FILE);
+        let host = cfg
+            .server
+            .listen
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(h, _)| h);
+        let host = if host == "0.0.0.0" || host == "[::]" {
+            "127.0.0.1"
+        } else {
+            host
+        };
+        if let Err(e) = std::fs::write(&addr_file, format!("http://{host}:{port}\n")) {
+            tracing::warn!(error = %e, "could not write {ADDR_FILE}");
+        }
         tracing::info!(version = env!("CARGO_PKG_VERSION"), port, data_dir = %cfg.storage.data_dir.display(),
             hmac = cfg.hmac_secret().is_some(), epay = cfg.epay().is_some(),
             webhooks = cfg.webhooks().is_some(), "faka is serving");
@@ -187,6 +205,7 @@ impl Application {
         let result = self.server.await;
         tracing::info!("server stopped; draining writes");
         self.workers.stop();
+        let _ = std::fs::remove_file(self.store.data_dir().join(ADDR_FILE));
         self.store.close();
         tracing::info!("store closed cleanly");
         result

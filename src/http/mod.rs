@@ -7,7 +7,8 @@ mod admin_orders;
 pub mod auth;
 mod body;
 mod health;
-mod keys;
+pub mod keys;
+mod ops;
 mod orders;
 mod payments;
 mod products;
@@ -117,6 +118,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/api/v1/admin/webhooks/{id}/retry").route(web::post().to(webhooks::retry)),
         )
+        .service(resource("/api/v1/admin/backup").route(web::post().to(ops::backup)))
         .default_service(web::to(not_found));
 }
 

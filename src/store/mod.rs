@@ -71,7 +71,8 @@ struct Inner {
     closing: AtomicBool,
     rebuilt: bool,
     commit_hooks: CommitHooks,
-    _lock: std::fs::File,
+    /// The data-dir lock; released by `close` so a CLI may follow.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 /// A handle to the open store; cheap to clone.
@@ -129,7 +130,7 @@ impl Store {
                 closing: AtomicBool::new(false),
                 rebuilt: opened.rebuilt,
                 commit_hooks,
-                _lock: opened.lock,
+                lock: Mutex::new(Some(opened.lock)),
             }),
         })
     }
@@ -244,6 +245,9 @@ impl Store {
         let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(h) = handle {
             let _ = h.join();
+        }
+        if let Ok(mut lock) = self.inner.lock.lock() {
+            lock.take();
         }
     }
 

@@ -20,6 +20,15 @@ pub struct Server {
     pub base: String,
 }
 
+impl Drop for Server {
+    /// A failing test must not leave a server running (it would hold the
+    /// test's output pipe open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the real binary with `config`; returns once it serves.
 pub fn start_binary(config: &Path) -> Server {
     let mut child = Command::new(bin_path())

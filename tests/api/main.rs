@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod backup;
+mod cli;
 mod concurrency;
 mod crash;
 mod demo;

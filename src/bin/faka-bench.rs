@@ -1,0 +1,2059 @@
+//! `faka-bench`: the load tool of issue 6, a second binary of this crate.
+//!
+//! It starts the real `faka` binary itself (a fresh temp dir and config,
+//! `listen = 127.0.0.1:0`), sets up products and keys through the admin API,
+//! drives it with a small keep-alive HTTP/1.1 client (std `TcpStream`, one
+//! connection per worker thread, fixed concurrency, bounded duration,
+//! loopback only) and checks that every answer was right:
+//!
+//! - `read`   GET a product and the product list, against a ceiling: a trivial
+//!   actix-web `GET /ping` server run in this process with the same client
+//!   settings, so `read` is reported as the ratio faka_rps / trivial_rps;
+//! - `flow`   the buyer's journey: create order (hmac) → signed payment → GET
+//!   the order with its token and keys; no key may appear twice;
+//! - `flash`  N buyers race for M keys: exactly M orders, the rest 409
+//!   `out_of_stock`, then all M paid and M distinct keys delivered;
+//! - `import` 1,000,000 keys as text/plain in a few requests;
+//! - `mixed`  reads + flow + unpaid orders expiring (a second faka with
+//!   `hold_secs = 1`), late payments, and counts that add up at the end.
+//!
+//! Every faka instance is stopped with SIGTERM and its store verified with
+//! `faka check`. The table at the end has throughput, p50/p99/p999 latency,
+//! errors by status, the ratio to the ceiling and a correctness verdict; any
+//! failed verdict (a fast wrong answer) makes the exit status non-zero.
+//! `--smoke` runs every scenario for about a second with small sizes, for CI:
+//! it checks correctness only, never timing.
+//!
+//! ```text
+//! cargo build --release --bins
+//! target/release/faka-bench                         # every scenario, 10 s each
+//! target/release/faka-bench --scenario flow --duration 5
+//! target/debug/faka-bench --smoke                   # correctness only, < 30 s
+//! ```
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use faka::payments::hmac::HmacGateway;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ADMIN: &str = "bench-admin-token";
+const SECRET: &str = "bench-hmac-secret";
+const PRICE: u64 = 100;
+/// Wrong answers kept per worker for the report (all are counted).
+const MAX_SAMPLES: usize = 5;
+
+// ---------------------------------------------------------------- options
+
+#[derive(Parser)]
+#[command(
+    name = "faka-bench",
+    about = "Load and correctness benchmark for faka: starts the faka binary, drives it over loopback, prints a table"
+)]
+struct Args {
+    /// The faka binary [default: `faka` next to this executable]
+    #[arg(long)]
+    faka: Option<PathBuf>,
+    /// Seconds per timed scenario [default: 10; smoke: 1]
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Client connections (one thread each) [default: 64; smoke: 8]
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+    /// Short runs with small sizes that check correctness only
+    #[arg(long)]
+    smoke: bool,
+    /// flash: buyers racing [default: 5000; smoke: 300]
+    #[arg(long)]
+    flash_buyers: Option<usize>,
+    /// flash: keys they race for [default: 100; smoke: 20]
+    #[arg(long)]
+    flash_keys: Option<usize>,
+    /// flash: simultaneous connections [default: 1000; smoke: 100]
+    #[arg(long)]
+    flash_conns: Option<usize>,
+    /// import: keys to import [default: 1000000; smoke: 10000]
+    #[arg(long)]
+    import_keys: Option<usize>,
+    /// import: requests they are split into
+    #[arg(long, default_value_t = 4)]
+    import_requests: usize,
+    /// flow: keys imported for the buyers [default: 200000; smoke: 5000]
+    #[arg(long)]
+    flow_keys: Option<usize>,
+    /// flow and mixed setup: keys per import request (faka slows down
+    /// for good after one very large import; see --scenario import)
+    #[arg(long, default_value_t = 20_000)]
+    setup_chunk: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Read,
+    Flow,
+    Flash,
+    Import,
+    Mixed,
+}
+
+/// The options with the mode's defaults filled in.
+struct Settings {
+    faka: PathBuf,
+    duration: Duration,
+    concurrency: usize,
+    smoke: bool,
+    flash_buyers: usize,
+    flash_keys: usize,
+    flash_conns: usize,
+    import_keys: usize,
+    import_requests: usize,
+    flow_keys: usize,
+    setup_chunk: usize,
+}
+
+impl Settings {
+    fn from_args(a: &Args) -> Result<Settings> {
+        let pick = |v: Option<usize>, full: usize, smoke: usize| {
+            v.unwrap_or(if a.smoke { smoke } else { full })
+        };
+        let secs = a.duration.unwrap_or(if a.smoke { 1.0 } else { 10.0 });
+        if !(secs > 0.0 && secs < 86_400.0) {
+            bail!("--duration must be a positive number of seconds");
+        }
+        let s = Settings {
+            faka: match &a.faka {
+                Some(p) => p.clone(),
+                None => default_faka()?,
+            },
+            duration: Duration::from_secs_f64(secs),
+            concurrency: pick(a.concurrency, 64, 8),
+            smoke: a.smoke,
+            flash_buyers: pick(a.flash_buyers, 5000, 300),
+            flash_keys: pick(a.flash_keys, 100, 20),
+            flash_conns: pick(a.flash_conns, 1000, 100),
+            import_keys: pick(a.import_keys, 1_000_000, 10_000),
+            import_requests: a.import_requests,
+            flow_keys: pick(a.flow_keys, 200_000, 5_000),
+            setup_chunk: a.setup_chunk,
+        };
+        if s.concurrency < 4 || s.flash_conns == 0 || s.import_requests == 0 || s.setup_chunk == 0 {
+            bail!("--concurrency must be at least 4; --flash-conns, --import-requests and --setup-chunk at least 1");
+        }
+        if s.flash_keys == 0 || s.flash_keys > s.flash_buyers || s.import_keys == 0 {
+            bail!("need 0 < --flash-keys <= --flash-buyers and --import-keys > 0");
+        }
+        if !s.faka.is_file() {
+            bail!(
+                "faka binary not found at {} (build it with `cargo build --release --bins`, or pass --faka PATH)",
+                s.faka.display()
+            );
+        }
+        Ok(s)
+    }
+}
+
+fn default_faka() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
+    Ok(dir.join(format!("faka{}", std::env::consts::EXE_SUFFIX)))
+}
+
+// ---------------------------------------------------------------- HTTP client
+
+/// A response: status and the whole body.
+struct Resp {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Result<Value> {
+        serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "status {} with a body that is not JSON: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body[..self.body.len().min(200)])
+            )
+        })
+    }
+
+    /// `"409 out_of_stock"`: the status and the contract's error code.
+    fn label(&self) -> String {
+        let code = serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        format!("{} {code}", self.status).trim_end().to_string()
+    }
+}
+
+/// How a request failed: `Stale` means nothing came back on a connection
+/// the server may have closed while idle, so it is safe to send again.
+enum Fail {
+    Stale(io::Error),
+    Other(io::Error),
+}
+
+/// One keep-alive HTTP/1.1 connection to a loopback address.
+struct Conn {
+    addr: SocketAddr,
+    timeout: Duration,
+    stream: Option<BufReader<TcpStream>>,
+    head: Vec<u8>,
+}
+
+const MAX_LINE: u64 = 64 * 1024;
+const MAX_BODY: usize = 512 * 1024 * 1024;
+
+impl Conn {
+    fn new(addr: SocketAddr, timeout: Duration) -> Conn {
+        assert!(addr.ip().is_loopback(), "faka-bench only talks to loopback");
+        Conn {
+            addr,
+            timeout,
+            stream: None,
+            head: Vec::with_capacity(512),
+        }
+    }
+
+    fn connect(&mut self) -> io::Result<&mut BufReader<TcpStream>> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(self.timeout))?;
+            s.set_write_timeout(Some(self.timeout))?;
+            self.stream = Some(BufReader::with_capacity(16 * 1024, s));
+        }
+        Ok(self.stream.as_mut().expect("connected just above"))
+    }
+
+    fn get(&mut self, path: &str) -> io::Result<Resp> {
+        self.send("GET", path, &[], b"")
+    }
+
+    fn post_json(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> io::Result<Resp> {
+        let mut h = vec![("Content-Type", "application/json")];
+        h.extend_from_slice(headers);
+        self.send("POST", path, &h, body.to_string().as_bytes())
+    }
+
+    /// Sends one request and reads its response; a request that found its
+    /// reused connection closed is sent once more on a new one.
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Resp> {
+        self.head.clear();
+        write!(
+            self.head,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
+            self.addr
+        )?;
+        for (k, v) in headers {
+            write!(self.head, "{k}: {v}\r\n")?;
+        }
+        write!(self.head, "Content-Length: {}\r\n\r\n", body.len())?;
+        let reused = self.stream.is_some();
+        let first = self.exchange(body);
+        let result = match first {
+            Err(Fail::Stale(_)) if reused => {
+                self.stream = None;
+                self.exchange(body)
+            }
+            other => other,
+        };
+        result.map_err(|f| {
+            self.stream = None;
+            match f {
+                Fail::Stale(e) | Fail::Other(e) => e,
+            }
+        })
+    }
+
+    fn exchange(&mut self, body: &[u8]) -> Result<Resp, Fail> {
+        let head = std::mem::take(&mut self.head);
+        let sent = self.write_request(&head, body);
+        self.head = head;
+        sent.map_err(Fail::Stale)?;
+        let r = self.stream.as_mut().expect("connected by write_request");
+        let mut line = String::new();
+        match r.by_ref().take(MAX_LINE).read_line(&mut line) {
+            Ok(0) => return Err(Fail::Stale(io::ErrorKind::UnexpectedEof.into())),
+            Err(e)
+                if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::TimedOut =>
+            {
+                return Err(Fail::Stale(e))
+            }
+            Err(e) => return Err(Fail::Other(e)),
+            Ok(_) => {}
+        }
+        let (resp, close) = read_response(r, &line).map_err(Fail::Other)?;
+        if close {
+            self.stream = None;
+        }
+        Ok(resp)
+    }
+
+    fn write_request(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let s = self.connect()?.get_mut();
+        if body.len() <= 16 * 1024 {
+            let mut all = Vec::with_capacity(head.len() + body.len());
+            all.extend_from_slice(head);
+            all.extend_from_slice(body);
+            s.write_all(&all)
+        } else {
+            s.write_all(head)?;
+            s.write_all(body)
+        }
+    }
+}
+
+fn bad_data(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Reads headers and body after the status line; also says whether the
+/// server will close the connection.
+fn read_response(r: &mut BufReader<TcpStream>, status_line: &str) -> io::Result<(Resp, bool)> {
+    let mut parts = status_line.split_whitespace();
+    let version = parts.next().unwrap_or("");
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|_| version.starts_with("HTTP/1."))
+        .ok_or_else(|| bad_data(format!("bad status line {:?}", status_line.trim_end())))?;
+    let mut close = version == "HTTP/1.0";
+    let (mut length, mut chunked) = (None, false);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.by_ref().take(MAX_LINE).read_line(&mut line)? == 0 {
+            return Err(bad_data("connection closed inside the headers"));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let Some((name, value)) = l.split_once(':') else {
+            return Err(bad_data(format!("bad header line {l:?}")));
+        };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        match name.as_str() {
+            "content-length" => {
+                length = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| bad_data("bad Content-Length"))?,
+                )
+            }
+            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+            "connection" => close = value.eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+    let body = if chunked {
+        read_chunked(r)?
+    } else if let Some(n) = length {
+        if n > MAX_BODY {
+            return Err(bad_data(format!("body of {n} bytes is too large")));
+        }
+        let mut b = vec![0; n];
+        r.read_exact(&mut b)?;
+        b
+    } else if status == 204 || status == 304 || (100..200).contains(&status) {
+        Vec::new()
+    } else {
+        close = true;
+        let mut b = Vec::new();
+        r.by_ref().take(MAX_BODY as u64).read_to_end(&mut b)?;
+        b
+    };
+    Ok((Resp { status, body }, close))
+}
+
+fn read_chunked(r: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.by_ref().take(MAX_LINE).read_line(&mut line)?;
+        let size = line.trim().split(';').next().unwrap_or("");
+        let n = usize::from_str_radix(size, 16).map_err(|_| bad_data("bad chunk size"))?;
+        if n == 0 {
+            loop {
+                line.clear();
+                if r.by_ref().take(MAX_LINE).read_line(&mut line)? == 0 || line.trim().is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        if body.len() + n > MAX_BODY {
+            return Err(bad_data("chunked body is too large"));
+        }
+        let start = body.len();
+        body.resize(start + n, 0);
+        r.read_exact(&mut body[start..])?;
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf)?;
+    }
+}
+
+// ---------------------------------------------------------------- measurements
+
+/// Latencies and outcomes of one kind of request.
+#[derive(Default)]
+struct Series {
+    lat_us: Vec<u32>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Series {
+    fn record(&mut self, since: Instant) {
+        let us = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        self.lat_us.push(us);
+    }
+
+    fn error(&mut self, label: impl Into<String>) {
+        *self.errors.entry(label.into()).or_default() += 1;
+    }
+
+    /// Counts the response as ok when its status is `want`.
+    fn check(&mut self, r: &Resp, want: u16) -> bool {
+        if r.status == want {
+            self.ok += 1;
+            true
+        } else {
+            self.error(r.label());
+            false
+        }
+    }
+
+    fn merge(&mut self, o: Series) {
+        self.lat_us.extend(o.lat_us);
+        self.ok += o.ok;
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+
+    fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn percentiles(&mut self) -> Option<[Duration; 3]> {
+        if self.lat_us.is_empty() {
+            return None;
+        }
+        self.lat_us.sort_unstable();
+        let at = |p: f64| {
+            let i = ((p * self.lat_us.len() as f64).ceil() as usize).clamp(1, self.lat_us.len());
+            Duration::from_micros(self.lat_us[i - 1] as u64)
+        };
+        Some([at(0.50), at(0.99), at(0.999)])
+    }
+
+    fn errors_text(&self) -> String {
+        if self.errors.is_empty() {
+            return "0".into();
+        }
+        let parts: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{v}×{k}"))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// Sends a request, timing it; an I/O failure is counted and gives `None`.
+fn timed(series: &mut Series, f: impl FnOnce() -> io::Result<Resp>) -> Option<Resp> {
+    let t0 = Instant::now();
+    match f() {
+        Ok(r) => {
+            series.record(t0);
+            Some(r)
+        }
+        Err(e) => {
+            series.error(format!("io {:?}", e.kind()));
+            None
+        }
+    }
+}
+
+/// Wrong answers of one worker: counted, with a few kept as examples.
+#[derive(Default)]
+struct Wrong {
+    count: u64,
+    samples: Vec<String>,
+}
+
+impl Wrong {
+    fn add(&mut self, what: impl Into<String>) {
+        self.count += 1;
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push(what.into());
+        }
+    }
+
+    fn merge(&mut self, o: Wrong) {
+        self.count += o.count;
+        for s in o.samples {
+            if self.samples.len() < MAX_SAMPLES * 4 {
+                self.samples.push(s);
+            }
+        }
+    }
+
+    fn into_failures(self, what: &str) -> Vec<String> {
+        if self.count == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} wrong {what} answer(s), e.g.: {}",
+            self.count,
+            self.samples.join(" | ")
+        )]
+    }
+}
+
+/// Runs `conns` workers for `duration` (or until every worker's step says
+/// stop); each has its own connection, opened before the clock starts.
+fn run_timed<S: Send>(
+    addr: SocketAddr,
+    conns: usize,
+    duration: Duration,
+    init: impl Fn(usize) -> S + Sync,
+    step: impl Fn(&mut S, &mut Conn) -> bool + Sync,
+) -> (Vec<S>, Duration) {
+    let stop = AtomicBool::new(false);
+    let alive = AtomicUsize::new(conns);
+    let barrier = Barrier::new(conns + 1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..conns)
+            .map(|i| {
+                let (init, step, stop, alive, barrier) = (&init, &step, &stop, &alive, &barrier);
+                spawn_worker(s, move || {
+                    let mut state = init(i);
+                    let mut conn = Conn::new(addr, Duration::from_secs(30));
+                    let _ = conn.connect();
+                    barrier.wait();
+                    while !stop.load(Ordering::Relaxed) && step(&mut state, &mut conn) {}
+                    alive.fetch_sub(1, Ordering::Relaxed);
+                    state
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        while start.elapsed() < duration && alive.load(Ordering::Relaxed) > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let states = handles.into_iter().map(join_worker).collect();
+        (states, start.elapsed())
+    })
+}
+
+/// Runs items `0..n` on `conns` workers, all released at once.
+fn run_batch<S: Send>(
+    addr: SocketAddr,
+    conns: usize,
+    n: usize,
+    init: impl Fn(usize) -> S + Sync,
+    step: impl Fn(&mut S, &mut Conn, usize) + Sync,
+) -> (Vec<S>, Duration) {
+    let next = AtomicUsize::new(0);
+    let conns = conns.min(n).max(1);
+    let (states, elapsed) = run_timed(
+        addr,
+        conns,
+        Duration::from_secs(86_400),
+        init,
+        |st, conn| {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i < n {
+                step(st, conn, i);
+            }
+            i + 1 < n
+        },
+    );
+    (states, elapsed)
+}
+
+fn spawn_worker<'s, T: Send + 's>(
+    s: &'s std::thread::Scope<'s, '_>,
+    f: impl FnOnce() -> T + Send + 's,
+) -> std::thread::ScopedJoinHandle<'s, T> {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn_scoped(s, f)
+        .expect("spawning a client thread (raise the thread limit or lower --concurrency)")
+}
+
+fn join_worker<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    match h.join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+// ---------------------------------------------------------------- the table
+
+/// One line of the final table. `failures: None` is a sub-row without a
+/// verdict of its own.
+struct Row {
+    name: String,
+    throughput: String,
+    lat: Option<[Duration; 3]>,
+    errors: String,
+    ratio: Option<f64>,
+    failures: Option<Vec<String>>,
+}
+
+impl Row {
+    fn new(name: &str, throughput: String, series: &mut Series) -> Row {
+        Row {
+            name: name.into(),
+            throughput,
+            lat: series.percentiles(),
+            errors: series.errors_text(),
+            ratio: None,
+            failures: None,
+        }
+    }
+
+    fn verdict(mut self, failures: Vec<String>) -> Row {
+        self.failures = Some(failures);
+        self
+    }
+
+    fn failed(name: &str, e: anyhow::Error) -> Row {
+        Row {
+            name: name.into(),
+            throughput: "-".into(),
+            lat: None,
+            errors: "-".into(),
+            ratio: None,
+            failures: Some(vec![format!("{e:#}")]),
+        }
+    }
+}
+
+fn rate(n: f64, elapsed: Duration, unit: &str) -> String {
+    format!(
+        "{} {unit}/s",
+        thousands(n / elapsed.as_secs_f64().max(1e-9))
+    )
+}
+
+fn thousands(v: f64) -> String {
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn print_table(rows: &[Row], smoke: bool) {
+    let header = [
+        "scenario",
+        "throughput",
+        "p50",
+        "p99",
+        "p999",
+        "errors",
+        "ratio",
+        "verdict",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            let lat = |i: usize| r.lat.map(|l| ms(l[i])).unwrap_or_else(|| "-".into());
+            let verdict = match &r.failures {
+                None => String::new(),
+                Some(f) if f.is_empty() => "ok".into(),
+                Some(_) => "FAIL".into(),
+            };
+            [
+                r.name.clone(),
+                r.throughput.clone(),
+                lat(0),
+                lat(1),
+                lat(2),
+                r.errors.clone(),
+                r.ratio.map(|x| format!("{x:.2}")).unwrap_or_default(),
+                verdict,
+            ]
+        })
+        .collect();
+    let mut width = header.map(|h| h.chars().count());
+    for c in &cells {
+        for (w, s) in width.iter_mut().zip(c) {
+            *w = (*w).max(s.chars().count());
+        }
+    }
+    let line = |c: &[String]| {
+        let padded: Vec<String> = c
+            .iter()
+            .zip(width)
+            .enumerate()
+            .map(|(i, (s, w))| {
+                let pad = w - s.chars().count();
+                if (1..=4).contains(&i) || i == 6 {
+                    format!("{}{s}", " ".repeat(pad))
+                } else {
+                    format!("{s}{}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    println!();
+    if smoke {
+        println!("(smoke run: timings are not meaningful, only verdicts count)");
+    }
+    line(&header.map(String::from));
+    line(&width.map(|w| "-".repeat(w)));
+    for c in &cells {
+        line(c);
+    }
+    for r in rows {
+        for f in r.failures.iter().flatten() {
+            println!("FAIL {}: {f}", r.name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- faka process
+
+/// A running faka in its own temp dir; killed and removed on drop.
+struct Faka {
+    child: Child,
+    dir: PathBuf,
+    config: PathBuf,
+    bin: PathBuf,
+    addr: SocketAddr,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+impl Faka {
+    fn start(bin: &Path, label: &str, hold_secs: u64) -> Result<Faka> {
+        let dir = std::env::temp_dir().join(format!(
+            "faka-bench-{}-{label}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let config = dir.join("config.toml");
+        std::fs::write(&config, config_text(&dir, hold_secs))?;
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .envs(std::env::vars().filter(|(k, _)| !k.starts_with("FAKA_")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let port = wait_serving(&mut child, stdout, warnings.clone());
+        let mut faka = Faka {
+            child,
+            dir,
+            config,
+            bin: bin.to_path_buf(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            warnings,
+        };
+        faka.addr
+            .set_port(port.with_context(|| format!("faka ({label}) did not start"))?);
+        Ok(faka)
+    }
+
+    /// SIGTERM, wait, then `faka check` on its store: the check's failures.
+    fn stop_and_check(mut self) -> Result<Vec<String>> {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let t0 = Instant::now();
+        let mut failures = Vec::new();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    failures.push(format!("faka exited with {status} after SIGTERM"));
+                }
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                failures.push("faka did not stop within 30 s of SIGTERM; killed".into());
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("check")
+            .output()
+            .context("running faka check")?;
+        if !out.status.success() {
+            failures.push(format!(
+                "faka check: {}{}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(failures)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Faka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_text(dir: &Path, hold_secs: u64) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "{data}"
+key_file = "{key}"
+[admin]
+token = "{ADMIN}"
+[payments.hmac]
+secret = "{SECRET}"
+[orders]
+hold_secs = {hold_secs}
+sweep_interval_ms = {sweep}
+[log]
+format = "json"
+level = "warn,faka=info"
+"#,
+        data = dir.join("data").display(),
+        key = dir.join("faka.key").display(),
+        sweep = if hold_secs <= 5 { 100 } else { 500 },
+    )
+}
+
+/// Reads faka's JSON log until "faka is serving" and returns its port; the
+/// reader thread then keeps draining the log, keeping warnings and errors.
+fn wait_serving(
+    child: &mut Child,
+    stdout: std::process::ChildStdout,
+    warnings: Arc<Mutex<Vec<String>>>,
+) -> Result<u16> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let early = Arc::new(Mutex::new(Vec::new()));
+    let early2 = early.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            let field = |k: &str| {
+                v.get(k)
+                    .or_else(|| v.get("fields").and_then(|f| f.get(k)))
+                    .cloned()
+            };
+            if field("message")
+                .and_then(|m| m.as_str().map(str::to_string))
+                .as_deref()
+                == Some("faka is serving")
+            {
+                let _ = tx.send(field("port").and_then(|p| p.as_u64()).unwrap_or(0));
+            }
+            let level = v["level"].as_str().unwrap_or("");
+            if level == "WARN" || level == "ERROR" {
+                if let Ok(mut w) = warnings.lock() {
+                    if w.len() < 1000 {
+                        w.push(line.clone());
+                    }
+                }
+            }
+            if let Ok(mut e) = early2.lock() {
+                if e.len() < 50 {
+                    e.push(line);
+                }
+            }
+        }
+    });
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(120) {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(port) if (1..=65535).contains(&port) => return Ok(port as u16),
+            Ok(_) => bail!("the serving line has no port"),
+            Err(_) => {
+                if let Some(status) = child.try_wait()? {
+                    let log = early.lock().map(|e| e.join("\n")).unwrap_or_default();
+                    bail!("faka exited with {status} before serving; its log:\n{log}");
+                }
+            }
+        }
+    }
+    bail!("no \"faka is serving\" line within 120 s")
+}
+
+// ---------------------------------------------------------------- admin helpers
+
+fn admin_call(
+    conn: &mut Conn,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: &[u8],
+) -> Result<Value> {
+    let auth = format!("Bearer {ADMIN}");
+    let r = conn
+        .send(
+            method,
+            path,
+            &[("Authorization", &auth), ("Content-Type", ctype)],
+            body,
+        )
+        .with_context(|| format!("{method} {path}"))?;
+    if !(200..300).contains(&r.status) {
+        bail!(
+            "{method} {path} answered {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    r.json()
+}
+
+fn create_product(conn: &mut Conn, id: &str, max_quantity: u32) -> Result<()> {
+    let body = json!({"id": id, "name": format!("bench {id}"), "price": PRICE, "max_quantity": max_quantity});
+    admin_call(
+        conn,
+        "POST",
+        "/api/v1/admin/products",
+        "application/json",
+        body.to_string().as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Imports keys `prefix-from .. prefix-to` in requests of `chunk` keys.
+fn import_range(
+    conn: &mut Conn,
+    id: &str,
+    prefix: &str,
+    (from, to): (usize, usize),
+    chunk: usize,
+) -> Result<()> {
+    let mut i = from;
+    while i < to {
+        let end = (i + chunk.max(1)).min(to);
+        let body = key_lines(prefix, i, end);
+        let v = admin_call(
+            conn,
+            "POST",
+            &format!("/api/v1/admin/products/{id}/keys"),
+            "text/plain",
+            &body,
+        )?;
+        if v["added"].as_u64() != Some((end - i) as u64) {
+            bail!(
+                "importing keys into {id}: expected {} added, got {v}",
+                end - i
+            );
+        }
+        i = end;
+    }
+    Ok(())
+}
+
+fn key_lines(prefix: &str, from: usize, to: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity((to - from) * (prefix.len() + 24));
+    for i in from..to {
+        // The tail makes keys look less like a counter (and not share a prefix).
+        let tail = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let _ = writeln!(b, "{prefix}-{i:09}-{tail:08X}");
+    }
+    b
+}
+
+/// `(available, held, sold)` of a product, from the admin listing.
+fn key_counts(conn: &mut Conn, id: &str) -> Result<(u64, u64, u64)> {
+    let v = admin_call(
+        conn,
+        "GET",
+        "/api/v1/admin/products",
+        "application/json",
+        b"",
+    )?;
+    let p = v["products"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["id"] == id))
+        .ok_or_else(|| anyhow!("product {id} missing from the admin listing"))?;
+    let n = |k: &str| {
+        p["keys"][k]
+            .as_u64()
+            .ok_or_else(|| anyhow!("{id}: keys.{k} missing in {p}"))
+    };
+    Ok((n("available")?, n("held")?, n("sold")?))
+}
+
+/// Checks that a product's counts add up to what was imported and sold.
+fn check_counts(
+    conn: &mut Conn,
+    id: &str,
+    imported: u64,
+    sold: u64,
+    failures: &mut Vec<String>,
+) -> Result<()> {
+    let (a, h, s) = key_counts(conn, id)?;
+    if a + h + s != imported {
+        failures.push(format!(
+            "{id}: available {a} + held {h} + sold {s} != imported {imported}"
+        ));
+    }
+    if s != sold || h != 0 {
+        failures.push(format!(
+            "{id}: sold {s} (expected {sold}), held {h} (expected 0)"
+        ));
+    }
+    Ok(())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- buyer steps
+
+/// An order as created: what its buyer keeps.
+#[derive(Clone)]
+struct Placed {
+    order_no: String,
+    token: String,
+    quantity: u32,
+    amount: u64,
+}
+
+/// What creating an order gave.
+enum Created {
+    Ok(Placed),
+    OutOfStock,
+    Failed,
+}
+
+fn create_order(
+    conn: &mut Conn,
+    s: &mut Series,
+    wrong: &mut Wrong,
+    product: &str,
+    quantity: u32,
+) -> Created {
+    let body = json!({"product_id": product, "quantity": quantity, "email": "bench@example.com", "gateway": "hmac"});
+    let Some(r) = timed(s, || conn.post_json("/api/v1/orders", &[], &body)) else {
+        return Created::Failed;
+    };
+    if r.status == 409 && r.label() == "409 out_of_stock" {
+        return Created::OutOfStock;
+    }
+    if !s.check(&r, 201) {
+        return Created::Failed;
+    }
+    match parse_created(&r, product, quantity) {
+        Ok(p) => Created::Ok(p),
+        Err(e) => {
+            wrong.add(format!("create: {e:#}"));
+            Created::Failed
+        }
+    }
+}
+
+fn parse_created(r: &Resp, product: &str, quantity: u32) -> Result<Placed> {
+    let v = r.json()?;
+    let text = |k: &str| {
+        v[k].as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no {k} in {v}"))
+    };
+    let p = Placed {
+        order_no: text("order_no")?,
+        token: text("token")?,
+        quantity,
+        amount: v["amount"].as_u64().unwrap_or(0),
+    };
+    if v["status"] != "pending" || v["product_id"] != product || v["quantity"] != quantity {
+        bail!("unexpected order {v}");
+    }
+    if p.amount != PRICE * quantity as u64 {
+        bail!("amount {} for {quantity} × {PRICE}", p.amount);
+    }
+    Ok(p)
+}
+
+/// Sends the gateway's signed hmac callback; the order's status after it.
+fn pay(conn: &mut Conn, s: &mut Series, wrong: &mut Wrong, o: &Placed) -> Option<String> {
+    let body = json!({"order_no": o.order_no, "trade_no": format!("T-{}", o.order_no),
+        "amount": o.amount, "status": "paid"})
+    .to_string();
+    let ts = now_secs().to_string();
+    let sig = HmacGateway::sign(SECRET.as_bytes(), &ts, body.as_bytes());
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-Faka-Timestamp", ts.as_str()),
+        ("X-Faka-Signature", sig.as_str()),
+    ];
+    let r = timed(s, || {
+        conn.send(
+            "POST",
+            "/api/v1/payments/hmac/notify",
+            &headers,
+            body.as_bytes(),
+        )
+    })?;
+    if !s.check(&r, 200) {
+        return None;
+    }
+    match r.json() {
+        Ok(v) if v["ok"] == true && v["status"].is_string() => {
+            v["status"].as_str().map(str::to_string)
+        }
+        Ok(v) => {
+            wrong.add(format!("pay {}: {v}", o.order_no));
+            None
+        }
+        Err(e) => {
+            wrong.add(format!("pay {}: {e:#}", o.order_no));
+            None
+        }
+    }
+}
+
+/// GETs the order with its token: its status and, if delivered, its keys.
+fn fetch_order(
+    conn: &mut Conn,
+    s: &mut Series,
+    wrong: &mut Wrong,
+    o: &Placed,
+) -> Option<(String, Vec<String>)> {
+    let path = format!("/api/v1/orders/{}?token={}", o.order_no, o.token);
+    let r = timed(s, || conn.get(&path))?;
+    if !s.check(&r, 200) {
+        return None;
+    }
+    let v = match r.json() {
+        Ok(v) => v,
+        Err(e) => {
+            wrong.add(format!("get {}: {e:#}", o.order_no));
+            return None;
+        }
+    };
+    let status = v["status"].as_str().unwrap_or("").to_string();
+    let keys: Vec<String> = v["keys"]
+        .as_array()
+        .map(|ks| {
+            ks.iter()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if v["order_no"] != o.order_no.as_str() || (status == "delivered") != v.get("keys").is_some() {
+        wrong.add(format!("get {}: {v}", o.order_no));
+        return None;
+    }
+    Some((status, keys))
+}
+
+/// Checks a delivered order's keys: `quantity` of them, distinct, from `prefix`.
+fn check_delivered(o: &Placed, keys: &[String], prefix: &str, wrong: &mut Wrong) -> bool {
+    let distinct: HashSet<&String> = keys.iter().collect();
+    let ours = keys.iter().all(|k| k.starts_with(prefix));
+    if keys.len() != o.quantity as usize || distinct.len() != keys.len() || !ours {
+        wrong.add(format!(
+            "order {} of {} delivered keys {keys:?}",
+            o.order_no, o.quantity
+        ));
+        return false;
+    }
+    true
+}
+
+/// Every key delivered at most once across orders.
+fn check_unique<'a>(keys: impl Iterator<Item = &'a String>, failures: &mut Vec<String>) -> usize {
+    let mut seen = HashSet::new();
+    let mut twice = Vec::new();
+    for k in keys {
+        if !seen.insert(k) && twice.len() < 5 {
+            twice.push(k.clone());
+        }
+    }
+    if !twice.is_empty() {
+        failures.push(format!("keys delivered twice: {twice:?}"));
+    }
+    seen.len()
+}
+
+// ---------------------------------------------------------------- read
+
+fn scenario_read(cfg: &Settings, faka: &Faka, trivial: SocketAddr) -> Result<Vec<Row>> {
+    let mut admin = Conn::new(faka.addr, Duration::from_secs(60));
+    create_product(&mut admin, "bench-read", 10)?;
+    import_range(&mut admin, "bench-read", "READ", (0, 100), 100)?;
+    let product = admin.get("/api/v1/products/bench-read")?;
+    let v = product.json()?;
+    if product.status != 200 || v["id"] != "bench-read" || v["stock"] != 100 {
+        bail!("GET /api/v1/products/bench-read: {} {v}", product.status);
+    }
+    let list = admin.get("/api/v1/products")?;
+    let lv = list.json()?;
+    let listed = lv["products"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["id"] == "bench-read"));
+    if list.status != 200 || !listed {
+        bail!("GET /api/v1/products does not list bench-read: {lv}");
+    }
+    let (mut ping, ping_rows) = read_run(cfg, trivial, "/ping", br#"{"ok":true}"#);
+    let (mut one, one_rows) =
+        read_run(cfg, faka.addr, "/api/v1/products/bench-read", &product.body);
+    let (mut all, all_rows) = read_run(cfg, faka.addr, "/api/v1/products", &list.body);
+    let ceiling = ping_rows.1;
+    let mut rows = Vec::new();
+    for (name, series, (fails, rps)) in [
+        ("ceiling /ping", &mut ping, ping_rows),
+        ("read product", &mut one, one_rows),
+        ("read list", &mut all, all_rows),
+    ] {
+        let mut row = Row::new(name, format!("{} req/s", thousands(rps)), series).verdict(fails);
+        row.ratio = Some(rps / ceiling.max(1e-9));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// GETs `path` for the duration; every body must equal `expected` (nothing
+/// writes meanwhile). Gives the series, failures and requests per second.
+fn read_run(
+    cfg: &Settings,
+    addr: SocketAddr,
+    path: &str,
+    expected: &[u8],
+) -> (Series, (Vec<String>, f64)) {
+    let (states, elapsed) = run_timed(
+        addr,
+        cfg.concurrency,
+        cfg.duration,
+        |_| (Series::default(), Wrong::default()),
+        |(s, wrong), conn| {
+            if let Some(r) = timed(s, || conn.get(path)) {
+                if s.check(&r, 200) && r.body != expected {
+                    wrong.add(String::from_utf8_lossy(&r.body).into_owned());
+                }
+            }
+            true
+        },
+    );
+    let (mut series, mut wrong) = (Series::default(), Wrong::default());
+    for (s, w) in states {
+        series.merge(s);
+        wrong.merge(w);
+    }
+    let mut fails = wrong.into_failures(&format!("GET {path}"));
+    if series.error_count() > 0 {
+        fails.push(format!("errors: {}", series.errors_text()));
+    }
+    let rps = series.lat_us.len() as f64 / elapsed.as_secs_f64();
+    (series, (fails, rps))
+}
+
+// ---------------------------------------------------------------- flow
+
+/// One buyer thread's record of complete journeys.
+#[derive(Default)]
+struct Buyer {
+    create: Series,
+    pay: Series,
+    get: Series,
+    journey: Series,
+    wrong: Wrong,
+    delivered: Vec<(Placed, Vec<String>)>,
+    out_of_stock: bool,
+    n: u64,
+}
+
+impl Buyer {
+    fn merge(&mut self, o: Buyer) {
+        self.create.merge(o.create);
+        self.pay.merge(o.pay);
+        self.get.merge(o.get);
+        self.journey.merge(o.journey);
+        self.wrong.merge(o.wrong);
+        self.delivered.extend(o.delivered);
+        self.out_of_stock |= o.out_of_stock;
+        self.n += o.n;
+    }
+
+    /// One journey: create → pay → GET with keys. False once stock ran out.
+    fn journey(&mut self, conn: &mut Conn, product: &str, prefix: &str) -> bool {
+        self.n += 1;
+        let quantity = if self.n.is_multiple_of(4) { 2 } else { 1 };
+        let t0 = Instant::now();
+        let o = match create_order(conn, &mut self.create, &mut self.wrong, product, quantity) {
+            Created::Ok(o) => o,
+            Created::OutOfStock => {
+                self.out_of_stock = true;
+                return false;
+            }
+            Created::Failed => return true,
+        };
+        match pay(conn, &mut self.pay, &mut self.wrong, &o).as_deref() {
+            Some("delivered") => {}
+            Some(other) => {
+                self.wrong
+                    .add(format!("payment of {} left it {other}", o.order_no));
+                return true;
+            }
+            None => return true,
+        }
+        let Some((status, keys)) = fetch_order(conn, &mut self.get, &mut self.wrong, &o) else {
+            return true;
+        };
+        self.journey.record(t0);
+        if status != "delivered" {
+            self.wrong
+                .add(format!("paid order {} shows {status}", o.order_no));
+        } else if check_delivered(&o, &keys, prefix, &mut self.wrong) {
+            self.delivered.push((o, keys));
+        }
+        true
+    }
+}
+
+fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
+    let mut admin = Conn::new(faka.addr, Duration::from_secs(300));
+    create_product(&mut admin, "bench-flow", 10)?;
+    import_range(
+        &mut admin,
+        "bench-flow",
+        "FLOW",
+        (0, cfg.flow_keys),
+        cfg.setup_chunk,
+    )?;
+    let (states, elapsed) = run_timed(
+        faka.addr,
+        cfg.concurrency,
+        cfg.duration,
+        |_| Buyer::default(),
+        |b, conn| b.journey(conn, "bench-flow", "FLOW-"),
+    );
+    let mut all = Buyer::default();
+    states.into_iter().for_each(|b| all.merge(b));
+    let mut failures = std::mem::take(&mut all.wrong).into_failures("flow");
+    let sold: u64 = all.delivered.iter().map(|(o, _)| o.quantity as u64).sum();
+    check_unique(all.delivered.iter().flat_map(|(_, k)| k), &mut failures);
+    check_counts(
+        &mut admin,
+        "bench-flow",
+        cfg.flow_keys as u64,
+        sold,
+        &mut failures,
+    )?;
+    flow_errors(&[&all.create, &all.pay, &all.get], &mut failures);
+    if all.delivered.is_empty() {
+        failures.push("no order was delivered".into());
+    }
+    if all.out_of_stock {
+        println!(
+            "note: flow ran out of its {} keys after {:.1} s; raise --flow-keys for a full run",
+            cfg.flow_keys,
+            elapsed.as_secs_f64()
+        );
+    }
+    let orders = all.delivered.len() as f64;
+    Ok(vec![
+        Row::new(
+            "flow (journey)",
+            rate(orders, elapsed, "orders"),
+            &mut all.journey,
+        )
+        .verdict(failures),
+        Row::new(
+            "  flow create",
+            rate(all.create.lat_us.len() as f64, elapsed, "req"),
+            &mut all.create,
+        ),
+        Row::new(
+            "  flow pay",
+            rate(all.pay.lat_us.len() as f64, elapsed, "req"),
+            &mut all.pay,
+        ),
+        Row::new(
+            "  flow get",
+            rate(all.get.lat_us.len() as f64, elapsed, "req"),
+            &mut all.get,
+        ),
+    ])
+}
+
+fn flow_errors(series: &[&Series], failures: &mut Vec<String>) {
+    let n: u64 = series.iter().map(|s| s.error_count()).sum();
+    if n > 0 {
+        let texts: Vec<String> = series.iter().map(|s| s.errors_text()).collect();
+        failures.push(format!(
+            "{n} unexpected status(es): create {} / pay {} / get {}",
+            texts[0], texts[1], texts[2]
+        ));
+    }
+}
+
+// ---------------------------------------------------------------- flash
+
+fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
+    let (n, m) = (cfg.flash_buyers, cfg.flash_keys);
+    let mut admin = Conn::new(faka.addr, Duration::from_secs(60));
+    create_product(&mut admin, "bench-flash", 1)?;
+    import_range(&mut admin, "bench-flash", "FLASH", (0, m), m)?;
+    // The race: every buyer wants one key, all at once.
+    let (states, elapsed) = run_batch(
+        faka.addr,
+        cfg.flash_conns,
+        n,
+        |_| (Series::default(), Wrong::default(), Vec::new(), 0u64),
+        |(s, wrong, won, lost), conn, _| match create_order(conn, s, wrong, "bench-flash", 1) {
+            Created::Ok(o) => won.push(o),
+            Created::OutOfStock => *lost += 1,
+            Created::Failed => {}
+        },
+    );
+    let (mut race, mut wrong, mut won, mut lost) =
+        (Series::default(), Wrong::default(), Vec::new(), 0);
+    for (s, w, o, l) in states {
+        race.merge(s);
+        wrong.merge(w);
+        won.extend(o);
+        lost += l;
+    }
+    let mut failures = wrong.into_failures("flash create");
+    if won.len() != m || lost != (n - m) as u64 || race.error_count() > 0 {
+        failures.push(format!(
+            "expected {m} × 201 and {} × 409 out_of_stock; got {} × 201, {lost} × 409 out_of_stock, other: {}",
+            n - m,
+            won.len(),
+            race.errors_text()
+        ));
+    }
+    let errors_row = format!("{} (+{lost}×409 expected)", race.errors_text());
+    let (mut paid, pay_failures, pay_elapsed) = flash_pay(cfg, faka, &won);
+    failures.extend(pay_failures);
+    check_counts(
+        &mut admin,
+        "bench-flash",
+        m as u64,
+        won.len() as u64,
+        &mut failures,
+    )?;
+    let mut row = Row::new(
+        &format!("flash {n}→{m}"),
+        rate(n as f64, elapsed, "req"),
+        &mut race,
+    )
+    .verdict(failures);
+    row.errors = errors_row;
+    Ok(vec![
+        row,
+        Row::new(
+            "  flash pay+get",
+            rate(won.len() as f64, pay_elapsed, "orders"),
+            &mut paid,
+        ),
+    ])
+}
+
+/// Pays every order that won the race and checks the keys are distinct.
+fn flash_pay(cfg: &Settings, faka: &Faka, won: &[Placed]) -> (Series, Vec<String>, Duration) {
+    let (states, elapsed) = run_batch(
+        faka.addr,
+        cfg.concurrency,
+        won.len(),
+        |_| (Buyer::default(), Series::default()),
+        |(b, both), conn, i| {
+            let o = &won[i];
+            let t0 = Instant::now();
+            if pay(conn, &mut b.pay, &mut b.wrong, o).as_deref() != Some("delivered") {
+                b.wrong
+                    .add(format!("payment of {} did not deliver", o.order_no));
+                return;
+            }
+            if let Some((status, keys)) = fetch_order(conn, &mut b.get, &mut b.wrong, o) {
+                both.record(t0);
+                if status == "delivered" && check_delivered(o, &keys, "FLASH-", &mut b.wrong) {
+                    b.delivered.push((o.clone(), keys));
+                }
+            }
+        },
+    );
+    let (mut all, mut both) = (Buyer::default(), Series::default());
+    for (b, s) in states {
+        all.merge(b);
+        both.merge(s);
+    }
+    let mut failures = std::mem::take(&mut all.wrong).into_failures("flash pay");
+    flow_errors(&[&all.create, &all.pay, &all.get], &mut failures);
+    let distinct = check_unique(all.delivered.iter().flat_map(|(_, k)| k), &mut failures);
+    if distinct != won.len() {
+        failures.push(format!(
+            "{} orders won but {distinct} distinct keys delivered",
+            won.len()
+        ));
+    }
+    (both, failures, elapsed)
+}
+
+// ---------------------------------------------------------------- import
+
+fn scenario_import(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
+    let mut admin = Conn::new(faka.addr, Duration::from_secs(600));
+    create_product(&mut admin, "bench-import", 10)?;
+    let (total, parts) = (cfg.import_keys, cfg.import_requests);
+    let bodies: Vec<Vec<u8>> = (0..parts)
+        .map(|p| key_lines("IMPORT", total * p / parts, total * (p + 1) / parts))
+        .collect();
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "text/plain"),
+    ];
+    let (mut series, mut failures, mut added) = (Series::default(), Vec::new(), 0u64);
+    let t0 = Instant::now();
+    for body in &bodies {
+        let Some(r) = timed(&mut series, || {
+            admin.send(
+                "POST",
+                "/api/v1/admin/products/bench-import/keys",
+                &headers,
+                body,
+            )
+        }) else {
+            continue;
+        };
+        if series.check(&r, 200) {
+            let v = r.json()?;
+            added += v["added"].as_u64().unwrap_or(0);
+            if v["duplicates"] != 0 {
+                failures.push(format!("fresh keys reported as duplicates: {v}"));
+            }
+        }
+    }
+    let elapsed = t0.elapsed();
+    if added != total as u64 || series.error_count() > 0 {
+        failures.push(format!(
+            "added {added} of {total} keys; errors: {}",
+            series.errors_text()
+        ));
+    }
+    let (available, held, sold) = key_counts(&mut admin, "bench-import")?;
+    if (available, held, sold) != (total as u64, 0, 0) {
+        failures.push(format!(
+            "admin counts available {available}, held {held}, sold {sold}; expected {total}, 0, 0"
+        ));
+    }
+    let throughput = format!(
+        "{} in {:.2} s ({:.0} MB)",
+        rate(total as f64, elapsed, "keys"),
+        elapsed.as_secs_f64(),
+        bytes as f64 / 1e6
+    );
+    Ok(vec![Row::new(
+        &format!("import {}×{}", parts, thousands((total / parts) as f64)),
+        throughput,
+        &mut series,
+    )
+    .verdict(failures)])
+}
+
+// ---------------------------------------------------------------- mixed
+
+/// Products of the mixed scenario.
+const MIX_READ: &str = "mix-read";
+const MIX_FLOW: &str = "mix-flow";
+const MIX_HOLD: &str = "mix-hold";
+
+/// One mixed-scenario worker: a reader, a buyer, or a holder who never pays.
+enum Mixer {
+    Reader { s: Series, wrong: Wrong, n: u64 },
+    Buyer(Buyer),
+    Holder(Holder),
+}
+
+/// Creates orders it never pays, then watches them expire (and pays a few late).
+#[derive(Default)]
+struct Holder {
+    create: Series,
+    get: Series,
+    pay: Series,
+    wrong: Wrong,
+    waiting: std::collections::VecDeque<(Instant, Placed)>,
+    expired: u64,
+    out_of_stock: u64,
+    late: Vec<Placed>,
+}
+
+impl Holder {
+    fn step(&mut self, conn: &mut Conn, hold: Duration) -> bool {
+        if let Some((at, _)) = self.waiting.front() {
+            if at.elapsed() > hold + Duration::from_millis(1500) {
+                let (_, o) = self.waiting.pop_front().expect("front exists");
+                self.observe(conn, o);
+                return true;
+            }
+        }
+        match create_order(conn, &mut self.create, &mut self.wrong, MIX_HOLD, 1) {
+            Created::Ok(o) => self.waiting.push_back((Instant::now(), o)),
+            Created::OutOfStock => {
+                self.out_of_stock += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Created::Failed => {}
+        }
+        true
+    }
+
+    /// GETs an order past its hold: it must be expired; the 1st, 11th, … are paid late.
+    fn observe(&mut self, conn: &mut Conn, o: Placed) {
+        let Some((status, _)) = fetch_order(conn, &mut self.get, &mut self.wrong, &o) else {
+            return;
+        };
+        if status != "expired" {
+            self.wrong.add(format!(
+                "order {} is {status} 1.5 s after its hold ran out",
+                o.order_no
+            ));
+            return;
+        }
+        self.expired += 1;
+        if self.expired % 10 == 1 {
+            match pay(conn, &mut self.pay, &mut self.wrong, &o).as_deref() {
+                Some("delivered" | "awaiting_stock") => self.late.push(o),
+                Some(other) => self
+                    .wrong
+                    .add(format!("late payment of {} left it {other}", o.order_no)),
+                None => {}
+            }
+        }
+    }
+}
+
+struct MixTotals {
+    read: Series,
+    reads_wrong: Wrong,
+    buyer: Buyer,
+    holder: Holder,
+}
+
+fn scenario_mixed(cfg: &Settings) -> Result<Vec<Row>> {
+    let hold = Duration::from_secs(1);
+    let faka = Faka::start(&cfg.faka, "mixed", hold.as_secs())?;
+    let mut admin = Conn::new(faka.addr, Duration::from_secs(300));
+    // Buyers are a quarter of the connections; holders get little stock, so
+    // it runs out and comes back as their orders expire.
+    let flow_keys = (cfg.flow_keys / 2).max(1000);
+    let hold_keys = (cfg.concurrency * 4).max(50);
+    for (id, prefix, n) in [
+        (MIX_READ, "MREAD", 100),
+        (MIX_FLOW, "MFLOW", flow_keys),
+        (MIX_HOLD, "MHOLD", hold_keys),
+    ] {
+        create_product(&mut admin, id, 10)?;
+        import_range(&mut admin, id, prefix, (0, n), cfg.setup_chunk)?;
+    }
+    let (readers, buyers) = (cfg.concurrency / 2, cfg.concurrency / 4);
+    let (states, elapsed) = run_timed(
+        faka.addr,
+        cfg.concurrency,
+        cfg.duration,
+        |i| {
+            if i < readers {
+                Mixer::Reader {
+                    s: Series::default(),
+                    wrong: Wrong::default(),
+                    n: 0,
+                }
+            } else if i < readers + buyers {
+                Mixer::Buyer(Buyer::default())
+            } else {
+                Mixer::Holder(Holder::default())
+            }
+        },
+        |m, conn| match m {
+            Mixer::Reader { s, wrong, n } => {
+                *n += 1;
+                mixed_read(conn, s, wrong, n.is_multiple_of(50));
+                true
+            }
+            Mixer::Buyer(b) => b.journey(conn, MIX_FLOW, "MFLOW-"),
+            Mixer::Holder(h) => h.step(conn, hold),
+        },
+    );
+    let mut t = MixTotals {
+        read: Series::default(),
+        reads_wrong: Wrong::default(),
+        buyer: Buyer::default(),
+        holder: Holder::default(),
+    };
+    for m in states {
+        match m {
+            Mixer::Reader { s, wrong, .. } => {
+                t.read.merge(s);
+                t.reads_wrong.merge(wrong);
+            }
+            Mixer::Buyer(b) => t.buyer.merge(b),
+            Mixer::Holder(h) => merge_holder(&mut t.holder, h),
+        }
+    }
+    let mut failures = mixed_verify(cfg, &faka, &mut admin, &mut t, hold, flow_keys, hold_keys)?;
+    failures.extend(faka.stop_and_check()?);
+    let h = &mut t.holder;
+    let hold_row = format!(
+        "{} (expired {}, late-paid {}, {}×409)",
+        rate(h.create.lat_us.len() as f64, elapsed, "orders"),
+        h.expired,
+        h.late.len(),
+        h.out_of_stock
+    );
+    Ok(vec![
+        Row::new(
+            "mixed (flow)",
+            rate(t.buyer.delivered.len() as f64, elapsed, "orders"),
+            &mut t.buyer.journey,
+        )
+        .verdict(failures),
+        Row::new(
+            "  mixed read",
+            rate(t.read.lat_us.len() as f64, elapsed, "req"),
+            &mut t.read,
+        ),
+        Row::new("  mixed hold", hold_row, &mut t.holder.create),
+    ])
+}
+
+/// GETs the read product (or, with `list`, the list) and checks what it says.
+fn mixed_read(conn: &mut Conn, s: &mut Series, wrong: &mut Wrong, list: bool) {
+    let path = if list {
+        "/api/v1/products".to_string()
+    } else {
+        format!("/api/v1/products/{MIX_READ}")
+    };
+    let Some(r) = timed(s, || conn.get(&path)) else {
+        return;
+    };
+    if !s.check(&r, 200) {
+        return;
+    }
+    let ok = match r.json() {
+        Ok(v) if list => v["products"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["id"] == MIX_READ)),
+        Ok(v) => v["id"] == MIX_READ && v["stock"] == 100,
+        Err(_) => false,
+    };
+    if !ok {
+        wrong.add(format!("GET {path}: {}", String::from_utf8_lossy(&r.body)));
+    }
+}
+
+fn merge_holder(into: &mut Holder, h: Holder) {
+    into.create.merge(h.create);
+    into.get.merge(h.get);
+    into.pay.merge(h.pay);
+    into.wrong.merge(h.wrong);
+    into.waiting.extend(h.waiting);
+    into.expired += h.expired;
+    into.out_of_stock += h.out_of_stock;
+    into.late.extend(h.late);
+}
+
+/// After the load: every unpaid order expires, late payments end delivered
+/// (importing keys for any that wait for stock), and all counts add up.
+fn mixed_verify(
+    cfg: &Settings,
+    faka: &Faka,
+    admin: &mut Conn,
+    t: &mut MixTotals,
+    hold: Duration,
+    flow_keys: usize,
+    hold_keys: usize,
+) -> Result<Vec<String>> {
+    let mut failures = std::mem::take(&mut t.buyer.wrong).into_failures("mixed flow");
+    failures.extend(std::mem::take(&mut t.reads_wrong).into_failures("mixed read"));
+    if t.read.error_count() > 0 {
+        failures.push(format!("read errors: {}", t.read.errors_text()));
+    }
+    flow_errors(
+        &[&t.buyer.create, &t.buyer.pay, &t.buyer.get],
+        &mut failures,
+    );
+    // Let the last holds run out, then look at every order still unchecked.
+    std::thread::sleep(hold + Duration::from_millis(1600));
+    let rest: Vec<Placed> = t.holder.waiting.drain(..).map(|(_, o)| o).collect();
+    let (states, _) = run_batch(
+        faka.addr,
+        cfg.concurrency,
+        rest.len(),
+        |_| Holder::default(),
+        |h, conn, i| h.observe(conn, rest[i].clone()),
+    );
+    states
+        .into_iter()
+        .for_each(|h| merge_holder(&mut t.holder, h));
+    let h = &mut t.holder;
+    failures.extend(std::mem::take(&mut h.wrong).into_failures("mixed hold"));
+    let hold_errors: u64 = [&h.create, &h.get, &h.pay]
+        .iter()
+        .map(|s| s.error_count())
+        .sum();
+    if hold_errors > 0 {
+        failures.push(format!(
+            "holder errors: create {} / get {} / pay {}",
+            h.create.errors_text(),
+            h.get.errors_text(),
+            h.pay.errors_text()
+        ));
+    }
+    if h.expired == 0 {
+        failures.push("no unpaid order was seen to expire".into());
+    }
+    let (late_keys, topped_up) = late_deliveries(admin, &h.late, &mut failures)?;
+    let all_keys = t
+        .buyer
+        .delivered
+        .iter()
+        .flat_map(|(_, k)| k)
+        .chain(late_keys.iter());
+    check_unique(all_keys, &mut failures);
+    let flow_sold: u64 = t
+        .buyer
+        .delivered
+        .iter()
+        .map(|(o, _)| o.quantity as u64)
+        .sum();
+    check_counts(admin, MIX_READ, 100, 0, &mut failures)?;
+    check_counts(admin, MIX_FLOW, flow_keys as u64, flow_sold, &mut failures)?;
+    check_counts(
+        admin,
+        MIX_HOLD,
+        (hold_keys + topped_up) as u64,
+        h.late.len() as u64,
+        &mut failures,
+    )?;
+    Ok(failures)
+}
+
+/// Every late-paid order must end delivered; those awaiting stock are
+/// delivered by an import of as many keys. Gives their keys and the import size.
+fn late_deliveries(
+    admin: &mut Conn,
+    late: &[Placed],
+    failures: &mut Vec<String>,
+) -> Result<(Vec<String>, usize)> {
+    let mut scratch = (Series::default(), Wrong::default());
+    let mut statuses = Vec::new();
+    for o in late {
+        statuses.push(fetch_order(admin, &mut scratch.0, &mut scratch.1, o).map(|(s, _)| s));
+    }
+    let awaiting = statuses
+        .iter()
+        .filter(|s| s.as_deref() == Some("awaiting_stock"))
+        .count();
+    if awaiting > 0 {
+        println!("note: mixed: {awaiting} late payment(s) found no stock (awaiting_stock); importing as many keys must deliver them");
+        import_range(admin, MIX_HOLD, "MHOLD-LATE", (0, awaiting), awaiting)?;
+    }
+    let mut keys = Vec::new();
+    for o in late {
+        match fetch_order(admin, &mut scratch.0, &mut scratch.1, o) {
+            Some((s, k))
+                if s == "delivered" && check_delivered(o, &k, "MHOLD-", &mut scratch.1) =>
+            {
+                keys.extend(k)
+            }
+            other => failures.push(format!(
+                "late-paid order {} ended {:?}",
+                o.order_no,
+                other.map(|(s, _)| s)
+            )),
+        }
+    }
+    failures.extend(scratch.1.into_failures("late payment"));
+    if scratch.0.error_count() > 0 {
+        failures.push(format!("late payment lookups: {}", scratch.0.errors_text()));
+    }
+    Ok((keys, awaiting))
+}
+
+// ---------------------------------------------------------------- trivial server
+
+async fn ping() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+/// The ceiling: a trivial actix-web JSON endpoint on its own thread, with
+/// actix's default worker count (as faka's `workers = 0`).
+fn start_trivial() -> Result<SocketAddr> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding the trivial server")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::Builder::new().name("trivial-actix".into());
+    server.spawn(move || {
+        let sys = actix_web::rt::System::new();
+        let run = sys.block_on(async move {
+            let s = actix_web::HttpServer::new(|| {
+                actix_web::App::new().route("/ping", actix_web::web::get().to(ping))
+            })
+            .disable_signals()
+            .backlog(4096)
+            .listen(listener)?
+            .run();
+            s.await
+        });
+        if let Err(e) = run {
+            eprintln!("faka-bench: the trivial server failed: {e}");
+        }
+    })?;
+    Ok(addr)
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() {
+    let args = Args::parse();
+    let cfg = match Settings::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("faka-bench: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let rows = run_all(&cfg, args.scenario);
+    print_table(&rows, cfg.smoke);
+    let failed = rows
+        .iter()
+        .any(|r| r.failures.as_ref().is_some_and(|f| !f.is_empty()));
+    println!(
+        "\n{}",
+        if failed {
+            "faka-bench: FAILED"
+        } else {
+            "faka-bench: all verdicts ok"
+        }
+    );
+    std::process::exit(if failed { 1 } else { 0 });
+}
+
+fn run_all(cfg: &Settings, which: Scenario) -> Vec<Row> {
+    let wants = |s: Scenario| which == Scenario::All || which == s;
+    eprintln!(
+        "faka-bench: {} with {} connections, {:.1} s per scenario{}",
+        cfg.faka.display(),
+        cfg.concurrency,
+        cfg.duration.as_secs_f64(),
+        if cfg.smoke { " (smoke)" } else { "" }
+    );
+    let mut rows = Vec::new();
+    let main_scenarios = [
+        Scenario::Read,
+        Scenario::Flow,
+        Scenario::Flash,
+        Scenario::Import,
+    ];
+    if main_scenarios.iter().any(|s| wants(*s)) {
+        match Faka::start(&cfg.faka, "main", 900) {
+            Ok(faka) => run_main(cfg, faka, &wants, &mut rows),
+            Err(e) => rows.push(Row::failed("start faka", e)),
+        }
+    }
+    if wants(Scenario::Mixed) {
+        progress("mixed");
+        rows.extend(scenario_mixed(cfg).unwrap_or_else(|e| vec![Row::failed("mixed", e)]));
+    }
+    rows
+}
+
+fn progress(name: &str) {
+    eprintln!("faka-bench: running {name} …");
+}
+
+/// read, flow, flash and import on one faka, then its store check.
+fn run_main(cfg: &Settings, faka: Faka, wants: &dyn Fn(Scenario) -> bool, rows: &mut Vec<Row>) {
+    if wants(Scenario::Read) {
+        progress("read (and the trivial ceiling)");
+        let result = start_trivial().and_then(|addr| scenario_read(cfg, &faka, addr));
+        rows.extend(result.unwrap_or_else(|e| vec![Row::failed("read", e)]));
+    }
+    type Run = fn(&Settings, &Faka) -> Result<Vec<Row>>;
+    let others: [(Scenario, &str, Run); 3] = [
+        (Scenario::Flow, "flow", scenario_flow),
+        (Scenario::Flash, "flash", scenario_flash),
+        (Scenario::Import, "import", scenario_import),
+    ];
+    for (s, name, run) in others {
+        if wants(s) {
+            progress(name);
+            rows.extend(run(cfg, &faka).unwrap_or_else(|e| vec![Row::failed(name, e)]));
+        }
+    }
+    let warnings = faka.warnings();
+    let check = faka
+        .stop_and_check()
+        .unwrap_or_else(|e| vec![format!("{e:#}")]);
+    rows.push(Row {
+        name: "faka check (store)".into(),
+        throughput: "-".into(),
+        lat: None,
+        errors: format!("{} warn/error log lines", warnings.len()),
+        ratio: None,
+        failures: Some(check),
+    });
+    for w in warnings.iter().take(5) {
+        println!("faka logged: {w}");
+    }
+}

@@ -1,0 +1,37 @@
+//! Operations endpoints: on-line backup.
+
+use super::auth::Admin;
+use super::{HttpResult, State};
+use crate::error::Error;
+use actix_web::{web, HttpResponse};
+
+/// `POST /api/v1/admin/backup`: a consistent copy of the store under
+/// `[storage] backup_dir`, taken while serving.
+pub async fn backup(_: Admin, state: State) -> HttpResult {
+    let st = state.clone();
+    let result = web::block(move || {
+        let stamp = crate::http::render::rfc3339(crate::store::now_ms()).replace(':', "");
+        let storage = &st.config.storage;
+        let dir = storage
+            .backup_dir
+            .clone()
+            .unwrap_or_else(|| storage.data_dir.join("backups"));
+        let out = dir.join(format!("faka-backup-{stamp}-{:08x}", rand::random::<u32>()));
+        // Hold the file lock so no snapshot rotation prunes what we copy.
+        let _files = st.store.files_lock();
+        crate::ops::backup::backup(st.store.data_dir(), &out)
+    })
+    .await
+    .map_err(|_| Error::unavailable("server busy"))?
+    .map_err(|e| {
+        tracing::error!(error = %e, "backup failed");
+        Error::unavailable(format!("backup failed: {e}"))
+    })?;
+    let path = std::fs::canonicalize(&result.path).unwrap_or(result.path);
+    tracing::info!(path = %path.display(), bytes = result.bytes, "backup written");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "path": path.display().to_string(),
+        "bytes": result.bytes,
+        "last_batch": result.last_batch,
+    })))
+}

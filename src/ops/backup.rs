@@ -1,0 +1,214 @@
+//! Backups: a consistent, checksummed copy of the store, taken while faka
+//! serves, that `faka serve` can open as its data directory.
+//!
+//! The copy is engine-neutral: the newest verified snapshot plus the journal
+//! segments after it, each cut to its valid prefix, plus the admin token
+//! hash, listed with SHA-256 in `MANIFEST.json`. Because journal batches are
+//! whole and ordered, any prefix is a consistent state; everything
+//! acknowledged before the backup began is in it. Opening the copy rebuilds
+//! sled from it. The master key (`faka.key`) is *not* in the copy: back it up
+//! separately, or the copy's card keys cannot be read.
+
+use crate::http::auth::HASH_FILE;
+use crate::store::{journal, recovery, snapshot};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST: &str = "MANIFEST.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub created_at: String,
+    pub snapshot_base: u64,
+    pub last_batch: u64,
+    pub files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug)]
+pub struct BackupResult {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub last_batch: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("backup i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<ManifestFile> {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p)?;
+    }
+    fs::write(path, bytes)?;
+    fs::File::open(path)?.sync_all()?;
+    Ok(ManifestFile {
+        path: String::new(),
+        bytes: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(bytes)),
+    })
+}
+
+/// Copies the store in `data_dir` to `out` (which must not exist or be
+/// empty). Safe while faka runs: it reads only files faka never rewrites in
+/// place, and retries if a snapshot rotation removes one mid-copy.
+pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupResult, BackupError> {
+    if out.exists() && fs::read_dir(out)?.next().is_some() {
+        return Err(BackupError::Invalid(format!(
+            "{} exists and is not empty",
+            out.display()
+        )));
+    }
+    let mut last_err = None;
+    for _ in 0..5 {
+        match copy_once(data_dir, out) {
+            Ok(r) => return Ok(r),
+            Err(BackupError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                // A snapshot rotation pruned a file we listed: start over.
+                let _ = fs::remove_dir_all(out);
+                last_err = Some(e);
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(out);
+                return Err(e);
+            }
+        }
+    }
+    Err(BackupError::Io(
+        last_err.unwrap_or_else(|| io::Error::other("backup failed")),
+    ))
+}
+
+fn copy_once(data_dir: &Path, out: &Path) -> Result<BackupResult, BackupError> {
+    fs::create_dir_all(out)?;
+    let mut files = Vec::new();
+    let mut base = 0;
+    for (b, path) in snapshot::list(data_dir)? {
+        if snapshot::read(&path, |_| Ok(())).is_err() {
+            continue;
+        }
+        let bytes = fs::read(&path)?;
+        let rel = format!("snapshots/{b:020}.snap");
+        let mut f = write_synced(&out.join(&rel), &bytes)?;
+        f.path = rel;
+        files.push(f);
+        base = b;
+        break;
+    }
+    let jdir = recovery::journal_dir(data_dir);
+    let segs = journal::segments(&jdir)?;
+    for (i, (first, path)) in segs.iter().enumerate() {
+        let needed = segs
+            .get(i + 1)
+            .is_none_or(|(next, _)| next.saturating_sub(1) > base);
+        if !needed {
+            continue;
+        }
+        let bytes = fs::read(path)?;
+        let (_, valid) = journal::unframe(&bytes);
+        let rel = format!("journal/{first:020}.log");
+        let mut f = write_synced(&out.join(&rel), &bytes[..valid])?;
+        f.path = rel;
+        files.push(f);
+    }
+    let token = data_dir.join(HASH_FILE);
+    if token.exists() {
+        let mut f = write_synced(&out.join(HASH_FILE), &fs::read(&token)?)?;
+        f.path = HASH_FILE.to_string();
+        files.push(f);
+    }
+    // The copy must replay from its snapshot without a gap.
+    let last_batch = journal::replay(&recovery::journal_dir(out), base, false, |_| Ok(()))
+        .map_err(|e| BackupError::Invalid(format!("the copied journal does not verify: {e}")))?;
+    let manifest = Manifest {
+        format: 1,
+        created_at: crate::http::render::rfc3339(crate::store::now_ms()),
+        snapshot_base: base,
+        last_batch,
+        files,
+    };
+    let text = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
+    write_synced(&out.join(MANIFEST), &text)?;
+    for d in [
+        out.join("journal"),
+        out.join("snapshots"),
+        out.to_path_buf(),
+    ] {
+        if d.exists() {
+            journal::sync_dir(&d)?;
+        }
+    }
+    let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>() + text.len() as u64;
+    Ok(BackupResult {
+        path: out.to_path_buf(),
+        bytes,
+        last_batch,
+    })
+}
+
+/// Checks every file of a backup against its manifest.
+pub fn verify(backup: &Path) -> Result<Manifest, BackupError> {
+    let text = fs::read(backup.join(MANIFEST)).map_err(|e| {
+        BackupError::Invalid(format!(
+            "{} has no readable {MANIFEST}: {e}",
+            backup.display()
+        ))
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| BackupError::Invalid(format!("{MANIFEST}: {e}")))?;
+    for f in &manifest.files {
+        if f.path.contains("..") || Path::new(&f.path).is_absolute() {
+            return Err(BackupError::Invalid(format!(
+                "suspicious path {} in manifest",
+                f.path
+            )));
+        }
+        let bytes = fs::read(backup.join(&f.path))?;
+        if bytes.len() as u64 != f.bytes || hex::encode(Sha256::digest(&bytes)) != f.sha256 {
+            return Err(BackupError::Invalid(format!(
+                "{} does not match its checksum",
+                f.path
+            )));
+        }
+    }
+    Ok(manifest)
+}
+
+/// Verifies a backup and copies it into an empty (or new) data directory.
+pub fn restore(backup: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
+    let manifest = verify(backup)?;
+    if data_dir.exists() && fs::read_dir(data_dir)?.next().is_some() {
+        return Err(BackupError::Invalid(format!(
+            "{} is not empty: restore into a new directory",
+            data_dir.display()
+        )));
+    }
+    for f in &manifest.files {
+        let bytes = fs::read(backup.join(&f.path))?;
+        write_synced(&data_dir.join(&f.path), &bytes)?;
+    }
+    for d in [
+        data_dir.join("journal"),
+        data_dir.join("snapshots"),
+        data_dir.to_path_buf(),
+    ] {
+        if d.exists() {
+            journal::sync_dir(&d)?;
+        }
+    }
+    Ok(manifest)
+}

@@ -1,0 +1,273 @@
+//! Backups merchants can trust: the backup API and CLI while serving,
+//! restore, and — because merchants copy the data directory — `cp -a` of a
+//! live data directory under write load, twenty times.
+
+use crate::crash::start_binary;
+use crate::helpers::*;
+use faka::domain::order::OrderStatus;
+use faka::store::{Store, StoreOptions};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Opens a copied or restored data dir in-process and checks it.
+fn open_and_check(data: &Path) -> Store {
+    let store = Store::open(&StoreOptions::new(data)).expect("the copy opens");
+    let report = faka::ops::check::run(&store).unwrap();
+    assert!(report.ok(), "{report}");
+    store
+}
+
+#[test]
+fn the_backup_api_copies_a_consistent_store_that_restores_and_serves() {
+    let app = spawn();
+    app.product_with_keys("p", 100, 5);
+    let o = app.order_ok("p", 2, "hmac");
+    let no = o["order_no"].as_str().unwrap().to_string();
+    assert_eq!(app.hmac_notify(&no, "T-1", 200).status(), 200);
+    let r = app.admin_post("/api/v1/admin/backup", json!({}));
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    let path = Path::new(v["path"].as_str().unwrap()).to_path_buf();
+    assert!(v["bytes"].as_u64().unwrap() > 0);
+    assert!(path.join("MANIFEST.json").exists());
+    assert_eq!(
+        error_code(app.post("/api/v1/admin/backup", json!({}))).0,
+        401
+    );
+
+    let restored = app.dir.path().join("restored");
+    let out = Command::new(bin_path())
+        .args(["--config", "/nonexistent/none.toml", "restore"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(&restored)
+        .env("FAKA_STORAGE_KEY_FILE", app.dir.path().join("faka.key"))
+        .output()
+        .unwrap();
+    // An explicit missing config is an error that says so.
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none.toml"));
+
+    faka::ops::backup::restore(&path, &restored).unwrap();
+    let store = open_and_check(&restored);
+    let order = store.order(&no).unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Delivered);
+    store.close();
+
+    // A tampered backup is refused.
+    let log = std::fs::read_dir(path.join("journal"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    std::fs::write(&log, bytes).unwrap();
+    let e = faka::ops::backup::restore(&path, &app.dir.path().join("again")).unwrap_err();
+    assert!(e.to_string().contains("checksum"), "{e}");
+}
+
+#[test]
+fn the_backup_command_works_while_the_shop_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(dir.path(), "[log]\nformat = \"json\"\n"),
+    )
+    .unwrap();
+    let mut server = start_binary(&config);
+    let c = Client::new();
+    c.post(format!("{}/api/v1/admin/products", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "p", "name": "P", "price": 100}))
+        .send()
+        .unwrap();
+    let out = dir.path().join("bk");
+    let run = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "backup", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("faka.key"),
+        "reminds to keep the key"
+    );
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    let restored = dir.path().join("restored");
+    let run = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "restore"])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let store = open_and_check(&restored);
+    assert!(store.product("p").unwrap().is_some());
+    store.close();
+    let into_existing = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "restore"])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(
+        !into_existing.status.success(),
+        "restore never overwrites a data dir"
+    );
+}
+
+#[derive(Clone)]
+struct Paid {
+    order_no: String,
+}
+
+fn buyer(base: String, stop: Arc<AtomicBool>, paid: Arc<Mutex<Vec<Paid>>>) {
+    let c = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let Ok(r) = c
+            .post(format!("{base}/api/v1/orders"))
+            .json(&json!({"product_id": "copy", "quantity": 1, "email": "c@example.com", "gateway": "hmac"}))
+            .send()
+        else {
+            return;
+        };
+        if r.status() != 201 {
+            continue;
+        }
+        let o: Value = r.json().unwrap();
+        let no = o["order_no"].as_str().unwrap().to_string();
+        let body = json!({"order_no": no, "trade_no": format!("T{i}-{no}"), "amount": 100, "status": "paid"}).to_string();
+        let ts = now_secs().to_string();
+        let sig =
+            faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body.as_bytes());
+        let ok = c
+            .post(format!("{base}/api/v1/payments/hmac/notify"))
+            .header("X-Faka-Timestamp", ts)
+            .header("X-Faka-Signature", sig)
+            .body(body)
+            .send()
+            .map(|r| r.status() == 200)
+            .unwrap_or(false);
+        if ok {
+            paid.lock().unwrap().push(Paid { order_no: no });
+        }
+    }
+}
+
+#[test]
+fn twenty_live_copies_of_the_data_dir_restore_with_every_acknowledged_payment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // Small snapshots, so copies also race snapshot rotation and pruning.
+    let text = config_text(
+        dir.path(),
+        "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n",
+    )
+    .replace("[storage]\n", "[storage]\nsnapshot_mb = 2\n");
+    std::fs::write(&config, text).unwrap();
+    let mut server = start_binary(&config);
+    let c = Client::new();
+    c.post(format!("{}/api/v1/admin/products", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "copy", "name": "Copy", "price": 100}))
+        .send()
+        .unwrap();
+    let keys: Vec<String> = (0..30_000).map(|i| format!("COPY-{i:06}")).collect();
+    let r = c
+        .post(format!("{}/api/v1/admin/products/copy/keys", server.base))
+        .bearer_auth(ADMIN)
+        .header("Content-Type", "text/plain")
+        .body(keys.join("\n"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let paid: Arc<Mutex<Vec<Paid>>> = Arc::default();
+    let buyers: Vec<_> = (0..6)
+        .map(|_| {
+            let (b, s, p) = (server.base.clone(), stop.clone(), paid.clone());
+            std::thread::spawn(move || buyer(b, s, p))
+        })
+        .collect();
+    let data = dir.path().join("data");
+    let mut copies = Vec::new();
+    for i in 0..20 {
+        // Wait for fresh payments so every copy races real writes.
+        let floor = paid.lock().unwrap().len() + 5;
+        eventually(Duration::from_secs(30), || {
+            (paid.lock().unwrap().len() >= floor).then_some(())
+        });
+        let acked_before = paid.lock().unwrap().len();
+        let dest = dir.path().join(format!("copy-{i:02}"));
+        // cp may complain about files that vanish mid-copy (snapshot rotation); that is the point.
+        let _ = Command::new("cp")
+            .arg("-a")
+            .arg(&data)
+            .arg(&dest)
+            .output()
+            .unwrap();
+        copies.push((dest, acked_before));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for b in buyers {
+        b.join().unwrap();
+    }
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+
+    let paid = paid.lock().unwrap().clone();
+    for (dest, acked_before) in &copies {
+        let store = open_and_check(dest);
+        for p in &paid[..*acked_before] {
+            let o = store.order(&p.order_no).unwrap();
+            assert_eq!(
+                o.map(|o| o.status),
+                Some(OrderStatus::Delivered),
+                "{}: payment of {} acknowledged before the copy is missing",
+                dest.display(),
+                p.order_no
+            );
+        }
+        store.close();
+    }
+    assert!(
+        paid.len() >= 100,
+        "the load produced payments: {}",
+        paid.len()
+    );
+    let snaps = std::fs::read_dir(data.join("snapshots"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    eprintln!(
+        "{} payments, {} copies restored, {} snapshot files at the end",
+        paid.len(),
+        copies.len(),
+        snaps
+    );
+}

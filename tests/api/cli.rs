@@ -1,0 +1,192 @@
+//! The `faka` command line: version and help, check, import, admin-token.
+
+use crate::crash::start_binary;
+use crate::helpers::*;
+use serde_json::json;
+use std::process::{Command, Output};
+
+fn faka(args: &[&str]) -> Output {
+    Command::new(bin_path())
+        .args(args)
+        .output()
+        .expect("run faka")
+}
+
+#[test]
+fn version_and_help_speak_to_a_merchant() {
+    let v = faka(&["--version"]);
+    assert!(v.status.success());
+    assert!(String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let h = String::from_utf8_lossy(&faka(&["--help"]).stdout).to_string();
+    for cmd in [
+        "serve",
+        "check",
+        "backup",
+        "restore",
+        "import",
+        "admin-token",
+    ] {
+        assert!(h.contains(cmd), "{h}");
+    }
+}
+
+#[test]
+fn check_passes_on_a_healthy_store_and_reports_a_broken_one() {
+    let app = spawn();
+    app.product_with_keys("p", 100, 3);
+    app.order_ok("p", 1, "manual");
+    let dir = app.stop();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    let ok = faka(&["--config", config.to_str().unwrap(), "check"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("0 violation"));
+
+    // Break an invariant behind the shop's back: a held key whose order does not list it.
+    let store =
+        faka::store::Store::open(&faka::store::StoreOptions::new(dir.path().join("data"))).unwrap();
+    store
+        .write_blocking(|tx| {
+            let ids = tx.available_keys("p", 1)?.unwrap();
+            tx.swap_key_state(
+                ids[0],
+                &faka::domain::model::KeyState::Available,
+                faka::domain::model::KeyState::Held {
+                    order_no: "F0000000000000000".into(),
+                },
+            )
+        })
+        .unwrap();
+    store.close();
+    drop(store);
+    let bad = faka(&["--config", config.to_str().unwrap(), "check"]);
+    assert!(!bad.status.success());
+    let report = String::from_utf8_lossy(&bad.stdout);
+    assert!(report.contains("F0000000000000000"), "{report}");
+    assert!(report.contains("counts"), "{report}");
+}
+
+#[test]
+fn import_reads_a_key_file_offline_and_through_a_running_shop() {
+    let app = spawn();
+    app.product_with_keys("p", 100, 0);
+    let dir = app.stop();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(dir.path(), "[log]\nformat = \"json\"\n"),
+    )
+    .unwrap();
+    let file = dir.path().join("keys.txt");
+    std::fs::write(&file, "A-1\nA-2\n\n  A-3  \nA-1\n").unwrap();
+    let out = faka(&[
+        "--config",
+        config.to_str().unwrap(),
+        "import",
+        "--product",
+        "p",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 keys added, 1 duplicates"));
+
+    let mut server = start_binary(&config);
+    std::fs::write(&file, "A-3\nB-1\nB-2\n").unwrap();
+    let out = faka(&[
+        "--config",
+        config.to_str().unwrap(),
+        "import",
+        "--product",
+        "p",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 keys added, 1 duplicates"));
+    let list: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/products/p", server.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list["stock"], 5);
+    let missing = faka(&[
+        "--config",
+        config.to_str().unwrap(),
+        "import",
+        "--product",
+        "nope",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+}
+
+#[test]
+fn rotating_the_admin_token_replaces_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = config_text(dir.path(), "[log]\nformat = \"json\"\n")
+        .replace(&format!("token = \"{ADMIN}\""), "");
+    std::fs::write(&config, text).unwrap();
+    let first = faka(&[
+        "--config",
+        config.to_str().unwrap(),
+        "admin-token",
+        "--rotate",
+    ]);
+    assert!(first.status.success());
+    let old = String::from_utf8_lossy(&first.stdout).trim().to_string();
+    let mut server = start_binary(&config);
+    let c = reqwest::blocking::Client::new();
+    let get = |t: &str| {
+        c.get(format!("{}/api/v1/admin/products", server.base))
+            .bearer_auth(t)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get(&old), 200);
+    let second = faka(&[
+        "--config",
+        config.to_str().unwrap(),
+        "admin-token",
+        "--rotate",
+    ]);
+    let new = String::from_utf8_lossy(&second.stdout).trim().to_string();
+    assert_ne!(old, new);
+    assert_eq!(get(&new), 200);
+    assert_eq!(
+        get(&old),
+        401,
+        "the old token stops working without a restart"
+    );
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    let with_config_token = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[admin]\n", "[admin]\ntoken = \"x\"\n");
+    std::fs::write(&config, with_config_token).unwrap();
+    assert!(!faka(&[
+        "--config",
+        config.to_str().unwrap(),
+        "admin-token",
+        "--rotate"
+    ])
+    .status
+    .success());
+    let _ = json!({});
+}
