@@ -99,10 +99,10 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         let app = startup::Application::build(cfg).context("starting faka")?;
         if let Some(token) = &app.generated_admin_token {
             // Printed once, on purpose, to the terminal only: it is never logged.
-            println!("\n  faka generated an admin token (it is stored only as a hash; keep it now):\n\n    {token}\n");
+            eprintln!("\n  faka generated an admin token (it is stored only as a hash; keep it now):\n\n    {token}\n");
         }
         if app.created_key_file {
-            println!("  faka created a new master key file; back it up apart from the data directory.\n");
+            eprintln!("  faka created a new master key file; back it up apart from the data directory.\n");
         }
         app.run_until_stopped().await.context("serving")?;
         Ok(())

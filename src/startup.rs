@@ -137,7 +137,9 @@ impl Application {
             };
             workers::webhooks::start(ctx, &mut workers);
         }
+        let metrics = Arc::new(crate::ops::metrics::Metrics::new(&store));
         let state = web::Data::new(AppState {
+            metrics: metrics.clone(),
             store: store.clone(),
             admin: auth::AdminAuth::new(cfg.admin.token.as_deref(), &cfg.storage.data_dir),
             gateways: Gateways::from_config(&cfg),
@@ -145,12 +147,19 @@ impl Application {
             config: cfg.clone(),
         });
         let timeout = Duration::from_secs(cfg.server.request_timeout_secs.max(1));
-        let mut server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-                .client_request_timeout(timeout)
-                .client_disconnect_timeout(Duration::from_secs(2))
-                .shutdown_timeout(10)
-                .backlog(4096);
+        let mut server = HttpServer::new(move || {
+            let m = metrics.clone();
+            App::new()
+                .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    http::middleware::observe(m.clone(), req, next)
+                }))
+                .configure(http::routes)
+        })
+        .client_request_timeout(timeout)
+        .client_disconnect_timeout(Duration::from_secs(2))
+        .shutdown_timeout(10)
+        .backlog(4096);
         if cfg.server.workers > 0 {
             server = server.workers(cfg.server.workers);
         }

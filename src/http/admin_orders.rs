@@ -126,10 +126,12 @@ pub async fn pay(_: Admin, state: State, req: HttpRequest, payload: web::Payload
         source: PaymentSource::Manual,
         note: note(body.note)?,
     };
-    let applied = state
+    let result = state
         .store
         .write(move |tx| shop::apply_payment(tx, payment))
-        .await?;
+        .await;
+    super::payments::count(&state, Gateway::Manual, &result);
+    let applied = result?;
     tracing::info!(order_no = %applied.order.order_no, status = applied.order.status.as_str(), "manual payment applied");
     Ok(HttpResponse::Ok().json(admin_view(&state, &applied.order)?))
 }

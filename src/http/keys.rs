@@ -88,6 +88,38 @@ pub fn seal_keys(crypto: &Crypto, product_id: &str, keys: Vec<String>) -> Vec<Se
         .collect()
 }
 
+/// Keys per writer command. A huge upload committed as one batch makes sled
+/// build oversized nodes that slow every later write and hold gigabytes, so
+/// big uploads are committed as a sequence of batches. The upload was
+/// validated as a whole first; if faka dies midway, the keys committed so far
+/// stay, nobody was told success, and re-sending the same upload completes it
+/// (the committed ones count as duplicates).
+pub const IMPORT_CHUNK: usize = 10_000;
+
+pub async fn import_in_chunks(
+    store: &crate::store::Store,
+    product_id: &str,
+    mut sealed: Vec<SealedKey>,
+) -> Result<shop::ImportResult, Error> {
+    let mut total = shop::ImportResult {
+        added: 0,
+        duplicates: 0,
+        stock: 0,
+    };
+    while !sealed.is_empty() {
+        let rest = sealed.split_off(sealed.len().min(IMPORT_CHUNK));
+        let chunk = std::mem::replace(&mut sealed, rest);
+        let pid = product_id.to_string();
+        let r = store
+            .write(move |tx| shop::import_keys(tx, &pid, chunk))
+            .await?;
+        total.added += r.added;
+        total.duplicates += r.duplicates;
+        total.stock = r.stock;
+    }
+    Ok(total)
+}
+
 pub async fn import(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
     let pid = product_id(&req)?;
     if state.store.product(pid.as_str())?.is_none() {
@@ -110,10 +142,7 @@ pub async fn import(_: Admin, state: State, req: HttpRequest, payload: web::Payl
     })
     .await
     .map_err(|_| Error::unavailable("server busy"))??;
-    let result = state
-        .store
-        .write(move |tx| shop::import_keys(tx, pid.as_str(), sealed))
-        .await?;
+    let result = import_in_chunks(&state.store, pid.as_str(), sealed).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "added": result.added, "duplicates": result.duplicates, "stock": result.stock
     })))

@@ -8,6 +8,7 @@ pub mod auth;
 mod body;
 mod health;
 pub mod keys;
+pub mod middleware;
 mod ops;
 mod orders;
 mod payments;
@@ -32,6 +33,7 @@ pub struct AppState {
     pub crypto: Arc<Crypto>,
     pub admin: auth::AdminAuth,
     pub gateways: crate::payments::Gateways,
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 pub type State = web::Data<AppState>;
@@ -119,6 +121,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/api/v1/admin/webhooks/{id}/retry").route(web::post().to(webhooks::retry)),
         )
         .service(resource("/api/v1/admin/backup").route(web::post().to(ops::backup)))
+        .service(resource("/metrics").route(web::get().to(ops::metrics)))
         .default_service(web::to(not_found));
 }
 

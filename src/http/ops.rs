@@ -1,4 +1,4 @@
-//! Operations endpoints: on-line backup.
+//! Operations endpoints: on-line backup and Prometheus metrics.
 
 use super::auth::Admin;
 use super::{HttpResult, State};
@@ -34,4 +34,15 @@ pub async fn backup(_: Admin, state: State) -> HttpResult {
         "bytes": result.bytes,
         "last_batch": result.last_batch,
     })))
+}
+
+/// `GET /metrics` (admin): Prometheus text format.
+pub async fn metrics(_: Admin, state: State) -> HttpResult {
+    let st = state.clone();
+    let text = web::block(move || st.metrics.render(&st.store))
+        .await
+        .map_err(|_| Error::unavailable("server busy"))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
 }

@@ -89,6 +89,9 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
             format!("gateway {} is not enabled", gateway.as_str()),
         ));
     }
+    if idem.is_none() {
+        refuse_early(&state, product_id.as_str(), b.quantity)?;
+    }
     let now = now_ms();
     let order_no = OrderNo::generate(now);
     let query_password_hash = match b.query_password {
@@ -142,6 +145,30 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
                 .body(body))
         }
     }
+}
+
+/// Answers what a read can already tell — unknown product, quantity out of
+/// range, not enough stock — without queueing for the writer. In a flash
+/// sale this keeps thousands of losing buyers off the write path. The writer
+/// checks everything again; stock read here can only be stale in the buyer's
+/// favour of an earlier refusal, which is a valid answer at that moment.
+fn refuse_early(state: &State, product_id: &str, quantity: u32) -> Result<(), Error> {
+    let Some(p) = state.store.product(product_id)?.filter(|p| p.active) else {
+        return Err(Error::not_found(format!("product {product_id} not found")));
+    };
+    if quantity < p.min_quantity || quantity > p.max_quantity {
+        return Err(Error::invalid(
+            "quantity",
+            format!("must be between {} and {}", p.min_quantity, p.max_quantity),
+        ));
+    }
+    if p.counts.available < quantity as u64 {
+        return Err(Error::OutOfStock(format!(
+            "only {} keys left for product {}",
+            p.counts.available, p.id
+        )));
+    }
+    Ok(())
 }
 
 fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {

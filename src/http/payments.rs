@@ -6,7 +6,7 @@
 use super::body::read_body;
 use super::{HttpResult, State};
 use crate::domain::ids::{Gateway, OrderNo};
-use crate::domain::order::PaymentSource;
+use crate::domain::order::{PaymentSource, PaymentStep};
 use crate::domain::shop::{self, Payment, PaymentApplied};
 use crate::error::Error;
 use crate::payments::{CallbackRequest, VerifiedPayment};
@@ -72,19 +72,52 @@ pub async fn apply_verified(
     Ok(applied)
 }
 
+/// The whole of a callback: gateway enabled, body, verification, the shared
+/// payment path; counted in the metrics whatever the outcome.
+async fn receive(
+    state: &State,
+    gateway: Gateway,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<PaymentApplied, Error> {
+    let result = async {
+        let gw = state.gateways.get(gateway).ok_or_else(|| {
+            Error::InvalidSignature(format!("the {} gateway is not enabled", gateway.as_str()))
+        })?;
+        let body = read_body(req, payload, state.config.limits.body_kb * 1024).await?;
+        let verified = gw.verify(&CallbackRequest {
+            headers: req.headers(),
+            query: req.query_string(),
+            body: &body,
+            now_secs: crate::store::now_ms() / 1000,
+        })?;
+        apply_verified(state, gateway, verified).await
+    }
+    .await;
+    count(state, gateway, &result);
+    if let Err(e) = &result {
+        tracing::warn!(gateway = gateway.as_str(), code = e.code(), reason = %e, "payment callback refused");
+    }
+    result
+}
+
+/// Counts a payment outcome in the metrics.
+pub fn count(state: &State, gateway: Gateway, result: &Result<PaymentApplied, Error>) {
+    match result {
+        Ok(a) => {
+            let step = match a.step {
+                PaymentStep::Repeat => "repeated",
+                PaymentStep::SecondPayment => "second_payment",
+                PaymentStep::DeliverHeld | PaymentStep::ClaimOrAwait => "applied",
+            };
+            state.metrics.payment(gateway.as_str(), step, "");
+        }
+        Err(e) => state.metrics.payment(gateway.as_str(), "refused", e.code()),
+    }
+}
+
 pub async fn hmac_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
-    let gw = state
-        .gateways
-        .get(Gateway::Hmac)
-        .ok_or_else(|| Error::InvalidSignature("the hmac gateway is not enabled".into()))?;
-    let body = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
-    let verified = gw.verify(&CallbackRequest {
-        headers: req.headers(),
-        query: req.query_string(),
-        body: &body,
-        now_secs: crate::store::now_ms() / 1000,
-    })?;
-    let applied = apply_verified(&state, Gateway::Hmac, verified).await?;
+    let applied = receive(&state, Gateway::Hmac, &req, payload).await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"ok": true, "status": applied.order.status.as_str()})))
 }
@@ -92,27 +125,11 @@ pub async fn hmac_notify(state: State, req: HttpRequest, payload: web::Payload) 
 /// epay notify (GET query or POST form). The answer is plain text: `success`
 /// when applied or already applied, `fail` otherwise (with a 4xx/503 status).
 pub async fn epay_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let result = async {
-        let gw = state
-            .gateways
-            .get(Gateway::Epay)
-            .ok_or_else(|| Error::InvalidSignature("the epay gateway is not enabled".into()))?;
-        let body = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
-        let verified = gw.verify(&CallbackRequest {
-            headers: req.headers(),
-            query: req.query_string(),
-            body: &body,
-            now_secs: crate::store::now_ms() / 1000,
-        })?;
-        apply_verified(&state, Gateway::Epay, verified).await
-    }
-    .await;
-    match result {
+    match receive(&state, Gateway::Epay, &req, payload).await {
         Ok(_) => HttpResponse::Ok()
             .content_type("text/plain")
             .body("success"),
         Err(e) => {
-            tracing::warn!(code = e.code(), reason = %e, "epay callback refused");
             let mut res = HttpResponse::build(actix_web::ResponseError::status_code(&e));
             if let Some(secs) = e.retry_after() {
                 res.insert_header(("Retry-After", secs.to_string()));

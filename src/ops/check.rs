@@ -116,6 +116,21 @@ pub fn run(store: &Store) -> Result<Report> {
         statuses.insert(o.order_no.clone(), o.status);
         Ok(())
     })?;
+    let mut by_status = [0u64; 6];
+    for s in statuses.values() {
+        by_status[OrderStatus::ALL.iter().position(|x| x == s).unwrap_or(0)] += 1;
+    }
+    let recorded = store
+        .stats()
+        .orders_by_status
+        .lock()
+        .map(|c| *c)
+        .unwrap_or_default();
+    if recorded != by_status {
+        bad.push(format!(
+            "order counts by status {recorded:?} do not match the orders {by_status:?}"
+        ));
+    }
     // Pass 2: keys against their owners.
     let mut counted: BTreeMap<String, Counted> = BTreeMap::new();
     store.for_each_key(|id, k| {

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 
-const CHUNK: usize = 50_000;
+const CHUNK: usize = crate::http::keys::IMPORT_CHUNK;
 
 fn read_keys(file: &Path) -> anyhow::Result<Vec<String>> {
     let mut bytes = Vec::new();

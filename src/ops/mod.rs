@@ -4,4 +4,5 @@
 pub mod backup;
 pub mod check;
 pub mod import;
+pub mod metrics;
 pub mod recovery;

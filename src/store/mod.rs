@@ -91,6 +91,9 @@ impl Store {
         let (sender, rx) = crossbeam_channel::bounded(opts.queue_capacity);
         let stats = Arc::new(WriterStats::default());
         stats.applied_seq.store(opened.seq, Ordering::SeqCst);
+        if let Ok(mut c) = stats.orders_by_status.lock() {
+            *c = opened.counters.orders_by_status;
+        }
         let files = Arc::new(Mutex::new(()));
         let commit_hooks: CommitHooks = Arc::default();
         let hooks = commit_hooks.clone();

@@ -11,6 +11,7 @@ use super::codec;
 use super::journal::Write;
 use super::tree::{self, Tree, Trees};
 use crate::domain::model::{IdempotencyRecord, KeyRecord, KeyState, Order, OutboxEvent, Product};
+use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
@@ -24,6 +25,8 @@ pub struct Counters {
     pub next_key_id: u64,
     pub next_order_seq: u64,
     pub next_outbox_seq: u64,
+    /// Orders per status, in `OrderStatus::ALL` order (for metrics).
+    pub orders_by_status: [u64; 6],
 }
 
 pub struct Tx<'a> {
@@ -274,8 +277,18 @@ impl<'a> Tx<'a> {
         seq
     }
 
+    fn count_status(&mut self, from: Option<OrderStatus>, to: OrderStatus) {
+        let idx = |s: OrderStatus| OrderStatus::ALL.iter().position(|x| *x == s).unwrap_or(0);
+        if let Some(f) = from {
+            let c = &mut self.counters.orders_by_status[idx(f)];
+            *c = c.saturating_sub(1);
+        }
+        self.counters.orders_by_status[idx(to)] += 1;
+    }
+
     /// Stores a brand-new order and indexes it for listing.
     pub fn insert_order(&mut self, o: &Order) {
+        self.count_status(None, o.status);
         self.put_raw(
             Tree::OrderSeq,
             tree::u64_key(o.seq).to_vec(),
@@ -285,6 +298,10 @@ impl<'a> Tx<'a> {
     }
 
     pub fn put_order(&mut self, o: &Order) {
+        let was = self.order(&o.order_no).ok().flatten().map(|p| p.status);
+        if was != Some(o.status) {
+            self.count_status(was, o.status);
+        }
         self.put(Tree::Orders, o.order_no.as_bytes().to_vec(), o);
     }
 

@@ -31,14 +31,17 @@ pub(crate) enum Msg {
 }
 
 /// Counters the writer publishes for health checks and metrics.
-#[derive(Default)]
 pub struct WriterStats {
+    pub batch_size: prometheus::Histogram,
+    pub commit_seconds: prometheus::Histogram,
     pub batches: AtomicU64,
     pub jobs: AtomicU64,
     pub applied_seq: AtomicU64,
     pub last_batch_size: AtomicU64,
     pub last_commit_micros: AtomicU64,
     pub failed_commits: AtomicU64,
+    /// Orders per status after the last commit (see `Counters`).
+    pub orders_by_status: std::sync::Mutex<[u64; 6]>,
     /// Set when the journal could not be written: writes answer 503 until a
     /// later batch commits again.
     pub failing: AtomicBool,
@@ -180,6 +183,10 @@ impl Writer {
         self.stats
             .last_batch_size
             .store(n as u64, Ordering::Relaxed);
+        self.stats.batch_size.observe(n as f64);
+        self.stats
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.stats
             .last_commit_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -225,6 +232,9 @@ impl Writer {
         self.stats.failing.store(false, Ordering::SeqCst);
         self.seq = seq;
         self.counters = counters;
+        if let Ok(mut c) = self.stats.orders_by_status.lock() {
+            *c = counters.orders_by_status;
+        }
         self.stats.applied_seq.store(seq, Ordering::SeqCst);
         if let Err(e) = apply_writes(&self.trees, &batch.writes) {
             // The batch is durable in the journal, so callers may hear success;
@@ -233,5 +243,24 @@ impl Writer {
             self.stats.poisoned.store(true, Ordering::SeqCst);
         }
         Ok(())
+    }
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        let (batch_size, commit_seconds) = crate::ops::metrics::writer_histograms();
+        WriterStats {
+            batch_size,
+            commit_seconds,
+            batches: AtomicU64::new(0),
+            jobs: AtomicU64::new(0),
+            applied_seq: AtomicU64::new(0),
+            last_batch_size: AtomicU64::new(0),
+            last_commit_micros: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            orders_by_status: std::sync::Mutex::new([0; 6]),
+            poisoned: AtomicBool::new(false),
+        }
     }
 }

@@ -220,6 +220,13 @@ fn dispatcher(
 }
 
 fn dispatch_due(ctx: &Context, jobs: &Sender<OutboxEvent>, in_flight: &Mutex<HashSet<String>>) {
+    // Lock before reading the outbox: a sender clears its order from the
+    // in-flight set only after its attempt is recorded, so under the lock
+    // the outbox never shows an attempt that is still being recorded (which
+    // would send a delivered event twice).
+    let Ok(mut busy) = in_flight.lock() else {
+        return;
+    };
     let pending = match ctx.store.pending_outbox(4096) {
         Ok(p) => p,
         Err(e) => {
@@ -228,9 +235,6 @@ fn dispatch_due(ctx: &Context, jobs: &Sender<OutboxEvent>, in_flight: &Mutex<Has
         }
     };
     let now = now_ms();
-    let Ok(mut busy) = in_flight.lock() else {
-        return;
-    };
     // Only the oldest pending event of each order may go: per-order order.
     let mut seen: HashSet<String> = busy.clone();
     for e in pending {

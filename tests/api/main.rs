@@ -11,6 +11,7 @@ mod demo;
 mod epay;
 mod errors;
 mod keys;
+mod ops;
 mod orders;
 mod payments;
 mod products;

@@ -1,0 +1,312 @@
+//! What an operator relies on: Prometheus metrics that move, JSON logs that
+//! parse and never hold a secret, request ids, and a graceful stop on SIGTERM
+//! that loses no acknowledged write.
+
+use crate::crash::{start_binary, unsafe_sigterm};
+use crate::helpers::*;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Parses Prometheus text into `name{labels}` → value, failing on any line
+/// that is not a comment or a sample.
+fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.insert(series.to_string(), v);
+    }
+    out
+}
+
+fn find(m: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(name) && labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_move_after_a_flow() {
+    let app = spawn();
+    assert_eq!(
+        error_code(app.get("/metrics")),
+        (401, "unauthorized".into())
+    );
+    let before = parse_prometheus(&app.admin_get("/metrics").text().unwrap());
+    app.product_with_keys("p", 100, 3);
+    let o = app.order_ok("p", 1, "hmac");
+    let no = o["order_no"].as_str().unwrap();
+    app.hmac_notify(no, "T-1", 100);
+    app.hmac_notify(no, "T-1", 100);
+    app.hmac_notify_raw("{}", now_secs(), "forged");
+    let r = app.admin_get("/metrics");
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let m = parse_prometheus(&r.text().unwrap());
+    let created = r#"route="/api/v1/orders""#;
+    assert_eq!(
+        find(
+            &m,
+            "faka_http_requests_total",
+            &[created, r#"status="201""#]
+        ),
+        1.0
+    );
+    assert_eq!(find(&before, "faka_http_requests_total", &[created]), 0.0);
+    assert_eq!(
+        find(
+            &m,
+            "faka_payments_total",
+            &[r#"gateway="hmac""#, r#"result="applied""#]
+        ),
+        1.0
+    );
+    assert_eq!(
+        find(&m, "faka_payments_total", &[r#"result="repeated""#]),
+        1.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "faka_payments_total",
+            &[r#"reason="invalid_signature""#]
+        ),
+        1.0
+    );
+    assert_eq!(find(&m, "faka_orders", &[r#"status="delivered""#]), 1.0);
+    assert_eq!(
+        find(&m, "faka_keys", &[r#"product="p""#, r#"state="sold""#]),
+        1.0
+    );
+    assert_eq!(
+        find(&m, "faka_keys", &[r#"product="p""#, r#"state="available""#]),
+        2.0
+    );
+    assert!(find(&m, "faka_writer_batch_size_count", &[]) >= 3.0);
+    assert!(find(&m, "faka_writer_commit_seconds_bucket", &[r#"le="+Inf""#]) >= 3.0);
+    assert!(find(&m, "faka_http_request_seconds_count", &[]) >= 5.0);
+    assert!(m.contains_key("faka_writer_queue_depth"));
+    assert!(find(&m, "faka_store_bytes", &[]) > 0.0);
+    assert!(m.keys().any(|k| k.starts_with("faka_webhooks")));
+}
+
+#[test]
+fn every_response_carries_a_request_id() {
+    let app = spawn();
+    let r = app.get("/healthz");
+    assert_eq!(r.headers()["x-request-id"].to_str().unwrap().len(), 16);
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("X-Request-Id", "from-the-proxy-42")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "from-the-proxy-42");
+    let r = app
+        .client
+        .get(app.url("/nope"))
+        .header("X-Request-Id", "bad id with spaces")
+        .send()
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"], "bad id with spaces");
+}
+
+#[test]
+fn json_logs_parse_carry_request_ids_and_never_hold_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            dir.path(),
+            "[log]\nformat = \"json\"\nlevel = \"info,faka=debug\"\n",
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let port = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("faka logs its start");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        lines.push(line);
+        if v["message"] == "faka is serving" {
+            break v["port"].as_u64().unwrap();
+        }
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let c = Client::new();
+    c.post(format!("{base}/api/v1/admin/products"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "p", "name": "P", "price": 100}))
+        .send()
+        .unwrap();
+    let key_text = "SECRET-CARD-KEY-0001";
+    c.post(format!("{base}/api/v1/admin/products/p/keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"keys": [key_text]}))
+        .send()
+        .unwrap();
+    let o: Value = c
+        .post(format!("{base}/api/v1/orders"))
+        .json(&json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "hmac"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let no = o["order_no"].as_str().unwrap();
+    let token = o["token"].as_str().unwrap();
+    let body =
+        json!({"order_no": no, "trade_no": "T-1", "amount": 100, "status": "paid"}).to_string();
+    let ts = now_secs().to_string();
+    let sig = faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body.as_bytes());
+    c.post(format!("{base}/api/v1/payments/hmac/notify"))
+        .header("X-Faka-Timestamp", &ts)
+        .header("X-Faka-Signature", &sig)
+        .body(body.clone())
+        .send()
+        .unwrap();
+    // A forged one, and a wrong admin token, which get logged as refusals.
+    c.post(format!("{base}/api/v1/payments/hmac/notify"))
+        .header("X-Faka-Timestamp", &ts)
+        .header("X-Faka-Signature", "0".repeat(64))
+        .body(body)
+        .send()
+        .unwrap();
+    c.get(format!("{base}/api/v1/admin/orders"))
+        .bearer_auth("wrong-token")
+        .send()
+        .unwrap();
+    let view: Value = c
+        .get(format!("{base}/api/v1/orders/{no}?token={token}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(view["keys"], json!([key_text]));
+    unsafe_sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        lines.push(line);
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let all = lines.join("\n") + &stderr;
+    for secret in [key_text, token, ADMIN, HMAC_SECRET, &sig, "wrong-token"] {
+        assert!(!all.contains(secret), "a secret reached the logs: {secret}");
+    }
+    for line in &lines {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("request_id") && l.contains("payment callback applied")));
+    assert!(lines.iter().any(|l| l.contains("payment callback refused")));
+    assert!(lines.len() > 5);
+}
+
+#[test]
+fn sigterm_drains_in_flight_writes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(dir.path(), "[log]\nformat = \"json\"\n"),
+    )
+    .unwrap();
+    let mut server = start_binary(&config);
+    let c = Client::new();
+    c.post(format!("{}/api/v1/admin/products", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "p", "name": "P", "price": 100, "max_quantity": 1}))
+        .send()
+        .unwrap();
+    let keys: Vec<String> = (0..2000).map(|i| format!("K{i}")).collect();
+    c.post(format!("{}/api/v1/admin/products/p/keys", server.base))
+        .bearer_auth(ADMIN)
+        .header("Content-Type", "text/plain")
+        .body(keys.join("\n"))
+        .send()
+        .unwrap();
+    let base = server.base.clone();
+    let buyers: Vec<_> = (0..6)
+        .map(|_| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                let c = Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+                let mut acked = Vec::new();
+                loop {
+                    let r = c
+                        .post(format!("{base}/api/v1/orders"))
+                        .json(&json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual"}))
+                        .send();
+                    match r {
+                        Ok(r) if r.status() == 201 => {
+                            acked.push(r.json::<Value>().unwrap()["order_no"].as_str().unwrap().to_string())
+                        }
+                        Ok(r) if r.status() == 503 => {} // shutting down: refused, not lost
+                        _ => return acked,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    unsafe_sigterm(&server.child);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "faka did not stop within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "graceful stop exits 0");
+    let acked: Vec<String> = buyers.into_iter().flat_map(|b| b.join().unwrap()).collect();
+    assert!(!acked.is_empty());
+    assert!(
+        dir.path().join("data/CLEAN").exists(),
+        "a clean stop leaves the clean marker"
+    );
+    let store =
+        faka::store::Store::open(&faka::store::StoreOptions::new(dir.path().join("data"))).unwrap();
+    assert!(!store.was_rebuilt(), "a clean stop needs no rebuild");
+    for no in &acked {
+        assert!(
+            store.order(no).unwrap().is_some(),
+            "acknowledged order {no} was lost"
+        );
+    }
+    assert!(faka::ops::check::run(&store).unwrap().ok());
+    store.close();
+}
