@@ -229,6 +229,17 @@ pub struct LimitsConfig {
     pub import_body_mb: usize,
     /// Body limit of every other route.
     pub body_kb: usize,
+    /// Orders one client IP may create per minute (0 = no limit).
+    pub orders_per_minute: u32,
+    /// Unpaid orders holding keys at once, per client IP (0 = no cap):
+    /// a reservation flood cannot empty a product's stock.
+    pub max_pending_per_ip: u32,
+    /// Unpaid orders holding keys at once, per buyer e-mail (0 = no cap).
+    pub max_pending_per_email: u32,
+    /// Order lookups per client IP per minute, so tokens cannot be guessed.
+    pub lookups_per_minute: u32,
+    /// Failed admin logins per client IP per minute before 429.
+    pub admin_failures_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -236,6 +247,11 @@ impl Default for LimitsConfig {
         LimitsConfig {
             import_body_mb: 256,
             body_kb: 64,
+            orders_per_minute: 60,
+            max_pending_per_ip: 10,
+            max_pending_per_email: 5,
+            lookups_per_minute: 300,
+            admin_failures_per_minute: 10,
         }
     }
 }
@@ -284,6 +300,11 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("log.format", Kind::Str),
     ("limits.import_body_mb", Kind::Int),
     ("limits.body_kb", Kind::Int),
+    ("limits.orders_per_minute", Kind::Int),
+    ("limits.max_pending_per_ip", Kind::Int),
+    ("limits.max_pending_per_email", Kind::Int),
+    ("limits.lookups_per_minute", Kind::Int),
+    ("limits.admin_failures_per_minute", Kind::Int),
 ];
 
 fn env_name(path: &str) -> String {

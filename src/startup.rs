@@ -138,7 +138,15 @@ impl Application {
             workers::webhooks::start(ctx, &mut workers);
         }
         let metrics = Arc::new(crate::ops::metrics::Metrics::new(&store));
+        let limits = Arc::new(http::limits::Limits::new(&cfg.limits));
+        let (l, stop) = (limits.clone(), workers.stop_signal());
+        workers.spawn("faka-limits", move || {
+            while workers::pause(&stop, Duration::from_secs(60)) {
+                l.shrink();
+            }
+        });
         let state = web::Data::new(AppState {
+            limits,
             metrics: metrics.clone(),
             store: store.clone(),
             admin: auth::AdminAuth::new(cfg.admin.token.as_deref(), &cfg.storage.data_dir),

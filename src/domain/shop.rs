@@ -186,6 +186,9 @@ pub struct NewOrder {
     pub created_at_ms: i64,
     pub hold_ms: i64,
     pub idempotency: Option<Idempotency>,
+    /// Caps on unpaid orders per client IP and per e-mail (0 = none).
+    pub max_pending_per_ip: u32,
+    pub max_pending_per_email: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +247,7 @@ pub fn create_order(
         .price
         .checked_mul(req.quantity as u64)
         .ok_or_else(|| Error::invalid("quantity", "order amount is too large"))?;
+    check_hold_caps(tx, &req)?;
     let Some(key_ids) = tx.available_keys(&req.product_id, req.quantity as usize)? else {
         return Err(Error::OutOfStock(format!(
             "only {} keys left for product {}",
@@ -304,6 +308,27 @@ pub fn create_order(
         );
     }
     Ok(Created::New(Box::new(order)))
+}
+
+/// A reservation flood from one address or e-mail must not empty a product:
+/// refuse new holds past the caps until earlier orders are paid or expire.
+fn check_hold_caps(tx: &Tx, req: &NewOrder) -> Result<()> {
+    let capped = |kind: &str, who: &str, cap: u32| -> Result<()> {
+        if cap > 0 && tx.pending_holds(kind, who)? >= cap as u64 {
+            return Err(Error::RateLimited {
+                message: format!(
+                    "{cap} unpaid orders are already waiting for this {kind}; pay or let them expire first"
+                ),
+                retry_after: std::time::Duration::from_secs(60),
+            });
+        }
+        Ok(())
+    };
+    capped("email", &req.email, req.max_pending_per_email)?;
+    if let Some(ip) = &req.client_ip {
+        capped("ip", ip, req.max_pending_per_ip)?;
+    }
+    Ok(())
 }
 
 /// A verified payment, from a gateway callback or the merchant's 补单.

@@ -101,6 +101,11 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<State>().cloned();
+        let trusted = state
+            .as_ref()
+            .map(|s| s.config.server.trusted_proxies.clone())
+            .unwrap_or_default();
+        let ip = super::orders::client_ip(req, &trusted).unwrap_or_else(|| "unknown".into());
         let token = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -109,18 +114,25 @@ impl FromRequest for Admin {
             .map(|t| t.trim().to_string());
         Box::pin(async move {
             let unauthorized = || Error::Unauthorized("admin token missing or wrong".into());
-            let (Some(state), Some(token)) = (state, token) else {
+            let Some(state) = state else {
                 return Err(unauthorized());
             };
-            if token.is_empty() || token.len() > 512 {
-                return Err(unauthorized());
-            }
-            let ok = web::block(move || state.admin.verify(&token))
-                .await
-                .map_err(|_| Error::unavailable("server busy"))?;
+            state.limits.admin_blocked(&ip)?;
+            let token = token.filter(|t| !t.is_empty() && t.len() <= 512);
+            let ok = match token {
+                Some(token) => {
+                    let st = state.clone();
+                    web::block(move || st.admin.verify(&token))
+                        .await
+                        .map_err(|_| Error::unavailable("server busy"))?
+                }
+                None => false,
+            };
             if ok {
                 Ok(Admin)
             } else {
+                state.limits.admin_failed(&ip);
+                tracing::warn!(client = %ip, "admin authentication failed");
                 Err(unauthorized())
             }
         })

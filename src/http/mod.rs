@@ -8,6 +8,7 @@ pub mod auth;
 mod body;
 mod health;
 pub mod keys;
+pub mod limits;
 pub mod middleware;
 mod ops;
 mod orders;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub admin: auth::AdminAuth,
     pub gateways: crate::payments::Gateways,
     pub metrics: Arc<crate::ops::metrics::Metrics>,
+    pub limits: Arc<limits::Limits>,
 }
 
 pub type State = web::Data<AppState>;

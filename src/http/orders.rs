@@ -1,6 +1,7 @@
 //! Buyer orders: create (holding keys), and look up with the order's token.
 
 use super::body::{parse_json, read_body};
+use super::limits::Limit;
 use super::{path_param, render, HttpResult, State};
 use crate::crypto::{ct_eq, new_token, sha256};
 use crate::domain::ids::{printable, Email, Gateway, OrderNo, ProductId};
@@ -69,6 +70,10 @@ pub fn client_ip(req: &HttpRequest, trusted: &[String]) -> Option<String> {
 }
 
 pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let ip = client_ip(&req, &state.config.server.trusted_proxies);
+    state
+        .limits
+        .take(Limit::Orders, ip.as_deref().unwrap_or("unknown"))?;
     let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
     let idem = idempotency(&req, &bytes)?;
     let b: CreateBody = parse_json(&bytes)?;
@@ -115,10 +120,12 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         gateway,
         token_hash: sha256(token.as_bytes()),
         query_password_hash,
-        client_ip: client_ip(&req, &state.config.server.trusted_proxies),
+        client_ip: ip,
         created_at_ms: now,
         hold_ms: state.config.orders.hold_secs as i64 * 1000,
         idempotency: idem,
+        max_pending_per_ip: state.config.limits.max_pending_per_ip,
+        max_pending_per_email: state.config.limits.max_pending_per_email,
     };
     let st = state.clone();
     let tok = token.clone();
@@ -182,6 +189,10 @@ fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
 }
 
 pub async fn get(state: State, req: HttpRequest) -> HttpResult {
+    let ip = client_ip(&req, &state.config.server.trusted_proxies);
+    state
+        .limits
+        .take(Limit::Lookups, ip.as_deref().unwrap_or("unknown"))?;
     let raw = path_param(&req, "order_no");
     let not_found = || Error::not_found(format!("order {} not found", printable(raw, 40)));
     let order_no = OrderNo::parse(raw).map_err(|_| not_found())?;

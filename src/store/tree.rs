@@ -32,9 +32,11 @@ pub enum Tree {
     Outbox = 11,
     /// outbox seq (u64 BE) → () for events still to be sent
     OutboxPending = 12,
+    /// "ip"|"email", 0, who → unpaid orders holding keys (u64 BE)
+    Holds = 13,
 }
 
-pub const ALL: [Tree; 13] = [
+pub const ALL: [Tree; 14] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
@@ -48,6 +50,7 @@ pub const ALL: [Tree; 13] = [
     Tree::Idem,
     Tree::Outbox,
     Tree::OutboxPending,
+    Tree::Holds,
 ];
 
 impl Tree {
@@ -70,6 +73,7 @@ impl Tree {
             Tree::Idem => "idempotency",
             Tree::Outbox => "outbox",
             Tree::OutboxPending => "outbox_pending",
+            Tree::Holds => "holds",
         }
     }
 }

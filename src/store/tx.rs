@@ -277,18 +277,47 @@ impl<'a> Tx<'a> {
         seq
     }
 
-    fn count_status(&mut self, from: Option<OrderStatus>, to: OrderStatus) {
+    /// Keeps the per-status counts and the per-client hold counts in step
+    /// with an order's move from `from` to its current status.
+    fn track(&mut self, o: &Order, from: Option<OrderStatus>) {
         let idx = |s: OrderStatus| OrderStatus::ALL.iter().position(|x| *x == s).unwrap_or(0);
         if let Some(f) = from {
             let c = &mut self.counters.orders_by_status[idx(f)];
             *c = c.saturating_sub(1);
         }
-        self.counters.orders_by_status[idx(to)] += 1;
+        self.counters.orders_by_status[idx(o.status)] += 1;
+        let was_holding = from == Some(OrderStatus::Pending);
+        let holds = o.status == OrderStatus::Pending;
+        if was_holding != holds {
+            for key in hold_keys(o) {
+                let n = self
+                    .get_raw(Tree::Holds, &key)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| tree::read_u64(&v))
+                    .unwrap_or(0);
+                let n = if holds { n + 1 } else { n.saturating_sub(1) };
+                if n == 0 {
+                    self.del_raw(Tree::Holds, key);
+                } else {
+                    self.put_raw(Tree::Holds, key, tree::u64_key(n).to_vec());
+                }
+            }
+        }
+    }
+
+    /// Unpaid orders holding keys for a client IP or buyer e-mail.
+    pub fn pending_holds(&self, kind: &str, who: &str) -> Result<u64> {
+        let key = tree::scoped(kind, who.to_lowercase().as_bytes());
+        Ok(self
+            .get_raw(Tree::Holds, &key)?
+            .and_then(|v| tree::read_u64(&v))
+            .unwrap_or(0))
     }
 
     /// Stores a brand-new order and indexes it for listing.
     pub fn insert_order(&mut self, o: &Order) {
-        self.count_status(None, o.status);
+        self.track(o, None);
         self.put_raw(
             Tree::OrderSeq,
             tree::u64_key(o.seq).to_vec(),
@@ -300,7 +329,7 @@ impl<'a> Tx<'a> {
     pub fn put_order(&mut self, o: &Order) {
         let was = self.order(&o.order_no).ok().flatten().map(|p| p.status);
         if was != Some(o.status) {
-            self.count_status(was, o.status);
+            self.track(o, was);
         }
         self.put(Tree::Orders, o.order_no.as_bytes().to_vec(), o);
     }
@@ -394,4 +423,12 @@ impl<'a> Tx<'a> {
 fn awaiting_key(o: &Order) -> Vec<u8> {
     let since = o.paid_at_ms.unwrap_or(o.created_at_ms);
     tree::scoped(&o.product_id, &tree::time_key(since, &o.order_no))
+}
+
+fn hold_keys(o: &Order) -> Vec<Vec<u8>> {
+    let mut keys = vec![tree::scoped("email", o.email.to_lowercase().as_bytes())];
+    if let Some(ip) = &o.client_ip {
+        keys.push(tree::scoped("ip", ip.as_bytes()));
+    }
+    keys
 }

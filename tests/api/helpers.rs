@@ -40,6 +40,11 @@ secret = "{HMAC_SECRET}"
 [orders]
 hold_secs = 900
 sweep_interval_ms = 50
+[limits]
+orders_per_minute = 0
+max_pending_per_ip = 0
+max_pending_per_email = 0
+lookups_per_minute = 0
 {extra}
 "#,
         data = dir.join("data").display(),

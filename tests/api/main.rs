@@ -11,6 +11,7 @@ mod demo;
 mod epay;
 mod errors;
 mod keys;
+mod limits;
 mod ops;
 mod orders;
 mod payments;

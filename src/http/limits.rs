@@ -1,0 +1,120 @@
+//! Abuse limits per client IP, in memory (they reset on restart, which is
+//! fine for throttling): order creation rate, order lookups (so 128-bit
+//! tokens cannot be guessed at speed anyway), and failed admin logins. The
+//! caps on unpaid orders per IP and per e-mail live in the writer instead,
+//! because they must hold exactly under concurrency (see
+//! `domain::shop::create_order`). Exceeding a limit is 429 `rate_limited`
+//! with `Retry-After`.
+
+use crate::config::LimitsConfig;
+use crate::error::Error;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct Limits {
+    orders: Option<DefaultKeyedRateLimiter<String>>,
+    lookups: Option<DefaultKeyedRateLimiter<String>>,
+    admin_failures: Mutex<HashMap<String, (Instant, u32)>>,
+    admin_max: u32,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+fn per_minute(n: u32) -> Option<DefaultKeyedRateLimiter<String>> {
+    NonZeroU32::new(n).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
+}
+
+/// What a limit is for, for its message.
+#[derive(Clone, Copy)]
+pub enum Limit {
+    Orders,
+    Lookups,
+    AdminFailures,
+}
+
+impl Limits {
+    pub fn new(cfg: &LimitsConfig) -> Self {
+        Limits {
+            orders: per_minute(cfg.orders_per_minute),
+            lookups: per_minute(cfg.lookups_per_minute),
+            admin_failures: Mutex::new(HashMap::new()),
+            admin_max: cfg.admin_failures_per_minute,
+        }
+    }
+
+    fn limiter(&self, which: Limit) -> Option<&DefaultKeyedRateLimiter<String>> {
+        match which {
+            Limit::Orders => self.orders.as_ref(),
+            Limit::Lookups => self.lookups.as_ref(),
+            Limit::AdminFailures => None,
+        }
+    }
+
+    /// Takes one unit of `which` for `client`, or says how long to wait.
+    pub fn take(&self, which: Limit, client: &str) -> Result<(), Error> {
+        let Some(l) = self.limiter(which) else {
+            return Ok(());
+        };
+        l.check_key(&client.to_string()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            limited(which, wait)
+        })
+    }
+
+    /// 429 while `client` has too many failed admin logins this minute.
+    pub fn admin_blocked(&self, client: &str) -> Result<(), Error> {
+        if self.admin_max == 0 {
+            return Ok(());
+        }
+        let map = self
+            .admin_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match map.get(client) {
+            Some((start, n)) if *n >= self.admin_max && start.elapsed() < WINDOW => {
+                Err(limited(Limit::AdminFailures, WINDOW - start.elapsed()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed admin login from `client`.
+    pub fn admin_failed(&self, client: &str) {
+        let mut map = self
+            .admin_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, (start, _)| start.elapsed() < WINDOW);
+        }
+        let e = map.entry(client.to_string()).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= WINDOW {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+    }
+
+    /// Forgets idle clients now and then, so memory stays bounded.
+    pub fn shrink(&self) {
+        for l in [&self.orders, &self.lookups].into_iter().flatten() {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+fn limited(which: Limit, wait: Duration) -> Error {
+    let what = match which {
+        Limit::Orders => "too many orders from this address",
+        Limit::Lookups => "too many order lookups from this address",
+        Limit::AdminFailures => "too many failed admin logins from this address",
+    };
+    Error::RateLimited {
+        message: format!("{what}; retry in {} s", wait.as_secs().max(1)),
+        retry_after: wait.max(Duration::from_secs(1)),
+    }
+}
