@@ -391,7 +391,11 @@ pub fn apply_payment(tx: &mut Tx, p: Payment) -> Result<PaymentApplied> {
             e.gateway = Some(gw.to_string());
             e.trade_no = Some(p.trade_no.clone());
             e.amount = Some(amount);
-            e.note = Some("a second payment for an order already paid: refund it".into());
+            e.note = Some(
+                "a second payment for an order already paid: refund it, unless it is the late \
+                 callback of money already confirmed by a manual payment"
+                    .into(),
+            );
             tx.record_payment(gw, &p.trade_no, &order.order_no);
             tx.put_order(&order);
         }
@@ -554,7 +558,8 @@ pub fn expire_order(tx: &mut Tx, order_no: &str) -> Result<bool> {
 pub fn refund_order(tx: &mut Tx, order_no: &str, note: Option<String>) -> Result<Order> {
     let mut order = load_order(tx, order_no)?;
     order::on_refund(order.status).map_err(|r| Error::Conflict(r.to_string()))?;
-    if order.status == OrderStatus::AwaitingStock {
+    let was_waiting = order.status == OrderStatus::AwaitingStock;
+    if was_waiting {
         tx.dequeue_awaiting(&order);
     }
     let now = tx.now_ms();
@@ -563,6 +568,10 @@ pub fn refund_order(tx: &mut Tx, order_no: &str, note: Option<String>) -> Result
     order.record(now, EventKind::Refunded).note = note;
     tx.put_order(&order);
     emit(tx, &order, EventKind::Refunded, now);
+    if was_waiting {
+        // It may have been the head of the queue: the next in line may fit now.
+        backfill(tx, &order.product_id)?;
+    }
     Ok(order)
 }
 

@@ -40,6 +40,12 @@ fn progress(total: usize) -> indicatif::ProgressBar {
 
 pub fn run(cfg: &Config, product: &str, file: &Path, token: Option<String>) -> anyhow::Result<()> {
     let pid = ProductId::parse(product).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !cfg.storage.data_dir.exists() {
+        bail!(
+            "no shop data at {}: start `faka serve` once first",
+            cfg.storage.data_dir.display()
+        );
+    }
     let keys = read_keys(file)?;
     let total = keys.len();
     let bar = progress(total);

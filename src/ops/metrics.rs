@@ -188,6 +188,7 @@ fn dir_size(path: &std::path::Path) -> u64 {
     };
     entries
         .flatten()
+        .filter(|e| e.file_name() != "backups")
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => dir_size(&e.path()),
             Ok(m) => m.len(),

@@ -85,9 +85,16 @@ impl Store {
     /// Opens (recovering or rebuilding as needed) and starts the writer.
     pub fn open(opts: &StoreOptions) -> Result<Store, OpenError> {
         let opened = recovery::open(&opts.data_dir, opts.cache_bytes)?;
-        let journal =
-            journal::Journal::open(&recovery::journal_dir(&opts.data_dir), opened.seq + 1)
-                .map_err(|e| OpenError(format!("opening journal: {e}")))?;
+        let jdir = recovery::journal_dir(&opts.data_dir);
+        let mut journal = journal::Journal::open(&jdir, opened.seq + 1)
+            .map_err(|e| OpenError(format!("opening journal: {e}")))?;
+        if recovery::journal_end(&jdir)?.is_some_and(|end| end != opened.seq) {
+            // The newest segment does not end where the store is: start a
+            // fresh one so the next batch never follows a gap.
+            journal
+                .rotate(opened.seq + 1)
+                .map_err(|e| OpenError(format!("rotating journal: {e}")))?;
+        }
         let (sender, rx) = crossbeam_channel::bounded(opts.queue_capacity);
         let stats = Arc::new(WriterStats::default());
         stats.applied_seq.store(opened.seq, Ordering::SeqCst);
@@ -111,6 +118,7 @@ impl Store {
                 threshold_bytes: opts.snapshot_bytes,
                 running: Arc::new(AtomicBool::new(false)),
                 files: files.clone(),
+                stats: stats.clone(),
             },
             on_commit: Some(Box::new(move || {
                 if let Ok(hooks) = hooks.lock() {

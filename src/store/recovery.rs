@@ -96,7 +96,7 @@ fn remove_stale_sled_snapshots(sled: &Path) -> io::Result<()> {
 
 /// The last batch in the journal's newest segment (cutting a torn tail), or
 /// that segment's first seq − 1 when it is empty.
-fn journal_end(jdir: &Path) -> Result<Option<u64>, OpenError> {
+pub(crate) fn journal_end(jdir: &Path) -> Result<Option<u64>, OpenError> {
     let segs = journal::segments(jdir).map_err(|e| err("reading journal", e))?;
     let Some((first, path)) = segs.last() else {
         return Ok(None);
@@ -177,16 +177,30 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
     }
     let trees = Trees::open(&sled, cache_bytes).map_err(|e| err("creating sled", e))?;
     let mut base = 0;
-    for (snap_base, path) in snapshot::list(data_dir).map_err(|e| err("listing snapshots", e))? {
-        if let Err(e) = snapshot::read(&path, |_| Ok(())) {
-            tracing::error!(file = %path.display(), error = %e, "snapshot does not verify; trying an older one");
+    let reach = journal_end(&journal_dir(data_dir))?.unwrap_or(0);
+    for (_, path) in snapshot::list(data_dir).map_err(|e| err("listing snapshots", e))? {
+        let info = match snapshot::read(&path, |_| Ok(())) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "snapshot does not verify; trying an older one");
+                continue;
+            }
+        };
+        if info.end > reach {
+            // A copy that caught this snapshot but not the journal behind it.
+            // The store continues from the journal's end, so this snapshot
+            // belongs to another timeline from now on: set it aside for good.
+            tracing::warn!(file = %path.display(), snapshot_end = info.end, journal_end = reach,
+                "the journal does not reach this snapshot's end; setting it aside");
+            fs::rename(&path, path.with_extension("snap.orphan"))
+                .map_err(|e| err("setting aside a snapshot", e))?;
             continue;
         }
         snapshot::read(&path, |writes| {
             super::writer::apply_writes(&trees, &writes).map_err(io::Error::other)
         })
         .map_err(|e| err("loading snapshot", e))?;
-        base = snap_base;
+        base = info.base;
         break;
     }
     let jdir = journal_dir(data_dir);

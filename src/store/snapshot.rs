@@ -19,7 +19,7 @@ use super::tree::{Trees, ALL};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8] = b"FAKASNAP\x01";
@@ -52,7 +52,24 @@ pub fn list(data_dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Dumps every tree into a new snapshot with the given base. Returns its path.
-pub fn write(trees: &Trees, data_dir: &Path, base: u64) -> io::Result<PathBuf> {
+/// What a snapshot file says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Replay the journal from `base + 1` over the dump.
+    pub base: u64,
+    /// The last batch that could be in the dump: the journal must reach at
+    /// least this far for the dump to be made consistent by replay.
+    pub end: u64,
+}
+
+/// Dumps every tree into a new snapshot with the given base; `applied` is
+/// the writer's applied batch counter, read when the dump is complete.
+pub fn write(
+    trees: &Trees,
+    data_dir: &Path,
+    base: u64,
+    applied: &AtomicU64,
+) -> io::Result<PathBuf> {
     let d = dir(data_dir);
     fs::create_dir_all(&d)?;
     let final_path = d.join(format!("{base:020}.snap"));
@@ -96,6 +113,7 @@ pub fn write(trees: &Trees, data_dir: &Path, base: u64) -> io::Result<PathBuf> {
     }
     let mut end = b"END".to_vec();
     end.extend_from_slice(&count.to_le_bytes());
+    end.extend_from_slice(&applied.load(Ordering::SeqCst).to_le_bytes());
     let mut r = Vec::new();
     frame(&end, &mut r);
     out.write_all(&r)?;
@@ -136,7 +154,10 @@ fn bad(what: &str) -> io::Error {
 
 /// Reads a snapshot, handing each chunk of writes to `apply`. Returns its
 /// base. With `apply` a no-op this verifies the file end to end.
-pub fn read(path: &Path, mut apply: impl FnMut(Vec<Write>) -> io::Result<()>) -> io::Result<u64> {
+pub fn read(
+    path: &Path,
+    mut apply: impl FnMut(Vec<Write>) -> io::Result<()>,
+) -> io::Result<SnapshotInfo> {
     let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut buf = Vec::new();
     if !read_record(&mut r, &mut buf)? || !buf.starts_with(MAGIC) || buf.len() != MAGIC.len() + 8 {
@@ -148,8 +169,9 @@ pub fn read(path: &Path, mut apply: impl FnMut(Vec<Write>) -> io::Result<()>) ->
         if !read_record(&mut r, &mut buf)? {
             return Err(bad("missing end record"));
         }
-        if buf.len() == 11 && buf.starts_with(b"END") {
-            let expected = u64::from_le_bytes(buf[3..].try_into().map_err(|_| bad("end"))?);
+        if buf.len() == 19 && buf.starts_with(b"END") {
+            let expected = u64::from_le_bytes(buf[3..11].try_into().map_err(|_| bad("end"))?);
+            let end = u64::from_le_bytes(buf[11..19].try_into().map_err(|_| bad("end"))?);
             if expected != count {
                 return Err(bad("entry count"));
             }
@@ -157,7 +179,10 @@ pub fn read(path: &Path, mut apply: impl FnMut(Vec<Write>) -> io::Result<()>) ->
             if r.read(&mut rest)? != 0 {
                 return Err(bad("bytes after end record"));
             }
-            return Ok(base);
+            return Ok(SnapshotInfo {
+                base,
+                end: end.max(base),
+            });
         }
         let writes = decode_writes(&buf).ok_or_else(|| bad("chunk"))?;
         count += writes.len() as u64;
@@ -172,6 +197,11 @@ pub fn prune(data_dir: &Path) -> io::Result<()> {
     let Some((keep_base, _)) = snaps.get(1).cloned() else {
         return Ok(());
     };
+    for entry in fs::read_dir(dir(data_dir))?.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "tmp") {
+            fs::remove_file(entry.path())?;
+        }
+    }
     for (base, path) in snaps.iter().skip(2) {
         tracing::debug!(base, "removing old snapshot");
         fs::remove_file(path)?;
@@ -195,6 +225,7 @@ pub(crate) struct Snapshotter {
     pub running: Arc<AtomicBool>,
     /// Held while files are created or deleted, so a backup copies a stable set.
     pub files: Arc<Mutex<()>>,
+    pub stats: Arc<super::WriterStats>,
 }
 
 impl Snapshotter {
@@ -207,17 +238,18 @@ impl Snapshotter {
             return;
         }
         self.running.store(true, Ordering::SeqCst);
-        let (trees, dir, running, files) = (
+        let (trees, dir, running, files, stats) = (
             trees.clone(),
             self.data_dir.clone(),
             self.running.clone(),
             self.files.clone(),
+            self.stats.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name("faka-snapshot".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
-                match write(&trees, &dir, seq) {
+                match write(&trees, &dir, seq, &stats.applied_seq) {
                     Ok(path) => {
                         let _guard = files.lock().unwrap_or_else(|p| p.into_inner());
                         if let Err(e) = prune(&dir) {

@@ -39,12 +39,17 @@ pub fn sweep(store: &Store) -> usize {
             Err(e) => {
                 // One bad order must not block the rest: go one by one.
                 tracing::warn!(error = %e, "expiry batch failed; retrying orders singly");
+                let before = total;
                 for no in due {
                     match store.write_blocking(move |tx| shop::expire_order(tx, &no)) {
                         Ok(true) => total += 1,
                         Ok(false) => {}
                         Err(e) => tracing::error!(error = %e, "an order could not be expired"),
                     }
+                }
+                if total == before {
+                    // Nothing in this chunk can move: stop rather than spin.
+                    return total;
                 }
             }
         }

@@ -38,6 +38,11 @@ pub fn start_binary(config: &Path) -> Server {
         .spawn()
         .expect("start faka");
     let stdout = child.stdout.take().unwrap();
+    // Owned from here, so a failed start kills the child instead of leaking it.
+    let mut server = Server {
+        child,
+        base: String::new(),
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -51,10 +56,8 @@ pub fn start_binary(config: &Path) -> Server {
     let port = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("faka started serving");
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
+    server.base = format!("http://127.0.0.1:{port}");
+    server
 }
 
 fn write_config(dir: &Path) -> std::path::PathBuf {

@@ -4,12 +4,14 @@
 mod helpers;
 
 mod backup;
+mod chaos;
 mod cli;
 mod concurrency;
 mod crash;
 mod demo;
 mod epay;
 mod errors;
+mod fuzz;
 mod keys;
 mod limits;
 mod ops;
