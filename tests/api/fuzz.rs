@@ -27,7 +27,7 @@
 //! a body that is broken by construction, whatever else is mutated; a
 //! well-formed change is only ever sent unauthenticated or forged.
 //!
-//! Reproduce a run with `FAKA_FUZZ_SEED=<seed>`; `FAKA_FUZZ_REQUESTS=<n>`
+//! Reproduce a run with `FUZZ_SEED=<seed>`; `FUZZ_REQUESTS=<n>`
 //! sends more. Run with `--nocapture` to see the histogram.
 
 use crate::helpers::*;
@@ -2055,11 +2055,11 @@ fn seeded_shop() -> (TestApp, Shop) {
 
 #[test]
 fn fuzzed_malformed_requests_get_contract_errors_and_change_nothing() {
-    let seed = std::env::var("FAKA_FUZZ_SEED")
+    let seed = std::env::var("FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEED);
-    let count = std::env::var("FAKA_FUZZ_REQUESTS")
+    let count = std::env::var("FUZZ_REQUESTS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_REQUESTS);
@@ -2069,7 +2069,7 @@ fn fuzzed_malformed_requests_get_contract_errors_and_change_nothing() {
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
 
-    let verbose = std::env::var_os("FAKA_FUZZ_VERBOSE").is_some();
+    let verbose = std::env::var_os("FUZZ_VERBOSE").is_some();
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_route: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
