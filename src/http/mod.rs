@@ -10,6 +10,7 @@ mod health;
 pub mod keys;
 pub mod limits;
 pub mod middleware;
+pub mod openapi;
 mod ops;
 mod orders;
 mod payments;
@@ -79,52 +80,154 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-/// Registers every route.
+/// Every route of the API: the one table that both registers the handlers
+/// ([`routes`]) and generates the OpenAPI document ([`openapi`]), so the
+/// two cannot drift apart.
+pub const ROUTES: &[openapi::RouteDoc] = &[
+    openapi::RouteDoc::public(
+        "GET",
+        "/healthz",
+        "Health: 200 when the store is open and writable",
+    ),
+    openapi::RouteDoc::public("GET", "/api/v1/openapi.json", "This OpenAPI document"),
+    openapi::RouteDoc::public("GET", "/api/v1/products", "Active products with live stock"),
+    openapi::RouteDoc::public("GET", "/api/v1/products/{id}", "One active product"),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/orders",
+        "Create an order holding keys (Idempotency-Key supported)",
+    ),
+    openapi::RouteDoc::public(
+        "GET",
+        "/api/v1/orders/{order_no}",
+        "View an order with its token (?token= or X-Order-Token)",
+    ),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/payments/hmac/notify",
+        "hmac gateway callback (X-Faka-Timestamp, X-Faka-Signature)",
+    ),
+    openapi::RouteDoc::public(
+        "GET",
+        "/api/v1/payments/epay/notify",
+        "epay (易支付) notify by query",
+    ),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/payments/epay/notify",
+        "epay (易支付) notify by form",
+    ),
+    openapi::RouteDoc::admin(
+        "GET",
+        "/api/v1/admin/products",
+        "All products with key counts",
+    ),
+    openapi::RouteDoc::admin("POST", "/api/v1/admin/products", "Create a product"),
+    openapi::RouteDoc::admin("PATCH", "/api/v1/admin/products/{id}", "Edit a product"),
+    openapi::RouteDoc::admin(
+        "POST",
+        "/api/v1/admin/products/{id}/keys",
+        "Import keys (text/plain lines or JSON)",
+    ),
+    openapi::RouteDoc::admin(
+        "GET",
+        "/api/v1/admin/products/{id}/keys",
+        "Masked key listing with cursor paging",
+    ),
+    openapi::RouteDoc::admin(
+        "DELETE",
+        "/api/v1/admin/products/{id}/keys",
+        "Delete available keys",
+    ),
+    openapi::RouteDoc::admin(
+        "GET",
+        "/api/v1/admin/orders",
+        "Orders, newest first, with filters",
+    ),
+    openapi::RouteDoc::admin(
+        "GET",
+        "/api/v1/admin/orders/{order_no}",
+        "One order with keys and events",
+    ),
+    openapi::RouteDoc::admin(
+        "POST",
+        "/api/v1/admin/orders/{order_no}/pay",
+        "Manual payment (补单)",
+    ),
+    openapi::RouteDoc::admin(
+        "POST",
+        "/api/v1/admin/orders/{order_no}/refund",
+        "Mark refunded",
+    ),
+    openapi::RouteDoc::admin(
+        "GET",
+        "/api/v1/admin/webhooks",
+        "Outbound webhook events by state",
+    ),
+    openapi::RouteDoc::admin(
+        "POST",
+        "/api/v1/admin/webhooks/{id}/retry",
+        "Re-queue a dead webhook event",
+    ),
+    openapi::RouteDoc::admin(
+        "POST",
+        "/api/v1/admin/backup",
+        "Write a consistent backup while serving",
+    ),
+    openapi::RouteDoc::admin("GET", "/metrics", "Prometheus metrics"),
+];
+
+/// The handler of one table entry. A route in [`ROUTES`] without a handler
+/// here fails at start-up (and in every test), never silently.
+fn handler(method: &str, path: &str) -> Option<actix_web::Route> {
+    let r = match (method, path) {
+        ("GET", "/healthz") => web::get().to(health::healthz),
+        ("GET", "/api/v1/openapi.json") => web::get().to(openapi::serve),
+        ("GET", "/api/v1/products") => web::get().to(products::list_public),
+        ("GET", "/api/v1/products/{id}") => web::get().to(products::get_public),
+        ("POST", "/api/v1/orders") => web::post().to(orders::create),
+        ("GET", "/api/v1/orders/{order_no}") => web::get().to(orders::get),
+        ("POST", "/api/v1/payments/hmac/notify") => web::post().to(payments::hmac_notify),
+        ("GET", "/api/v1/payments/epay/notify") => web::get().to(payments::epay_notify),
+        ("POST", "/api/v1/payments/epay/notify") => web::post().to(payments::epay_notify),
+        ("GET", "/api/v1/admin/products") => web::get().to(products::list_admin),
+        ("POST", "/api/v1/admin/products") => web::post().to(products::create),
+        ("PATCH", "/api/v1/admin/products/{id}") => web::patch().to(products::update),
+        ("POST", "/api/v1/admin/products/{id}/keys") => web::post().to(keys::import),
+        ("GET", "/api/v1/admin/products/{id}/keys") => web::get().to(keys::list),
+        ("DELETE", "/api/v1/admin/products/{id}/keys") => web::delete().to(keys::delete),
+        ("GET", "/api/v1/admin/orders") => web::get().to(admin_orders::list),
+        ("GET", "/api/v1/admin/orders/{order_no}") => web::get().to(admin_orders::get),
+        ("POST", "/api/v1/admin/orders/{order_no}/pay") => web::post().to(admin_orders::pay),
+        ("POST", "/api/v1/admin/orders/{order_no}/refund") => web::post().to(admin_orders::refund),
+        ("GET", "/api/v1/admin/webhooks") => web::get().to(webhooks::list),
+        ("POST", "/api/v1/admin/webhooks/{id}/retry") => web::post().to(webhooks::retry),
+        ("POST", "/api/v1/admin/backup") => web::post().to(ops::backup),
+        ("GET", "/metrics") => web::get().to(ops::metrics),
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// Registers every route of [`ROUTES`], one resource per path.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/api/v1/products").route(web::get().to(products::list_public)))
-        .service(resource("/api/v1/products/{id}").route(web::get().to(products::get_public)))
-        .service(resource("/api/v1/orders").route(web::post().to(orders::create)))
-        .service(resource("/api/v1/orders/{order_no}").route(web::get().to(orders::get)))
-        .service(
-            resource("/api/v1/payments/hmac/notify").route(web::post().to(payments::hmac_notify)),
-        )
-        .service(
-            resource("/api/v1/payments/epay/notify")
-                .route(web::get().to(payments::epay_notify))
-                .route(web::post().to(payments::epay_notify)),
-        )
-        .service(
-            resource("/api/v1/admin/products")
-                .route(web::get().to(products::list_admin))
-                .route(web::post().to(products::create)),
-        )
-        .service(resource("/api/v1/admin/products/{id}").route(web::patch().to(products::update)))
-        .service(
-            resource("/api/v1/admin/products/{id}/keys")
-                .route(web::post().to(keys::import))
-                .route(web::get().to(keys::list))
-                .route(web::delete().to(keys::delete)),
-        )
-        .service(resource("/api/v1/admin/orders").route(web::get().to(admin_orders::list)))
-        .service(
-            resource("/api/v1/admin/orders/{order_no}").route(web::get().to(admin_orders::get)),
-        )
-        .service(
-            resource("/api/v1/admin/orders/{order_no}/pay")
-                .route(web::post().to(admin_orders::pay)),
-        )
-        .service(
-            resource("/api/v1/admin/orders/{order_no}/refund")
-                .route(web::post().to(admin_orders::refund)),
-        )
-        .service(resource("/api/v1/admin/webhooks").route(web::get().to(webhooks::list)))
-        .service(
-            resource("/api/v1/admin/webhooks/{id}/retry").route(web::post().to(webhooks::retry)),
-        )
-        .service(resource("/api/v1/admin/backup").route(web::post().to(ops::backup)))
-        .service(resource("/metrics").route(web::get().to(ops::metrics)))
-        .default_service(web::to(not_found));
+    let mut paths: Vec<&str> = Vec::new();
+    for r in ROUTES {
+        if !paths.contains(&r.path) {
+            paths.push(r.path);
+        }
+    }
+    for path in paths {
+        let mut res = resource(path);
+        for r in ROUTES.iter().filter(|r| r.path == path) {
+            match handler(r.method, r.path) {
+                Some(route) => res = res.route(route),
+                None => panic!("route {} {} has no handler", r.method, r.path),
+            }
+        }
+        cfg.service(res);
+    }
+    cfg.default_service(web::to(not_found));
 }
 
 /// A path segment by name; routes only call this for names they declare.
