@@ -45,6 +45,7 @@ orders_per_minute = 0
 max_pending_per_ip = 0
 max_pending_per_email = 0
 lookups_per_minute = 0
+admin_failures_per_minute = 0
 {extra}
 "#,
         data = dir.join("data").display(),
