@@ -4,6 +4,7 @@
 mod helpers;
 
 mod backup;
+mod bench_smoke;
 mod chaos;
 mod cli;
 mod concurrency;
