@@ -94,6 +94,26 @@ struct Args {
     /// for good after one very large import; see --scenario import)
     #[arg(long, default_value_t = 20_000)]
     setup_chunk: usize,
+    /// Configure faka's outbound webhooks to a receiver that accepts
+    /// connections and never answers (to show it does not slow orders)
+    #[arg(long)]
+    hanging_webhooks: bool,
+}
+
+/// The webhook URL of the hanging receiver, when `--hanging-webhooks`.
+static WEBHOOK_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Starts a receiver that accepts every connection and never answers.
+fn start_hanging_receiver() -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    Ok(url)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -856,7 +876,7 @@ impl Drop for Faka {
 }
 
 fn config_text(dir: &Path, hold_secs: u64) -> String {
-    format!(
+    let text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
 [storage]
@@ -882,7 +902,13 @@ level = "warn,faka=info"
         data = dir.join("data").display(),
         key = dir.join("faka.key").display(),
         sweep = if hold_secs <= 5 { 100 } else { 500 },
-    )
+    );
+    match WEBHOOK_URL.get() {
+        Some(url) => format!(
+            "{text}[webhooks]\nurl = \"{url}\"\nsecret = \"bench-hook\"\nworkers = 4\ntimeout_secs = 30\n"
+        ),
+        None => text,
+    }
 }
 
 /// Reads faka's JSON log until "faka is serving" and returns its port; the
@@ -1972,6 +1998,17 @@ fn start_trivial() -> Result<SocketAddr> {
 
 fn main() {
     let args = Args::parse();
+    if args.hanging_webhooks {
+        match start_hanging_receiver() {
+            Ok(url) => {
+                let _ = WEBHOOK_URL.set(url);
+            }
+            Err(e) => {
+                eprintln!("faka-bench: cannot start the hanging receiver: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     let cfg = match Settings::from_args(&args) {
         Ok(c) => c,
         Err(e) => {

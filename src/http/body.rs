@@ -75,6 +75,15 @@ pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, Error> {
         .map_err(|e| Error::invalid("query", e.to_string()))
 }
 
+/// The query of the paged admin listings: `state`, `limit`, `cursor`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub state: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
 /// Parses an optional paging limit: default `def`, at most `max`.
 pub fn limit(raw: Option<&str>, def: usize, max: usize) -> Result<usize, Error> {
     match raw {

@@ -3,7 +3,7 @@
 //! ever leaves again inside a delivered order.
 
 use super::auth::Admin;
-use super::body::{cursor, limit, parse_json, parse_query, read_body};
+use super::body::{cursor, limit, parse_json, parse_query, read_body, PageQuery};
 use super::{path_param, HttpResult, State};
 use crate::crypto::{mask_key, Crypto};
 use crate::domain::ids::{printable, ProductId};
@@ -148,17 +148,9 @@ pub async fn import(_: Admin, state: State, req: HttpRequest, payload: web::Payl
     })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    state: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     let pid = product_id(&req)?;
-    let q: ListQuery = parse_query(&req)?;
+    let q: PageQuery = parse_query(&req)?;
     let key_state = match q.state.as_deref() {
         None | Some("") => None,
         Some(s @ ("available" | "held" | "sold")) => Some(s),

@@ -1,21 +1,12 @@
 //! The merchant's view of outbound webhooks: list by state, retry dead ones.
 
 use super::auth::Admin;
-use super::body::{cursor, limit, parse_query};
+use super::body::{cursor, limit, parse_query, PageQuery};
 use super::{path_param, render, HttpResult, State};
 use crate::domain::ids::printable;
 use crate::domain::model::{DeliveryState, OutboxEvent};
 use crate::error::Error;
 use actix_web::{HttpRequest, HttpResponse};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    state: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
 
 fn view(e: &OutboxEvent) -> serde_json::Value {
     serde_json::json!({
@@ -31,7 +22,7 @@ fn view(e: &OutboxEvent) -> serde_json::Value {
 }
 
 pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
-    let q: ListQuery = parse_query(&req)?;
+    let q: PageQuery = parse_query(&req)?;
     let st = match q.state.as_deref() {
         None | Some("") => None,
         Some("pending") => Some(DeliveryState::Pending),

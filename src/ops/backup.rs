@@ -63,6 +63,20 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<ManifestFile> {
     })
 }
 
+/// Makes the new entries of a copied store durable.
+fn sync_dirs(root: &Path) -> io::Result<()> {
+    for d in [
+        root.join("journal"),
+        root.join("snapshots"),
+        root.to_path_buf(),
+    ] {
+        if d.exists() {
+            journal::sync_dir(&d)?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies the store in `data_dir` to `out` (which must not exist or be
 /// empty). Safe while faka runs: it reads only files faka never rewrites in
 /// place, and retries if a snapshot rotation removes one mid-copy.
@@ -143,15 +157,7 @@ fn copy_once(data_dir: &Path, out: &Path) -> Result<BackupResult, BackupError> {
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
     write_synced(&out.join(MANIFEST), &text)?;
-    for d in [
-        out.join("journal"),
-        out.join("snapshots"),
-        out.to_path_buf(),
-    ] {
-        if d.exists() {
-            journal::sync_dir(&d)?;
-        }
-    }
+    sync_dirs(out)?;
     let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>() + text.len() as u64;
     Ok(BackupResult {
         path: out.to_path_buf(),
@@ -201,14 +207,6 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Manifest, BackupError> 
         let bytes = fs::read(backup.join(&f.path))?;
         write_synced(&data_dir.join(&f.path), &bytes)?;
     }
-    for d in [
-        data_dir.join("journal"),
-        data_dir.join("snapshots"),
-        data_dir.to_path_buf(),
-    ] {
-        if d.exists() {
-            journal::sync_dir(&d)?;
-        }
-    }
+    sync_dirs(data_dir)?;
     Ok(manifest)
 }
