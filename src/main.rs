@@ -98,7 +98,8 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let app = startup::Application::build(cfg).context("starting faka")?;
         if let Some(token) = &app.generated_admin_token {
-            // Printed once, on purpose, to the terminal only: it is never logged.
+            // Printed once, on purpose, to stderr (never through the logger);
+            // under systemd prefer `faka admin-token --rotate` before the first start.
             eprintln!("\n  faka generated an admin token (it is stored only as a hash; keep it now):\n\n    {token}\n");
         }
         if app.created_key_file {

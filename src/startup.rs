@@ -45,6 +45,22 @@ pub fn load_crypto(cfg: &Config) -> Result<(Crypto, bool), StartError> {
             .map(|c| (c, false))
             .map_err(|e| StartError(format!("storage.master_key: {e}")));
     }
+    let journal = crate::store::recovery::journal_dir(&cfg.storage.data_dir);
+    let has_data = crate::store::journal::segments(&journal)
+        .map(|s| {
+            s.iter()
+                .any(|(_, p)| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+        })
+        .unwrap_or(false);
+    if has_data && !cfg.storage.key_file.exists() {
+        // A new key would silently make every stored card key unreadable.
+        return Err(StartError(format!(
+            "the master key file {} is missing but {} holds a shop: restore the key file \
+             (or set FAKA_STORAGE_MASTER_KEY); faka will not create a new one over existing data",
+            cfg.storage.key_file.display(),
+            cfg.storage.data_dir.display()
+        )));
+    }
     Crypto::load_or_create(&cfg.storage.key_file).map_err(|e| StartError(e.to_string()))
 }
 
@@ -116,9 +132,11 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?
             .port();
-        let generated_admin_token = ensure_admin_token(&cfg)?;
         let (crypto, created_key_file) = load_crypto(&cfg)?;
         let store = open_store(&cfg)?;
+        // Only once the shop is sure to start, so a generated token is never
+        // stored without being shown.
+        let generated_admin_token = ensure_admin_token(&cfg)?;
         let cfg = Arc::new(cfg);
         let mut workers = Workers::new();
         let (s, stop) = (store.clone(), workers.stop_signal());

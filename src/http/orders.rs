@@ -50,7 +50,8 @@ fn idempotency(req: &HttpRequest, body: &[u8]) -> Result<Option<Idempotency>, Er
 /// The client's address as the socket sees it (proxies are honoured only
 /// when trusted; see `[server] trusted_proxies`).
 pub fn client_ip(req: &HttpRequest, trusted: &[String]) -> Option<String> {
-    let peer = req.peer_addr().map(|a| a.ip().to_string())?;
+    // IPv4 peers on a dual-stack socket arrive as ::ffff:a.b.c.d.
+    let peer = req.peer_addr().map(|a| a.ip().to_canonical().to_string())?;
     if trusted.contains(&peer) {
         let forwarded = req
             .headers()

@@ -227,6 +227,11 @@ fn dispatch_due(ctx: &Context, jobs: &Sender<OutboxEvent>, in_flight: &Mutex<Has
     let Ok(mut busy) = in_flight.lock() else {
         return;
     };
+    if busy.len() >= jobs.capacity().unwrap_or(1) {
+        // Every sender is busy (a slow receiver): don't scan the outbox on
+        // every commit; a sender wakes the dispatcher when it is free.
+        return;
+    }
     let pending = match ctx.store.pending_outbox(4096) {
         Ok(p) => p,
         Err(e) => {

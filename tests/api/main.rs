@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod at_rest;
 mod backup;
 mod bench_smoke;
 mod chaos;
