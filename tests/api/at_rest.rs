@@ -67,7 +67,7 @@ fn a_missing_master_key_stops_the_start_instead_of_losing_every_key() {
     .unwrap();
     let text = config_text(dir.path(), "");
     let cfg = faka::config::Config::from_toml(&text, "t", Path::new(""), Vec::new()).unwrap();
-    let err = faka::startup::load_crypto(&cfg).err().expect("refused");
+    let err = faka::startup::load_crypto(&cfg).expect_err("refused");
     assert!(err.to_string().contains("master key file"), "{err}");
     assert!(!dir.path().join("faka.key").exists(), "no new key was made");
 }
