@@ -80,6 +80,8 @@ pub struct StorageConfig {
     pub queue_capacity: usize,
     pub max_batch: usize,
     pub snapshot_mb: u64,
+    /// Writes are refused (503) while the data dir's disk has less free space.
+    pub min_free_mb: u64,
     /// Where `POST /api/v1/admin/backup` writes its copies (default:
     /// `backups/` inside the data directory, which faka itself ignores).
     pub backup_dir: Option<PathBuf>,
@@ -96,6 +98,7 @@ impl Default for StorageConfig {
             max_batch: 512,
             snapshot_mb: 256,
             backup_dir: None,
+            min_free_mb: 16,
         }
     }
 }
@@ -279,6 +282,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("storage.max_batch", Kind::Int),
     ("storage.snapshot_mb", Kind::Int),
     ("storage.backup_dir", Kind::Str),
+    ("storage.min_free_mb", Kind::Int),
     ("admin.token", Kind::Str),
     ("orders.hold_secs", Kind::Int),
     ("orders.sweep_interval_ms", Kind::Int),

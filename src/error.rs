@@ -30,6 +30,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The client was too slow sending its request.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Validation failed; the message names the field.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
@@ -78,6 +81,7 @@ impl Error {
             Error::Unauthorized(_) => 401,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
+            Error::RequestTimeout(_) => 408,
             Error::OutOfStock(_) | Error::Conflict(_) => 409,
             Error::PayloadTooLarge(_) => 413,
             Error::Invalid { .. } => 422,
@@ -99,6 +103,7 @@ impl Error {
             Error::OutOfStock(_) => "out_of_stock",
             Error::Conflict(_) => "conflict",
             Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::RequestTimeout(_) => "request_timeout",
             Error::Invalid { .. } => "invalid_request",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable { .. } => "unavailable",

@@ -35,6 +35,7 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
         max_batch: s.max_batch,
         snapshot_bytes: s.snapshot_mb * 1024 * 1024,
         webhooks: cfg.webhooks().is_some(),
+        min_free_bytes: s.min_free_mb * 1024 * 1024,
     }
 }
 

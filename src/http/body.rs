@@ -25,14 +25,33 @@ pub async fn read_body(
         return Err(too_large());
     }
     let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| Error::invalid("body", format!("could not read the request body: {e}")))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large());
+    // A client that trickles its body must not hold a worker forever.
+    // `[server] request_timeout_secs` for ordinary bodies, 60 times that for
+    // bulk uploads (key imports).
+    let secs = req
+        .app_data::<super::State>()
+        .map_or(10, |s| s.config.server.request_timeout_secs.max(1));
+    let deadline = std::time::Duration::from_secs(if limit <= 1 << 20 { secs } else { secs * 60 });
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                Error::invalid("body", format!("could not read the request body: {e}"))
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
+        Ok(())
+    };
+    actix_web::rt::time::timeout(deadline, read)
+        .await
+        .map_err(|_| {
+            Error::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                deadline.as_secs()
+            ))
+        })??;
     Ok(buf.freeze())
 }
 

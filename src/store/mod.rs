@@ -44,6 +44,8 @@ pub struct StoreOptions {
     pub snapshot_bytes: u64,
     /// Whether order events go to the webhook outbox.
     pub webhooks: bool,
+    /// Writes are refused (503) while less than this is free on the disk.
+    pub min_free_bytes: u64,
 }
 
 impl StoreOptions {
@@ -55,6 +57,7 @@ impl StoreOptions {
             max_batch: 512,
             snapshot_bytes: 256 * 1024 * 1024,
             webhooks: false,
+            min_free_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -70,6 +73,7 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     closing: AtomicBool,
     rebuilt: bool,
+    min_free_bytes: u64,
     commit_hooks: CommitHooks,
     /// The data-dir lock; released by `close` so a CLI may follow.
     lock: Mutex<Option<std::fs::File>>,
@@ -120,6 +124,7 @@ impl Store {
                 files: files.clone(),
                 stats: stats.clone(),
             },
+            min_free_bytes: opts.min_free_bytes,
             on_commit: Some(Box::new(move || {
                 if let Ok(hooks) = hooks.lock() {
                     hooks.iter().for_each(|h| h());
@@ -140,6 +145,7 @@ impl Store {
                 writer: Mutex::new(Some(handle)),
                 closing: AtomicBool::new(false),
                 rebuilt: opened.rebuilt,
+                min_free_bytes: opts.min_free_bytes,
                 commit_hooks,
                 lock: Mutex::new(Some(opened.lock)),
             }),
@@ -177,11 +183,22 @@ impl Store {
         }
     }
 
-    /// True when the store accepts writes.
+    /// True when the store accepts writes. After a refused batch, healthy
+    /// again as soon as the disk has room, without waiting for a write.
     pub fn healthy(&self) -> bool {
-        !self.inner.closing.load(Ordering::SeqCst)
-            && !self.inner.stats.poisoned.load(Ordering::SeqCst)
-            && !self.inner.stats.failing.load(Ordering::SeqCst)
+        let stats = &self.inner.stats;
+        if self.inner.closing.load(Ordering::SeqCst) || stats.poisoned.load(Ordering::SeqCst) {
+            return false;
+        }
+        if stats.failing.load(Ordering::SeqCst) {
+            let room = writer::free_bytes(&self.inner.data_dir)
+                .is_none_or(|f| f >= self.inner.min_free_bytes);
+            if !room {
+                return false;
+            }
+            stats.failing.store(false, Ordering::SeqCst);
+        }
+        true
     }
 
     fn job<T: Send + 'static>(

@@ -90,6 +90,10 @@ impl Trees {
             .path(dir)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
+            // sled is a view rebuilt from the journal after any unclean stop,
+            // so its own periodic fsync buys nothing; without it a full disk
+            // cannot fail sled in the background while writes are refused.
+            .flush_every_ms(None)
             .open()?;
         let mut trees = Vec::with_capacity(ALL.len());
         for t in ALL {

@@ -61,6 +61,18 @@ pub(crate) struct Writer {
     pub stats: Arc<WriterStats>,
     pub snapshots: Snapshotter,
     pub on_commit: Option<Box<dyn Fn() + Send>>,
+    /// Batches are refused while the data dir's file system has less free.
+    pub min_free_bytes: u64,
+}
+
+/// Free bytes for unprivileged writers on the file system holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
 }
 
 pub fn now_ms() -> i64 {
@@ -221,6 +233,17 @@ impl Writer {
         // Meta writes were appended last; sled batches are grouped per tree.
         writes.sort_by_key(|w| w.tree);
         let batch = Batch { seq, writes };
+        // Stop short of a full disk: refusing here leaves room for sled's own
+        // files, so nothing fails half-way and service resumes by itself.
+        if free_bytes(&self.snapshots.data_dir).is_some_and(|free| free < self.min_free_bytes) {
+            self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            self.stats.failing.store(true, Ordering::SeqCst);
+            tracing::error!(
+                min_free_bytes = self.min_free_bytes,
+                "storage is nearly full; batch refused"
+            );
+            return Err(Error::unavailable("storage is full; nothing was changed"));
+        }
         if let Err(e) = self.journal.append(&batch) {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
             self.stats.failing.store(true, Ordering::SeqCst);

@@ -22,4 +22,5 @@ mod ops;
 mod orders;
 mod payments;
 mod products;
+mod slow_and_proxied;
 mod webhooks;

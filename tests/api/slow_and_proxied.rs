@@ -1,0 +1,82 @@
+//! Slow clients are cut off, and the client address comes from the socket,
+//! or from `X-Forwarded-For` only when the peer is a trusted proxy.
+
+use crate::helpers::*;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_client_trickling_its_body_gets_408_and_the_worker_back() {
+    let app = spawn_with(|d| {
+        config_text(d, "").replace("[server]\n", "[server]\nrequest_timeout_secs = 1\n")
+    });
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let started = Instant::now();
+    write!(s, "POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"pro").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(app.get("/healthz").status(), 200);
+}
+
+fn order_from(app: &TestApp, forwarded: Option<&str>, email: &str) -> u16 {
+    let mut rb = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .json(&json!({"product_id": "p", "quantity": 1, "email": email, "gateway": "manual"}));
+    if let Some(f) = forwarded {
+        rb = rb.header("X-Forwarded-For", f);
+    }
+    rb.send().unwrap().status().as_u16()
+}
+
+fn capped(trusted: &str) -> TestApp {
+    spawn_with(|d| {
+        config_text(d, "")
+            .replace("max_pending_per_ip = 0", "max_pending_per_ip = 1")
+            .replace(
+                "[server]\n",
+                &format!("[server]\ntrusted_proxies = [{trusted}]\n"),
+            )
+    })
+}
+
+#[test]
+fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
+    let app = capped("\"127.0.0.1\"");
+    app.product_with_keys("p", 100, 10);
+    assert_eq!(order_from(&app, Some("203.0.113.7"), "a@example.com"), 201);
+    assert_eq!(
+        order_from(&app, Some("203.0.113.8"), "b@example.com"),
+        201,
+        "another buyer behind the proxy"
+    );
+    assert_eq!(
+        order_from(&app, Some("203.0.113.7"), "c@example.com"),
+        429,
+        "the first buyer's cap"
+    );
+    // A client-supplied chain: the right-most untrusted address is the buyer.
+    assert_eq!(
+        order_from(&app, Some("198.51.100.1, 203.0.113.9"), "d@example.com"),
+        201
+    );
+
+    let untrusted = capped("");
+    untrusted.product_with_keys("p", 100, 10);
+    assert_eq!(
+        order_from(&untrusted, Some("203.0.113.7"), "a@example.com"),
+        201
+    );
+    assert_eq!(
+        order_from(&untrusted, Some("203.0.113.8"), "b@example.com"),
+        429,
+        "without a trusted proxy the header is ignored: both are 127.0.0.1"
+    );
+}
