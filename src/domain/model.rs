@@ -203,3 +203,18 @@ impl DeliveryState {
         }
     }
 }
+
+/// A verified gateway callback that changed nothing: a repeat of an applied
+/// payment, or one refused by a later check (amount, gateway, status). Kept
+/// as an audit trail beside the order, not as part of its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAttempt {
+    pub at_ms: i64,
+    pub gateway: String,
+    pub trade_no: String,
+    pub amount: u64,
+    /// `repeated` or `refused`.
+    pub result: String,
+    /// The error code of a refusal.
+    pub reason: Option<String>,
+}

@@ -29,7 +29,9 @@ fn order_no(req: &HttpRequest) -> Result<OrderNo, Error> {
         .map_err(|_| Error::not_found(format!("order {} not found", printable(raw, 40))))
 }
 
-/// AdminOrder JSON: keys included once the order has sold keys.
+/// AdminOrder JSON: keys included once the order has sold keys; the order's
+/// events merged, by time, with the audit trail of payment attempts that
+/// changed nothing (repeats and refusals).
 fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> {
     let keys = match order.status {
         OrderStatus::Delivered | OrderStatus::Refunded if !order.key_ids.is_empty() => {
@@ -37,12 +39,37 @@ fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> 
         }
         _ => None,
     };
-    serde_json::to_value(render::admin_order(
+    let mut v = serde_json::to_value(render::admin_order(
         order,
         &state.config.shop.currency,
         keys,
     ))
-    .map_err(|_| Error::unavailable("rendering failed"))
+    .map_err(|_| Error::unavailable("rendering failed"))?;
+    let attempts = state.store.payment_attempts(&order.order_no)?;
+    if !attempts.is_empty() {
+        let mut timed: Vec<(i64, serde_json::Value)> = order
+            .events
+            .iter()
+            .zip(v["events"].as_array().cloned().unwrap_or_default())
+            .map(|(e, j)| (e.at_ms, j))
+            .collect();
+        for a in attempts {
+            timed.push((
+                a.at_ms,
+                serde_json::json!({
+                    "type": format!("payment_{}", a.result),
+                    "at": render::rfc3339(a.at_ms),
+                    "gateway": a.gateway,
+                    "trade_no": a.trade_no,
+                    "amount": a.amount,
+                    "note": a.reason,
+                }),
+            ));
+        }
+        timed.sort_by_key(|(at, _)| *at);
+        v["events"] = serde_json::Value::Array(timed.into_iter().map(|(_, j)| j).collect());
+    }
+    Ok(v)
 }
 
 pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {

@@ -91,7 +91,9 @@ async fn receive(
             body: &body,
             now_secs: crate::store::now_ms() / 1000,
         })?;
-        apply_verified(state, gateway, verified).await
+        let result = apply_verified(state, gateway, verified.clone()).await;
+        audit(state, gateway, &verified, &result);
+        result
     }
     .await;
     count(state, gateway, &result);
@@ -99,6 +101,50 @@ async fn receive(
         tracing::warn!(gateway = gateway.as_str(), code = e.code(), reason = %e, "payment callback refused");
     }
     result
+}
+
+/// Records a verified callback that changed nothing (a repeat, or a refusal
+/// by a later check) beside its order, for the merchant's order detail. It
+/// is written after the answer is decided and never changes it; callbacks
+/// whose signature failed are not recorded (their order number is unproven).
+fn audit(
+    state: &State,
+    gateway: Gateway,
+    v: &VerifiedPayment,
+    result: &Result<PaymentApplied, Error>,
+) {
+    let (outcome, reason) = match result {
+        Ok(a) if a.step == PaymentStep::Repeat => ("repeated", None),
+        Ok(_) => return,
+        Err(Error::Unavailable { .. } | Error::NotFound(_)) => return,
+        Err(e) => ("refused", Some(e.code().to_string())),
+    };
+    let Ok(order_no) = OrderNo::parse(&v.order_no) else {
+        return;
+    };
+    let attempt = crate::domain::model::PaymentAttempt {
+        at_ms: crate::store::now_ms(),
+        gateway: gateway.as_str().to_string(),
+        trade_no: crate::domain::ids::printable(&v.trade_no, 128),
+        amount: v.amount,
+        result: outcome.to_string(),
+        reason,
+    };
+    let store = state.store.clone();
+    actix_web::rt::spawn(async move {
+        let no = order_no.as_str().to_string();
+        let r = store
+            .write(move |tx| {
+                if tx.order(&no)?.is_some() {
+                    tx.record_attempt(&no, &attempt);
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(order_no = %order_no, error = %e, "could not record a payment attempt");
+        }
+    });
 }
 
 /// Counts a payment outcome in the metrics.

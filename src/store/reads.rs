@@ -215,11 +215,26 @@ impl Store {
         Ok((out, next))
     }
 
-    /// Raw dump of every tree, for state comparisons and debugging.
+    /// The audit trail of payment attempts that changed nothing, oldest first.
+    pub fn payment_attempts(
+        &self,
+        order_no: &str,
+    ) -> Result<Vec<crate::domain::model::PaymentAttempt>> {
+        self.trees()
+            .get(Tree::Attempts)
+            .scan_prefix(tree::scope_prefix(order_no))
+            .values()
+            .map(|v| decode(&v.map_err(storage)?))
+            .collect()
+    }
+
+    /// Raw dump of the shop's state — every tree but the bookkeeping (meta)
+    /// and the audit trail of payment attempts — for "nothing changed"
+    /// comparisons and debugging.
     pub fn dump(&self) -> Result<Vec<RawRecord>> {
         let mut out = Vec::new();
         for t in tree::ALL {
-            if t == Tree::Meta {
+            if t == Tree::Meta || t == Tree::Attempts {
                 continue;
             }
             for item in self.trees().get(t).iter() {

@@ -34,9 +34,12 @@ pub enum Tree {
     OutboxPending = 12,
     /// "ip"|"email", 0, who → unpaid orders holding keys (u64 BE)
     Holds = 13,
+    /// order no, 0, at ms (u64 BE), random u32 → PaymentAttempt: the audit
+    /// trail of verified callbacks that changed nothing (repeats, refusals)
+    Attempts = 14,
 }
 
-pub const ALL: [Tree; 14] = [
+pub const ALL: [Tree; 15] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
@@ -51,6 +54,7 @@ pub const ALL: [Tree; 14] = [
     Tree::Outbox,
     Tree::OutboxPending,
     Tree::Holds,
+    Tree::Attempts,
 ];
 
 impl Tree {
@@ -74,6 +78,7 @@ impl Tree {
             Tree::Outbox => "outbox",
             Tree::OutboxPending => "outbox_pending",
             Tree::Holds => "holds",
+            Tree::Attempts => "payment_attempts",
         }
     }
 }

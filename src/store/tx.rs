@@ -396,6 +396,14 @@ impl<'a> Tx<'a> {
         self.del_raw(Tree::Idem, key_hash.to_vec());
     }
 
+    // ---- payment attempts (audit) -------------------------------------------
+
+    pub fn record_attempt(&mut self, order_no: &str, a: &crate::domain::model::PaymentAttempt) {
+        let mut rest = tree::time_key(a.at_ms, "").to_vec();
+        rest.extend_from_slice(&rand::random::<u32>().to_be_bytes());
+        self.put(Tree::Attempts, tree::scoped(order_no, &rest), a);
+    }
+
     // ---- outbox ------------------------------------------------------------
 
     pub fn outbox(&self, seq: u64) -> Result<Option<OutboxEvent>> {

@@ -318,3 +318,51 @@ fn refunds_mark_delivered_or_waiting_orders_and_keep_keys_sold() {
     let twice = app.admin_post(&format!("/api/v1/admin/orders/{no}/refund"), json!({}));
     assert_eq!(error_code(twice), (409, "conflict".into()));
 }
+
+#[test]
+fn repeated_and_refused_callbacks_are_recorded_beside_the_order() {
+    let app = spawn();
+    app.product_with_keys("p", 100, 3);
+    let o = app.order_ok("p", 1, "hmac");
+    let no = o["order_no"].as_str().unwrap();
+    assert_eq!(app.hmac_notify(no, "T-1", 99).status(), 400, "wrong amount");
+    assert_eq!(app.hmac_notify(no, "T-1", 100).status(), 200);
+    let state = app.dump();
+    assert_eq!(
+        app.hmac_notify(no, "T-1", 100).status(),
+        200,
+        "the gateway retries"
+    );
+    assert_eq!(app.dump(), state, "the repeat changed no state");
+    let forged = app.hmac_notify_raw(
+        &json!({"order_no": no, "trade_no": "T-9", "amount": 100, "status": "paid"}).to_string(),
+        now_secs(),
+        "not-the-secret",
+    );
+    assert_eq!(forged.status(), 400);
+    let events = eventually(std::time::Duration::from_secs(10), || {
+        let v = app.admin_order(no);
+        let e = v["events"].as_array().unwrap().clone();
+        (e.len() >= 5).then_some(e)
+    });
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "payment_refused",
+            "paid",
+            "delivered",
+            "payment_repeated"
+        ]
+    );
+    assert_eq!(events[1]["note"], "amount_mismatch");
+    assert_eq!(events[1]["amount"], 99);
+    assert_eq!(events[1]["trade_no"], "T-1");
+    assert_eq!(events[1]["gateway"], "hmac");
+    assert_eq!(events[4]["amount"], 100);
+    assert!(
+        events.iter().all(|e| e["trade_no"] != "T-9"),
+        "an unsigned callback is not recorded"
+    );
+}
