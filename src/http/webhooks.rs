@@ -62,5 +62,6 @@ pub async fn retry(_: Admin, state: State, req: HttpRequest) -> HttpResult {
         .store
         .write(move |tx| crate::workers::webhooks::requeue(tx, seq))
         .await?;
+    state.store.outbox_rescan_from(seq);
     Ok(HttpResponse::Ok().json(view(&e)))
 }

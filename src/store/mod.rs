@@ -74,6 +74,8 @@ struct Inner {
     closing: AtomicBool,
     rebuilt: bool,
     min_free_bytes: u64,
+    /// Lowest outbox seq re-queued since the dispatcher last looked.
+    outbox_hint: std::sync::atomic::AtomicU64,
     commit_hooks: CommitHooks,
     /// The data-dir lock; released by `close` so a CLI may follow.
     lock: Mutex<Option<std::fs::File>>,
@@ -146,6 +148,7 @@ impl Store {
                 closing: AtomicBool::new(false),
                 rebuilt: opened.rebuilt,
                 min_free_bytes: opts.min_free_bytes,
+                outbox_hint: std::sync::atomic::AtomicU64::new(u64::MAX),
                 commit_hooks,
                 lock: Mutex::new(Some(opened.lock)),
             }),
@@ -181,6 +184,17 @@ impl Store {
         if let Ok(mut hooks) = self.inner.commit_hooks.lock() {
             hooks.push(Box::new(f));
         }
+    }
+
+    /// Tells the webhook dispatcher that an event at `seq` is pending again
+    /// (an admin retry), below where it may have stopped looking.
+    pub fn outbox_rescan_from(&self, seq: u64) {
+        self.inner.outbox_hint.fetch_min(seq, Ordering::SeqCst);
+    }
+
+    /// Takes the lowest re-queued seq, if any.
+    pub fn take_outbox_hint(&self) -> u64 {
+        self.inner.outbox_hint.swap(u64::MAX, Ordering::SeqCst)
     }
 
     /// True when the store accepts writes. After a refused batch, healthy

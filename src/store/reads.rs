@@ -261,36 +261,45 @@ impl Store {
 }
 
 impl Store {
-    /// Events still to be sent, oldest first.
-    pub fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
+    /// Events still to be sent, oldest first, scanning from `from_seq`.
+    /// Also returns the new low-water mark: the first pending event seen,
+    /// or past the end when none is pending.
+    pub fn pending_outbox(&self, from_seq: u64, limit: usize) -> Result<(Vec<OutboxEvent>, u64)> {
         let mut out = Vec::new();
+        let mut low = None;
+        let mut next = from_seq;
         for item in self
             .trees()
-            .get(Tree::OutboxPending)
-            .iter()
-            .keys()
-            .take(limit)
+            .get(Tree::Outbox)
+            .range(tree::u64_key(from_seq)..)
         {
-            let k = item.map_err(storage)?;
-            if let Some(e) = self.read::<OutboxEvent>(Tree::Outbox, &k)? {
+            let (_, v) = item.map_err(storage)?;
+            let e: OutboxEvent = decode(&v)?;
+            next = e.seq + 1;
+            if e.state == DeliveryState::Pending {
+                low.get_or_insert(e.seq);
                 out.push(e);
+                if out.len() == limit {
+                    break;
+                }
             }
         }
-        Ok(out)
+        Ok((out, low.unwrap_or(next)))
     }
 
     pub fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>> {
         self.read(Tree::Outbox, &tree::u64_key(seq))
     }
 
-    /// How many outbox events are in each state.
+    /// How many outbox events are pending and dead.
     pub fn outbox_counts(&self) -> Result<(u64, u64)> {
-        let pending = self.trees().get(Tree::OutboxPending).len() as u64;
-        let mut dead = 0;
+        let (mut pending, mut dead) = (0, 0);
         for v in self.trees().get(Tree::Outbox).iter().values() {
             let e: OutboxEvent = decode(&v.map_err(storage)?)?;
-            if e.state == DeliveryState::Dead {
-                dead += 1;
+            match e.state {
+                DeliveryState::Pending => pending += 1,
+                DeliveryState::Dead => dead += 1,
+                DeliveryState::Delivered => {}
             }
         }
         Ok((pending, dead))

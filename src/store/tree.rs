@@ -30,16 +30,14 @@ pub enum Tree {
     Idem = 10,
     /// outbox seq (u64 BE) → OutboxEvent
     Outbox = 11,
-    /// outbox seq (u64 BE) → () for events still to be sent
-    OutboxPending = 12,
     /// "ip"|"email", 0, who → unpaid orders holding keys (u64 BE)
-    Holds = 13,
+    Holds = 12,
     /// order no, 0, at ms (u64 BE), random u32 → PaymentAttempt: the audit
     /// trail of verified callbacks that changed nothing (repeats, refusals)
-    Attempts = 14,
+    Attempts = 13,
 }
 
-pub const ALL: [Tree; 15] = [
+pub const ALL: [Tree; 14] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
@@ -52,7 +50,6 @@ pub const ALL: [Tree; 15] = [
     Tree::Payments,
     Tree::Idem,
     Tree::Outbox,
-    Tree::OutboxPending,
     Tree::Holds,
     Tree::Attempts,
 ];
@@ -76,7 +73,6 @@ impl Tree {
             Tree::Payments => "payments",
             Tree::Idem => "idempotency",
             Tree::Outbox => "outbox",
-            Tree::OutboxPending => "outbox_pending",
             Tree::Holds => "holds",
             Tree::Attempts => "payment_attempts",
         }

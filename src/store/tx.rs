@@ -416,15 +416,10 @@ impl<'a> Tx<'a> {
         seq
     }
 
-    /// Stores an outbox event and keeps the to-send index in step.
+    /// Stores an outbox event. (No separate to-send index: the dispatcher
+    /// scans from its low-water mark, which keeps each event to one write.)
     pub fn put_outbox(&mut self, e: &OutboxEvent) {
-        let k = tree::u64_key(e.seq).to_vec();
-        if e.state == crate::domain::model::DeliveryState::Pending {
-            self.put_raw(Tree::OutboxPending, k.clone(), Vec::new());
-        } else {
-            self.del_raw(Tree::OutboxPending, k.clone());
-        }
-        self.put(Tree::Outbox, k, e);
+        self.put(Tree::Outbox, tree::u64_key(e.seq).to_vec(), e);
     }
 }
 

@@ -209,8 +209,9 @@ fn dispatcher(
     stop: Receiver<()>,
     in_flight: Arc<Mutex<HashSet<String>>>,
 ) {
+    let mut low = 0;
     loop {
-        dispatch_due(&ctx, &jobs, &in_flight);
+        dispatch_due(&ctx, &jobs, &in_flight, &mut low);
         select! {
             recv(stop) -> _ => return,
             recv(wake) -> _ => {},
@@ -219,7 +220,15 @@ fn dispatcher(
     }
 }
 
-fn dispatch_due(ctx: &Context, jobs: &Sender<OutboxEvent>, in_flight: &Mutex<HashSet<String>>) {
+/// Hands due events to the senders. `low` is the low-water mark: no event
+/// below it is pending (except ones an admin re-queued, which the store's
+/// hint brings back into view).
+fn dispatch_due(
+    ctx: &Context,
+    jobs: &Sender<OutboxEvent>,
+    in_flight: &Mutex<HashSet<String>>,
+    low: &mut u64,
+) {
     // Lock before reading the outbox: a sender clears its order from the
     // in-flight set only after its attempt is recorded, so under the lock
     // the outbox never shows an attempt that is still being recorded (which
@@ -232,8 +241,12 @@ fn dispatch_due(ctx: &Context, jobs: &Sender<OutboxEvent>, in_flight: &Mutex<Has
         // every commit; a sender wakes the dispatcher when it is free.
         return;
     }
-    let pending = match ctx.store.pending_outbox(4096) {
-        Ok(p) => p,
+    let from = (*low).min(ctx.store.take_outbox_hint());
+    let pending = match ctx.store.pending_outbox(from, 4096) {
+        Ok((p, next_low)) => {
+            *low = next_low;
+            p
+        }
         Err(e) => {
             tracing::warn!(error = %e, "could not read the webhook outbox");
             return;
