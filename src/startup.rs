@@ -83,8 +83,8 @@ pub fn open_store(cfg: &Config) -> Result<Store, StartError> {
         tracing::error!(violations = report.violations.len(), report = %report,
             "store invariants violated; serving anyway, run `faka check` for the report");
     }
-    crate::ops::recovery::redrive_paid(&store)
-        .map_err(|e| fail("re-driving paid orders")(e.to_string()))?;
+    // One pass over the orders serves both the check and the re-drive.
+    crate::ops::recovery::redrive_paid(&store, &report.paid_undelivered);
     Ok(store)
 }
 

@@ -18,6 +18,8 @@ pub struct Report {
     pub keys: usize,
     pub orders: usize,
     pub violations: Vec<String>,
+    /// Orders left `paid` without their keys (start-up recovery re-drives them).
+    pub paid_undelivered: Vec<String>,
 }
 
 impl Report {
@@ -64,6 +66,7 @@ pub fn run(store: &Store) -> Result<Report> {
     let mut owner: HashMap<u64, String> = HashMap::new();
     let mut statuses: HashMap<String, OrderStatus> = HashMap::new();
     let mut bad = Vec::new();
+    let mut paid = Vec::new();
     store.for_each_order(|o| {
         r.orders += 1;
         let with_keys = matches!(
@@ -90,10 +93,13 @@ pub fn run(store: &Store) -> Result<Report> {
                 o.status.as_str(),
                 n
             )),
-            OrderStatus::Paid => bad.push(format!(
-                "order {} is paid but not delivered (recovery re-drives it)",
-                o.order_no
-            )),
+            OrderStatus::Paid => {
+                paid.push(o.order_no.clone());
+                bad.push(format!(
+                    "order {} is paid but not delivered (recovery re-drives it)",
+                    o.order_no
+                ))
+            }
             _ => {}
         }
         if o.status.is_paid() && (o.paid_at_ms.is_none() || o.trade_no.is_none()) {
@@ -218,5 +224,6 @@ pub fn run(store: &Store) -> Result<Report> {
     for v in bad {
         r.violation(v);
     }
+    r.paid_undelivered = paid;
     Ok(r)
 }

@@ -2,21 +2,12 @@
 //! deliver any order left `paid` without its keys. (Expired holds are
 //! released by the expiry sweeper's first run.)
 
-use crate::domain::order::OrderStatus;
 use crate::domain::shop;
-use crate::error::Result;
 use crate::store::Store;
 
-/// Re-drives paid-but-undelivered orders; returns how many were found.
-pub fn redrive_paid(store: &Store) -> Result<usize> {
-    let mut paid = Vec::new();
-    store.for_each_order(|o| {
-        if o.status == OrderStatus::Paid {
-            paid.push(o.order_no);
-        }
-        Ok(())
-    })?;
-    for no in &paid {
+/// Re-drives the paid-but-undelivered orders the start-up check found.
+pub fn redrive_paid(store: &Store, paid: &[String]) {
+    for no in paid {
         let no2 = no.clone();
         match store.write_blocking(move |tx| shop::redrive_paid(tx, &no2)) {
             Ok(status) => {
@@ -27,5 +18,4 @@ pub fn redrive_paid(store: &Store) -> Result<usize> {
             }
         }
     }
-    Ok(paid.len())
 }

@@ -2,7 +2,7 @@
 //! restore, and — because merchants copy the data directory — `cp -a` of a
 //! live data directory under write load, twenty times.
 
-use crate::crash::start_binary;
+use crate::crash::{pay_hmac, seed, start_binary};
 use crate::helpers::*;
 use faka::domain::order::OrderStatus;
 use faka::store::{Store, StoreOptions};
@@ -84,12 +84,11 @@ fn the_backup_command_works_while_the_shop_serves() {
     )
     .unwrap();
     let mut server = start_binary(&config);
-    let c = Client::new();
-    c.post(format!("{}/api/v1/admin/products", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "p", "name": "P", "price": 100}))
-        .send()
-        .unwrap();
+    seed(
+        &server.base,
+        json!({"id": "p", "name": "P", "price": 100}),
+        &[],
+    );
     let out = dir.path().join("bk");
     let run = Command::new(bin_path())
         .args(["--config", config.to_str().unwrap(), "backup", "--out"])
@@ -161,19 +160,7 @@ fn buyer(base: String, stop: Arc<AtomicBool>, paid: Arc<Mutex<Vec<Paid>>>) {
         }
         let o: Value = r.json().unwrap();
         let no = o["order_no"].as_str().unwrap().to_string();
-        let body = json!({"order_no": no, "trade_no": format!("T{i}-{no}"), "amount": 100, "status": "paid"}).to_string();
-        let ts = now_secs().to_string();
-        let sig =
-            faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body.as_bytes());
-        let ok = c
-            .post(format!("{base}/api/v1/payments/hmac/notify"))
-            .header("X-Faka-Timestamp", ts)
-            .header("X-Faka-Signature", sig)
-            .body(body)
-            .send()
-            .map(|r| r.status() == 200)
-            .unwrap_or(false);
-        if ok {
+        if pay_hmac(&c, &base, &no, &format!("T{i}-{no}"), 100) == Some(200) {
             paid.lock().unwrap().push(Paid { order_no: no });
         }
     }
@@ -191,21 +178,12 @@ fn twenty_live_copies_of_the_data_dir_restore_with_every_acknowledged_payment() 
     .replace("[storage]\n", "[storage]\nsnapshot_mb = 2\n");
     std::fs::write(&config, text).unwrap();
     let mut server = start_binary(&config);
-    let c = Client::new();
-    c.post(format!("{}/api/v1/admin/products", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "copy", "name": "Copy", "price": 100}))
-        .send()
-        .unwrap();
     let keys: Vec<String> = (0..30_000).map(|i| format!("COPY-{i:06}")).collect();
-    let r = c
-        .post(format!("{}/api/v1/admin/products/copy/keys", server.base))
-        .bearer_auth(ADMIN)
-        .header("Content-Type", "text/plain")
-        .body(keys.join("\n"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    seed(
+        &server.base,
+        json!({"id": "copy", "name": "Copy", "price": 100}),
+        &keys,
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let paid: Arc<Mutex<Vec<Paid>>> = Arc::default();

@@ -7,7 +7,7 @@
 //! change. `CHAOS_CYCLES=50 cargo test --test api chaos -- --nocapture` is
 //! the long mode; CI runs the short one (5 cycles). Also: a full disk.
 
-use crate::crash::{start_binary, Server};
+use crate::crash::{pay_hmac, seed, start_binary, Server};
 use crate::helpers::*;
 use rand::Rng;
 use reqwest::blocking::Client;
@@ -28,20 +28,6 @@ struct Ledger {
     /// (the kill may have come after the commit, before the reply).
     imported: u64,
     maybe_imported: u64,
-}
-
-fn sign_and_pay(c: &Client, base: &str, no: &str, trade: &str, amount: u64) -> Option<u16> {
-    let body =
-        json!({"order_no": no, "trade_no": trade, "amount": amount, "status": "paid"}).to_string();
-    let ts = now_secs().to_string();
-    let sig = faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body.as_bytes());
-    c.post(format!("{base}/api/v1/payments/hmac/notify"))
-        .header("X-Faka-Timestamp", ts)
-        .header("X-Faka-Signature", sig)
-        .body(body)
-        .send()
-        .ok()
-        .map(|r| r.status().as_u16())
 }
 
 /// One actor: a random mix of everything a shop sees.
@@ -79,7 +65,7 @@ fn actor(base: String, stop: Arc<AtomicBool>, ledger: Arc<Mutex<Ledger>>, seed: 
                 } else {
                     let mut acked = false;
                     for _ in 0..rng.gen_range(1..=2) {
-                        match sign_and_pay(&c, &base, &no, &format!("T-{no}"), amount) {
+                        match pay_hmac(&c, &base, &no, &format!("T-{no}"), amount) {
                             Some(200) => acked = true,
                             Some(_) => {}
                             None => break,
@@ -102,8 +88,7 @@ fn actor(base: String, stop: Arc<AtomicBool>, ledger: Arc<Mutex<Ledger>>, seed: 
                 };
                 let Ok(v) = v.json::<Value>() else { return };
                 let amount = v["amount"].as_u64().unwrap_or(0);
-                let acked =
-                    sign_and_pay(&c, &base, &no, &format!("LATE-{no}"), amount) == Some(200);
+                let acked = pay_hmac(&c, &base, &no, &format!("LATE-{no}"), amount) == Some(200);
                 if acked {
                     ledger.lock().unwrap().paid.insert(no, token);
                 }
@@ -297,22 +282,13 @@ fn chaos_kill_9_under_mixed_load_breaks_no_promise() {
     .replace("hold_secs = 900", "hold_secs = 1");
     std::fs::write(&config, text).unwrap();
     let mut server = start_binary(&config);
-    let c = Client::new();
-    c.post(format!("{}/api/v1/admin/products", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "chaos", "name": "Chaos", "price": 100}))
-        .send()
-        .unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let keys: Vec<String> = (0..3000).map(|i| format!("SEED-{i:05}")).collect();
-    let r = c
-        .post(format!("{}/api/v1/admin/products/chaos/keys", server.base))
-        .bearer_auth(ADMIN)
-        .header("Content-Type", "text/plain")
-        .body(keys.join("\n"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    seed(
+        &server.base,
+        json!({"id": "chaos", "name": "Chaos", "price": 100}),
+        &keys,
+    );
     ledger.lock().unwrap().imported = 3000;
     let mut rng = rand::thread_rng();
     for cycle in 0..cycles {

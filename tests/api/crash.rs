@@ -60,6 +60,46 @@ pub fn start_binary(config: &Path) -> Server {
     server
 }
 
+/// Creates a product on a running binary and imports `keys` into it.
+pub fn seed(base: &str, product: Value, keys: &[String]) {
+    let c = Client::new();
+    let r = c
+        .post(format!("{base}/api/v1/admin/products"))
+        .bearer_auth(ADMIN)
+        .json(&product)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    if keys.is_empty() {
+        return;
+    }
+    let id = product["id"].as_str().unwrap();
+    let r = c
+        .post(format!("{base}/api/v1/admin/products/{id}/keys"))
+        .bearer_auth(ADMIN)
+        .header("Content-Type", "text/plain")
+        .body(keys.join("\n"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Sends a signed hmac callback as the gateway would; the answer's status,
+/// or `None` when the server could not be reached.
+pub fn pay_hmac(c: &Client, base: &str, no: &str, trade: &str, amount: u64) -> Option<u16> {
+    let body =
+        json!({"order_no": no, "trade_no": trade, "amount": amount, "status": "paid"}).to_string();
+    let ts = now_secs().to_string();
+    let sig = faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body.as_bytes());
+    c.post(format!("{base}/api/v1/payments/hmac/notify"))
+        .header("X-Faka-Timestamp", ts)
+        .header("X-Faka-Signature", sig)
+        .body(body)
+        .send()
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     let text = config_text(
@@ -95,29 +135,14 @@ fn load(base: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<Acked>>>) {
         }
         let Ok(o) = r.json::<Value>() else { return };
         let no = o["order_no"].as_str().unwrap().to_string();
-        let body =
-            json!({"order_no": no, "trade_no": format!("T-{no}"), "amount": 100, "status": "paid"})
-                .to_string();
         for _ in 0..(1 + n % 2) {
-            let ts = now_secs().to_string();
-            let sig = faka::payments::hmac::HmacGateway::sign(
-                HMAC_SECRET.as_bytes(),
-                &ts,
-                body.as_bytes(),
-            );
-            let paid = client
-                .post(format!("{base}/api/v1/payments/hmac/notify"))
-                .header("X-Faka-Timestamp", ts)
-                .header("X-Faka-Signature", sig)
-                .body(body.clone())
-                .send();
-            match paid {
-                Ok(r) if r.status() == 200 => acked.lock().unwrap().push(Acked {
+            match pay_hmac(&client, &base, &no, &format!("T-{no}"), 100) {
+                Some(200) => acked.lock().unwrap().push(Acked {
                     order_no: no.clone(),
                     token: o["token"].as_str().unwrap().to_string(),
                 }),
-                Ok(_) => {}
-                Err(_) => return,
+                Some(_) => {}
+                None => return,
             }
         }
     }
@@ -172,24 +197,13 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let mut server = start_binary(&config);
-    let client = Client::new();
-    let r = client
-        .post(format!("{}/api/v1/admin/products", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "crash", "name": "Crash", "price": 100}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
     let imported = 20_000u64;
     let keys: Vec<String> = (0..imported).map(|i| format!("CRASH-{i:06}")).collect();
-    let r = client
-        .post(format!("{}/api/v1/admin/products/crash/keys", server.base))
-        .bearer_auth(ADMIN)
-        .header("Content-Type", "text/plain")
-        .body(keys.join("\n"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    seed(
+        &server.base,
+        json!({"id": "crash", "name": "Crash", "price": 100}),
+        &keys,
+    );
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut rng = rand::thread_rng();

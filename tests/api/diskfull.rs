@@ -65,18 +65,8 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
         .build()
         .unwrap();
     let base = server.base.clone();
-    c.post(format!("{base}/api/v1/admin/products"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "p", "name": "P", "price": 100}))
-        .send()
-        .unwrap();
     let keys: Vec<String> = (0..500).map(|i| format!("FULL-{i}")).collect();
-    c.post(format!("{base}/api/v1/admin/products/p/keys"))
-        .bearer_auth(ADMIN)
-        .header("Content-Type", "text/plain")
-        .body(keys.join("\n"))
-        .send()
-        .unwrap();
+    crate::crash::seed(&base, json!({"id": "p", "name": "P", "price": 100}), &keys);
     let order = || {
         c.post(format!("{base}/api/v1/orders"))
             .json(

@@ -2,7 +2,7 @@
 //! parse and never hold a secret, request ids, and a graceful stop on SIGTERM
 //! that loses no acknowledged write.
 
-use crate::crash::{start_binary, unsafe_sigterm};
+use crate::crash::{seed, start_binary, unsafe_sigterm};
 use crate::helpers::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
@@ -163,17 +163,12 @@ fn json_logs_parse_carry_request_ids_and_never_hold_a_secret() {
     };
     let base = format!("http://127.0.0.1:{port}");
     let c = Client::new();
-    c.post(format!("{base}/api/v1/admin/products"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "p", "name": "P", "price": 100}))
-        .send()
-        .unwrap();
     let key_text = "SECRET-CARD-KEY-0001";
-    c.post(format!("{base}/api/v1/admin/products/p/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"keys": [key_text]}))
-        .send()
-        .unwrap();
+    seed(
+        &base,
+        json!({"id": "p", "name": "P", "price": 100}),
+        &[key_text.to_string()],
+    );
     let o: Value = c
         .post(format!("{base}/api/v1/orders"))
         .json(&json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "hmac"}))
@@ -242,19 +237,12 @@ fn sigterm_drains_in_flight_writes_and_exits_cleanly() {
     )
     .unwrap();
     let mut server = start_binary(&config);
-    let c = Client::new();
-    c.post(format!("{}/api/v1/admin/products", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "p", "name": "P", "price": 100, "max_quantity": 1}))
-        .send()
-        .unwrap();
     let keys: Vec<String> = (0..2000).map(|i| format!("K{i}")).collect();
-    c.post(format!("{}/api/v1/admin/products/p/keys", server.base))
-        .bearer_auth(ADMIN)
-        .header("Content-Type", "text/plain")
-        .body(keys.join("\n"))
-        .send()
-        .unwrap();
+    seed(
+        &server.base,
+        json!({"id": "p", "name": "P", "price": 100, "max_quantity": 1}),
+        &keys,
+    );
     let base = server.base.clone();
     let buyers: Vec<_> = (0..6)
         .map(|_| {

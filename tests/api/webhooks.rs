@@ -266,16 +266,11 @@ fn events_committed_before_a_kill_9_are_sent_after_restart() {
     std::fs::write(&config, text).unwrap();
     let mut server = crate::crash::start_binary(&config);
     let c = reqwest::blocking::Client::new();
-    c.post(format!("{}/api/v1/admin/products", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"id": "p", "name": "P", "price": 100}))
-        .send()
-        .unwrap();
-    c.post(format!("{}/api/v1/admin/products/p/keys", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"keys": ["K-1"]}))
-        .send()
-        .unwrap();
+    crate::crash::seed(
+        &server.base,
+        json!({"id": "p", "name": "P", "price": 100}),
+        &["K-1".to_string()],
+    );
     let o: Value = c
         .post(format!("{}/api/v1/orders", server.base))
         .json(&json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual"}))
