@@ -8,10 +8,7 @@
 //! them out and keeps the product's key counts in step.
 
 use super::ids::{printable, Gateway};
-use super::model::{
-    DeliveryState, EventKind, IdempotencyRecord, KeyCounts, KeyRecord, KeyState, Order,
-    OutboxEvent, Product,
-};
+use super::model::{EventKind, IdempotencyRecord, KeyCounts, KeyRecord, KeyState, Order, Product};
 use super::order::{self, OrderStatus, PaymentSource, PaymentStep};
 use crate::error::{Error, Result};
 use crate::store::Tx;
@@ -423,7 +420,7 @@ fn mark_paid(tx: &mut Tx, order: &mut Order, p: &Payment, amount: u64, now: i64)
     e.amount = Some(amount);
     e.note = p.note.clone();
     tx.record_payment(p.gateway.as_str(), &p.trade_no, &order.order_no);
-    emit(tx, order, EventKind::Paid, now);
+    emit(tx, order, EventKind::Paid);
 }
 
 /// `paid → delivered` with the keys the order holds.
@@ -455,7 +452,7 @@ fn finish_delivery(tx: &mut Tx, order: &mut Order, now: i64) {
     order.delivered_at_ms = Some(now);
     order.record(now, EventKind::Delivered);
     tx.put_order(order);
-    emit(tx, order, EventKind::Delivered, now);
+    emit(tx, order, EventKind::Delivered);
 }
 
 /// Claims fresh available keys as sold for `order`, if there are enough.
@@ -494,7 +491,7 @@ fn claim_or_await(tx: &mut Tx, order: &mut Order, now: i64) -> Result<()> {
     order.record(now, EventKind::AwaitingStock);
     tx.enqueue_awaiting(order);
     tx.put_order(order);
-    emit(tx, order, EventKind::AwaitingStock, now);
+    emit(tx, order, EventKind::AwaitingStock);
     Ok(())
 }
 
@@ -548,7 +545,7 @@ pub fn expire_order(tx: &mut Tx, order_no: &str) -> Result<bool> {
     order.record(now, EventKind::Expired);
     tx.unschedule_expiry(&order);
     tx.put_order(&order);
-    emit(tx, &order, EventKind::Expired, now);
+    emit(tx, &order, EventKind::Expired);
     backfill(tx, &order.product_id)?;
     Ok(true)
 }
@@ -567,7 +564,7 @@ pub fn refund_order(tx: &mut Tx, order_no: &str, note: Option<String>) -> Result
     order.refunded_at_ms = Some(now);
     order.record(now, EventKind::Refunded).note = note;
     tx.put_order(&order);
-    emit(tx, &order, EventKind::Refunded, now);
+    emit(tx, &order, EventKind::Refunded);
     if was_waiting {
         // It may have been the head of the queue: the next in line may fit now.
         backfill(tx, &order.product_id)?;
@@ -594,22 +591,9 @@ pub fn redrive_paid(tx: &mut Tx, order_no: &str) -> Result<OrderStatus> {
 
 /// Writes an outbound webhook event into the outbox in the same batch as the
 /// change it reports (when webhooks are configured).
-fn emit(tx: &mut Tx, order: &Order, kind: EventKind, now: i64) {
+fn emit(tx: &mut Tx, order: &Order, kind: EventKind) {
     if !tx.webhooks || kind.webhook_type().is_none() {
         return;
     }
-    let seq = tx.next_outbox_seq();
-    let event = OutboxEvent {
-        id: format!("evt_{seq:016}_{}", order.order_no),
-        seq,
-        order_no: order.order_no.clone(),
-        kind,
-        created_at_ms: now,
-        state: DeliveryState::Pending,
-        attempts: 0,
-        next_attempt_ms: now,
-        retry_from_ms: now,
-        last_error: None,
-    };
-    tx.put_outbox(&event);
+    tx.emit_event(&order.order_no, kind);
 }

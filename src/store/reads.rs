@@ -4,6 +4,7 @@
 
 use super::codec;
 use super::tree::{self, Tree};
+use super::tx::OUTBOX_GROUP_MAX;
 use super::Store;
 use crate::domain::model::{DeliveryState, KeyRecord, Order, OutboxEvent, Product};
 use crate::domain::order::OrderStatus;
@@ -200,9 +201,8 @@ impl Store {
         let start = cursor.map_or(0, |c| c.saturating_add(1));
         let mut out = Vec::new();
         let mut next = None;
-        for item in self.trees().get(Tree::Outbox).range(tree::u64_key(start)..) {
-            let (_, v) = item.map_err(storage)?;
-            let e: OutboxEvent = decode(&v)?;
+        for e in self.outbox_events_from(start) {
+            let e = e?;
             if state.is_some_and(|s| s != e.state) {
                 continue;
             }
@@ -213,6 +213,25 @@ impl Store {
             out.push(e);
         }
         Ok((out, next))
+    }
+
+    /// Every outbox event with seq ≥ `from`, oldest first, unpacked from the
+    /// per-order groups they are stored in (`Tx::put_outbox`).
+    fn outbox_events_from(&self, from: u64) -> impl Iterator<Item = Result<OutboxEvent>> + '_ {
+        let first = from.saturating_sub(OUTBOX_GROUP_MAX as u64 - 1);
+        self.trees()
+            .get(Tree::Outbox)
+            .range(tree::u64_key(first)..)
+            .values()
+            .flat_map(|v| {
+                let group: Result<Vec<OutboxEvent>> =
+                    v.map_err(storage).and_then(|v| Ok(decode(&v)?));
+                match group {
+                    Ok(g) => g.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                }
+            })
+            .filter(move |e| e.as_ref().map_or(true, |e| e.seq >= from))
     }
 
     /// The audit trail of payment attempts that changed nothing, oldest first.
@@ -268,13 +287,8 @@ impl Store {
         let mut out = Vec::new();
         let mut low = None;
         let mut next = from_seq;
-        for item in self
-            .trees()
-            .get(Tree::Outbox)
-            .range(tree::u64_key(from_seq)..)
-        {
-            let (_, v) = item.map_err(storage)?;
-            let e: OutboxEvent = decode(&v)?;
+        for e in self.outbox_events_from(from_seq) {
+            let e = e?;
             next = e.seq + 1;
             if e.state == DeliveryState::Pending {
                 low.get_or_insert(e.seq);
@@ -288,15 +302,20 @@ impl Store {
     }
 
     pub fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>> {
-        self.read(Tree::Outbox, &tree::u64_key(seq))
+        for e in self.outbox_events_from(seq) {
+            let e = e?;
+            if e.seq >= seq {
+                return Ok((e.seq == seq).then_some(e));
+            }
+        }
+        Ok(None)
     }
 
     /// How many outbox events are pending and dead.
     pub fn outbox_counts(&self) -> Result<(u64, u64)> {
         let (mut pending, mut dead) = (0, 0);
-        for v in self.trees().get(Tree::Outbox).iter().values() {
-            let e: OutboxEvent = decode(&v.map_err(storage)?)?;
-            match e.state {
+        for e in self.outbox_events_from(0) {
+            match e?.state {
                 DeliveryState::Pending => pending += 1,
                 DeliveryState::Dead => dead += 1,
                 DeliveryState::Delivered => {}

@@ -28,7 +28,8 @@ pub enum Tree {
     Payments = 9,
     /// sha256(Idempotency-Key) → IdempotencyRecord
     Idem = 10,
-    /// outbox seq (u64 BE) → OutboxEvent
+    /// first event seq (u64 BE) → Vec<OutboxEvent>: the events one command
+    /// emitted for one order, consecutive seqs (see `Tx::put_outbox`)
     Outbox = 11,
     /// "ip"|"email", 0, who → unpaid orders holding keys (u64 BE)
     Holds = 12,

@@ -8,14 +8,17 @@
 //! sees; tree names and key layouts stay in this module.
 
 use super::codec;
-use super::journal::Write;
+use super::journal::{Batch, Write};
 use super::tree::{self, Tree, Trees};
-use crate::domain::model::{IdempotencyRecord, KeyRecord, KeyState, Order, OutboxEvent, Product};
+use crate::domain::model::{
+    DeliveryState, EventKind, IdempotencyRecord, KeyRecord, KeyState, Order, OutboxEvent, Product,
+};
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 type Overlay = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
 
@@ -31,12 +34,17 @@ pub struct Counters {
 
 pub struct Tx<'a> {
     trees: &'a Trees,
+    /// Earlier batches not yet in sled, oldest first (see `writer`).
+    in_flight: &'a [Arc<Batch>],
     batch: Overlay,
     cmd: Overlay,
     pub(crate) counters: Counters,
     saved_counters: Counters,
     now_ms: i64,
     pub(crate) webhooks: bool,
+    /// Webhook events the current command emitted, written at its commit as
+    /// one outbox record per order (see `put_outbox_group`).
+    events: Vec<(String, EventKind)>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {
@@ -45,15 +53,23 @@ fn internal(e: impl std::fmt::Display) -> Error {
 }
 
 impl<'a> Tx<'a> {
-    pub(crate) fn new(trees: &'a Trees, counters: Counters, now_ms: i64, webhooks: bool) -> Self {
+    pub(crate) fn new(
+        trees: &'a Trees,
+        in_flight: &'a [Arc<Batch>],
+        counters: Counters,
+        now_ms: i64,
+        webhooks: bool,
+    ) -> Self {
         Tx {
             trees,
+            in_flight,
             batch: Overlay::new(),
             cmd: Overlay::new(),
             counters,
             saved_counters: counters,
             now_ms,
             webhooks,
+            events: Vec::new(),
         }
     }
 
@@ -63,6 +79,7 @@ impl<'a> Tx<'a> {
     }
 
     pub(crate) fn commit_cmd(&mut self) {
+        self.flush_events();
         let cmd = std::mem::take(&mut self.cmd);
         self.batch.extend(cmd);
         self.saved_counters = self.counters;
@@ -70,6 +87,7 @@ impl<'a> Tx<'a> {
 
     pub(crate) fn rollback_cmd(&mut self) {
         self.cmd.clear();
+        self.events.clear();
         self.counters = self.saved_counters;
     }
 
@@ -91,6 +109,14 @@ impl<'a> Tx<'a> {
         let k = (t as u8, key.to_vec());
         if let Some(v) = self.cmd.get(&k).or_else(|| self.batch.get(&k)) {
             return Ok(v.clone());
+        }
+        for b in self.in_flight.iter().rev() {
+            if let Ok(i) = b
+                .writes
+                .binary_search_by(|w| (w.tree, &w.key[..]).cmp(&(k.0, key)))
+            {
+                return Ok(b.writes[i].value.clone());
+            }
         }
         Ok(self
             .trees
@@ -120,45 +146,55 @@ impl<'a> Tx<'a> {
     }
 
     /// Up to `limit` live entries whose key starts with `prefix`, in key
-    /// order, merging this command's and the batch's writes over sled.
+    /// order, merging this command's, the batch's and the in-flight batches'
+    /// writes over sled (the first source holding a key wins).
     fn scan(&self, t: Tree, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let tb = t as u8;
-        let lower = Bound::Included((tb, prefix.to_vec()));
-        let in_prefix = |k: &(u8, Vec<u8>)| k.0 == tb && k.1.starts_with(prefix);
-        let mut c = self
-            .cmd
-            .range((lower.clone(), Bound::Unbounded))
-            .take_while(|(k, _)| in_prefix(k))
-            .peekable();
-        let mut b = self
-            .batch
-            .range((lower, Bound::Unbounded))
-            .take_while(|(k, _)| in_prefix(k))
-            .peekable();
-        let mut s = self.trees.get(t).scan_prefix(prefix).peekable();
+        let mut sources: Vec<Source<'_>> = vec![
+            overlay_source(&self.cmd, tb, prefix),
+            overlay_source(&self.batch, tb, prefix),
+        ];
+        for b in self.in_flight.iter().rev() {
+            let start = b
+                .writes
+                .partition_point(|w| (w.tree, &w.key[..]) < (tb, prefix));
+            let it = b.writes[start..]
+                .iter()
+                .take_while(move |w| w.tree == tb && w.key.starts_with(prefix))
+                .map(|w| Ok((w.key.clone(), w.value.clone())));
+            sources.push((Box::new(it) as Box<dyn Iterator<Item = _>>).peekable());
+        }
+        let sled = self.trees.get(t).scan_prefix(prefix).map(|r| {
+            r.map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
+                .map_err(internal)
+        });
+        sources.push((Box::new(sled) as Box<dyn Iterator<Item = _>>).peekable());
         let mut out = Vec::new();
         while out.len() < limit {
-            let sk: Option<Vec<u8>> = match s.peek() {
-                Some(Ok((k, _))) => Some(k.to_vec()),
-                Some(Err(e)) => return Err(internal(e)),
-                None => None,
-            };
-            let ck = c.peek().map(|(k, _)| k.1.clone());
-            let bk = b.peek().map(|(k, _)| k.1.clone());
-            let Some(min) = [&sk, &ck, &bk].into_iter().flatten().min().cloned() else {
-                break;
-            };
+            let mut min: Option<Vec<u8>> = None;
+            for s in sources.iter_mut() {
+                match s.peek() {
+                    Some(Ok((k, _))) => {
+                        if min.as_ref().is_none_or(|m| k < m) {
+                            min = Some(k.clone());
+                        }
+                    }
+                    Some(Err(_)) => {
+                        if let Some(Err(e)) = s.next() {
+                            return Err(e);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let Some(min) = min else { break };
             let mut value: Option<Option<Vec<u8>>> = None;
-            if ck.as_ref() == Some(&min) {
-                value = c.next().map(|(_, v)| v.clone());
-            }
-            if bk.as_ref() == Some(&min) {
-                let v = b.next().map(|(_, v)| v.clone());
-                value = value.or(v);
-            }
-            if sk.as_ref() == Some(&min) {
-                let v = s.next().and_then(|r| r.ok()).map(|(_, v)| Some(v.to_vec()));
-                value = value.or(v);
+            for s in sources.iter_mut() {
+                if matches!(s.peek(), Some(Ok((k, _))) if *k == min) {
+                    if let Some(Ok((_, v))) = s.next() {
+                        value.get_or_insert(v);
+                    }
+                }
             }
             if let Some(Some(v)) = value {
                 out.push((min, v));
@@ -405,22 +441,110 @@ impl<'a> Tx<'a> {
     }
 
     // ---- outbox ------------------------------------------------------------
+    //
+    // The outbox holds *groups*: the events one command emitted for one order
+    // (a payment that delivers at once emits `order.paid` and
+    // `order.delivered`), stored as one record keyed by the first event's seq,
+    // with consecutive seqs. One record per order and command keeps the
+    // transactional outbox to one write where it used to take two.
 
+    /// The outbox event `seq` and the key of the group holding it.
     pub fn outbox(&self, seq: u64) -> Result<Option<OutboxEvent>> {
-        self.get(Tree::Outbox, &tree::u64_key(seq))
+        Ok(self
+            .outbox_group(seq)?
+            .and_then(|(_, g)| g.into_iter().find(|e| e.seq == seq)))
     }
 
-    pub fn next_outbox_seq(&mut self) -> u64 {
+    fn outbox_group(&self, seq: u64) -> Result<Option<(u64, Vec<OutboxEvent>)>> {
+        for first in (seq.saturating_sub(OUTBOX_GROUP_MAX as u64 - 1)..=seq).rev() {
+            if let Some(g) = self.get::<Vec<OutboxEvent>>(Tree::Outbox, &tree::u64_key(first))? {
+                if g.iter().any(|e| e.seq == seq) {
+                    return Ok(Some((first, g)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records that the current command changed `order_no` in a way
+    /// merchants are told about; written when the command commits.
+    pub fn emit_event(&mut self, order_no: &str, kind: EventKind) {
+        self.events.push((order_no.to_string(), kind));
+    }
+
+    fn flush_events(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        while !events.is_empty() {
+            let order_no = events[0].0.clone();
+            let (mine, rest): (Vec<_>, Vec<_>) =
+                events.into_iter().partition(|(o, _)| *o == order_no);
+            events = rest;
+            for chunk in mine.chunks(OUTBOX_GROUP_MAX) {
+                let group: Vec<OutboxEvent> = chunk
+                    .iter()
+                    .map(|(_, kind)| {
+                        let seq = self.next_outbox_seq();
+                        new_event(seq, &order_no, *kind, self.now_ms)
+                    })
+                    .collect();
+                let key = tree::u64_key(group[0].seq).to_vec();
+                self.put(Tree::Outbox, key, &group);
+            }
+        }
+    }
+
+    fn next_outbox_seq(&mut self) -> u64 {
         let seq = self.counters.next_outbox_seq.max(1);
         self.counters.next_outbox_seq = seq + 1;
         seq
     }
 
-    /// Stores an outbox event. (No separate to-send index: the dispatcher
-    /// scans from its low-water mark, which keeps each event to one write.)
-    pub fn put_outbox(&mut self, e: &OutboxEvent) {
-        self.put(Tree::Outbox, tree::u64_key(e.seq).to_vec(), e);
+    /// Stores a changed outbox event back into its group. (No separate
+    /// to-send index: the dispatcher scans from its low-water mark.)
+    pub fn put_outbox(&mut self, e: &OutboxEvent) -> Result<()> {
+        let Some((first, mut group)) = self.outbox_group(e.seq)? else {
+            return Err(Error::not_found(format!(
+                "webhook event {} not found",
+                e.seq
+            )));
+        };
+        for slot in group.iter_mut().filter(|x| x.seq == e.seq) {
+            *slot = e.clone();
+        }
+        self.put(Tree::Outbox, tree::u64_key(first).to_vec(), &group);
+        Ok(())
     }
+}
+
+/// Most events one outbox record holds (one command, one order).
+pub const OUTBOX_GROUP_MAX: usize = 4;
+
+fn new_event(seq: u64, order_no: &str, kind: EventKind, now: i64) -> OutboxEvent {
+    OutboxEvent {
+        id: format!("evt_{seq:016}_{order_no}"),
+        seq,
+        order_no: order_no.to_string(),
+        kind,
+        created_at_ms: now,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_ms: now,
+        retry_from_ms: now,
+        last_error: None,
+    }
+}
+
+type Entry = (Vec<u8>, Option<Vec<u8>>);
+type Source<'s> = std::iter::Peekable<Box<dyn Iterator<Item = Result<Entry>> + 's>>;
+
+/// An overlay's entries of tree `tb` under `prefix`, in key order.
+fn overlay_source<'s>(o: &'s Overlay, tb: u8, prefix: &'s [u8]) -> Source<'s> {
+    let lower = Bound::Included((tb, prefix.to_vec()));
+    let it = o
+        .range((lower, Bound::Unbounded))
+        .take_while(move |(k, _)| k.0 == tb && k.1.starts_with(prefix))
+        .map(|(k, v)| Ok((k.1.clone(), v.clone())));
+    (Box::new(it) as Box<dyn Iterator<Item = _>>).peekable()
 }
 
 fn awaiting_key(o: &Order) -> Vec<u8> {
@@ -434,4 +558,82 @@ fn hold_keys(o: &Order) -> Vec<Vec<u8>> {
         keys.push(tree::scoped("ip", ip.as_bytes()));
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(t: Tree, key: &[u8], value: Option<&[u8]>) -> Write {
+        Write {
+            tree: t as u8,
+            key: key.to_vec(),
+            value: value.map(|v| v.to_vec()),
+        }
+    }
+
+    fn batch(seq: u64, mut writes: Vec<Write>) -> Arc<Batch> {
+        writes.sort_by(|a, b| (a.tree, &a.key).cmp(&(b.tree, &b.key)));
+        Arc::new(Batch { seq, writes })
+    }
+
+    /// The writer computes a batch while earlier ones are still being made
+    /// durable: its reads must see them, newest first, over sled.
+    #[test]
+    fn reads_see_in_flight_batches_over_sled_and_under_the_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let trees = Trees::open(dir.path(), 1 << 20).unwrap();
+        let avail = trees.get(Tree::Avail);
+        for k in [&b"p\0a"[..], b"p\0b", b"p\0c", b"q\0a"] {
+            avail.insert(k, b"sled".to_vec()).unwrap();
+        }
+        let older = batch(
+            1,
+            vec![
+                w(Tree::Avail, b"p\0a", None),
+                w(Tree::Avail, b"p\0b", Some(b"old")),
+                w(Tree::Avail, b"p\0d", Some(b"old")),
+                w(Tree::Keys, b"p\0zz", Some(b"other tree")),
+            ],
+        );
+        let newer = batch(
+            2,
+            vec![
+                w(Tree::Avail, b"p\0b", Some(b"new")),
+                w(Tree::Avail, b"p\0d", None),
+                w(Tree::Avail, b"p\0e", Some(b"new")),
+            ],
+        );
+        let in_flight = [older, newer];
+        let mut tx = Tx::new(&trees, &in_flight, Counters::default(), 0, false);
+        assert_eq!(
+            tx.get_raw(Tree::Avail, b"p\0a").unwrap(),
+            None,
+            "deleted in flight"
+        );
+        assert_eq!(tx.get_raw(Tree::Avail, b"p\0b").unwrap().unwrap(), b"new");
+        assert_eq!(tx.get_raw(Tree::Avail, b"p\0c").unwrap().unwrap(), b"sled");
+        assert_eq!(tx.get_raw(Tree::Avail, b"p\0d").unwrap(), None);
+        assert_eq!(tx.get_raw(Tree::Keys, b"p\0b").unwrap(), None);
+        let scan =
+            |tx: &Tx| -> Vec<(Vec<u8>, Vec<u8>)> { tx.scan(Tree::Avail, b"p\0", 10).unwrap() };
+        let expect = |pairs: &[(&[u8], &[u8])]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            scan(&tx),
+            expect(&[(b"p\0b", b"new"), (b"p\0c", b"sled"), (b"p\0e", b"new")])
+        );
+        // This batch's own writes win over everything below them.
+        tx.put_raw(Tree::Avail, b"p\0a".to_vec(), b"cmd".to_vec());
+        tx.del_raw(Tree::Avail, b"p\0e".to_vec());
+        tx.commit_cmd();
+        tx.del_raw(Tree::Avail, b"p\0c".to_vec());
+        assert_eq!(scan(&tx), expect(&[(b"p\0a", b"cmd"), (b"p\0b", b"new")]));
+        assert_eq!(tx.scan(Tree::Avail, b"p\0", 1).unwrap().len(), 1, "limit");
+        assert_eq!(tx.scan(Tree::Avail, b"q\0", 10).unwrap().len(), 1);
+    }
 }

@@ -1,10 +1,19 @@
-//! The single writer thread and its group commit.
+//! The single writer thread and its group commit, in two pipelined stages.
 //!
 //! Every mutation is a [`Job`] sent over a bounded channel. The writer drains
-//! up to `max_batch` jobs, runs each in the batch's [`Tx`] overlay (a job that
-//! fails or panics is rolled back alone), appends the batch's writes to the
-//! journal and fdatasyncs it, applies them to sled, and only then answers each
-//! caller. One fsync covers the whole batch: that is the group commit.
+//! up to `max_batch` jobs and runs each in the batch's [`Tx`] overlay (a job
+//! that fails or panics is rolled back alone). It hands the finished batch to
+//! the committer thread, which appends it to the journal and fdatasyncs it,
+//! applies it to sled, and only then answers each caller. One fsync covers
+//! the whole batch: that is the group commit.
+//!
+//! While the committer waits on the disk for batch N, the writer already runs
+//! batch N+1, reading through batch N's writes (the *in-flight* batches, kept
+//! until they are in sled). Nothing of N+1 is answered before N is durable:
+//! the committer takes batches strictly in order, and a batch that writes
+//! nothing still goes through it, because its answers may rest on N. If N
+//! cannot be made durable, every batch computed on top of it fails too, and
+//! the writer starts again from the last durable state (the failure *epoch*).
 
 use super::journal::{Batch, Journal, Write};
 use super::snapshot::Snapshotter;
@@ -12,9 +21,10 @@ use super::tree::{self, Tree, Trees};
 use super::tx::{Counters, Tx};
 use crate::error::Error;
 use crossbeam_channel::Receiver;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Called once per job after its batch is durable (`None`) or failed to
@@ -48,6 +58,10 @@ pub struct WriterStats {
     /// Set when sled could not apply a durable batch: the view is stale, so
     /// writes are refused until a restart rebuilds it from the journal.
     pub poisoned: AtomicBool,
+    /// Test hook: fail the next commit once a later batch is in flight
+    /// behind it (a disk that fails while the writer has moved on).
+    #[cfg(test)]
+    pub fail_next_commit: AtomicBool,
 }
 
 pub(crate) struct Writer {
@@ -63,6 +77,57 @@ pub(crate) struct Writer {
     pub on_commit: Option<Box<dyn Fn() + Send>>,
     /// Batches are refused while the data dir's file system has less free.
     pub min_free_bytes: u64,
+}
+
+/// Batches handed to the committer and not yet in sled, oldest first.
+type InFlight = Arc<Mutex<VecDeque<Arc<Batch>>>>;
+
+/// What the writer hands the committer.
+enum Stage {
+    Commit(Commit),
+    /// Answered once every earlier batch is done: the durable seq and counters.
+    Sync(crossbeam_channel::Sender<(u64, Counters)>),
+    /// Close the store (flush sled, clean marker) and acknowledge.
+    Close(Option<std::sync::mpsc::Sender<()>>),
+}
+
+struct Commit {
+    /// `None` when no job of the batch wrote anything.
+    batch: Option<Arc<Batch>>,
+    counters: Counters,
+    finishes: Vec<Finish>,
+    epoch: u64,
+    started: Instant,
+    jobs: usize,
+}
+
+/// The compute stage: runs jobs against sled plus the in-flight batches.
+struct Computer {
+    trees: Arc<Trees>,
+    seq: u64,
+    counters: Counters,
+    rx: Receiver<Msg>,
+    max_batch: usize,
+    webhooks: bool,
+    in_flight: InFlight,
+    to_commit: crossbeam_channel::Sender<Stage>,
+    epoch: u64,
+    /// Set by the committer to the epoch of a batch that failed.
+    failed_epoch: Arc<AtomicU64>,
+}
+
+/// The durable stage: journal, fsync, sled, answers, snapshots.
+struct Committer {
+    trees: Arc<Trees>,
+    journal: Journal,
+    durable_seq: u64,
+    durable_counters: Counters,
+    stats: Arc<WriterStats>,
+    snapshots: Snapshotter,
+    on_commit: Option<Box<dyn Fn() + Send>>,
+    min_free_bytes: u64,
+    in_flight: InFlight,
+    failed_epoch: Arc<AtomicU64>,
 }
 
 /// Free bytes for unprivileged writers on the file system holding `path`.
@@ -100,7 +165,55 @@ pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> 
 }
 
 impl Writer {
-    pub fn run(mut self) {
+    /// Runs the writer on this thread and the committer on a new one, until
+    /// shutdown (or until every sender is gone).
+    pub fn run(self) {
+        let in_flight: InFlight = Arc::default();
+        let failed_epoch = Arc::new(AtomicU64::new(u64::MAX));
+        // One batch may wait while another commits: enough to keep the disk
+        // busy, and a full hand-off makes the writer gather bigger batches.
+        let (to_commit, stages) = crossbeam_channel::bounded(1);
+        let committer = Committer {
+            trees: self.trees.clone(),
+            journal: self.journal,
+            durable_seq: self.seq,
+            durable_counters: self.counters,
+            stats: self.stats,
+            snapshots: self.snapshots,
+            on_commit: self.on_commit,
+            min_free_bytes: self.min_free_bytes,
+            in_flight: in_flight.clone(),
+            failed_epoch: failed_epoch.clone(),
+        };
+        let handle = match std::thread::Builder::new()
+            .name("faka-commit".into())
+            .spawn(move || committer.run(stages))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the commit thread; writes will fail");
+                return;
+            }
+        };
+        let mut computer = Computer {
+            trees: self.trees,
+            seq: self.seq,
+            counters: self.counters,
+            rx: self.rx,
+            max_batch: self.max_batch,
+            webhooks: self.webhooks,
+            in_flight,
+            to_commit,
+            epoch: 0,
+            failed_epoch,
+        };
+        computer.run();
+        let _ = handle.join();
+    }
+}
+
+impl Computer {
+    fn run(&mut self) {
         while let Ok(first) = self.rx.recv() {
             let mut jobs = Vec::new();
             let mut shutdown = None;
@@ -132,36 +245,39 @@ impl Writer {
                     }
                     self.run_batch(rest);
                 }
-                self.close();
-                let _ = ack.send(());
+                let _ = self.to_commit.send(Stage::Close(Some(ack)));
                 return;
             }
         }
-        self.close();
+        let _ = self.to_commit.send(Stage::Close(None));
     }
 
-    fn close(&mut self) {
-        let poisoned = self.stats.poisoned.load(Ordering::SeqCst);
-        if let Err(e) = self.trees.db.flush() {
-            tracing::error!(error = %e, "sled flush at shutdown failed; next start rebuilds from the journal");
+    /// After a batch failed to become durable, everything computed on top of
+    /// it fails as well; start again from what the committer made durable.
+    fn restart_after_failure(&mut self) {
+        if self.failed_epoch.load(Ordering::SeqCst) != self.epoch {
             return;
         }
-        if !poisoned {
-            if let Err(e) = super::recovery::write_clean_marker(&self.snapshots.data_dir, self.seq)
-            {
-                tracing::error!(error = %e, "could not write the clean-shutdown marker");
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.to_commit.send(Stage::Sync(tx)).is_ok() {
+            if let Ok((seq, counters)) = rx.recv() {
+                self.seq = seq;
+                self.counters = counters;
             }
         }
+        self.epoch += 1;
     }
 
     fn run_batch(&mut self, jobs: Vec<Job>) {
         if jobs.is_empty() {
             return;
         }
+        self.restart_after_failure();
         let started = Instant::now();
         let n = jobs.len();
         let trees = self.trees.clone();
-        let mut tx = Tx::new(&trees, self.counters, now_ms(), self.webhooks);
+        let in_flight: Vec<Arc<Batch>> = lock(&self.in_flight).iter().cloned().collect();
+        let mut tx = Tx::new(&trees, &in_flight, self.counters, now_ms(), self.webhooks);
         let mut finishes: Vec<Finish> = Vec::with_capacity(n);
         for job in jobs {
             match catch_unwind(AssertUnwindSafe(|| job(&mut tx))) {
@@ -181,58 +297,145 @@ impl Writer {
                 }
             }
         }
-        if tx.is_empty() {
-            finishes.into_iter().for_each(|f| f(None));
+        let counters = tx.counters;
+        let batch = if tx.is_empty() {
+            None
+        } else {
+            let mut writes = tx.into_writes();
+            let seq = self.seq + 1;
+            writes.push(Write {
+                tree: Tree::Meta as u8,
+                key: tree::META_APPLIED_SEQ.to_vec(),
+                value: Some(tree::u64_key(seq).to_vec()),
+            });
+            if counters != self.counters {
+                writes.push(Write {
+                    tree: Tree::Meta as u8,
+                    key: tree::META_COUNTERS.to_vec(),
+                    value: Some(super::codec::encode(&counters)),
+                });
+            }
+            // In (tree, key) order: sled batches go per tree, and the next
+            // batch looks keys up in this one by binary search.
+            writes.sort_by(|a, b| (a.tree, &a.key).cmp(&(b.tree, &b.key)));
+            self.seq = seq;
+            Some(Arc::new(Batch { seq, writes }))
+        };
+        self.counters = counters;
+        if let Some(b) = &batch {
+            lock(&self.in_flight).push_back(b.clone());
+        }
+        let commit = Commit {
+            batch,
+            counters,
+            finishes,
+            epoch: self.epoch,
+            started,
+            jobs: n,
+        };
+        if let Err(e) = self.to_commit.send(Stage::Commit(commit)) {
+            // The committer is gone (it could not start): answer failure.
+            if let Stage::Commit(c) = e.into_inner() {
+                let err = Error::unavailable("storage is in a failed state; restart faka");
+                c.finishes.into_iter().for_each(|f| f(Some(err.clone())));
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Committer {
+    fn run(mut self, stages: Receiver<Stage>) {
+        for stage in stages {
+            match stage {
+                Stage::Commit(c) => self.commit(c),
+                Stage::Sync(reply) => {
+                    let _ = reply.send((self.durable_seq, self.durable_counters));
+                }
+                Stage::Close(ack) => {
+                    self.close();
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                    return;
+                }
+            }
+        }
+        self.close();
+    }
+
+    fn close(&mut self) {
+        let poisoned = self.stats.poisoned.load(Ordering::SeqCst);
+        if let Err(e) = self.trees.db.flush() {
+            tracing::error!(error = %e, "sled flush at shutdown failed; next start rebuilds from the journal");
             return;
         }
-        let result = self.commit(tx);
+        if !poisoned {
+            if let Err(e) =
+                super::recovery::write_clean_marker(&self.snapshots.data_dir, self.durable_seq)
+            {
+                tracing::error!(error = %e, "could not write the clean-shutdown marker");
+            }
+        }
+    }
+
+    fn commit(&mut self, c: Commit) {
+        let result = if self.failed_epoch.load(Ordering::SeqCst) == c.epoch {
+            // Computed on top of a batch that failed: nothing of it may stand.
+            Err(Error::unavailable(
+                "storage is full or failing; nothing was changed",
+            ))
+        } else {
+            match &c.batch {
+                None => Ok(()),
+                Some(b) => self.make_durable(b, c.counters),
+            }
+        };
+        if let Err(_) = &result {
+            self.failed_epoch.store(c.epoch, Ordering::SeqCst);
+        }
+        if let Some(b) = &c.batch {
+            let mut q = lock(&self.in_flight);
+            if q.front().is_some_and(|f| Arc::ptr_eq(f, b)) {
+                q.pop_front();
+            }
+        }
         let err = result.err();
-        for f in finishes {
+        let failed = err.is_some();
+        for f in c.finishes {
             f(err.clone());
         }
+        if c.batch.is_none() || failed {
+            return;
+        }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.jobs.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.jobs.fetch_add(c.jobs as u64, Ordering::Relaxed);
         self.stats
             .last_batch_size
-            .store(n as u64, Ordering::Relaxed);
-        self.stats.batch_size.observe(n as f64);
-        self.stats
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .store(c.jobs as u64, Ordering::Relaxed);
+        self.stats.batch_size.observe(c.jobs as f64);
+        let took = c.started.elapsed();
+        self.stats.commit_seconds.observe(took.as_secs_f64());
         self.stats
             .last_commit_micros
-            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .store(took.as_micros() as u64, Ordering::Relaxed);
         if let Some(cb) = &self.on_commit {
             cb();
         }
         self.snapshots
-            .maybe_start(&mut self.journal, self.seq, &self.trees);
+            .maybe_start(&mut self.journal, self.durable_seq, &self.trees);
     }
 
-    fn commit(&mut self, tx: Tx) -> Result<(), Error> {
+    /// Journal + fdatasync, then sled. Errors mean nothing was made durable.
+    fn make_durable(&mut self, batch: &Batch, counters: Counters) -> Result<(), Error> {
         if self.stats.poisoned.load(Ordering::SeqCst) {
             return Err(Error::unavailable(
                 "storage is in a failed state; restart faka",
             ));
         }
-        let counters = tx.counters;
-        let mut writes = tx.into_writes();
-        let seq = self.seq + 1;
-        writes.push(Write {
-            tree: Tree::Meta as u8,
-            key: tree::META_APPLIED_SEQ.to_vec(),
-            value: Some(tree::u64_key(seq).to_vec()),
-        });
-        if counters != self.counters {
-            writes.push(Write {
-                tree: Tree::Meta as u8,
-                key: tree::META_COUNTERS.to_vec(),
-                value: Some(super::codec::encode(&counters)),
-            });
-        }
-        // Meta writes were appended last; sled batches are grouped per tree.
-        writes.sort_by_key(|w| w.tree);
-        let batch = Batch { seq, writes };
         // Stop short of a full disk: refusing here leaves room for sled's own
         // files, so nothing fails half-way and service resumes by itself.
         if free_bytes(&self.snapshots.data_dir).is_some_and(|free| free < self.min_free_bytes) {
@@ -244,7 +447,15 @@ impl Writer {
             );
             return Err(Error::unavailable("storage is full; nothing was changed"));
         }
-        if let Err(e) = self.journal.append(&batch) {
+        #[cfg(test)]
+        if self.stats.fail_next_commit.swap(false, Ordering::SeqCst) {
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while lock(&self.in_flight).len() < 2 && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            return Err(Error::unavailable("injected failure"));
+        }
+        if let Err(e) = self.journal.append(batch) {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
             self.stats.failing.store(true, Ordering::SeqCst);
             tracing::error!(error = %e, "journal append failed; batch refused");
@@ -253,12 +464,12 @@ impl Writer {
             ));
         }
         self.stats.failing.store(false, Ordering::SeqCst);
-        self.seq = seq;
-        self.counters = counters;
+        self.durable_seq = batch.seq;
+        self.durable_counters = counters;
         if let Ok(mut c) = self.stats.orders_by_status.lock() {
             *c = counters.orders_by_status;
         }
-        self.stats.applied_seq.store(seq, Ordering::SeqCst);
+        self.stats.applied_seq.store(batch.seq, Ordering::SeqCst);
         if let Err(e) = apply_writes(&self.trees, &batch.writes) {
             // The batch is durable in the journal, so callers may hear success;
             // the sled view is now behind, so refuse further writes.
@@ -284,6 +495,98 @@ impl Default for WriterStats {
             failing: AtomicBool::new(false),
             orders_by_status: std::sync::Mutex::new([0; 6]),
             poisoned: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_commit: AtomicBool::new(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Store, StoreOptions};
+    use crate::domain::model::IdempotencyRecord;
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+
+    fn rec(n: u8) -> IdempotencyRecord {
+        IdempotencyRecord {
+            fingerprint: [n; 32],
+            order_no: format!("o{n}"),
+            sealed_response: vec![],
+            created_at_ms: 0,
+        }
+    }
+
+    fn put(store: &Store, n: u8) -> crate::error::Result<()> {
+        store.write_blocking(move |tx| {
+            tx.put_idempotency(&[n; 32], &rec(n));
+            Ok(())
+        })
+    }
+
+    fn present(store: &Store, n: u8) -> bool {
+        store
+            .write_blocking(move |tx| Ok(tx.idempotency(&[n; 32])?.is_some()))
+            .unwrap()
+    }
+
+    /// Batch N+1 is computed while N is still being made durable, reading
+    /// N's writes. If N then fails, N+1 must fail too, and the writer must
+    /// go on from the last durable state with no gap in the journal.
+    #[test]
+    fn a_batch_computed_on_a_failed_batch_fails_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path());
+        opts.max_batch = 1;
+        opts.min_free_bytes = 0;
+        let store = Store::open(&opts).unwrap();
+        put(&store, 1).unwrap();
+        let durable = store.stats().applied_seq.load(Ordering::SeqCst);
+        store.stats().fail_next_commit.store(true, Ordering::SeqCst);
+        let (b_tx, b_rx) = mpsc::channel();
+        store
+            .send(Store::job(
+                |tx| {
+                    tx.put_idempotency(&[2; 32], &rec(2));
+                    Ok(())
+                },
+                move |r| b_tx.send(r).unwrap(),
+            ))
+            .unwrap();
+        let (c_tx, c_rx) = mpsc::channel();
+        store
+            .send(Store::job(
+                |tx| {
+                    // Sees batch N's write only through the in-flight batch.
+                    let saw = tx.idempotency(&[2; 32])?.is_some();
+                    if saw {
+                        tx.put_idempotency(&[3; 32], &rec(3));
+                    }
+                    Ok(saw)
+                },
+                move |r| c_tx.send(r).unwrap(),
+            ))
+            .unwrap();
+        assert!(b_rx.recv().unwrap().is_err(), "the failed batch is refused");
+        assert!(
+            c_rx.recv().unwrap().is_err(),
+            "the batch that read its writes is refused with it"
+        );
+        assert!(!present(&store, 2) && !present(&store, 3));
+        assert!(present(&store, 1));
+        put(&store, 4).unwrap();
+        assert_eq!(
+            store.stats().applied_seq.load(Ordering::SeqCst),
+            durable + 1,
+            "the next durable batch follows the last durable one"
+        );
+        store.close();
+        drop(store);
+        // Unclean-style reopen from the journal sees exactly 1 and 4.
+        std::fs::remove_file(dir.path().join("CLEAN")).ok();
+        let store = Store::open(&opts).unwrap();
+        assert!(present(&store, 1) && present(&store, 4));
+        assert!(!present(&store, 2) && !present(&store, 3));
+        store.close();
     }
 }

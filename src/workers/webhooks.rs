@@ -77,8 +77,7 @@ pub fn record_attempt(
             }
         }
     }
-    tx.put_outbox(&e);
-    Ok(())
+    tx.put_outbox(&e)
 }
 
 /// Re-queues a dead event (admin retry).
@@ -95,7 +94,7 @@ pub fn requeue(tx: &mut Tx, seq: u64) -> Result<OutboxEvent> {
     e.state = DeliveryState::Pending;
     e.retry_from_ms = tx.now_ms();
     e.next_attempt_ms = tx.now_ms();
-    tx.put_outbox(&e);
+    tx.put_outbox(&e)?;
     Ok(e)
 }
 

@@ -159,6 +159,8 @@ impl TestApp {
             )
             .header("Content-Type", "text/plain")
             .body(keys.join("\n"))
+            // Big imports in a debug build on a busy machine take a while.
+            .timeout(Duration::from_secs(300))
             .send()
             .expect("import");
         assert_eq!(r.status(), 200);

@@ -207,28 +207,38 @@ fn a_failing_receiver_is_retried_until_it_accepts() {
 
 #[test]
 fn an_event_past_its_deadline_is_dead_until_the_admin_retries_it() {
-    let r = receiver(vec![Some(503), Some(200)]);
+    let r = receiver(vec![Some(503), Some(503), Some(200)]);
     let app = spawn_with(|d| hook_config(d, &r.url, "give_up_secs = 0\n"));
     app.product_with_keys("p", 100, 1);
     let o = app.order_ok("p", 1, "manual");
     let no = o["order_no"].as_str().unwrap();
     app.admin_post(&format!("/api/v1/admin/orders/{no}/pay"), json!({}));
+    // Both events of the payment (paid, then delivered) fail once and die.
     let dead = eventually(Duration::from_secs(10), || {
         let d = webhooks(&app, "dead");
-        (!d.is_empty()).then_some(d)
+        (d.len() == 2).then_some(d)
     });
     assert_eq!(dead[0]["type"], "order.paid");
+    assert_eq!(dead[1]["type"], "order.delivered");
     assert_eq!(dead[0]["last_error"], "receiver answered 503");
-    let id = dead[0]["id"].as_str().unwrap();
-    let again = app.admin_post(&format!("/api/v1/admin/webhooks/{id}/retry"), json!({}));
-    assert_eq!(again.status(), 200);
-    eventually(Duration::from_secs(10), || {
-        webhooks(&app, "delivered")
-            .iter()
-            .any(|e| e["id"] == id)
-            .then_some(())
-    });
-    let twice = app.admin_post(&format!("/api/v1/admin/webhooks/{id}/retry"), json!({}));
+    assert_ne!(dead[0]["id"], dead[1]["id"]);
+    // Each is re-queued on its own; the later one first.
+    let (paid, delivered) = (
+        dead[0]["id"].as_str().unwrap(),
+        dead[1]["id"].as_str().unwrap(),
+    );
+    for id in [delivered, paid] {
+        let again = app.admin_post(&format!("/api/v1/admin/webhooks/{id}/retry"), json!({}));
+        assert_eq!(again.status(), 200);
+        eventually(Duration::from_secs(10), || {
+            webhooks(&app, "delivered")
+                .iter()
+                .any(|e| e["id"] == id)
+                .then_some(())
+        });
+    }
+    assert!(webhooks(&app, "dead").is_empty());
+    let twice = app.admin_post(&format!("/api/v1/admin/webhooks/{paid}/retry"), json!({}));
     assert_eq!(error_code(twice), (409, "conflict".into()));
     let unknown = app.admin_post(
         "/api/v1/admin/webhooks/evt_0000000000009999_F0/retry",
