@@ -224,8 +224,7 @@ impl Store {
             .range(tree::u64_key(first)..)
             .values()
             .flat_map(|v| {
-                let group: Result<Vec<OutboxEvent>> =
-                    v.map_err(storage).and_then(|v| Ok(decode(&v)?));
+                let group: Result<Vec<OutboxEvent>> = v.map_err(storage).and_then(|v| decode(&v));
                 match group {
                     Ok(g) => g.into_iter().map(Ok).collect::<Vec<_>>(),
                     Err(e) => vec![Err(e)],

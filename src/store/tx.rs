@@ -174,11 +174,10 @@ impl<'a> Tx<'a> {
             let mut min: Option<Vec<u8>> = None;
             for s in sources.iter_mut() {
                 match s.peek() {
-                    Some(Ok((k, _))) => {
-                        if min.as_ref().is_none_or(|m| k < m) {
-                            min = Some(k.clone());
-                        }
+                    Some(Ok((k, _))) if min.as_ref().is_none_or(|m| k < m) => {
+                        min = Some(k.clone());
                     }
+                    Some(Ok(_)) => {}
                     Some(Err(_)) => {
                         if let Some(Err(e)) = s.next() {
                             return Err(e);

@@ -394,7 +394,7 @@ impl Committer {
                 Some(b) => self.make_durable(b, c.counters),
             }
         };
-        if let Err(_) = &result {
+        if result.is_err() {
             self.failed_epoch.store(c.epoch, Ordering::SeqCst);
         }
         if let Some(b) = &c.batch {
