@@ -20,7 +20,7 @@ use super::snapshot::Snapshotter;
 use super::tree::{self, Tree, Trees};
 use super::tx::{Counters, Tx};
 use crate::error::Error;
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{select, Receiver};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,10 +58,14 @@ pub struct WriterStats {
     /// Set when sled could not apply a durable batch: the view is stale, so
     /// writes are refused until a restart rebuilds it from the journal.
     pub poisoned: AtomicBool,
-    /// Test hook: fail the next commit once a later batch is in flight
-    /// behind it (a disk that fails while the writer has moved on).
+    /// Test hook: when not 0, fail the next commit once the writer has
+    /// computed this many batches (a disk that fails while the writer has
+    /// already built the next batch on top of the failing one).
     #[cfg(test)]
-    pub fail_next_commit: AtomicBool,
+    pub fail_next_commit_at: AtomicU64,
+    /// Batches the writer has computed (handed off or about to be).
+    #[cfg(test)]
+    pub computed: AtomicU64,
 }
 
 pub(crate) struct Writer {
@@ -111,6 +115,10 @@ struct Computer {
     webhooks: bool,
     in_flight: InFlight,
     to_commit: crossbeam_channel::Sender<Stage>,
+    /// A token per finished commit: the committer is free again.
+    ready: Receiver<()>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    stats: Arc<WriterStats>,
     epoch: u64,
     /// Set by the committer to the epoch of a batch that failed.
     failed_epoch: Arc<AtomicU64>,
@@ -128,6 +136,7 @@ struct Committer {
     min_free_bytes: u64,
     in_flight: InFlight,
     failed_epoch: Arc<AtomicU64>,
+    ready: crossbeam_channel::Sender<()>,
 }
 
 /// Free bytes for unprivileged writers on the file system holding `path`.
@@ -170,20 +179,20 @@ impl Writer {
     pub fn run(self) {
         let in_flight: InFlight = Arc::default();
         let failed_epoch = Arc::new(AtomicU64::new(u64::MAX));
-        // One batch may wait while another commits: enough to keep the disk
-        // busy, and a full hand-off makes the writer gather bigger batches.
         let (to_commit, stages) = crossbeam_channel::bounded(1);
+        let (ready_tx, ready) = crossbeam_channel::bounded(1);
         let committer = Committer {
             trees: self.trees.clone(),
             journal: self.journal,
             durable_seq: self.seq,
             durable_counters: self.counters,
-            stats: self.stats,
+            stats: self.stats.clone(),
             snapshots: self.snapshots,
             on_commit: self.on_commit,
             min_free_bytes: self.min_free_bytes,
             in_flight: in_flight.clone(),
             failed_epoch: failed_epoch.clone(),
+            ready: ready_tx,
         };
         let handle = match std::thread::Builder::new()
             .name("faka-commit".into())
@@ -204,6 +213,8 @@ impl Writer {
             webhooks: self.webhooks,
             in_flight,
             to_commit,
+            ready,
+            stats: self.stats.clone(),
             epoch: 0,
             failed_epoch,
         };
@@ -212,52 +223,67 @@ impl Writer {
     }
 }
 
+/// How the gathering of one batch ended.
+enum Gathered {
+    /// Hand it off and go on.
+    More,
+    /// A shutdown request came in: hand off, drain the queue, close.
+    Shutdown(std::sync::mpsc::Sender<()>),
+    /// Every sender is gone: hand off and close.
+    Disconnected,
+}
+
 impl Computer {
+    /// Continuous batching: the open batch takes every job that arrives while
+    /// the committer is busy with the previous one, and is handed off the
+    /// moment the committer is free (or at `max_batch`). So at most one batch
+    /// is in flight, and the batch grows exactly as long as the disk is slow.
     fn run(&mut self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut jobs = Vec::new();
-            let mut shutdown = None;
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Job(j) => jobs.push(j),
-                    Msg::Shutdown(ack) => shutdown = Some(ack),
+        let mut idle = true;
+        loop {
+            let first = loop {
+                select! {
+                    recv(self.rx) -> m => break m.ok(),
+                    recv(self.ready) -> _ => idle = true,
                 }
-                if jobs.len() < self.max_batch {
-                    next = self.rx.try_recv().ok();
-                }
-            }
-            self.run_batch(jobs);
-            if let Some(ack) = shutdown {
-                // Drain whatever is still queued: callers were promised an answer.
-                loop {
-                    let rest: Vec<Job> = self
-                        .rx
-                        .try_iter()
-                        .take(self.max_batch)
-                        .filter_map(|m| match m {
-                            Msg::Job(j) => Some(j),
-                            Msg::Shutdown(_) => None,
-                        })
-                        .collect();
-                    if rest.is_empty() {
-                        break;
+            };
+            let end = match first {
+                Some(Msg::Job(job)) => self.batch(job, &mut idle),
+                Some(Msg::Shutdown(ack)) => Gathered::Shutdown(ack),
+                None => Gathered::Disconnected,
+            };
+            match end {
+                Gathered::More => {}
+                Gathered::Shutdown(ack) => {
+                    // Drain whatever is still queued: callers were promised an answer.
+                    while let Ok(msg) = self.rx.try_recv() {
+                        if let Msg::Job(job) = msg {
+                            self.batch(job, &mut idle);
+                        }
                     }
-                    self.run_batch(rest);
+                    let _ = self.to_commit.send(Stage::Close(Some(ack)));
+                    return;
                 }
-                let _ = self.to_commit.send(Stage::Close(Some(ack)));
-                return;
+                Gathered::Disconnected => break,
             }
         }
         let _ = self.to_commit.send(Stage::Close(None));
     }
 
+    /// Blocks until the committer has finished the batch in flight.
+    fn wait_idle(&self, idle: &mut bool) {
+        if !*idle && self.ready.recv().is_ok() {
+            *idle = true;
+        }
+    }
+
     /// After a batch failed to become durable, everything computed on top of
     /// it fails as well; start again from what the committer made durable.
-    fn restart_after_failure(&mut self) {
+    fn restart_after_failure(&mut self, idle: &mut bool) {
         if self.failed_epoch.load(Ordering::SeqCst) != self.epoch {
             return;
         }
+        self.wait_idle(idle);
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self.to_commit.send(Stage::Sync(tx)).is_ok() {
             if let Ok((seq, counters)) = rx.recv() {
@@ -268,35 +294,47 @@ impl Computer {
         self.epoch += 1;
     }
 
-    fn run_batch(&mut self, jobs: Vec<Job>) {
-        if jobs.is_empty() {
-            return;
-        }
-        self.restart_after_failure();
+    /// Runs `first` and whatever joins it, then hands the batch off.
+    fn batch(&mut self, first: Job, idle: &mut bool) -> Gathered {
+        self.restart_after_failure(idle);
         let started = Instant::now();
-        let n = jobs.len();
         let trees = self.trees.clone();
         let in_flight: Vec<Arc<Batch>> = lock(&self.in_flight).iter().cloned().collect();
         let mut tx = Tx::new(&trees, &in_flight, self.counters, now_ms(), self.webhooks);
-        let mut finishes: Vec<Finish> = Vec::with_capacity(n);
-        for job in jobs {
-            match catch_unwind(AssertUnwindSafe(|| job(&mut tx))) {
-                Ok((true, fin)) => {
-                    tx.commit_cmd();
-                    finishes.push(fin);
-                }
-                Ok((false, fin)) => {
-                    tx.rollback_cmd();
-                    finishes.push(fin);
-                }
-                Err(_) => {
-                    // The job's reply channel was dropped with it: its caller
-                    // gets 503. The rest of the batch is unaffected.
-                    tracing::error!("a write command panicked and was rolled back");
-                    tx.rollback_cmd();
+        let mut finishes: Vec<Finish> = Vec::new();
+        let mut n = 1;
+        run_job(&mut tx, first, &mut finishes);
+        let end = loop {
+            if n >= self.max_batch {
+                break Gathered::More;
+            }
+            if *idle {
+                // The disk is free: take what is already queued and go.
+                match self.rx.try_recv() {
+                    Ok(Msg::Job(job)) => {
+                        n += 1;
+                        run_job(&mut tx, job, &mut finishes);
+                        continue;
+                    }
+                    Ok(Msg::Shutdown(ack)) => break Gathered::Shutdown(ack),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break Gathered::More,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        break Gathered::Disconnected
+                    }
                 }
             }
-        }
+            select! {
+                recv(self.rx) -> m => match m {
+                    Ok(Msg::Job(job)) => {
+                        n += 1;
+                        run_job(&mut tx, job, &mut finishes);
+                    }
+                    Ok(Msg::Shutdown(ack)) => break Gathered::Shutdown(ack),
+                    Err(_) => break Gathered::Disconnected,
+                },
+                recv(self.ready) -> _ => *idle = true,
+            }
+        };
         let counters = tx.counters;
         let batch = if tx.is_empty() {
             None
@@ -322,6 +360,9 @@ impl Computer {
             Some(Arc::new(Batch { seq, writes }))
         };
         self.counters = counters;
+        #[cfg(test)]
+        self.stats.computed.fetch_add(1, Ordering::SeqCst);
+        self.wait_idle(idle);
         if let Some(b) = &batch {
             lock(&self.in_flight).push_back(b.clone());
         }
@@ -333,12 +374,35 @@ impl Computer {
             started,
             jobs: n,
         };
+        *idle = false;
         if let Err(e) = self.to_commit.send(Stage::Commit(commit)) {
             // The committer is gone (it could not start): answer failure.
             if let Stage::Commit(c) = e.into_inner() {
                 let err = Error::unavailable("storage is in a failed state; restart faka");
                 c.finishes.into_iter().for_each(|f| f(Some(err.clone())));
             }
+        }
+        end
+    }
+}
+
+/// Runs one job in the batch: kept if it succeeds, rolled back alone if it
+/// fails or panics.
+fn run_job(tx: &mut Tx, job: Job, finishes: &mut Vec<Finish>) {
+    match catch_unwind(AssertUnwindSafe(|| job(tx))) {
+        Ok((true, fin)) => {
+            tx.commit_cmd();
+            finishes.push(fin);
+        }
+        Ok((false, fin)) => {
+            tx.rollback_cmd();
+            finishes.push(fin);
+        }
+        Err(_) => {
+            // The job's reply channel was dropped with it: its caller gets
+            // 503. The rest of the batch is unaffected.
+            tracing::error!("a write command panicked and was rolled back");
+            tx.rollback_cmd();
         }
     }
 }
@@ -403,6 +467,8 @@ impl Committer {
                 q.pop_front();
             }
         }
+        // The writer may hand over its next batch while callers are answered.
+        let _ = self.ready.try_send(());
         let err = result.err();
         let failed = err.is_some();
         for f in c.finishes {
@@ -448,12 +514,15 @@ impl Committer {
             return Err(Error::unavailable("storage is full; nothing was changed"));
         }
         #[cfg(test)]
-        if self.stats.fail_next_commit.swap(false, Ordering::SeqCst) {
-            let deadline = Instant::now() + std::time::Duration::from_secs(10);
-            while lock(&self.in_flight).len() < 2 && Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(1));
+        {
+            let at = self.stats.fail_next_commit_at.swap(0, Ordering::SeqCst);
+            if at != 0 {
+                let deadline = Instant::now() + std::time::Duration::from_secs(10);
+                while self.stats.computed.load(Ordering::SeqCst) < at && Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                return Err(Error::unavailable("injected failure"));
             }
-            return Err(Error::unavailable("injected failure"));
         }
         if let Err(e) = self.journal.append(batch) {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
@@ -496,7 +565,9 @@ impl Default for WriterStats {
             orders_by_status: std::sync::Mutex::new([0; 6]),
             poisoned: AtomicBool::new(false),
             #[cfg(test)]
-            fail_next_commit: AtomicBool::new(false),
+            fail_next_commit_at: AtomicU64::new(0),
+            #[cfg(test)]
+            computed: AtomicU64::new(0),
         }
     }
 }
@@ -542,7 +613,12 @@ mod tests {
         let store = Store::open(&opts).unwrap();
         put(&store, 1).unwrap();
         let durable = store.stats().applied_seq.load(Ordering::SeqCst);
-        store.stats().fail_next_commit.store(true, Ordering::SeqCst);
+        // Fail the next batch (B) once the one after it (C) is computed.
+        let computed = store.stats().computed.load(Ordering::SeqCst);
+        store
+            .stats()
+            .fail_next_commit_at
+            .store(computed + 2, Ordering::SeqCst);
         let (b_tx, b_rx) = mpsc::channel();
         store
             .send(Store::job(
