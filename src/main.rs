@@ -2,6 +2,13 @@
 //! merchant's maintenance commands.
 
 use anyhow::{bail, Context};
+
+/// sled allocates and frees a node copy on most writes; glibc malloc spends a
+/// large share of the commit thread's time on that (perf: `_int_malloc`,
+/// `malloc_consolidate`), mimalloc much less (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use faka::config::Config;
 use faka::startup;

@@ -62,7 +62,11 @@ pub fn start_binary(config: &Path) -> Server {
 
 /// Creates a product on a running binary and imports `keys` into it.
 pub fn seed(base: &str, product: Value, keys: &[String]) {
-    let c = Client::new();
+    // Big imports in a debug build on a busy machine take a while.
+    let c = Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
     let r = c
         .post(format!("{base}/api/v1/admin/products"))
         .bearer_auth(ADMIN)
