@@ -120,66 +120,6 @@ pub async fn import_in_chunks(
     Ok(total)
 }
 
-/// Imports already parsed keys, sealing chunk N+1 on a blocking thread while
-/// the writer commits chunk N (sealing is the biggest cost left outside the
-/// writer). Chunks are committed in order, one writer command each, exactly
-/// as [`import_in_chunks`] does.
-pub async fn import_pipelined(
-    store: &crate::store::Store,
-    crypto: std::sync::Arc<Crypto>,
-    product_id: &str,
-    keys: Vec<String>,
-) -> Result<shop::ImportResult, Error> {
-    let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<SealedKey>>(2);
-    let pid = product_id.to_string();
-    let sealer = web::block(move || {
-        let mut keys = keys.into_iter();
-        loop {
-            let chunk: Vec<String> = keys.by_ref().take(IMPORT_CHUNK).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            // A closed channel means a write failed: stop sealing.
-            if chunks_tx
-                .blocking_send(seal_keys(&crypto, &pid, chunk))
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let mut total = shop::ImportResult {
-        added: 0,
-        duplicates: 0,
-        stock: 0,
-    };
-    let mut failed = None;
-    while let Some(chunk) = chunks.recv().await {
-        let pid = product_id.to_string();
-        match store
-            .write(move |tx| shop::import_keys(tx, &pid, chunk))
-            .await
-        {
-            Ok(r) => {
-                total.added += r.added;
-                total.duplicates += r.duplicates;
-                total.stock = r.stock;
-            }
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
-    drop(chunks);
-    let sealed_all = sealer.await;
-    match failed {
-        Some(e) => Err(e),
-        None if sealed_all.is_err() => Err(Error::unavailable("server busy")),
-        None => Ok(total),
-    }
-}
-
 pub async fn import(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
     let pid = product_id(&req)?;
     if state.store.product(pid.as_str())?.is_none() {
@@ -193,12 +133,16 @@ pub async fn import(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    // Parsing (which validates the whole upload before anything is written)
-    // and sealing 100k keys take a while: keep them off the async workers.
-    let keys = web::block(move || parse_upload(&ct, &bytes))
-        .await
-        .map_err(|_| Error::unavailable("server busy"))??;
-    let result = import_pipelined(&state.store, state.crypto.clone(), pid.as_str(), keys).await?;
+    let crypto = state.crypto.clone();
+    let pid_for_seal = pid.clone();
+    // Parsing and sealing 100k keys takes a while: keep it off the async workers.
+    let sealed = web::block(move || -> Result<Vec<SealedKey>, Error> {
+        let keys = parse_upload(&ct, &bytes)?;
+        Ok(seal_keys(&crypto, pid_for_seal.as_str(), keys))
+    })
+    .await
+    .map_err(|_| Error::unavailable("server busy"))??;
+    let result = import_in_chunks(&state.store, pid.as_str(), sealed).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "added": result.added, "duplicates": result.duplicates, "stock": result.stock
     })))

@@ -3,7 +3,6 @@
 //! sled only after it is fsynced.
 
 use super::codec;
-use super::keyblock;
 use super::tree::{self, Tree};
 use super::tx::OUTBOX_GROUP_MAX;
 use super::Store;
@@ -69,63 +68,7 @@ impl Store {
     }
 
     pub fn key(&self, id: u64) -> Result<Option<KeyRecord>> {
-        let idk = tree::u64_key(id);
-        if let Some(rec) = self.read(Tree::Keys, &idk)? {
-            return Ok(Some(rec));
-        }
-        if self
-            .trees()
-            .get(Tree::DeletedKeys)
-            .contains_key(idk)
-            .map_err(storage)?
-        {
-            return Ok(None);
-        }
-        Ok(self
-            .block_at(id)?
-            .and_then(|(first, v)| keyblock::record_in(first, &v, id)))
-    }
-
-    /// The key block whose first id is the greatest `<= id`.
-    fn block_at(&self, id: u64) -> Result<Option<(u64, sled::IVec)>> {
-        match self
-            .trees()
-            .get(Tree::KeyBlocks)
-            .range(..=tree::u64_key(id))
-            .next_back()
-        {
-            Some(r) => {
-                let (k, v) = r.map_err(storage)?;
-                Ok(tree::read_u64(&k).map(|first| (first, v)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Walks key records in id order from `start`, blocks and per-key
-    /// records merged; `f` returns false to stop.
-    fn walk_keys(&self, start: u64, f: impl FnMut(u64, KeyRecord) -> Result<bool>) -> Result<()> {
-        let from = tree::u64_key(start);
-        let block_from = self.block_at(start)?.map_or(start, |(first, _)| first);
-        let rows = self.trees().get(Tree::Keys).range(from..).map(|item| {
-            let (k, v) = item.map_err(storage)?;
-            Ok((tree::read_u64(&k).unwrap_or(0), decode::<KeyRecord>(&v)?))
-        });
-        let dead = self
-            .trees()
-            .get(Tree::DeletedKeys)
-            .range(from..)
-            .keys()
-            .map(|k| Ok(tree::read_u64(&k.map_err(storage)?).unwrap_or(0)));
-        let blocks = self
-            .trees()
-            .get(Tree::KeyBlocks)
-            .range(tree::u64_key(block_from)..)
-            .map(|item| {
-                let (k, v) = item.map_err(storage)?;
-                Ok((tree::read_u64(&k).unwrap_or(0), v))
-            });
-        keyblock::merge(rows, dead, blocks, start, f)
+        self.read(Tree::Keys, &tree::u64_key(id))
     }
 
     /// Orders newest first, from `cursor` (exclusive) down.
@@ -175,7 +118,11 @@ impl Store {
 
     /// Visits every key record with its id.
     pub fn for_each_key(&self, mut f: impl FnMut(u64, KeyRecord) -> Result<()>) -> Result<()> {
-        self.walk_keys(0, |id, rec| f(id, rec).map(|_| true))
+        for item in self.trees().get(Tree::Keys).iter() {
+            let (k, v) = item.map_err(storage)?;
+            f(tree::read_u64(&k).unwrap_or(0), decode(&v)?)?;
+        }
+        Ok(())
     }
 
     /// Keys of a product in id order, optionally of one state, after `cursor`.
@@ -192,39 +139,37 @@ impl Store {
         let avail_only = state == Some("available");
         if avail_only {
             // Available keys have their own index: no need to walk sold ones.
-            // Runs of available ids (keyed by their last id), from the run
-            // holding `start`.
             let prefix = tree::scope_prefix(product_id);
             let from = tree::scoped(product_id, &tree::u64_key(start));
-            'runs: for item in self.trees().get(Tree::Avail).range(from..) {
-                let (k, v) = item.map_err(storage)?;
+            for item in self.trees().get(Tree::Avail).range(from..) {
+                let (k, _) = item.map_err(storage)?;
                 if !k.starts_with(&prefix) {
                     break;
                 }
-                let last = tree::read_u64(&k[prefix.len()..]).unwrap_or(0);
-                for id in keyblock::run_first(last, &v).max(start)..=last {
-                    if keys.len() == limit {
-                        next_cursor = keys.last().map(|(id, _)| *id);
-                        break 'runs;
-                    }
-                    if let Some(rec) = self.key(id)? {
-                        keys.push((id, rec));
-                    }
+                let id = tree::read_u64(&k[prefix.len()..]).unwrap_or(0);
+                if keys.len() == limit {
+                    next_cursor = keys.last().map(|(id, _)| *id);
+                    break;
+                }
+                if let Some(rec) = self.key(id)? {
+                    keys.push((id, rec));
                 }
             }
             return Ok(KeyPage { keys, next_cursor });
         }
-        self.walk_keys(start, |id, rec| {
+        for item in self.trees().get(Tree::Keys).range(tree::u64_key(start)..) {
+            let (k, v) = item.map_err(storage)?;
+            let id = tree::read_u64(&k).unwrap_or(0);
+            let rec: KeyRecord = decode(&v)?;
             if rec.product_id != product_id || state.is_some_and(|s| s != rec.state.name()) {
-                return Ok(true);
+                continue;
             }
             if keys.len() == limit {
                 next_cursor = keys.last().map(|(id, _)| *id);
-                return Ok(false);
+                break;
             }
             keys.push((id, rec));
-            Ok(true)
-        })?;
+        }
         Ok(KeyPage { keys, next_cursor })
     }
 
@@ -323,12 +268,11 @@ impl Store {
     /// Entries of the available-key index per product (for the checker).
     pub fn available_index_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
         let mut out = std::collections::HashMap::new();
-        for item in self.trees().get(Tree::Avail).iter() {
-            let (k, v) = item.map_err(storage)?;
+        for item in self.trees().get(Tree::Avail).iter().keys() {
+            let k = item.map_err(storage)?;
             let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
             let product = String::from_utf8_lossy(&k[..end]).into_owned();
-            let last = tree::read_u64(&k[(end + 1).min(k.len())..]).unwrap_or(0);
-            *out.entry(product).or_insert(0) += last - keyblock::run_first(last, &v) + 1;
+            *out.entry(product).or_insert(0) += 1;
         }
         Ok(out)
     }

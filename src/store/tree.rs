@@ -10,15 +10,11 @@ pub enum Tree {
     Meta = 0,
     /// product id → Product
     Products = 1,
-    /// key id (u64 BE) → KeyRecord: written the first time a key's state
-    /// changes (keys imported before `KeyBlocks` existed: every key)
+    /// key id (u64 BE) → KeyRecord
     Keys = 2,
-    /// product id, 0, last key id → first key id (u64 BE), or () for a run
-    /// of one: runs of available key ids (claim order; see `keyblock`)
+    /// product id, 0, key id → () for every available key (claim order)
     Avail = 3,
-    /// product id, 0, 'B', first key id → the fingerprints (16 bytes each)
-    /// of one import chunk; older entries: product id, 0, keyed fingerprint
-    /// → key id. De-duplication, kept forever
+    /// product id, 0, keyed fingerprint → key id: de-duplication, kept forever
     KeyHashes = 4,
     /// order no → Order
     Orders = 5,
@@ -40,14 +36,9 @@ pub enum Tree {
     /// order no, 0, at ms (u64 BE), random u32 → PaymentAttempt: the audit
     /// trail of verified callbacks that changed nothing (repeats, refusals)
     Attempts = 13,
-    /// first key id (u64 BE) → sealed texts of up to 256 consecutive keys of
-    /// one import (see `keyblock`)
-    KeyBlocks = 14,
-    /// key id (u64 BE) → () for deleted keys that live in a block
-    DeletedKeys = 15,
 }
 
-pub const ALL: [Tree; 16] = [
+pub const ALL: [Tree; 14] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
@@ -62,8 +53,6 @@ pub const ALL: [Tree; 16] = [
     Tree::Outbox,
     Tree::Holds,
     Tree::Attempts,
-    Tree::KeyBlocks,
-    Tree::DeletedKeys,
 ];
 
 impl Tree {
@@ -87,8 +76,6 @@ impl Tree {
             Tree::Outbox => "outbox",
             Tree::Holds => "holds",
             Tree::Attempts => "payment_attempts",
-            Tree::KeyBlocks => "key_blocks",
-            Tree::DeletedKeys => "deleted_keys",
         }
     }
 }

@@ -9,7 +9,6 @@
 
 use super::codec;
 use super::journal::{Batch, Write};
-use super::keyblock;
 use super::tree::{self, Tree, Trees};
 use crate::domain::model::{
     DeliveryState, EventKind, IdempotencyRecord, KeyRecord, KeyState, Order, OutboxEvent, Product,
@@ -17,9 +16,9 @@ use crate::domain::model::{
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 type Overlay = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
 
@@ -33,79 +32,10 @@ pub struct Counters {
     pub orders_by_status: [u64; 6],
 }
 
-/// Hashes a key fingerprint by its first 8 bytes. Fingerprints are keyed
-/// HMAC outputs, uniformly distributed and not choosable without the master
-/// key, so they need no SipHash (which was most of the writer's import time).
-#[derive(Default, Clone, Copy)]
-pub struct FpHasher(u64);
-
-impl std::hash::Hasher for FpHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut b = [0u8; 8];
-        let n = bytes.len().min(8);
-        b[..n].copy_from_slice(&bytes[..n]);
-        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
-    }
-    fn write_usize(&mut self, _: usize) {}
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A set of key fingerprints.
-pub type FingerprintSet = HashSet<[u8; 16], std::hash::BuildHasherDefault<FpHasher>>;
-
-/// Fingerprints of every key ever imported, per product: the writer's
-/// de-duplication index. It mirrors `key_hashes` as the writer sees it —
-/// sled plus the in-flight batches of the current failure epoch — not sled
-/// alone: the writer adds a batch's fingerprints when it hands the batch to
-/// the committer (`take_in`), since the next batch is computed before this
-/// one is applied, and clears the index when it restarts after a failed
-/// batch. A product is loaded the first time it imports after (re)start,
-/// through the Tx's in-flight-aware scan. Lives only in the writer thread.
-#[derive(Default)]
-pub(crate) struct FpIndex {
-    products: HashMap<String, FingerprintSet>,
-}
-
-impl FpIndex {
-    /// Takes in the fingerprints of a batch handed to the committer (for
-    /// products already loaded; others load them from sled and the
-    /// in-flight batches, which include this one).
-    pub(crate) fn take_in(&mut self, writes: &[Write]) {
-        for w in writes.iter().filter(|w| w.tree == Tree::KeyHashes as u8) {
-            let (Some(v), Some(end)) = (&w.value, w.key.iter().position(|&b| b == 0)) else {
-                continue;
-            };
-            let Ok(pid) = std::str::from_utf8(&w.key[..end]) else {
-                continue;
-            };
-            if let Some(set) = self.products.get_mut(pid) {
-                keyblock::fingerprints_of(&w.key[end + 1..], v, |fp| {
-                    set.insert(fp);
-                });
-            }
-        }
-    }
-
-    /// Forgets everything (after a failed batch the index may be ahead of
-    /// the durable state).
-    pub(crate) fn clear(&mut self) {
-        self.products.clear();
-    }
-}
-
-type FpSets = HashMap<String, FingerprintSet>;
-
 pub struct Tx<'a> {
     trees: &'a Trees,
     /// Earlier batches not yet in sled, oldest first (see `writer`).
     in_flight: &'a [Arc<Batch>],
-    fps: &'a Mutex<FpIndex>,
-    /// Fingerprints imported by this command and by the batch so far (the
-    /// index holds those of earlier batches).
-    cmd_fps: FpSets,
-    batch_fps: FpSets,
     batch: Overlay,
     cmd: Overlay,
     pub(crate) counters: Counters,
@@ -126,7 +56,6 @@ impl<'a> Tx<'a> {
     pub(crate) fn new(
         trees: &'a Trees,
         in_flight: &'a [Arc<Batch>],
-        fps: &'a Mutex<FpIndex>,
         counters: Counters,
         now_ms: i64,
         webhooks: bool,
@@ -134,9 +63,6 @@ impl<'a> Tx<'a> {
         Tx {
             trees,
             in_flight,
-            fps,
-            cmd_fps: FpSets::new(),
-            batch_fps: FpSets::new(),
             batch: Overlay::new(),
             cmd: Overlay::new(),
             counters,
@@ -156,15 +82,11 @@ impl<'a> Tx<'a> {
         self.flush_events();
         let cmd = std::mem::take(&mut self.cmd);
         self.batch.extend(cmd);
-        for (pid, set) in std::mem::take(&mut self.cmd_fps) {
-            self.batch_fps.entry(pid).or_default().extend(set);
-        }
         self.saved_counters = self.counters;
     }
 
     pub(crate) fn rollback_cmd(&mut self) {
         self.cmd.clear();
-        self.cmd_fps.clear();
         self.events.clear();
         self.counters = self.saved_counters;
     }
@@ -227,68 +149,28 @@ impl<'a> Tx<'a> {
     /// order, merging this command's, the batch's and the in-flight batches'
     /// writes over sled (the first source holding a key wins).
     fn scan(&self, t: Tree, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.scan_from(t, prefix, prefix, limit)
-    }
-
-    /// [`Tx::scan`] starting at `from` (which starts with `prefix`).
-    fn scan_from(
-        &self,
-        t: Tree,
-        prefix: &[u8],
-        from: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        self.merged(t, prefix, from, true, |k, v| {
-            out.push((k, v));
-            out.len() < limit
-        })?;
-        Ok(out)
-    }
-
-    /// Visits the live entries of `t` whose key starts with `prefix`, from
-    /// `from` on, in key order, merging (if `overlays`) this command's and
-    /// the batch's writes, then the in-flight batches' writes, over sled:
-    /// the first source holding a key wins, a delete hides the key. `f`
-    /// returns false to stop.
-    fn merged(
-        &self,
-        t: Tree,
-        prefix: &[u8],
-        from: &[u8],
-        overlays: bool,
-        mut f: impl FnMut(Vec<u8>, Vec<u8>) -> bool,
-    ) -> Result<()> {
         let tb = t as u8;
-        let mut sources: Vec<Source<'_>> = Vec::new();
-        if overlays {
-            sources.push(overlay_source(&self.cmd, tb, prefix, from));
-            sources.push(overlay_source(&self.batch, tb, prefix, from));
-        }
+        let mut sources: Vec<Source<'_>> = vec![
+            overlay_source(&self.cmd, tb, prefix),
+            overlay_source(&self.batch, tb, prefix),
+        ];
         for b in self.in_flight.iter().rev() {
             let start = b
                 .writes
-                .partition_point(|w| (w.tree, &w.key[..]) < (tb, from));
+                .partition_point(|w| (w.tree, &w.key[..]) < (tb, prefix));
             let it = b.writes[start..]
                 .iter()
                 .take_while(move |w| w.tree == tb && w.key.starts_with(prefix))
                 .map(|w| Ok((w.key.clone(), w.value.clone())));
             sources.push((Box::new(it) as Box<dyn Iterator<Item = _>>).peekable());
         }
-        let sled = self
-            .trees
-            .get(t)
-            .range(from..)
-            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
-            .map(|r| {
-                r.map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
-                    .map_err(internal)
-            });
+        let sled = self.trees.get(t).scan_prefix(prefix).map(|r| {
+            r.map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
+                .map_err(internal)
+        });
         sources.push((Box::new(sled) as Box<dyn Iterator<Item = _>>).peekable());
-        loop {
+        let mut out = Vec::new();
+        while out.len() < limit {
             let mut min: Option<Vec<u8>> = None;
             for s in sources.iter_mut() {
                 match s.peek() {
@@ -304,7 +186,7 @@ impl<'a> Tx<'a> {
                     None => {}
                 }
             }
-            let Some(min) = min else { return Ok(()) };
+            let Some(min) = min else { break };
             let mut value: Option<Option<Vec<u8>>> = None;
             for s in sources.iter_mut() {
                 if matches!(s.peek(), Some(Ok((k, _))) if *k == min) {
@@ -314,80 +196,10 @@ impl<'a> Tx<'a> {
                 }
             }
             if let Some(Some(v)) = value {
-                if !f(min, v) {
-                    return Ok(());
-                }
+                out.push((min, v));
             }
         }
-    }
-
-    /// The live entry with the greatest key `<= key` that starts with
-    /// `prefix`, over the same sources as [`Tx::scan`] (a delete in a source
-    /// hides the key in the sources below it).
-    fn floor_raw(&self, t: Tree, prefix: &[u8], key: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let tb = t as u8;
-        let mut upper = Bound::Included(key.to_vec());
-        loop {
-            let below = |k: &[u8], u: &Bound<Vec<u8>>| match u {
-                Bound::Included(u) => k <= u.as_slice(),
-                Bound::Excluded(u) => k < u.as_slice(),
-                Bound::Unbounded => true,
-            };
-            // Each source's greatest entry under `upper`, highest priority first.
-            let mut cands: Vec<Option<Entry>> = Vec::new();
-            for o in [&self.cmd, &self.batch] {
-                let ob = match &upper {
-                    Bound::Included(k) => Bound::Included((tb, k.clone())),
-                    Bound::Excluded(k) => Bound::Excluded((tb, k.clone())),
-                    Bound::Unbounded => Bound::Unbounded,
-                };
-                let lower = Bound::Included((tb, prefix.to_vec()));
-                cands.push(
-                    o.range((lower, ob))
-                        .next_back()
-                        .map(|(k, v)| (k.1.clone(), v.clone())),
-                );
-            }
-            for b in self.in_flight.iter().rev() {
-                let end = b
-                    .writes
-                    .partition_point(|w| w.tree < tb || (w.tree == tb && below(&w.key, &upper)));
-                cands.push(
-                    end.checked_sub(1)
-                        .map(|i| &b.writes[i])
-                        .filter(|w| w.tree == tb && w.key.starts_with(prefix))
-                        .map(|w| (w.key.clone(), w.value.clone())),
-                );
-            }
-            let sled_upper = upper.as_ref().map(|k| k.as_slice());
-            cands.push(
-                match self
-                    .trees
-                    .get(t)
-                    .range::<&[u8], _>((Bound::Included(prefix), sled_upper))
-                    .next_back()
-                {
-                    Some(r) => {
-                        let (k, v) = r.map_err(internal)?;
-                        Some((k.to_vec(), Some(v.to_vec())))
-                    }
-                    None => None,
-                },
-            );
-            let Some(max) = cands.iter().flatten().map(|(k, _)| k).max().cloned() else {
-                return Ok(None);
-            };
-            let value = cands
-                .into_iter()
-                .flatten()
-                .find(|(k, _)| *k == max)
-                .and_then(|(_, v)| v);
-            match value {
-                Some(v) => return Ok(Some((max, v))),
-                // Deleted in a newer source: look further down.
-                None => upper = Bound::Excluded(max),
-            }
-        }
+        Ok(out)
     }
 
     // ---- products ----------------------------------------------------------
@@ -403,141 +215,45 @@ impl<'a> Tx<'a> {
     // ---- keys --------------------------------------------------------------
 
     pub fn key(&self, id: u64) -> Result<Option<KeyRecord>> {
-        let idk = tree::u64_key(id);
-        if let Some(rec) = self.get(Tree::Keys, &idk)? {
-            return Ok(Some(rec));
-        }
-        if self.get_raw(Tree::DeletedKeys, &idk)?.is_some() {
-            return Ok(None);
-        }
-        Ok(self
-            .floor_raw(Tree::KeyBlocks, &[], &idk)?
-            .and_then(|(k, v)| keyblock::record_in(tree::read_u64(&k)?, &v, id)))
+        self.get(Tree::Keys, &tree::u64_key(id))
     }
 
     /// Whether a product ever had a key with this fingerprint.
     pub fn key_fingerprint_known(&self, product_id: &str, fp: &[u8; 16]) -> Result<bool> {
-        let in_overlay = |sets: &FpSets| sets.get(product_id).is_some_and(|s| s.contains(fp));
-        if in_overlay(&self.cmd_fps) || in_overlay(&self.batch_fps) {
-            return Ok(true);
-        }
-        let mut index = self.fps.lock().unwrap_or_else(|p| p.into_inner());
-        if !index.products.contains_key(product_id) {
-            // First import of this product since (re)start: load from sled
-            // *and* the in-flight batches (computed but maybe not applied
-            // yet; the index already holds them for loaded products only).
-            // This command's and batch's own writes are left out: they are
-            // in `cmd_fps`/`batch_fps`, and a rolled-back command must not
-            // leave fingerprints behind in the index.
-            let prefix = tree::scope_prefix(product_id);
-            let mut set = FingerprintSet::default();
-            self.merged(Tree::KeyHashes, &prefix, &prefix, false, |k, v| {
-                keyblock::fingerprints_of(&k[prefix.len()..], &v, |fp| {
-                    set.insert(fp);
-                });
-                true
-            })?;
-            index.products.insert(product_id.to_string(), set);
-        }
-        Ok(index.products[product_id].contains(fp))
+        Ok(self
+            .get_raw(Tree::KeyHashes, &tree::scoped(product_id, fp))?
+            .is_some())
     }
 
-    /// Stores new available keys (sealed text, fingerprint) under consecutive
-    /// ids, as blocks: a few writes for the whole lot instead of three per
-    /// key. Their fingerprints are remembered forever. Returns the first id.
-    pub fn insert_available_keys(
-        &mut self,
-        product_id: &str,
-        imported_at_ms: i64,
-        keys: Vec<(Vec<u8>, [u8; 16])>,
-    ) -> u64 {
-        let first = self.counters.next_key_id.max(1);
-        if keys.is_empty() {
-            return first;
-        }
-        let n = keys.len() as u64;
-        self.counters.next_key_id = first + n;
-        let mut fps = Vec::with_capacity(keys.len() * 16);
-        let set = self.cmd_fps.entry(product_id.to_string()).or_default();
-        let mut sealed = Vec::with_capacity(keys.len());
-        for (s, fp) in keys {
-            fps.extend_from_slice(&fp);
-            set.insert(fp);
-            sealed.push(s);
-        }
-        for (i, chunk) in sealed.chunks(keyblock::KEYS_PER_BLOCK).enumerate() {
-            let id = first + (i * keyblock::KEYS_PER_BLOCK) as u64;
-            self.put_raw(
-                Tree::KeyBlocks,
-                tree::u64_key(id).to_vec(),
-                keyblock::encode(product_id, imported_at_ms, chunk),
-            );
-        }
+    /// Stores a new available key and remembers its fingerprint forever.
+    pub fn insert_available_key(&mut self, rec: &KeyRecord, fp: &[u8; 16]) -> u64 {
+        let id = self.counters.next_key_id.max(1);
+        self.counters.next_key_id = id + 1;
+        let idk = tree::u64_key(id);
+        self.put(Tree::Keys, idk.to_vec(), rec);
         self.put_raw(
             Tree::KeyHashes,
-            keyblock::fp_block_key(product_id, first),
-            fps,
+            tree::scoped(&rec.product_id, fp),
+            idk.to_vec(),
         );
-        let last = first + n - 1;
-        self.put_raw(
-            Tree::Avail,
-            tree::scoped(product_id, &tree::u64_key(last)),
-            keyblock::run_value(first, last),
-        );
-        first
-    }
-
-    /// Takes one id out of the product's runs of available ids.
-    fn remove_available(&mut self, product_id: &str, id: u64) -> Result<()> {
-        let prefix = tree::scope_prefix(product_id);
-        let key = tree::scoped(product_id, &tree::u64_key(id));
-        // The run holding `id` is the first whose last id is >= id.
-        let Some((k, v)) = self.scan_from(Tree::Avail, &prefix, &key, 1)?.pop() else {
-            return Ok(());
-        };
-        let Some(last) = tree::read_u64(&k[prefix.len()..]) else {
-            return Ok(());
-        };
-        let first = keyblock::run_first(last, &v);
-        if id < first {
-            return Ok(());
-        }
-        if id < last {
-            // Taking from the front (a claim) rewrites the run in place.
-            self.put_raw(Tree::Avail, k, keyblock::run_value(id + 1, last));
-        } else {
-            self.del_raw(Tree::Avail, k);
-        }
-        if first < id {
-            let v = keyblock::run_value(first, id - 1);
-            self.put_raw(
-                Tree::Avail,
-                tree::scoped(product_id, &tree::u64_key(id - 1)),
-                v,
-            );
-        }
-        Ok(())
+        self.put_raw(Tree::Avail, tree::scoped(&rec.product_id, &idk), Vec::new());
+        id
     }
 
     /// The first `n` available key ids of a product, in import order, or
     /// `None` if it has fewer.
     pub fn available_keys(&self, product_id: &str, n: usize) -> Result<Option<Vec<u64>>> {
         let prefix = tree::scope_prefix(product_id);
-        // Every run holds at least one id, so n runs are enough.
-        let runs = self.scan(Tree::Avail, &prefix, n)?;
-        let mut ids = Vec::with_capacity(n);
-        'runs: for (k, v) in runs {
-            let Some(last) = tree::read_u64(&k[prefix.len()..]) else {
-                continue;
-            };
-            for id in keyblock::run_first(last, &v)..=last {
-                if ids.len() == n {
-                    break 'runs;
-                }
-                ids.push(id);
-            }
+        let found = self.scan(Tree::Avail, &prefix, n)?;
+        if found.len() < n {
+            return Ok(None);
         }
-        Ok((ids.len() == n).then_some(ids))
+        Ok(Some(
+            found
+                .iter()
+                .filter_map(|(k, _)| tree::read_u64(&k[prefix.len()..]))
+                .collect(),
+        ))
     }
 
     /// Moves a key from `expected` to `next`, failing loudly if the key is not
@@ -545,7 +261,7 @@ impl<'a> Tx<'a> {
     /// impossible even if a bug let two claims race.
     pub fn swap_key_state(&mut self, id: u64, expected: &KeyState, next: KeyState) -> Result<()> {
         let idk = tree::u64_key(id);
-        let mut rec: KeyRecord = self.key(id)?.ok_or_else(|| {
+        let mut rec: KeyRecord = self.get(Tree::Keys, &idk)?.ok_or_else(|| {
             tracing::error!(key_id = id, "key vanished during a claim");
             Error::unavailable("key state changed, try again")
         })?;
@@ -561,10 +277,7 @@ impl<'a> Tx<'a> {
         let avail_key = tree::scoped(&rec.product_id, &idk);
         match (&rec.state, &next) {
             (KeyState::Available, KeyState::Available) => {}
-            (KeyState::Available, _) => {
-                let pid = rec.product_id.clone();
-                self.remove_available(&pid, id)?
-            }
+            (KeyState::Available, _) => self.del_raw(Tree::Avail, avail_key),
             (_, KeyState::Available) => self.put_raw(Tree::Avail, avail_key, Vec::new()),
             _ => {}
         }
@@ -577,12 +290,10 @@ impl<'a> Tx<'a> {
     /// re-imported as new).
     pub fn delete_available_key(&mut self, id: u64, product_id: &str) -> Result<bool> {
         let idk = tree::u64_key(id);
-        match self.key(id)? {
+        match self.get::<KeyRecord>(Tree::Keys, &idk)? {
             Some(rec) if rec.product_id == product_id && rec.state == KeyState::Available => {
                 self.del_raw(Tree::Keys, idk.to_vec());
-                // A key in a block stays there: mark it gone.
-                self.put_raw(Tree::DeletedKeys, idk.to_vec(), Vec::new());
-                self.remove_available(product_id, id)?;
+                self.del_raw(Tree::Avail, tree::scoped(product_id, &idk));
                 Ok(true)
             }
             _ => Ok(false),
@@ -825,9 +536,9 @@ fn new_event(seq: u64, order_no: &str, kind: EventKind, now: i64) -> OutboxEvent
 type Entry = (Vec<u8>, Option<Vec<u8>>);
 type Source<'s> = std::iter::Peekable<Box<dyn Iterator<Item = Result<Entry>> + 's>>;
 
-/// An overlay's entries of tree `tb` under `prefix`, from `from`, in key order.
-fn overlay_source<'s>(o: &'s Overlay, tb: u8, prefix: &'s [u8], from: &[u8]) -> Source<'s> {
-    let lower = Bound::Included((tb, from.to_vec()));
+/// An overlay's entries of tree `tb` under `prefix`, in key order.
+fn overlay_source<'s>(o: &'s Overlay, tb: u8, prefix: &'s [u8]) -> Source<'s> {
+    let lower = Bound::Included((tb, prefix.to_vec()));
     let it = o
         .range((lower, Bound::Unbounded))
         .take_while(move |(k, _)| k.0 == tb && k.1.starts_with(prefix))
@@ -893,8 +604,7 @@ mod tests {
             ],
         );
         let in_flight = [older, newer];
-        let fps = Mutex::new(FpIndex::default());
-        let mut tx = Tx::new(&trees, &in_flight, &fps, Counters::default(), 0, false);
+        let mut tx = Tx::new(&trees, &in_flight, Counters::default(), 0, false);
         assert_eq!(
             tx.get_raw(Tree::Avail, b"p\0a").unwrap(),
             None,
@@ -924,33 +634,5 @@ mod tests {
         assert_eq!(scan(&tx), expect(&[(b"p\0a", b"cmd"), (b"p\0b", b"new")]));
         assert_eq!(tx.scan(Tree::Avail, b"p\0", 1).unwrap().len(), 1, "limit");
         assert_eq!(tx.scan(Tree::Avail, b"q\0", 10).unwrap().len(), 1);
-        assert_eq!(
-            tx.scan_from(Tree::Avail, b"p\0", b"p\0b", 10).unwrap(),
-            expect(&[(b"p\0b", b"new")])
-        );
-        // Floor: the greatest live key <= k, deletes hiding older sources.
-        let floor = |tx: &Tx, k: &[u8]| tx.floor_raw(Tree::Avail, b"p\0", k).unwrap();
-        assert_eq!(
-            floor(&tx, b"p\0b"),
-            Some((b"p\0b".to_vec(), b"new".to_vec()))
-        );
-        assert_eq!(
-            floor(&tx, b"p\0z"),
-            Some((b"p\0b".to_vec(), b"new".to_vec()))
-        );
-        assert_eq!(
-            floor(&tx, b"p\0a"),
-            Some((b"p\0a".to_vec(), b"cmd".to_vec()))
-        );
-        tx.del_raw(Tree::Avail, b"p\0a".to_vec());
-        assert_eq!(
-            floor(&tx, b"p\0a"),
-            None,
-            "deleted here, in flight and in sled"
-        );
-        assert_eq!(
-            floor(&tx, b"p\0c"),
-            Some((b"p\0b".to_vec(), b"new".to_vec()))
-        );
     }
 }

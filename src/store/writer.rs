@@ -18,7 +18,7 @@
 use super::journal::{Batch, Journal, Write};
 use super::snapshot::Snapshotter;
 use super::tree::{self, Tree, Trees};
-use super::tx::{Counters, FpIndex, Tx};
+use super::tx::{Counters, Tx};
 use crate::error::Error;
 use crossbeam_channel::{select, Receiver};
 use std::collections::VecDeque;
@@ -122,9 +122,6 @@ struct Computer {
     epoch: u64,
     /// Set by the committer to the epoch of a batch that failed.
     failed_epoch: Arc<AtomicU64>,
-    /// The import de-duplication index: `key_hashes` as of sled plus the
-    /// in-flight batches (see `FpIndex`).
-    fps: Mutex<FpIndex>,
 }
 
 /// The durable stage: journal, fsync, sled, answers, snapshots.
@@ -156,28 +153,18 @@ pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
-/// Applies writes (grouped by tree) to sled, one atomic sled batch per
-/// tree. Key blocks go first, so a sled reader that finds a key id in
-/// `avail` or an order can always read its block.
+/// Applies writes to sled, one atomic sled batch per tree.
 pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> {
-    let mut groups = Vec::new();
     let mut i = 0;
     while i < writes.len() {
         let t = writes[i].tree;
-        let start = i;
-        while i < writes.len() && writes[i].tree == t {
-            i += 1;
-        }
-        groups.push((t, &writes[start..i]));
-    }
-    groups.sort_by_key(|(t, _)| *t != Tree::KeyBlocks as u8);
-    for (t, group) in groups {
         let mut b = sled::Batch::default();
-        for w in group {
-            match &w.value {
-                Some(v) => b.insert(w.key.as_slice(), v.as_slice()),
-                None => b.remove(w.key.as_slice()),
+        while i < writes.len() && writes[i].tree == t {
+            match &writes[i].value {
+                Some(v) => b.insert(writes[i].key.as_slice(), v.as_slice()),
+                None => b.remove(writes[i].key.as_slice()),
             }
+            i += 1;
         }
         if let Some(tree) = Tree::from_u8(t) {
             trees.get(tree).apply_batch(b)?;
@@ -230,7 +217,6 @@ impl Writer {
             stats: self.stats.clone(),
             epoch: 0,
             failed_epoch,
-            fps: Mutex::default(),
         };
         computer.run();
         let _ = handle.join();
@@ -305,10 +291,6 @@ impl Computer {
                 self.counters = counters;
             }
         }
-        // The index holds fingerprints of the failed batches. Nothing is in
-        // flight now and sled holds exactly the durable state, so products
-        // reload from it on their next import.
-        lock(&self.fps).clear();
         self.epoch += 1;
     }
 
@@ -318,14 +300,7 @@ impl Computer {
         let started = Instant::now();
         let trees = self.trees.clone();
         let in_flight: Vec<Arc<Batch>> = lock(&self.in_flight).iter().cloned().collect();
-        let mut tx = Tx::new(
-            &trees,
-            &in_flight,
-            &self.fps,
-            self.counters,
-            now_ms(),
-            self.webhooks,
-        );
+        let mut tx = Tx::new(&trees, &in_flight, self.counters, now_ms(), self.webhooks);
         let mut finishes: Vec<Finish> = Vec::new();
         let mut n = 1;
         run_job(&mut tx, first, &mut finishes);
@@ -381,9 +356,6 @@ impl Computer {
             // In (tree, key) order: sled batches go per tree, and the next
             // batch looks keys up in this one by binary search.
             writes.sort_by(|a, b| (a.tree, &a.key).cmp(&(b.tree, &b.key)));
-            // The next batch is computed before this one is in sled: its
-            // de-duplication must already see these fingerprints.
-            lock(&self.fps).take_in(&writes);
             self.seq = seq;
             Some(Arc::new(Batch { seq, writes }))
         };
@@ -691,66 +663,6 @@ mod tests {
         let store = Store::open(&opts).unwrap();
         assert!(present(&store, 1) && present(&store, 4));
         assert!(!present(&store, 2) && !present(&store, 3));
-        store.close();
-    }
-
-    fn known(store: &Store, pid: &'static str, n: u8) -> bool {
-        store
-            .write_blocking(move |tx| tx.key_fingerprint_known(pid, &[n; 16]))
-            .unwrap()
-    }
-
-    /// The import de-duplication index runs ahead of sled: batch N+1 sees
-    /// the fingerprints of batch N while N is in flight. If N fails, the
-    /// index must forget them, or those keys could never be imported again.
-    #[test]
-    fn the_fingerprint_index_follows_in_flight_batches_and_forgets_failed_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut opts = StoreOptions::new(dir.path());
-        opts.max_batch = 1;
-        opts.min_free_bytes = 0;
-        let store = Store::open(&opts).unwrap();
-        // Product p is in the index (loaded empty), q is not loaded yet.
-        assert!(!known(&store, "p", 9));
-        let computed = store.stats().computed.load(Ordering::SeqCst);
-        store
-            .stats()
-            .fail_next_commit_at
-            .store(computed + 2, Ordering::SeqCst);
-        let (b_tx, b_rx) = mpsc::channel();
-        store
-            .send(Store::job(
-                |tx| {
-                    tx.insert_available_keys("p", 0, vec![(b"s7".to_vec(), [7; 16])]);
-                    tx.insert_available_keys("q", 0, vec![(b"s8".to_vec(), [8; 16])]);
-                    Ok(())
-                },
-                move |r| b_tx.send(r).unwrap(),
-            ))
-            .unwrap();
-        let (c_tx, c_rx) = mpsc::channel();
-        store
-            .send(Store::job(
-                |tx| {
-                    // p through the index, q loaded through the in-flight batch.
-                    Ok(tx.key_fingerprint_known("p", &[7; 16])?
-                        && tx.key_fingerprint_known("q", &[8; 16])?)
-                },
-                move |r| c_tx.send(r).unwrap(),
-            ))
-            .unwrap();
-        assert!(b_rx.recv().unwrap().is_err());
-        assert!(c_rx.recv().unwrap().is_err());
-        assert!(!known(&store, "p", 7), "the failed import is forgotten");
-        assert!(!known(&store, "q", 8));
-        // A successful import is remembered, in flight and after apply.
-        store
-            .write_blocking(|tx| {
-                tx.insert_available_keys("p", 0, vec![(b"s7".to_vec(), [7; 16])]);
-                Ok(())
-            })
-            .unwrap();
-        assert!(known(&store, "p", 7));
         store.close();
     }
 }

@@ -6,7 +6,6 @@ use crate::helpers::*;
 use reqwest::blocking::Response;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::time::Duration;
 
 fn keys_path(id: &str) -> String {
     format!("/api/v1/admin/products/{id}/keys")
@@ -548,91 +547,4 @@ fn key_endpoints_of_an_unknown_product_are_not_found() {
         assert_unchanged(&app, &before, product);
     }
     assert_eq!(counts(&app, "p")["available"], 2);
-}
-
-/// Keys imported in blocks (256 per block, one run of available ids per
-/// import chunk): holes punched by deletes, claims across a block boundary,
-/// keys that expire back to stock, and both restarts (clean and rebuild)
-/// keep listing, delivery, counts, de-dup and `faka check` right.
-#[test]
-fn block_stored_keys_keep_every_invariant_through_holes_claims_and_restarts() {
-    let app = spawn_with(|dir| config_text(dir, "").replace("hold_secs = 900", "hold_secs = 1"));
-    app.product_with_keys("b", 100, 600);
-    let all = ids_of(&walk(&app, "b", None, 97));
-    assert_eq!(all.len(), 600);
-    // Holes: the first key, most of the first block, the first of the
-    // second block, one in its middle, the last key.
-    let holes: Vec<usize> = [0usize]
-        .into_iter()
-        .chain(5..=254)
-        .chain([256, 300, 599])
-        .collect();
-    let gone: Vec<String> = holes.iter().map(|&i| all[i].clone()).collect();
-    assert_eq!(
-        ok_json(delete_keys(&app, "b", &gone)),
-        json!({"removed": 254})
-    );
-    assert_eq!(
-        ok_json(delete_keys(&app, "b", &gone)),
-        json!({"removed": 0})
-    );
-    // A hold that expires back to stock, then claims in id order.
-    let expiring = app.order_ok("b", 3, "manual");
-    let no = expiring["order_no"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(10), || {
-        (app.admin_order(&no)["status"] == "expired").then_some(())
-    });
-    let sold = app.order_ok("b", 4, "manual");
-    let want: Vec<String> = (1..5).map(|i| format!("b-KEY-{i:05}")).collect();
-    assert_eq!(
-        delivered(&app, &sold),
-        want,
-        "claims take the first available ids"
-    );
-    // Across the first block boundary, skipping the hole at 256.
-    let big = app.order_ok("b", 10, "manual");
-    let want: Vec<String> = [255usize]
-        .into_iter()
-        .chain(257..=265)
-        .map(|i| format!("b-KEY-{i:05}"))
-        .collect();
-    assert_eq!(delivered(&app, &big), want);
-    let taken: Vec<usize> = (1..5).chain([255]).chain(257..=265).collect();
-    let expect_available: Vec<String> = (0..600)
-        .filter(|i| !holes.contains(i) && !taken.contains(i))
-        .map(|i| all[i].clone())
-        .collect();
-    let again: Vec<String> = (0..600).map(|i| format!("b-KEY-{i:05}")).collect();
-    let check = |app: &TestApp| {
-        assert_eq!(
-            counts(app, "b"),
-            json!({"available": 332, "held": 0, "sold": 14})
-        );
-        assert_eq!(
-            ids_of(&walk(app, "b", Some("available"), 7)),
-            expect_available
-        );
-        assert_eq!(walk(app, "b", Some("sold"), 3).len(), 14);
-        assert_eq!(walk(app, "b", None, 50).len(), 346);
-        let report = faka::ops::check::run(&app.store).unwrap();
-        assert!(report.ok(), "{report}");
-        assert_eq!(report.keys, 346);
-        // The same keys again are all duplicates, deleted ones included.
-        assert_eq!(app.import("b", &again)["added"], 0);
-    };
-    check(&app);
-    // Clean restart: sled reused, the de-dup index reloaded.
-    let dir = app.stop();
-    let app = {
-        let text = config_text(dir.path(), "");
-        start(dir, &text)
-    };
-    check(&app);
-    // Unclean restart: sled rebuilt from the journal.
-    let dir = app.stop();
-    std::fs::remove_file(dir.path().join("data/CLEAN")).expect("clean marker");
-    let text = config_text(dir.path(), "");
-    let app = start(dir, &text);
-    assert!(app.store.was_rebuilt());
-    check(&app);
 }
