@@ -2390,60 +2390,27 @@ fn scale_run(cfg: &Settings, rows: &mut Shown) -> Result<()> {
     rows.push(
         Row::info("  stop (SIGTERM)", format!("{:.2} s", took.as_secs_f64())).verdict(failures),
     );
-    let up = shop.restart(START_LIMIT)?;
-    let mem = shop.memory()?;
-    rows.push(Row::info(
-        "start-up after clean stop",
-        startup_text(up, &shop.events()),
-    ));
-    rows.push(Row::info("  RSS after start", mem.to_string()));
-    print_events("clean stop", &shop.events());
     let orders: Vec<&(Placed, Vec<String>)> = all.delivered.iter().collect();
     progress(&format!(
         "scale: reading all {} orders back",
         thousands(orders.len() as f64)
     ));
-    let (mut reads, mut failures, elapsed) = read_orders(cfg, shop.addr, &orders);
-    let mut admin = Conn::new(shop.addr, Duration::from_secs(600));
-    check_counts(&mut admin, SCALE, nk as u64, no as u64, &mut failures)?;
-    check_statuses(&mut admin, no, &mut failures)?;
-    rows.push(
-        Row::new(
-            "  GET every order",
-            rate(orders.len() as f64, elapsed, "req"),
-            &mut reads,
-        )
-        .verdict(failures),
-    );
-    rows.push(Row::info("  RSS after reads", shop.memory()?.to_string()));
-    drop(admin);
+    restart_and_verify(
+        cfg,
+        &mut shop,
+        "clean stop",
+        &orders,
+        "  GET every order",
+        (nk, no),
+        rows,
+    )?;
 
     progress("scale: kill -9, then start again (rebuild from snapshot + journal)");
     shop.kill9()?;
-    let up = shop.restart(START_LIMIT)?;
-    let mem = shop.memory()?;
-    rows.push(Row::info(
-        "start-up after kill -9",
-        startup_text(up, &shop.events()),
-    ));
-    rows.push(Row::info("  RSS after start", mem.to_string()));
-    print_events("kill -9", &shop.events());
     let every = (orders.len() / 10_000).max(1);
     let sample: Vec<&(Placed, Vec<String>)> = orders.iter().step_by(every).copied().collect();
-    let (mut reads, mut failures, elapsed) = read_orders(cfg, shop.addr, &sample);
-    let mut admin = Conn::new(shop.addr, Duration::from_secs(600));
-    check_counts(&mut admin, SCALE, nk as u64, no as u64, &mut failures)?;
-    check_statuses(&mut admin, no, &mut failures)?;
-    rows.push(
-        Row::new(
-            &format!("  GET {} orders", thousands(sample.len() as f64)),
-            rate(sample.len() as f64, elapsed, "req"),
-            &mut reads,
-        )
-        .verdict(failures),
-    );
-    rows.push(Row::info("  RSS after reads", shop.memory()?.to_string()));
-    drop(admin);
+    let label = format!("  GET {} orders", thousands(sample.len() as f64));
+    restart_and_verify(cfg, &mut shop, "kill -9", &sample, &label, (nk, no), rows)?;
 
     progress("scale: SIGTERM and faka check");
     let warnings = shop.warnings();
@@ -2480,6 +2447,42 @@ fn scale_run(cfg: &Settings, rows: &mut Shown) -> Result<()> {
 
 /// Creates and pays `scale_orders` orders of one key on `concurrency`
 /// connections as fast as they go (the flow journey), with progress.
+/// Starts `shop` again on its data, then reports start-up time and RSS,
+/// reads `orders` back (each must still be delivered with its keys), checks
+/// the counts, and reports RSS after the reads.
+fn restart_and_verify(
+    cfg: &Settings,
+    shop: &mut Faka,
+    after: &str,
+    orders: &[&(Placed, Vec<String>)],
+    read_label: &str,
+    (nk, no): (usize, usize),
+    rows: &mut Shown,
+) -> Result<()> {
+    let up = shop.restart(START_LIMIT)?;
+    let mem = shop.memory()?;
+    rows.push(Row::info(
+        &format!("start-up after {after}"),
+        startup_text(up, &shop.events()),
+    ));
+    rows.push(Row::info("  RSS after start", mem.to_string()));
+    print_events(after, &shop.events());
+    let (mut reads, mut failures, elapsed) = read_orders(cfg, shop.addr, orders);
+    let mut admin = Conn::new(shop.addr, Duration::from_secs(600));
+    check_counts(&mut admin, SCALE, nk as u64, no as u64, &mut failures)?;
+    check_statuses(&mut admin, no, &mut failures)?;
+    rows.push(
+        Row::new(
+            read_label,
+            rate(orders.len() as f64, elapsed, "req"),
+            &mut reads,
+        )
+        .verdict(failures),
+    );
+    rows.push(Row::info("  RSS after reads", shop.memory()?.to_string()));
+    Ok(())
+}
+
 fn scale_orders(cfg: &Settings, shop: &Faka) -> (Buyer, Duration) {
     let n = cfg.scale_orders;
     let next = AtomicUsize::new(0);

@@ -447,13 +447,14 @@ impl<'a> Tx<'a> {
     // with consecutive seqs. One record per order and command keeps the
     // transactional outbox to one write where it used to take two.
 
-    /// The outbox event `seq` and the key of the group holding it.
+    /// The outbox event `seq`, from the group record holding it.
     pub fn outbox(&self, seq: u64) -> Result<Option<OutboxEvent>> {
         Ok(self
             .outbox_group(seq)?
             .and_then(|(_, g)| g.into_iter().find(|e| e.seq == seq)))
     }
 
+    /// The group holding event `seq`, with the group's key (its first seq).
     fn outbox_group(&self, seq: u64) -> Result<Option<(u64, Vec<OutboxEvent>)>> {
         for first in (seq.saturating_sub(OUTBOX_GROUP_MAX as u64 - 1)..=seq).rev() {
             if let Some(g) = self.get::<Vec<OutboxEvent>>(Tree::Outbox, &tree::u64_key(first))? {

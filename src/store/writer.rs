@@ -64,7 +64,6 @@ pub struct WriterStats {
     #[cfg(test)]
     pub fail_next_commit_at: AtomicU64,
     /// Batches the writer has computed (handed off or about to be).
-    #[cfg(test)]
     pub computed: AtomicU64,
 }
 
@@ -117,7 +116,6 @@ struct Computer {
     to_commit: crossbeam_channel::Sender<Stage>,
     /// A token per finished commit: the committer is free again.
     ready: Receiver<()>,
-    #[cfg_attr(not(test), allow(dead_code))]
     stats: Arc<WriterStats>,
     epoch: u64,
     /// Set by the committer to the epoch of a batch that failed.
@@ -360,8 +358,7 @@ impl Computer {
             Some(Arc::new(Batch { seq, writes }))
         };
         self.counters = counters;
-        #[cfg(test)]
-        self.stats.computed.fetch_add(1, Ordering::SeqCst);
+        self.stats.computed.fetch_add(1, Ordering::Relaxed);
         self.wait_idle(idle);
         if let Some(b) = &batch {
             lock(&self.in_flight).push_back(b.clone());
@@ -566,7 +563,6 @@ impl Default for WriterStats {
             poisoned: AtomicBool::new(false),
             #[cfg(test)]
             fail_next_commit_at: AtomicU64::new(0),
-            #[cfg(test)]
             computed: AtomicU64::new(0),
         }
     }
