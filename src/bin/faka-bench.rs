@@ -1020,7 +1020,14 @@ impl Drop for Faka {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("FAKA_BENCH_KEEP_DATA").is_some() {
+            eprintln!(
+                "faka-bench: kept {} (FAKA_BENCH_KEEP_DATA)",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

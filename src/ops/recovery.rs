@@ -2,8 +2,40 @@
 //! deliver any order left `paid` without its keys. (Expired holds are
 //! released by the expiry sweeper's first run.)
 
+use crate::domain::order::OrderStatus;
 use crate::domain::shop;
+use crate::error::Result;
 use crate::store::Store;
+
+/// Finds and re-drives orders left `paid` without their keys, reading the
+/// orders only when the store's per-status counts say there are any. `paid`
+/// lives only inside one command (a payment delivers or queues for stock in
+/// the same transaction), so the count is 0 unless something went wrong.
+/// Returns how many were re-driven.
+pub fn redrive_left_paid(store: &Store) -> Result<usize> {
+    let idx = OrderStatus::ALL
+        .iter()
+        .position(|s| *s == OrderStatus::Paid)
+        .unwrap_or(0);
+    let counted = store
+        .stats()
+        .orders_by_status
+        .lock()
+        .map(|c| c[idx])
+        .unwrap_or(1);
+    if counted == 0 {
+        return Ok(0);
+    }
+    let mut paid = Vec::new();
+    store.for_each_order(|o| {
+        if o.status == OrderStatus::Paid {
+            paid.push(o.order_no);
+        }
+        Ok(())
+    })?;
+    redrive_paid(store, &paid);
+    Ok(paid.len())
+}
 
 /// Re-drives the paid-but-undelivered orders the start-up check found.
 pub fn redrive_paid(store: &Store, paid: &[String]) {

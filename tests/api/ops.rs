@@ -298,3 +298,42 @@ fn sigterm_drains_in_flight_writes_and_exits_cleanly() {
     assert!(faka::ops::check::run(&store).unwrap().ok());
     store.close();
 }
+
+/// An order left `paid` without its keys (a state that lives only inside one
+/// command, so only a fault leaves it) is delivered by the next start, also
+/// after a clean stop when the full invariant check is skipped.
+#[test]
+fn an_order_left_paid_is_delivered_by_the_next_start_after_a_clean_stop() {
+    let app = spawn();
+    let keys = app.product_with_keys("left-paid", 100, 2);
+    let order = app.order_ok("left-paid", 1, "hmac");
+    let no = order["order_no"].as_str().unwrap().to_string();
+    let no2 = no.clone();
+    app.store
+        .write_blocking(move |tx| {
+            let mut o = tx.order(&no2)?.expect("the order exists");
+            o.status = faka::domain::order::OrderStatus::Paid;
+            o.paid_at_ms = Some(tx.now_ms());
+            o.paid_gateway = Some("hmac".into());
+            o.trade_no = Some("T-left-paid".into());
+            tx.unschedule_expiry(&o);
+            tx.put_order(&o);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(app.admin_order(&no)["status"], "paid");
+    let text = config_text(app.dir.path(), "");
+    let dir = app.stop();
+    assert!(dir.path().join("data/CLEAN").exists());
+
+    let app = start(dir, &text);
+    assert!(!app.store.was_rebuilt());
+    let o = app.admin_order(&no);
+    assert_eq!(o["status"], "delivered", "{o}");
+    let token = order["token"].as_str().unwrap();
+    let view: Value = app.buyer_view(&no, token).json().unwrap();
+    let delivered = view["keys"].as_array().expect("keys delivered");
+    assert_eq!(delivered.len(), 1);
+    assert!(keys.contains(&delivered[0].as_str().unwrap().to_string()));
+    assert!(faka::ops::check::run(&app.store).unwrap().ok());
+}
