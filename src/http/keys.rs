@@ -12,6 +12,8 @@ use crate::error::Error;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 pub const MAX_KEY_BYTES: usize = 4096;
 
@@ -96,26 +98,43 @@ pub fn seal_keys(crypto: &Crypto, product_id: &str, keys: Vec<String>) -> Vec<Se
 /// (the committed ones count as duplicates).
 pub const IMPORT_CHUNK: usize = 10_000;
 
+/// Chunks queued at the writer at once: chunk N+1 is sealed and computed
+/// while chunk N is journaled and copied into sled.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// Seals and imports `keys` chunk by chunk (sealing off the async workers),
+/// keeping [`CHUNKS_IN_FLIGHT`] chunks queued; answers are taken in order and
+/// the first error ends the import (chunks already queued still commit).
 pub async fn import_in_chunks(
     store: &crate::store::Store,
+    crypto: &Arc<Crypto>,
     product_id: &str,
-    mut sealed: Vec<SealedKey>,
+    mut keys: Vec<String>,
 ) -> Result<shop::ImportResult, Error> {
     let mut total = shop::ImportResult {
         added: 0,
         duplicates: 0,
         stock: 0,
     };
-    while !sealed.is_empty() {
-        let rest = sealed.split_off(sealed.len().min(IMPORT_CHUNK));
-        let chunk = std::mem::replace(&mut sealed, rest);
-        let pid = product_id.to_string();
-        let r = store
-            .write(move |tx| shop::import_keys(tx, &pid, chunk))
-            .await?;
-        total.added += r.added;
-        total.duplicates += r.duplicates;
-        total.stock = r.stock;
+    let mut queued = VecDeque::new();
+    while !keys.is_empty() || !queued.is_empty() {
+        if !keys.is_empty() && queued.len() < CHUNKS_IN_FLIGHT {
+            let rest = keys.split_off(keys.len().min(IMPORT_CHUNK));
+            let chunk = std::mem::replace(&mut keys, rest);
+            let (c, pid) = (crypto.clone(), product_id.to_string());
+            let sealed = web::block(move || seal_keys(&c, &pid, chunk))
+                .await
+                .map_err(|_| Error::unavailable("server busy"))?;
+            let pid = product_id.to_string();
+            queued.push_back(store.submit(move |tx| shop::import_keys(tx, &pid, sealed))?);
+            continue;
+        }
+        if let Some(next) = queued.pop_front() {
+            let r = next.await?;
+            total.added += r.added;
+            total.duplicates += r.duplicates;
+            total.stock = r.stock;
+        }
     }
     Ok(total)
 }
@@ -133,16 +152,11 @@ pub async fn import(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let crypto = state.crypto.clone();
-    let pid_for_seal = pid.clone();
-    // Parsing and sealing 100k keys takes a while: keep it off the async workers.
-    let sealed = web::block(move || -> Result<Vec<SealedKey>, Error> {
-        let keys = parse_upload(&ct, &bytes)?;
-        Ok(seal_keys(&crypto, pid_for_seal.as_str(), keys))
-    })
-    .await
-    .map_err(|_| Error::unavailable("server busy"))??;
-    let result = import_in_chunks(&state.store, pid.as_str(), sealed).await?;
+    // Parsing 100k keys takes a while: keep it off the async workers.
+    let keys = web::block(move || parse_upload(&ct, &bytes))
+        .await
+        .map_err(|_| Error::unavailable("server busy"))??;
+    let result = import_in_chunks(&state.store, &state.crypto, pid.as_str(), keys).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "added": result.added, "duplicates": result.duplicates, "stock": result.stock
     })))

@@ -41,10 +41,10 @@ pub async fn observe(
     let status = res.status().as_u16();
     let route = res
         .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
+        .app_data::<super::RouteTemplate>()
+        .map_or("unmatched", |r| r.0);
     let elapsed = started.elapsed();
-    metrics.observe_http(&route, &method, status, elapsed);
+    metrics.observe_http(route, &method, status, elapsed);
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, route = %route, micros = elapsed.as_micros() as u64, "request failed");

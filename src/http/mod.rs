@@ -75,9 +75,17 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResult {
     )))
 }
 
+/// The route template a request matched, kept as resource data so the
+/// metrics middleware need not ask actix to match the path again
+/// (`match_pattern` re-runs the router's regexes on every request).
+#[derive(Clone, Copy)]
+pub struct RouteTemplate(pub &'static str);
+
 /// A resource whose other methods answer 405 with the contract's body.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+fn resource(path: &'static str) -> actix_web::Resource {
+    web::resource(path)
+        .app_data(RouteTemplate(path))
+        .default_service(web::to(method_not_allowed))
 }
 
 /// Every route of the API: the one table that both registers the handlers

@@ -253,12 +253,23 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.submit(f)?.await
+    }
+
+    /// Queues `f` for the writer now and returns the future of its answer,
+    /// so a caller can queue the next command while this one commits.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,
+    ) -> Result<impl std::future::Future<Output = Result<T>>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Self::job(f, move |r| {
             let _ = tx.send(r);
         }))?;
-        rx.await
-            .unwrap_or_else(|_| Err(Error::unavailable("the write was aborted")))
+        Ok(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::unavailable("the write was aborted")))
+        })
     }
 
     /// [`Store::write`] for threads outside the async runtime.

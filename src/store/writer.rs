@@ -165,6 +165,44 @@ pub fn now_ms() -> i64 {
 /// not be atomic; the writer's own reads see the batch through its in-flight
 /// overlay until the copy is complete.
 pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> {
+    // Keys (and the trees before them) first, then orders and the rest.
+    let split = writes.partition_point(|w| w.tree < Tree::Orders as u8);
+    let (first, rest) = writes.split_at(split);
+    apply_phase(trees, first)?;
+    apply_phase(trees, rest)
+}
+
+/// Below this many rows a batch is copied on the commit thread alone.
+const PARALLEL_MIN_ROWS: usize = 2048;
+
+/// Copies rows sorted by tree; a big batch (a key import) is split at a tree
+/// boundary and the two halves copied on two threads. Per-row sled writes on
+/// different trees take no common lock, and sled's per-insert node copies
+/// are what bounds an import.
+fn apply_phase(trees: &Trees, writes: &[Write]) -> sled::Result<()> {
+    if writes.len() >= PARALLEL_MIN_ROWS {
+        let half = writes.len() / 2;
+        let t = writes[half].tree;
+        let mut cut = writes.partition_point(|w| w.tree < t);
+        if cut == 0 {
+            cut = writes.partition_point(|w| w.tree <= t);
+        }
+        if cut > 0 && cut < writes.len() {
+            let (a, b) = writes.split_at(cut);
+            return std::thread::scope(|s| {
+                let other = s.spawn(|| apply_rows(trees, b));
+                let mine = apply_rows(trees, a);
+                let theirs = other.join().unwrap_or_else(|_| {
+                    Err(sled::Error::ReportableBug("apply thread panicked".into()))
+                });
+                mine.and(theirs)
+            });
+        }
+    }
+    apply_rows(trees, writes)
+}
+
+fn apply_rows(trees: &Trees, writes: &[Write]) -> sled::Result<()> {
     for w in writes {
         let Some(tree) = Tree::from_u8(w.tree) else {
             continue;

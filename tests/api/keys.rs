@@ -548,3 +548,23 @@ fn key_endpoints_of_an_unknown_product_are_not_found() {
     }
     assert_eq!(counts(&app, "p")["available"], 2);
 }
+
+/// Chunks of one upload are queued at the writer while the one before them
+/// commits: a key repeated in a later chunk is still a duplicate, and every
+/// row of every chunk lands (the check reads them all).
+#[test]
+fn a_key_repeated_chunks_apart_in_one_upload_is_one_duplicate() {
+    let app = spawn();
+    new_product(&app, "rep");
+    let mut keys: Vec<String> = (0..25_000).map(|i| format!("REP-{i:06}")).collect();
+    keys[22_222] = keys[3].clone();
+    keys[12_345] = keys[10_001].clone();
+    let r = app.import("rep", &keys);
+    assert_eq!(
+        r,
+        json!({"added": 24_998, "duplicates": 2, "stock": 24_998})
+    );
+    let report = faka::ops::check::run(&app.store).unwrap();
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.keys, 24_998);
+}
