@@ -1766,20 +1766,35 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         faka.addr,
         cfg.flash_conns,
         n,
-        |_| (Series::default(), Wrong::default(), Vec::new(), 0u64),
-        |(s, wrong, won, lost), conn, _| match create_order(conn, s, wrong, "bench-flash", 1) {
-            Created::Ok(o) => won.push(o),
-            Created::OutOfStock => *lost += 1,
-            Created::Failed => {}
+        |_| {
+            let by_outcome = (Series::default(), Series::default());
+            (Series::default(), Wrong::default(), Vec::new(), 0u64, by_outcome)
+        },
+        |(s, wrong, won, lost, (won_lat, lost_lat)), conn, _| {
+            let t0 = Instant::now();
+            match create_order(conn, s, wrong, "bench-flash", 1) {
+                Created::Ok(o) => {
+                    won_lat.record(t0);
+                    won.push(o)
+                }
+                Created::OutOfStock => {
+                    lost_lat.record(t0);
+                    *lost += 1
+                }
+                Created::Failed => {}
+            }
         },
     );
     let (mut race, mut wrong, mut won, mut lost) =
         (Series::default(), Wrong::default(), Vec::new(), 0);
-    for (s, w, o, l) in states {
+    let (mut won_lat, mut lost_lat) = (Series::default(), Series::default());
+    for (s, w, o, l, (wl, ll)) in states {
         race.merge(s);
         wrong.merge(w);
         won.extend(o);
         lost += l;
+        won_lat.merge(wl);
+        lost_lat.merge(ll);
     }
     let mut failures = wrong.into_failures("flash create");
     if won.len() != m || lost != (n - m) as u64 || race.error_count() > 0 {
@@ -1812,10 +1827,16 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         ratio.throughput = format!("{} / {}", ms(f[1]), ms(c[1]));
         ratio.ratio = Some(f[1].as_secs_f64() / c[1].as_secs_f64().max(1e-9));
     }
+    // Which side of the race is slow: the winners wait for a durable
+    // commit, the losers are refused from a read.
+    let won_row = Row::new("  flash 201 (won)", format!("{} orders", won.len()), &mut won_lat);
+    let lost_row = Row::new("  flash 409 (lost)", format!("{lost} refusals"), &mut lost_lat);
     Ok(vec![
         ceiling,
         row,
         ratio,
+        won_row,
+        lost_row,
         Row::new(
             "  flash pay+get",
             rate(won.len() as f64, pay_elapsed, "orders"),
