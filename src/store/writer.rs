@@ -190,11 +190,17 @@ fn apply_phase(trees: &Trees, writes: &[Write]) -> sled::Result<()> {
         if cut > 0 && cut < writes.len() {
             let (a, b) = writes.split_at(cut);
             return std::thread::scope(|s| {
-                let other = s.spawn(|| apply_rows(trees, b));
+                let other = std::thread::Builder::new()
+                    .name("faka-apply".into())
+                    .spawn_scoped(s, || apply_rows(trees, b));
                 let mine = apply_rows(trees, a);
-                let theirs = other.join().unwrap_or_else(|_| {
-                    Err(sled::Error::ReportableBug("apply thread panicked".into()))
-                });
+                let theirs = match other {
+                    Ok(h) => h.join().unwrap_or_else(|_| {
+                        Err(sled::Error::ReportableBug("apply thread panicked".into()))
+                    }),
+                    // No thread to be had: this one copies the other half too.
+                    Err(_) => apply_rows(trees, b),
+                };
                 mine.and(theirs)
             });
         }
@@ -705,5 +711,69 @@ mod tests {
         assert!(present(&store, 1) && present(&store, 4));
         assert!(!present(&store, 2) && !present(&store, 3));
         store.close();
+    }
+
+    /// A batch is copied into sled whole, whatever its size: small ones on
+    /// the commit thread, big ones split over two threads at a tree
+    /// boundary (also when one tree holds more than half the rows), with
+    /// deletes applied after the rows they remove were put there.
+    #[test]
+    fn apply_writes_copies_every_row_of_small_and_big_batches() {
+        use super::{apply_writes, Tree, Trees, Write, PARALLEL_MIN_ROWS};
+        let dir = tempfile::tempdir().unwrap();
+        let trees = Trees::open(dir.path(), 1 << 20).unwrap();
+        let put = |tree: Tree, i: u32| Write {
+            tree: tree as u8,
+            key: i.to_be_bytes().to_vec(),
+            value: Some(format!("{}-{i}", tree.name()).into_bytes()),
+        };
+        let del = |tree: Tree, i: u32| Write {
+            tree: tree as u8,
+            key: i.to_be_bytes().to_vec(),
+            value: None,
+        };
+        // Sizes below and above PARALLEL_MIN_ROWS; the big one has one tree
+        // with most rows (the half point falls in the first tree).
+        let shapes: [&[(Tree, u32)]; 3] = [
+            &[(Tree::Keys, 10), (Tree::Orders, 5)],
+            &[
+                (Tree::Keys, 3000),
+                (Tree::Avail, 1000),
+                (Tree::Orders, 1500),
+            ],
+            &[
+                (Tree::Products, 1),
+                (Tree::KeyHashes, 5000),
+                (Tree::Idem, 3000),
+            ],
+        ];
+        for shape in shapes {
+            let writes: Vec<Write> = shape
+                .iter()
+                .flat_map(|&(t, n)| (0..n).map(move |i| put(t, i)))
+                .collect();
+            assert_eq!(
+                writes.len() >= PARALLEL_MIN_ROWS,
+                shape.iter().map(|s| s.1 as usize).sum::<usize>() >= PARALLEL_MIN_ROWS
+            );
+            apply_writes(&trees, &writes).unwrap();
+            for &(t, n) in shape {
+                assert_eq!(trees.get(t).len(), n as usize, "{}", t.name());
+                let last = trees.get(t).get((n - 1).to_be_bytes()).unwrap();
+                assert_eq!(
+                    last.as_deref(),
+                    Some(format!("{}-{}", t.name(), n - 1).as_bytes())
+                );
+            }
+            // The same rows deleted again, as one big batch.
+            let deletes: Vec<Write> = shape
+                .iter()
+                .flat_map(|&(t, n)| (0..n).map(move |i| del(t, i)))
+                .collect();
+            apply_writes(&trees, &deletes).unwrap();
+            for &(t, _) in shape {
+                assert!(trees.get(t).is_empty(), "{}", t.name());
+            }
+        }
     }
 }
