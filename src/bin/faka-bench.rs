@@ -1768,7 +1768,13 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         n,
         |_| {
             let by_outcome = (Series::default(), Series::default());
-            (Series::default(), Wrong::default(), Vec::new(), 0u64, by_outcome)
+            (
+                Series::default(),
+                Wrong::default(),
+                Vec::new(),
+                0u64,
+                by_outcome,
+            )
         },
         |(s, wrong, won, lost, (won_lat, lost_lat)), conn, _| {
             let t0 = Instant::now();
@@ -1829,8 +1835,16 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     }
     // Which side of the race is slow: the winners wait for a durable
     // commit, the losers are refused from a read.
-    let won_row = Row::new("  flash 201 (won)", format!("{} orders", won.len()), &mut won_lat);
-    let lost_row = Row::new("  flash 409 (lost)", format!("{lost} refusals"), &mut lost_lat);
+    let won_row = Row::new(
+        "  flash 201 (won)",
+        format!("{} orders", won.len()),
+        &mut won_lat,
+    );
+    let lost_row = Row::new(
+        "  flash 409 (lost)",
+        format!("{lost} refusals"),
+        &mut lost_lat,
+    );
     Ok(vec![
         ceiling,
         row,
