@@ -53,6 +53,11 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     /// Requests slower than this to send their headers/body are cut off.
     pub request_timeout_secs: u64,
+    /// Nice value (0–19) for the HTTP worker threads, so that when the
+    /// cores are saturated the single writer and its commit thread, which
+    /// every order and payment waits for, still get the CPU they need
+    /// (0 = same priority as everything else).
+    pub worker_nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +68,7 @@ impl Default for ServerConfig {
             workers: 0,
             trusted_proxies: Vec::new(),
             request_timeout_secs: 10,
+            worker_nice: 5,
         }
     }
 }
@@ -279,6 +285,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("server.workers", Kind::Int),
     ("server.trusted_proxies", Kind::List),
     ("server.request_timeout_secs", Kind::Int),
+    ("server.worker_nice", Kind::Int),
     ("storage.data_dir", Kind::Str),
     ("storage.key_file", Kind::Str),
     ("storage.master_key", Kind::Str),

@@ -101,6 +101,23 @@ pub fn open_store(cfg: &Config) -> Result<Store, StartError> {
     Ok(store)
 }
 
+/// Lowers the calling thread's priority to `nice` (on Linux a thread has
+/// its own nice value; raising it needs no privilege). 0 leaves it alone.
+fn lower_thread_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscall on the calling thread (who = 0); no memory shared.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+        if rc != 0 {
+            tracing::warn!(nice, error = %std::io::Error::last_os_error(),
+                "could not lower the HTTP worker's priority");
+        }
+    }
+}
+
 /// If no admin token is configured and none was generated before, makes one,
 /// stores its argon2 hash and returns it (to be shown once).
 pub fn ensure_admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
@@ -187,7 +204,10 @@ impl Application {
             config: cfg.clone(),
         });
         let timeout = Duration::from_secs(cfg.server.request_timeout_secs.max(1));
+        let nice = cfg.server.worker_nice.clamp(0, 19);
         let mut server = HttpServer::new(move || {
+            // Runs once on each worker thread as it starts.
+            lower_thread_priority(nice);
             let m = metrics.clone();
             App::new()
                 .app_data(state.clone())

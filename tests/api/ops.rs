@@ -337,3 +337,42 @@ fn an_order_left_paid_is_delivered_by_the_next_start_after_a_clean_stop() {
     assert!(keys.contains(&delivered[0].as_str().unwrap().to_string()));
     assert!(faka::ops::check::run(&app.store).unwrap().ok());
 }
+
+/// The nice value of a thread of this process, from /proc (Linux).
+fn thread_nices(name_prefix: &str) -> Vec<i64> {
+    let mut nices = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[open + 1..close].starts_with(name_prefix) {
+            continue;
+        }
+        // After the name: state is field 3; nice is field 19.
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        nices.push(fields[16].parse().unwrap());
+    }
+    nices
+}
+
+/// `[server] worker_nice` lowers the HTTP workers' priority, so that under
+/// saturation the writer (every order and payment waits for it) is served
+/// first; the writer threads keep the process's own priority.
+#[test]
+#[cfg(target_os = "linux")]
+fn http_workers_run_at_the_configured_nice_value() {
+    let app = spawn_with(|dir| {
+        config_text(dir, "").replace(
+            "[server]\nlisten = \"127.0.0.1:0\"",
+            "[server]\nlisten = \"127.0.0.1:0\"\nworker_nice = 7",
+        )
+    });
+    assert_eq!(app.get("/healthz").status(), 200);
+    let workers = thread_nices("actix-rt|system");
+    assert!(workers.contains(&7), "actix workers at nice {workers:?}");
+    let writers = thread_nices("faka-writer");
+    assert!(!writers.is_empty() && !writers.contains(&7), "{writers:?}");
+}
