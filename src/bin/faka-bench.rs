@@ -117,10 +117,31 @@ struct Args {
     /// not passed on to faka
     #[arg(long)]
     cache_mb: Option<u64>,
+    /// faka's `server.worker_nice` for every faka started, and the nice
+    /// value of the trivial server's workers, so that both sides of a ratio
+    /// yield alike to the load generator [default: faka's default, 5]
+    #[arg(long)]
+    worker_nice: Option<i32>,
 }
 
 /// `storage.cache_mb` written into faka's config, when `--cache-mb`.
 static CACHE_MB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// `server.worker_nice` written into faka's config, when `--worker-nice`.
+static WORKER_NICE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// faka's default `server.worker_nice`.
+const FAKA_WORKER_NICE: i32 = 5;
+
+/// Gives the calling thread (a trivial-server worker) the same nice value
+/// as faka's HTTP workers.
+fn match_faka_worker_priority() {
+    let nice = WORKER_NICE.get().copied().unwrap_or(FAKA_WORKER_NICE);
+    if nice > 0 {
+        // SAFETY: plain syscall on the calling thread (who = 0).
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    }
+}
 
 /// The webhook URL of the hanging receiver, when `--hanging-webhooks`.
 static WEBHOOK_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -1079,10 +1100,14 @@ fn config_text(dir: &Path, hold_secs: u64) -> String {
         .get()
         .map(|mb| format!("cache_mb = {mb}\n"))
         .unwrap_or_default();
+    let nice = WORKER_NICE
+        .get()
+        .map(|n| format!("worker_nice = {n}\n"))
+        .unwrap_or_default();
     let text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
-[storage]
+{nice}[storage]
 data_dir = "{data}"
 key_file = "{key}"
 {cache}[admin]
@@ -2733,6 +2758,7 @@ fn start_trivial() -> Result<SocketAddr> {
         let sys = actix_web::rt::System::new();
         let run = sys.block_on(async move {
             let s = actix_web::HttpServer::new(|| {
+                match_faka_worker_priority();
                 actix_web::App::new().route("/ping", actix_web::web::get().to(ping))
             })
             .disable_signals()
@@ -2765,6 +2791,9 @@ fn main() {
     }
     if let Some(mb) = args.cache_mb {
         let _ = CACHE_MB.set(mb);
+    }
+    if let Some(n) = args.worker_nice {
+        let _ = WORKER_NICE.set(n);
     }
     let cfg = match Settings::from_args(&args) {
         Ok(c) => c,
