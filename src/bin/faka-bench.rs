@@ -36,7 +36,7 @@
 //! target/release/faka-bench                         # every scenario, 10 s each
 //! target/release/faka-bench --scenario flow --duration 5
 //! target/debug/faka-bench --smoke                   # correctness only, < 30 s
-//! target/release/faka-bench --scenario scale        # 1M keys + 1M orders, ~20 min
+//! target/release/faka-bench --scenario scale        # 1M keys + 1M orders, ~12 min
 //! ```
 
 use anyhow::{anyhow, bail, Context, Result};
