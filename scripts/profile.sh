@@ -15,10 +15,14 @@ cd "$(dirname "$0")/.."
 
 scenario=${1:-flow}
 secs=${2:-5}
-# Set-up before the timed part: flow and mixed first import 200,000 keys.
+# Each timed part runs for `run` seconds. Set-up before it: flow and mixed
+# first import 200,000 keys; read first measures the trivial ceiling for a
+# whole run (faka is idle meanwhile).
+run=$((secs + 9))
 case "$scenario" in
 flow | mixed) default_warmup=12 ;;
 import) default_warmup=2 ;;
+read) default_warmup=$((run + 4)) ;;
 *) default_warmup=4 ;;
 esac
 warmup=${WARMUP_SECS:-$default_warmup}
@@ -40,7 +44,8 @@ fi
 
 cargo build --release --bins
 # The bench runs longer than the recording, so faka is busy the whole time.
-target/release/faka-bench --scenario "$scenario" --duration $((secs + warmup + 5)) \
+if [ "$scenario" != read ]; then run=$((secs + warmup + 5)); fi
+target/release/faka-bench --scenario "$scenario" --duration "$run" \
     >"$out/bench.txt" 2>&1 &
 bench=$!
 trap 'kill "$bench" 2>/dev/null || true' EXIT
@@ -64,7 +69,12 @@ perf report -i "$out/perf.data" --no-children --stdio --sort comm 2>/dev/null |
 perf report -i "$out/perf.data" --no-children --stdio --sort comm,symbol 2>/dev/null |
     grep -E '^ +[0-9]' | head -60 >"$out/symbols.txt" || true
 if [ "${FLAMEGRAPH:-0}" = 1 ]; then
-    perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/flame.svg"
+    perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf >"$out/stacks.folded"
+    if [ -s "$out/stacks.folded" ]; then
+        inferno-flamegraph <"$out/stacks.folded" >"$out/flame.svg"
+    else
+        echo "profile: no samples recorded; is the warm-up (WARMUP_SECS) right?" >&2
+    fi
 fi
 
 wait "$bench" || true
