@@ -103,7 +103,7 @@ pub fn open_store(cfg: &Config) -> Result<Store, StartError> {
 
 /// Lowers the calling thread's priority to `nice` (on Linux a thread has
 /// its own nice value; raising it needs no privilege). 0 leaves it alone.
-fn lower_thread_priority(nice: i32) {
+pub fn lower_thread_priority(nice: i32) {
     if nice <= 0 {
         return;
     }

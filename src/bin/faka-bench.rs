@@ -130,17 +130,14 @@ static CACHE_MB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 /// `server.worker_nice` written into faka's config, when `--worker-nice`.
 static WORKER_NICE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
 
-/// faka's default `server.worker_nice`.
-const FAKA_WORKER_NICE: i32 = 5;
-
 /// Gives the calling thread (a trivial-server worker) the same nice value
-/// as faka's HTTP workers.
+/// as faka's HTTP workers, with faka's own function and default.
 fn match_faka_worker_priority() {
-    let nice = WORKER_NICE.get().copied().unwrap_or(FAKA_WORKER_NICE);
-    if nice > 0 {
-        // SAFETY: plain syscall on the calling thread (who = 0).
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
-    }
+    let nice = WORKER_NICE
+        .get()
+        .copied()
+        .unwrap_or_else(|| faka::config::ServerConfig::default().worker_nice);
+    faka::startup::lower_thread_priority(nice);
 }
 
 /// The webhook URL of the hanging receiver, when `--hanging-webhooks`.

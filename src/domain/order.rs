@@ -43,6 +43,11 @@ impl OrderStatus {
         }
     }
 
+    /// Position in [`OrderStatus::ALL`] (the order of per-status counts).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
@@ -195,6 +200,14 @@ mod tests {
             on_payment(Expired, Manual, false),
             Ok(PaymentStep::ClaimOrAwait)
         );
+    }
+
+    /// Per-status counts are kept by `index`, listed by `ALL`.
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, s) in OrderStatus::ALL.into_iter().enumerate() {
+            assert_eq!(s.index(), i, "{s:?}");
+        }
     }
 
     #[test]

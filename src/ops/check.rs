@@ -124,7 +124,7 @@ pub fn run(store: &Store) -> Result<Report> {
     })?;
     let mut by_status = [0u64; 6];
     for s in statuses.values() {
-        by_status[OrderStatus::ALL.iter().position(|x| x == s).unwrap_or(0)] += 1;
+        by_status[s.index()] += 1;
     }
     let recorded = store
         .stats()

@@ -13,15 +13,11 @@ use crate::store::Store;
 /// the same transaction), so the count is 0 unless something went wrong.
 /// Returns how many were re-driven.
 pub fn redrive_left_paid(store: &Store) -> Result<usize> {
-    let idx = OrderStatus::ALL
-        .iter()
-        .position(|s| *s == OrderStatus::Paid)
-        .unwrap_or(0);
     let counted = store
         .stats()
         .orders_by_status
         .lock()
-        .map(|c| c[idx])
+        .map(|c| c[OrderStatus::Paid.index()])
         .unwrap_or(1);
     if counted == 0 {
         return Ok(0);

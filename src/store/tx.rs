@@ -315,12 +315,11 @@ impl<'a> Tx<'a> {
     /// Keeps the per-status counts and the per-client hold counts in step
     /// with an order's move from `from` to its current status.
     fn track(&mut self, o: &Order, from: Option<OrderStatus>) {
-        let idx = |s: OrderStatus| OrderStatus::ALL.iter().position(|x| *x == s).unwrap_or(0);
         if let Some(f) = from {
-            let c = &mut self.counters.orders_by_status[idx(f)];
+            let c = &mut self.counters.orders_by_status[f.index()];
             *c = c.saturating_sub(1);
         }
-        self.counters.orders_by_status[idx(o.status)] += 1;
+        self.counters.orders_by_status[o.status.index()] += 1;
         let was_holding = from == Some(OrderStatus::Pending);
         let holds = o.status == OrderStatus::Pending;
         if was_holding != holds {
