@@ -1543,36 +1543,166 @@ fn scenario_read(cfg: &Settings, faka: &Faka, trivial: SocketAddr) -> Result<Vec
     if list.status != 200 || !listed {
         bail!("GET /api/v1/products does not list bench-read: {lv}");
     }
-    let (mut ping, ping_rows) = read_run(cfg, trivial, "/ping", PING_BODY);
-    let (mut one, one_rows) =
-        read_run(cfg, faka.addr, "/api/v1/products/bench-read", &product.body);
-    let (mut all, all_rows) = read_run(cfg, faka.addr, "/api/v1/products", &list.body);
-    let ceiling = ping_rows.1;
+    // The three targets take turns in slices of about a second, so a change
+    // in the machine's background load hits all of them alike and the ratios
+    // stay comparable (run one after the other, a 10 s run's ratio moved by
+    // ±20 % from run to run on this shared machine).
+    // Each target's server is also charged the CPU time its threads used
+    // during its slices: the trivial server's actix threads in this process,
+    // every thread of faka's. CPU per request does not depend on how much of
+    // the two cores the load generator took meanwhile.
+    let faka_pid = faka.pid().to_string();
+    let targets: [(&str, SocketAddr, &str, &[u8], ServerThreads); 3] = [
+        (
+            "ceiling /ping",
+            trivial,
+            "/ping",
+            PING_BODY,
+            ServerThreads::Trivial,
+        ),
+        (
+            "read product",
+            faka.addr,
+            "/api/v1/products/bench-read",
+            &product.body,
+            ServerThreads::Process(&faka_pid),
+        ),
+        (
+            "read list",
+            faka.addr,
+            "/api/v1/products",
+            &list.body,
+            ServerThreads::Process(&faka_pid),
+        ),
+    ];
+    let slices = cfg.duration.as_secs().max(1) as u32;
+    let slice = cfg.duration / slices;
+    let mut runs: Vec<ReadRun> = targets.iter().map(|_| ReadRun::default()).collect();
+    for _ in 0..slices {
+        for (run, (_, addr, path, expected, server)) in runs.iter_mut().zip(&targets) {
+            let cpu = server.cpu_time();
+            run.add(read_slice(cfg, *addr, path, expected, slice));
+            run.cpu += server.cpu_time().saturating_sub(cpu);
+        }
+    }
+    let ceiling = runs[0].rps();
+    let cpu_per_request: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:.1}", r.cpu_us_per_request()))
+        .collect();
     let mut rows = Vec::new();
-    for (name, series, (fails, rps)) in [
-        ("ceiling /ping", &mut ping, ping_rows),
-        ("read product", &mut one, one_rows),
-        ("read list", &mut all, all_rows),
-    ] {
-        let mut row = Row::new(name, format!("{} req/s", thousands(rps)), series).verdict(fails);
+    for (run, (name, _, path, _, _)) in runs.into_iter().zip(&targets) {
+        let rps = run.rps();
+        let mut fails = run.wrong.into_failures(&format!("GET {path}"));
+        if run.series.error_count() > 0 {
+            fails.push(format!("errors: {}", run.series.errors_text()));
+        }
+        let mut series = run.series;
+        let mut row =
+            Row::new(name, format!("{} req/s", thousands(rps)), &mut series).verdict(fails);
         row.ratio = Some(rps / ceiling.max(1e-9));
         rows.push(row);
     }
+    rows.push(Row::info(
+        "  server CPU µs/req",
+        format!("{} (/ping, product, list)", cpu_per_request.join(" / ")),
+    ));
     Ok(rows)
 }
 
-/// GETs `path` for the duration; every body must equal `expected` (nothing
-/// writes meanwhile). Gives the series, failures and requests per second.
-fn read_run(
+/// Whose CPU time a `read` target is charged.
+enum ServerThreads<'a> {
+    /// The trivial server's threads in this process.
+    Trivial,
+    /// Every thread of this process.
+    Process(&'a str),
+}
+
+impl ServerThreads<'_> {
+    fn cpu_time(&self) -> Duration {
+        match self {
+            ServerThreads::Trivial => threads_cpu_time("self", |name| {
+                name.starts_with("actix-rt|system")
+                    || name.starts_with("actix-server")
+                    || name == "trivial-actix"
+            }),
+            ServerThreads::Process(pid) => threads_cpu_time(pid, |_| true),
+        }
+    }
+}
+
+/// User + system CPU time of a process's threads whose name `pick` accepts,
+/// from `/proc/<pid>/task/*/stat` (zero where /proc cannot be read).
+fn threads_cpu_time(pid: &str, pick: impl Fn(&str) -> bool) -> Duration {
+    // /proc reports times in USER_HZ, 100 per second on Linux.
+    const TICKS_PER_SEC: u64 = 100;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let mut ticks = 0;
+    for task in tasks.flatten() {
+        // Threads can exit between listing and reading: skip those.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !pick(&stat[open + 1..close]) {
+            continue;
+        }
+        // After the name: state, ppid, … utime is the 12th field, stime the 13th.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(11) + field(12);
+    }
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SEC)
+}
+
+/// One `read` target's slices added up.
+#[derive(Default)]
+struct ReadRun {
+    series: Series,
+    wrong: Wrong,
+    elapsed: Duration,
+    /// CPU time of its server's threads during its slices.
+    cpu: Duration,
+}
+
+impl ReadRun {
+    fn add(&mut self, (series, wrong, elapsed): (Series, Wrong, Duration)) {
+        self.series.merge(series);
+        self.wrong.merge(wrong);
+        self.elapsed += elapsed;
+    }
+
+    fn rps(&self) -> f64 {
+        self.series.lat_us.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / (self.series.lat_us.len() as f64).max(1.0)
+    }
+}
+
+/// GETs `path` for `duration`; every body must equal `expected` (nothing
+/// writes meanwhile). Gives the series, the wrong answers and the time taken.
+fn read_slice(
     cfg: &Settings,
     addr: SocketAddr,
     path: &str,
     expected: &[u8],
-) -> (Series, (Vec<String>, f64)) {
+    duration: Duration,
+) -> (Series, Wrong, Duration) {
     let (states, elapsed) = run_timed(
         addr,
         cfg.concurrency,
-        cfg.duration,
+        duration,
         |_| (Series::default(), Wrong::default()),
         |(s, wrong), conn| {
             if let Some(r) = timed(s, || conn.get(path)) {
@@ -1588,12 +1718,7 @@ fn read_run(
         series.merge(s);
         wrong.merge(w);
     }
-    let mut fails = wrong.into_failures(&format!("GET {path}"));
-    if series.error_count() > 0 {
-        fails.push(format!("errors: {}", series.errors_text()));
-    }
-    let rps = series.lat_us.len() as f64 / elapsed.as_secs_f64();
-    (series, (fails, rps))
+    (series, wrong, elapsed)
 }
 
 // ---------------------------------------------------------------- flow

@@ -34,9 +34,11 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let id = request_id(&req);
-    let method = req.method().to_string();
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
+    let method = req.method().clone();
+    // The span carries only the id: the JSON log layer formats a span's
+    // fields when the span is made, on every request, even when nothing is
+    // logged in it. Method and route go on the request's own log lines.
+    let span = tracing::info_span!("request", request_id = %id);
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let route = res
@@ -44,12 +46,12 @@ pub async fn observe(
         .app_data::<super::RouteTemplate>()
         .map_or("unmatched", |r| r.0);
     let elapsed = started.elapsed();
-    metrics.observe_http(route, &method, status, elapsed);
+    metrics.observe_http(route, method.as_str(), status, elapsed);
     span.in_scope(|| {
         if status >= 500 {
-            tracing::warn!(status, route = %route, micros = elapsed.as_micros() as u64, "request failed");
+            tracing::warn!(status, method = %method, route = %route, micros = elapsed.as_micros() as u64, "request failed");
         } else {
-            tracing::debug!(status, route = %route, micros = elapsed.as_micros() as u64, "request");
+            tracing::debug!(status, method = %method, route = %route, micros = elapsed.as_micros() as u64, "request");
         }
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
