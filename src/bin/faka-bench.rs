@@ -1800,6 +1800,8 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         (0, cfg.flow_keys),
         cfg.setup_chunk,
     )?;
+    let faka_pid = faka.pid().to_string();
+    let cpu_before = threads_cpu_time(&faka_pid, |_| true);
     let (states, elapsed) = run_timed(
         faka.addr,
         cfg.concurrency,
@@ -1807,6 +1809,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         |_| Buyer::default(),
         |b, conn| b.journey(conn, "bench-flow", "FLOW-"),
     );
+    let cpu = threads_cpu_time(&faka_pid, |_| true).saturating_sub(cpu_before);
     let mut all = Buyer::default();
     states.into_iter().for_each(|b| all.merge(b));
     let mut failures = std::mem::take(&mut all.wrong).into_failures("flow");
@@ -1852,6 +1855,12 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
             "  flow get",
             rate(all.get.lat_us.len() as f64, elapsed, "req"),
             &mut all.get,
+        ),
+        // Stable where orders/s is not: it does not depend on how much of the
+        // cores the load generator took.
+        Row::info(
+            "  faka CPU µs/order",
+            format!("{:.0}", cpu.as_secs_f64() * 1e6 / orders.max(1.0)),
         ),
     ])
 }

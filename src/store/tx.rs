@@ -16,7 +16,7 @@ use crate::domain::model::{
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -32,8 +32,22 @@ pub struct Counters {
     pub orders_by_status: [u64; 6],
 }
 
+/// Per product, a key id below which it has no available key: where the
+/// search for available keys starts. A claim leaves its deleted row in the
+/// overlays, and in sled until its batch is applied, so a search from the
+/// product's first id steps over every claim of the batches in flight (each
+/// order of a flash sale over all the orders before it). Only a hint that
+/// keeps this invariant: raised to the first id a search found, lowered when
+/// a key becomes available again, set by a command only when it commits, and
+/// forgotten (`clear`) when a batch fails. Absent means 0.
+pub(crate) type AvailFloors = HashMap<String, u64>;
+
 pub struct Tx<'a> {
     trees: &'a Trees,
+    /// The writer's floors, as of the last committed command.
+    floors: &'a mut AvailFloors,
+    /// This command's changes to them, kept at its commit.
+    cmd_floors: AvailFloors,
     /// Earlier batches not yet in sled, oldest first (see `writer`).
     in_flight: &'a [Arc<Batch>],
     batch: Overlay,
@@ -56,12 +70,15 @@ impl<'a> Tx<'a> {
     pub(crate) fn new(
         trees: &'a Trees,
         in_flight: &'a [Arc<Batch>],
+        floors: &'a mut AvailFloors,
         counters: Counters,
         now_ms: i64,
         webhooks: bool,
     ) -> Self {
         Tx {
             trees,
+            floors,
+            cmd_floors: AvailFloors::new(),
             in_flight,
             batch: Overlay::new(),
             cmd: Overlay::new(),
@@ -82,11 +99,13 @@ impl<'a> Tx<'a> {
         self.flush_events();
         let cmd = std::mem::take(&mut self.cmd);
         self.batch.extend(cmd);
+        self.floors.extend(self.cmd_floors.drain());
         self.saved_counters = self.counters;
     }
 
     pub(crate) fn rollback_cmd(&mut self) {
         self.cmd.clear();
+        self.cmd_floors.clear();
         self.events.clear();
         self.counters = self.saved_counters;
     }
@@ -149,25 +168,41 @@ impl<'a> Tx<'a> {
     /// order, merging this command's, the batch's and the in-flight batches'
     /// writes over sled (the first source holding a key wins).
     fn scan(&self, t: Tree, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_from(t, prefix, prefix, limit)
+    }
+
+    /// [`Tx::scan`] from key `from` on (`from` starts with `prefix`).
+    fn scan_from(
+        &self,
+        t: Tree,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let tb = t as u8;
         let mut sources: Vec<Source<'_>> = vec![
-            overlay_source(&self.cmd, tb, prefix),
-            overlay_source(&self.batch, tb, prefix),
+            overlay_source(&self.cmd, tb, prefix, from),
+            overlay_source(&self.batch, tb, prefix, from),
         ];
         for b in self.in_flight.iter().rev() {
             let start = b
                 .writes
-                .partition_point(|w| (w.tree, &w.key[..]) < (tb, prefix));
+                .partition_point(|w| (w.tree, &w.key[..]) < (tb, from));
             let it = b.writes[start..]
                 .iter()
                 .take_while(move |w| w.tree == tb && w.key.starts_with(prefix))
                 .map(|w| Ok((w.key.clone(), w.value.clone())));
             sources.push((Box::new(it) as Box<dyn Iterator<Item = _>>).peekable());
         }
-        let sled = self.trees.get(t).scan_prefix(prefix).map(|r| {
-            r.map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
-                .map_err(internal)
-        });
+        let sled = self
+            .trees
+            .get(t)
+            .range(from..)
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .map(|r| {
+                r.map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
+                    .map_err(internal)
+            });
         sources.push((Box::new(sled) as Box<dyn Iterator<Item = _>>).peekable());
         let mut out = Vec::new();
         while out.len() < limit {
@@ -242,18 +277,29 @@ impl<'a> Tx<'a> {
 
     /// The first `n` available key ids of a product, in import order, or
     /// `None` if it has fewer.
-    pub fn available_keys(&self, product_id: &str, n: usize) -> Result<Option<Vec<u64>>> {
+    pub fn available_keys(&mut self, product_id: &str, n: usize) -> Result<Option<Vec<u64>>> {
         let prefix = tree::scope_prefix(product_id);
-        let found = self.scan(Tree::Avail, &prefix, n)?;
-        if found.len() < n {
-            return Ok(None);
-        }
-        Ok(Some(
-            found
-                .iter()
-                .filter_map(|(k, _)| tree::read_u64(&k[prefix.len()..]))
-                .collect(),
-        ))
+        let floor = self.avail_floor(product_id);
+        let from = tree::scoped(product_id, &tree::u64_key(floor));
+        let found = self.scan_from(Tree::Avail, &prefix, &from, n)?;
+        let ids: Vec<u64> = found
+            .iter()
+            .filter_map(|(k, _)| tree::read_u64(&k[prefix.len()..]))
+            .collect();
+        // Nothing available at or above the floor: nothing below the next id
+        // to be handed out either.
+        let first = ids.first().copied().unwrap_or(self.counters.next_key_id);
+        self.cmd_floors
+            .insert(product_id.to_string(), first.max(floor));
+        Ok((ids.len() >= n).then_some(ids))
+    }
+
+    fn avail_floor(&self, product_id: &str) -> u64 {
+        self.cmd_floors
+            .get(product_id)
+            .or_else(|| self.floors.get(product_id))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Moves a key from `expected` to `next`, failing loudly if the key is not
@@ -278,7 +324,11 @@ impl<'a> Tx<'a> {
         match (&rec.state, &next) {
             (KeyState::Available, KeyState::Available) => {}
             (KeyState::Available, _) => self.del_raw(Tree::Avail, avail_key),
-            (_, KeyState::Available) => self.put_raw(Tree::Avail, avail_key, Vec::new()),
+            (_, KeyState::Available) => {
+                self.put_raw(Tree::Avail, avail_key, Vec::new());
+                let floor = self.avail_floor(&rec.product_id).min(id);
+                self.cmd_floors.insert(rec.product_id.clone(), floor);
+            }
             _ => {}
         }
         rec.state = next;
@@ -536,9 +586,10 @@ fn new_event(seq: u64, order_no: &str, kind: EventKind, now: i64) -> OutboxEvent
 type Entry = (Vec<u8>, Option<Vec<u8>>);
 type Source<'s> = std::iter::Peekable<Box<dyn Iterator<Item = Result<Entry>> + 's>>;
 
-/// An overlay's entries of tree `tb` under `prefix`, in key order.
-fn overlay_source<'s>(o: &'s Overlay, tb: u8, prefix: &'s [u8]) -> Source<'s> {
-    let lower = Bound::Included((tb, prefix.to_vec()));
+/// An overlay's entries of tree `tb` under `prefix` from `from` on, in key
+/// order.
+fn overlay_source<'s>(o: &'s Overlay, tb: u8, prefix: &'s [u8], from: &[u8]) -> Source<'s> {
+    let lower = Bound::Included((tb, from.to_vec()));
     let it = o
         .range((lower, Bound::Unbounded))
         .take_while(move |(k, _)| k.0 == tb && k.1.starts_with(prefix))
@@ -604,7 +655,15 @@ mod tests {
             ],
         );
         let in_flight = [older, newer];
-        let mut tx = Tx::new(&trees, &in_flight, Counters::default(), 0, false);
+        let mut floors = AvailFloors::new();
+        let mut tx = Tx::new(
+            &trees,
+            &in_flight,
+            &mut floors,
+            Counters::default(),
+            0,
+            false,
+        );
         assert_eq!(
             tx.get_raw(Tree::Avail, b"p\0a").unwrap(),
             None,

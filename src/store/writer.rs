@@ -18,7 +18,7 @@
 use super::journal::{Batch, Journal, Write};
 use super::snapshot::Snapshotter;
 use super::tree::{self, Tree, Trees};
-use super::tx::{Counters, Tx};
+use super::tx::{AvailFloors, Counters, Tx};
 use crate::error::Error;
 use crossbeam_channel::{select, Receiver};
 use std::collections::VecDeque;
@@ -120,6 +120,8 @@ struct Computer {
     epoch: u64,
     /// Set by the committer to the epoch of a batch that failed.
     failed_epoch: Arc<AtomicU64>,
+    /// Where each product's search for available keys starts (see `AvailFloors`).
+    avail_floors: AvailFloors,
 }
 
 /// The durable stage: journal, fsync, sled, answers, snapshots.
@@ -265,6 +267,7 @@ impl Writer {
             stats: self.stats.clone(),
             epoch: 0,
             failed_epoch,
+            avail_floors: AvailFloors::new(),
         };
         computer.run();
         let _ = handle.join();
@@ -339,6 +342,9 @@ impl Computer {
                 self.counters = counters;
             }
         }
+        // Claims of the failed batches are undone: their keys are available
+        // again below any floor raised over them.
+        self.avail_floors.clear();
         self.epoch += 1;
     }
 
@@ -348,7 +354,14 @@ impl Computer {
         let started = Instant::now();
         let trees = self.trees.clone();
         let in_flight: Vec<Arc<Batch>> = lock(&self.in_flight).iter().cloned().collect();
-        let mut tx = Tx::new(&trees, &in_flight, self.counters, now_ms(), self.webhooks);
+        let mut tx = Tx::new(
+            &trees,
+            &in_flight,
+            &mut self.avail_floors,
+            self.counters,
+            now_ms(),
+            self.webhooks,
+        );
         let mut finishes: Vec<Finish> = Vec::new();
         let mut n = 1;
         run_job(&mut tx, first, &mut finishes);
@@ -709,6 +722,109 @@ mod tests {
         let store = Store::open(&opts).unwrap();
         assert!(present(&store, 1) && present(&store, 4));
         assert!(!present(&store, 2) && !present(&store, 3));
+        store.close();
+    }
+
+    fn add_keys(store: &Store, n: u8) {
+        use crate::domain::model::{KeyRecord, KeyState};
+        store
+            .write_blocking(move |tx| {
+                for i in 0..n {
+                    let rec = KeyRecord {
+                        product_id: "p".into(),
+                        state: KeyState::Available,
+                        sealed: vec![i],
+                        imported_at_ms: 0,
+                    };
+                    tx.insert_available_key(&rec, &[i; 16]);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// Claims the first `n` available keys of product "p" as held.
+    fn claim(tx: &mut super::Tx, n: usize) -> crate::error::Result<Option<Vec<u64>>> {
+        use crate::domain::model::KeyState;
+        let Some(ids) = tx.available_keys("p", n)? else {
+            return Ok(None);
+        };
+        for &id in &ids {
+            let held = KeyState::Held {
+                order_no: format!("o{id}"),
+            };
+            tx.swap_key_state(id, &KeyState::Available, held)?;
+        }
+        Ok(Some(ids))
+    }
+
+    fn claim_one(store: &Store) -> Option<u64> {
+        store
+            .write_blocking(|tx| claim(tx, 1))
+            .unwrap()
+            .map(|ids| ids[0])
+    }
+
+    /// The search for available keys starts at a remembered floor; a key
+    /// that becomes available again below it, or whose claim is undone, is
+    /// still found first. Never a key skipped, never one claimed twice.
+    #[test]
+    fn keys_released_or_unclaimed_below_the_search_floor_are_found_first() {
+        use crate::domain::model::KeyState;
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path());
+        opts.max_batch = 1;
+        opts.min_free_bytes = 0;
+        let store = Store::open(&opts).unwrap();
+        add_keys(&store, 6);
+        assert_eq!(claim_one(&store), Some(1));
+        assert_eq!(claim_one(&store), Some(2));
+        // Key 1 comes back (an unpaid order expired).
+        store
+            .write_blocking(|tx| {
+                let held = KeyState::Held {
+                    order_no: "o1".into(),
+                };
+                tx.swap_key_state(1, &held, KeyState::Available)
+            })
+            .unwrap();
+        assert_eq!(claim_one(&store), Some(1), "a released key below the floor");
+        // A command that claims and searches again, then fails: undone whole.
+        let failed = store.write_blocking(|tx| {
+            assert_eq!(claim(tx, 2)?, Some(vec![3, 4]));
+            assert_eq!(claim(tx, 1)?, Some(vec![5]));
+            Err::<(), _>(crate::error::Error::invalid("x", "fails on purpose"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(claim_one(&store), Some(3), "a rolled-back claim");
+        // Two batches claim 4 and then 5, and both fail (the second was
+        // computed on the first): the next claim finds 4 again.
+        let computed = store.stats().computed.load(Ordering::SeqCst);
+        store
+            .stats()
+            .fail_next_commit_at
+            .store(computed + 2, Ordering::SeqCst);
+        let mut replies = Vec::new();
+        for _ in 0..2 {
+            let (t, r) = mpsc::channel();
+            store
+                .send(Store::job(
+                    |tx| claim(tx, 1),
+                    move |res| t.send(res).unwrap(),
+                ))
+                .unwrap();
+            replies.push(r);
+        }
+        for r in replies {
+            assert!(r.recv().unwrap().is_err(), "both batches fail");
+        }
+        assert_eq!(claim_one(&store), Some(4), "claims of failed batches");
+        assert_eq!(claim_one(&store), Some(5));
+        assert_eq!(claim_one(&store), Some(6));
+        assert_eq!(claim_one(&store), None, "sold out");
+        // New keys after a sold-out search are found.
+        add_keys(&store, 1);
+        assert_eq!(claim_one(&store), Some(7));
         store.close();
     }
 
