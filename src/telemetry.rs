@@ -17,7 +17,13 @@ pub fn init(cfg: &LogConfig) {
         .with_env_filter(filter)
         .with_target(false);
     let _ = if json {
-        builder.json().flatten_event(true).try_init()
+        // The request's span as `span` only: `spans` would repeat it, and
+        // each copy re-parses the span's fields on every line.
+        builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.try_init()
     };
