@@ -202,6 +202,7 @@ impl Application {
             gateways: Gateways::from_config(&cfg),
             crypto,
             config: cfg.clone(),
+            views: Default::default(),
         });
         let timeout = Duration::from_secs(cfg.server.request_timeout_secs.max(1));
         let nice = cfg.server.worker_nice.clamp(0, 19);

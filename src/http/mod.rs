@@ -37,6 +37,8 @@ pub struct AppState {
     pub gateways: crate::payments::Gateways,
     pub metrics: Arc<crate::ops::metrics::Metrics>,
     pub limits: Arc<limits::Limits>,
+    /// The public catalogue's rendered answers (see `products::PublicViews`).
+    pub views: products::PublicViews,
 }
 
 pub type State = web::Data<AppState>;

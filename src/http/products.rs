@@ -6,14 +6,77 @@ use super::{path_param, render, HttpResult, State};
 use crate::domain::ids::{printable, ProductId};
 use crate::domain::shop::{self, NewProduct, ProductPatch};
 use crate::error::Error;
+use actix_web::http::header::ContentType;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use rand::Rng;
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 const MAX_PRICE: u64 = 1_000_000_000_000;
 const MAX_QUANTITY: u32 = 100_000;
 
+/// The public catalogue's answers, rendered once per products version, so a
+/// browsing buyer costs a lookup instead of a sled read, a decode and a JSON
+/// render. No answer is staler than a sled read would be: the writer raises
+/// `Store::products_version` after a batch is in sled and before its callers
+/// hear of it, an answer is kept only under the version read before its
+/// product was, and a newer version empties the cache. Only active products
+/// are kept, so it holds at most one entry per product plus the list.
+#[derive(Default)]
+pub struct PublicViews(Mutex<Views>);
+
+#[derive(Default)]
+struct Views {
+    version: u64,
+    one: HashMap<String, Bytes>,
+    list: Option<Bytes>,
+}
+
+impl PublicViews {
+    fn get(&self, version: u64, pick: impl FnOnce(&Views) -> Option<Bytes>) -> Option<Bytes> {
+        let views = self.0.lock().ok()?;
+        if views.version != version {
+            return None;
+        }
+        pick(&views)
+    }
+
+    fn keep(&self, version: u64, put: impl FnOnce(&mut Views)) {
+        let Ok(mut views) = self.0.lock() else {
+            return;
+        };
+        if version < views.version {
+            return; // rendered from an older state
+        }
+        if version > views.version {
+            *views = Views {
+                version,
+                ..Views::default()
+            };
+        }
+        put(&mut views);
+    }
+}
+
+fn json_body(body: Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(body)
+}
+
+fn render_json(v: &impl serde::Serialize) -> Result<Bytes, Error> {
+    serde_json::to_vec(v)
+        .map(Bytes::from)
+        .map_err(|_| Error::unavailable("could not render the answer"))
+}
+
 pub async fn list_public(state: State) -> HttpResult {
+    let version = state.store.products_version();
+    if let Some(body) = state.views.get(version, |v| v.list.clone()) {
+        return Ok(json_body(body));
+    }
     let currency = &state.config.shop.currency;
     let products = state.store.products()?;
     let views: Vec<_> = products
@@ -21,19 +84,32 @@ pub async fn list_public(state: State) -> HttpResult {
         .filter(|p| p.active)
         .map(|p| render::product(p, currency))
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "products": views })))
+    let body = render_json(&serde_json::json!({ "products": views }))?;
+    state.views.keep(version, |v| v.list = Some(body.clone()));
+    Ok(json_body(body))
 }
 
 pub async fn get_public(state: State, req: HttpRequest) -> HttpResult {
     let id = path_param(&req, "id");
     let not_found = || Error::not_found(format!("product {} not found", printable(id, 64)));
     let id = ProductId::parse(id).map_err(|_| not_found())?;
+    let version = state.store.products_version();
+    if let Some(body) = state
+        .views
+        .get(version, |v| v.one.get(id.as_str()).cloned())
+    {
+        return Ok(json_body(body));
+    }
     let p = state
         .store
         .product(id.as_str())?
         .filter(|p| p.active)
         .ok_or_else(not_found)?;
-    Ok(HttpResponse::Ok().json(render::product(&p, &state.config.shop.currency)))
+    let body = render_json(&render::product(&p, &state.config.shop.currency))?;
+    state.views.keep(version, |v| {
+        v.one.insert(p.id.clone(), body.clone());
+    });
+    Ok(json_body(body))
 }
 
 pub async fn list_admin(_: Admin, state: State) -> HttpResult {
@@ -164,4 +240,37 @@ pub async fn update(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .write(move |tx| shop::update_product(tx, id.as_str(), patch))
         .await?;
     Ok(HttpResponse::Ok().json(render::admin_product(&p, &state.config.shop.currency)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_rendered_from_an_older_products_version_are_never_kept() {
+        let views = PublicViews::default();
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        views.keep(2, |v| v.list = Some(b("two")));
+        assert_eq!(views.get(2, |v| v.list.clone()), Some(b("two")));
+        assert_eq!(
+            views.get(3, |v| v.list.clone()),
+            None,
+            "a newer version misses"
+        );
+        views.keep(1, |v| v.list = Some(b("one")));
+        assert_eq!(
+            views.get(2, |v| v.list.clone()),
+            Some(b("two")),
+            "an answer rendered from an older version is dropped"
+        );
+        views.keep(3, |v| {
+            v.one.insert("p".into(), b("p3"));
+        });
+        assert_eq!(
+            views.get(3, |v| v.list.clone()),
+            None,
+            "a newer version empties it"
+        );
+        assert_eq!(views.get(3, |v| v.one.get("p").cloned()), Some(b("p3")));
+    }
 }

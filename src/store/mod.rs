@@ -164,6 +164,14 @@ impl Store {
         self.inner.rebuilt
     }
 
+    /// Changes whenever a committed batch changed a product; see
+    /// `WriterStats::products_version`.
+    pub fn products_version(&self) -> u64 {
+        self.stats()
+            .products_version
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn stats(&self) -> &WriterStats {
         &self.inner.stats
     }

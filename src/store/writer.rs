@@ -65,6 +65,11 @@ pub struct WriterStats {
     pub fail_next_commit_at: AtomicU64,
     /// Batches the writer has computed (handed off or about to be).
     pub computed: AtomicU64,
+    /// Counts the batches that changed a product (its fields or its stock),
+    /// raised after the batch is in sled and before anyone hears of it: a
+    /// view of the products rendered under one value is current until it
+    /// changes.
+    pub products_version: AtomicU64,
 }
 
 pub(crate) struct Writer {
@@ -605,6 +610,10 @@ impl Committer {
             tracing::error!(error = %e, "sled apply failed after a durable commit; restart to rebuild");
             self.stats.poisoned.store(true, Ordering::SeqCst);
         }
+        let products = Tree::Products as u8;
+        if batch.writes.iter().any(|w| w.tree == products) {
+            self.stats.products_version.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(())
     }
 }
@@ -627,6 +636,7 @@ impl Default for WriterStats {
             #[cfg(test)]
             fail_next_commit_at: AtomicU64::new(0),
             computed: AtomicU64::new(0),
+            products_version: AtomicU64::new(0),
         }
     }
 }
