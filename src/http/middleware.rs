@@ -38,7 +38,7 @@ pub async fn observe(
     // The span carries only the id: the JSON log layer formats a span's
     // fields when the span is made, on every request, even when nothing is
     // logged in it. Method and route go on the request's own log lines.
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = tracing::info_span!("request", request_id = id.as_str());
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let route = res
