@@ -8,9 +8,12 @@
 //!
 //! - `read`   GET a product and the product list, against a ceiling: a trivial
 //!   actix-web `GET /ping` server run in this process with the same client
-//!   settings, so `read` is reported as the ratio faka_rps / trivial_rps;
+//!   settings, so `read` is reported as the ratio faka_rps / trivial_rps
+//!   (the three take turns in 1 s slices), with each server's CPU time per
+//!   request;
 //! - `flow`   the buyer's journey: create order (hmac) → signed payment → GET
-//!   the order with its token and keys; no key may appear twice;
+//!   the order with its token and keys; no key may appear twice; faka's CPU
+//!   time per order;
 //! - `flash`  N buyers race for M keys: exactly M orders, the rest 409
 //!   `out_of_stock`, then all M paid and M distinct keys delivered; the
 //!   same burst (N requests on as many connections, all released at once)
