@@ -104,6 +104,12 @@ fn main() -> anyhow::Result<()> {
 fn serve(cfg: Config) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let app = startup::Application::build(cfg).context("starting faka")?;
+        // Opening sled and checking the store allocate and free a lot on this
+        // thread, which then only waits on the server: mimalloc would keep
+        // those pages (it purges on a thread's later allocations).
+        // SAFETY: mi_collect takes no pointers; it only frees this thread's
+        // unused pages and returns purgeable memory to the OS.
+        unsafe { libmimalloc_sys::mi_collect(true) };
         if let Some(token) = &app.generated_admin_token {
             // Printed once, on purpose, to stderr (never through the logger);
             // under systemd prefer `faka admin-token --rotate` before the first start.
