@@ -670,24 +670,35 @@ mod tests {
             .unwrap()
     }
 
+    /// A store whose batches hold one job each, on any free space.
+    fn one_job_per_batch(dir: &std::path::Path) -> (Store, StoreOptions) {
+        let mut opts = StoreOptions::new(dir);
+        opts.max_batch = 1;
+        opts.min_free_bytes = 0;
+        (Store::open(&opts).unwrap(), opts)
+    }
+
+    /// The next batch fails to commit, once the batch after it has been
+    /// computed on top of it.
+    fn fail_next_batch_once_one_more_is_computed(store: &Store) {
+        let computed = store.stats().computed.load(Ordering::SeqCst);
+        store
+            .stats()
+            .fail_next_commit_at
+            .store(computed + 2, Ordering::SeqCst);
+    }
+
     /// Batch N+1 is computed while N is still being made durable, reading
     /// N's writes. If N then fails, N+1 must fail too, and the writer must
     /// go on from the last durable state with no gap in the journal.
     #[test]
     fn a_batch_computed_on_a_failed_batch_fails_with_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = StoreOptions::new(dir.path());
-        opts.max_batch = 1;
-        opts.min_free_bytes = 0;
-        let store = Store::open(&opts).unwrap();
+        let (store, opts) = one_job_per_batch(dir.path());
         put(&store, 1).unwrap();
         let durable = store.stats().applied_seq.load(Ordering::SeqCst);
         // Fail the next batch (B) once the one after it (C) is computed.
-        let computed = store.stats().computed.load(Ordering::SeqCst);
-        store
-            .stats()
-            .fail_next_commit_at
-            .store(computed + 2, Ordering::SeqCst);
+        fail_next_batch_once_one_more_is_computed(&store);
         let (b_tx, b_rx) = mpsc::channel();
         store
             .send(Store::job(
@@ -782,10 +793,7 @@ mod tests {
     fn keys_released_or_unclaimed_below_the_search_floor_are_found_first() {
         use crate::domain::model::KeyState;
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = StoreOptions::new(dir.path());
-        opts.max_batch = 1;
-        opts.min_free_bytes = 0;
-        let store = Store::open(&opts).unwrap();
+        let (store, _) = one_job_per_batch(dir.path());
         add_keys(&store, 6);
         assert_eq!(claim_one(&store), Some(1));
         assert_eq!(claim_one(&store), Some(2));
@@ -809,11 +817,7 @@ mod tests {
         assert_eq!(claim_one(&store), Some(3), "a rolled-back claim");
         // Two batches claim 4 and then 5, and both fail (the second was
         // computed on the first): the next claim finds 4 again.
-        let computed = store.stats().computed.load(Ordering::SeqCst);
-        store
-            .stats()
-            .fail_next_commit_at
-            .store(computed + 2, Ordering::SeqCst);
+        fail_next_batch_once_one_more_is_computed(&store);
         let mut replies = Vec::new();
         for _ in 0..2 {
             let (t, r) = mpsc::channel();
