@@ -923,6 +923,11 @@ impl Faka {
         self.child.id()
     }
 
+    /// CPU time (user + system) of all its threads so far.
+    fn cpu_time(&self) -> Duration {
+        threads_cpu_time(&self.pid().to_string(), |_| true)
+    }
+
     /// SIGTERM and wait up to `limit` (then SIGKILL): failures and how
     /// long the stop took.
     fn stop(&mut self, limit: Duration) -> Result<(Vec<String>, Duration)> {
@@ -1554,7 +1559,6 @@ fn scenario_read(cfg: &Settings, faka: &Faka, trivial: SocketAddr) -> Result<Vec
     // during its slices: the trivial server's actix threads in this process,
     // every thread of faka's. CPU per request does not depend on how much of
     // the two cores the load generator took meanwhile.
-    let faka_pid = faka.pid().to_string();
     let targets: [(&str, SocketAddr, &str, &[u8], ServerThreads); 3] = [
         (
             "ceiling /ping",
@@ -1568,14 +1572,14 @@ fn scenario_read(cfg: &Settings, faka: &Faka, trivial: SocketAddr) -> Result<Vec
             faka.addr,
             "/api/v1/products/bench-read",
             &product.body,
-            ServerThreads::Process(&faka_pid),
+            ServerThreads::Faka(faka),
         ),
         (
             "read list",
             faka.addr,
             "/api/v1/products",
             &list.body,
-            ServerThreads::Process(&faka_pid),
+            ServerThreads::Faka(faka),
         ),
     ];
     let slices = cfg.duration.as_secs().max(1) as u32;
@@ -1617,8 +1621,8 @@ fn scenario_read(cfg: &Settings, faka: &Faka, trivial: SocketAddr) -> Result<Vec
 enum ServerThreads<'a> {
     /// The trivial server's threads in this process.
     Trivial,
-    /// Every thread of this process.
-    Process(&'a str),
+    /// Every thread of this faka.
+    Faka(&'a Faka),
 }
 
 impl ServerThreads<'_> {
@@ -1629,7 +1633,7 @@ impl ServerThreads<'_> {
                     || name.starts_with("actix-server")
                     || name == "trivial-actix"
             }),
-            ServerThreads::Process(pid) => threads_cpu_time(pid, |_| true),
+            ServerThreads::Faka(faka) => faka.cpu_time(),
         }
     }
 }
@@ -1803,8 +1807,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         (0, cfg.flow_keys),
         cfg.setup_chunk,
     )?;
-    let faka_pid = faka.pid().to_string();
-    let cpu_before = threads_cpu_time(&faka_pid, |_| true);
+    let cpu_before = faka.cpu_time();
     let (states, elapsed) = run_timed(
         faka.addr,
         cfg.concurrency,
@@ -1812,7 +1815,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         |_| Buyer::default(),
         |b, conn| b.journey(conn, "bench-flow", "FLOW-"),
     );
-    let cpu = threads_cpu_time(&faka_pid, |_| true).saturating_sub(cpu_before);
+    let cpu = faka.cpu_time().saturating_sub(cpu_before);
     let mut all = Buyer::default();
     states.into_iter().for_each(|b| all.merge(b));
     let mut failures = std::mem::take(&mut all.wrong).into_failures("flow");
