@@ -10,7 +10,6 @@ use actix_web::middleware::Next;
 use actix_web::Error;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::Instrument;
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -35,11 +34,7 @@ pub async fn observe(
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
-    // The span carries only the id: the JSON log layer formats a span's
-    // fields when the span is made, on every request, even when nothing is
-    // logged in it. Method and route go on the request's own log lines.
-    let span = tracing::info_span!("request", request_id = id.as_str());
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let mut res = crate::telemetry::with_request_id(&id, next.call(req)).await?;
     let status = res.status().as_u16();
     let route = res
         .request()
@@ -47,7 +42,7 @@ pub async fn observe(
         .map_or("unmatched", |r| r.0);
     let elapsed = started.elapsed();
     metrics.observe_http(route, method.as_str(), status, elapsed);
-    span.in_scope(|| {
+    crate::telemetry::in_request(&id, || {
         if status >= 500 {
             tracing::warn!(status, method = %method, route = %route, micros = elapsed.as_micros() as u64, "request failed");
         } else {

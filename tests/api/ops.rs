@@ -182,12 +182,15 @@ fn json_logs_parse_carry_request_ids_and_never_hold_a_secret() {
         json!({"order_no": no, "trade_no": "T-1", "amount": 100, "status": "paid"}).to_string();
     let ts = now_secs().to_string();
     let sig = faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body.as_bytes());
-    c.post(format!("{base}/api/v1/payments/hmac/notify"))
+    let paid = c
+        .post(format!("{base}/api/v1/payments/hmac/notify"))
         .header("X-Faka-Timestamp", &ts)
         .header("X-Faka-Signature", &sig)
         .body(body.clone())
         .send()
         .unwrap();
+    assert!(paid.status().is_success());
+    let paid_id = paid.headers()["x-request-id"].to_str().unwrap().to_string();
     // A forged one, and a wrong admin token, which get logged as refusals.
     c.post(format!("{base}/api/v1/payments/hmac/notify"))
         .header("X-Faka-Timestamp", &ts)
@@ -220,9 +223,21 @@ fn json_logs_parse_carry_request_ids_and_never_hold_a_secret() {
     for line in &lines {
         serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
-    assert!(lines
+    // The callback's own line carries the id its response echoed.
+    let applied: Vec<Value> = lines
         .iter()
-        .any(|l| l.contains("request_id") && l.contains("payment callback applied")));
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "payment callback applied")
+        .collect();
+    assert_eq!(applied.len(), 1, "{lines:?}");
+    assert_eq!(applied[0]["request_id"], json!(paid_id));
+    // Lines not logged for a request carry no request id.
+    let serving: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("faka is serving"))
+        .map(String::as_str)
+        .collect();
+    assert!(serving.iter().all(|l| !l.contains("request_id")));
     assert!(lines.iter().any(|l| l.contains("payment callback refused")));
     assert!(lines.len() > 5);
 }
