@@ -8,7 +8,7 @@
 //! them out and keeps the product's key counts in step.
 
 use super::ids::{printable, Gateway};
-use super::model::{EventKind, IdempotencyRecord, KeyCounts, KeyRecord, KeyState, Order, Product};
+use super::model::{EventKind, IdempotencyRecord, KeyCounts, KeyState, Order, Product};
 use super::order::{self, OrderStatus, PaymentSource, PaymentStep};
 use crate::error::{Error, Result};
 use crate::store::Tx;
@@ -122,24 +122,19 @@ pub struct ImportResult {
 /// orders are back-filled from the new stock at once, oldest first.
 pub fn import_keys(tx: &mut Tx, product_id: &str, keys: Vec<SealedKey>) -> Result<ImportResult> {
     let mut product = load_product(tx, product_id)?;
-    let now = tx.now_ms();
-    let mut added = 0u64;
     let mut duplicates = 0u64;
-    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    let mut seen = crate::store::FingerprintSet::default();
+    seen.reserve(keys.len());
+    let mut new = Vec::with_capacity(keys.len());
     for k in keys {
         if !seen.insert(k.fingerprint) || tx.key_fingerprint_known(product_id, &k.fingerprint)? {
             duplicates += 1;
             continue;
         }
-        let rec = KeyRecord {
-            product_id: product_id.to_string(),
-            state: KeyState::Available,
-            sealed: k.sealed,
-            imported_at_ms: now,
-        };
-        tx.insert_available_key(&rec, &k.fingerprint);
-        added += 1;
+        new.push((k.sealed, k.fingerprint));
     }
+    let added = new.len() as u64;
+    tx.insert_available_keys(product_id, new);
     product.counts.available += added;
     product.counts.imported += added;
     tx.put_product(&product);

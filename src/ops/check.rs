@@ -8,7 +8,7 @@
 use crate::domain::model::KeyState;
 use crate::domain::order::OrderStatus;
 use crate::error::Result;
-use crate::store::Store;
+use crate::store::{keyblock, Store};
 use std::collections::{BTreeMap, HashMap};
 
 /// What `faka check` found.
@@ -137,8 +137,9 @@ pub fn run(store: &Store) -> Result<Report> {
             "order counts by status {recorded:?} do not match the orders {by_status:?}"
         ));
     }
-    // Pass 2: keys against their owners.
+    // Pass 2: keys against their owners and the available-key index.
     let mut counted: BTreeMap<String, Counted> = BTreeMap::new();
+    let mut index = store.available_index()?;
     store.for_each_key(|id, k| {
         r.keys += 1;
         let c = counted.entry(k.product_id.clone()).or_default();
@@ -148,6 +149,13 @@ pub fn run(store: &Store) -> Result<Report> {
                 c.available += 1;
                 if let Some(o) = claimed {
                     bad.push(format!("key {id} is available but order {o} lists it"));
+                }
+                let (block, slot) = keyblock::locate(id);
+                match index.get_mut(&(k.product_id.clone(), block)) {
+                    Some(bits) if *bits & (1 << slot) != 0 => *bits &= !(1 << slot),
+                    _ => bad.push(format!(
+                        "key {id} is available but missing from the available index"
+                    )),
                 }
             }
             KeyState::Held { order_no } | KeyState::Sold { order_no } => {
@@ -211,13 +219,11 @@ pub fn run(store: &Store) -> Result<Report> {
     for p in counted.keys() {
         bad.push(format!("keys exist for unknown product {p}"));
     }
-    let available_index = store.available_index_counts()?;
-    for p in store.products()? {
-        let indexed = available_index.get(&p.id).copied().unwrap_or(0);
-        if indexed != p.counts.available {
+    // What is left in the index names keys that are not available.
+    for ((product, block), bits) in index {
+        for id in keyblock::ids_in(block, bits, 0) {
             bad.push(format!(
-                "product {}: {} keys in the available index but {} available",
-                p.id, indexed, p.counts.available
+                "the available index of product {product} lists key {id}, which is not an available key of it"
             ));
         }
     }
@@ -226,4 +232,50 @@ pub fn run(store: &Store) -> Result<Report> {
     }
     r.paid_undelivered = paid;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tree::Tree;
+    use crate::store::StoreOptions;
+
+    /// The available-key index is checked key by key, not by counts: a bit
+    /// moved from an available key to a slot with no key is two violations.
+    #[test]
+    fn keys_and_the_available_index_must_agree_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path());
+        opts.min_free_bytes = 0;
+        let store = Store::open(&opts).unwrap();
+        let (first, last) = store
+            .write_blocking(|tx| {
+                let keys = (0..3u8).map(|i| (vec![i], [i; 16])).collect();
+                Ok(tx.insert_available_keys("p", keys))
+            })
+            .unwrap()
+            .unwrap();
+        let index_violations = |store: &Store| -> Vec<String> {
+            run(store)
+                .unwrap()
+                .violations
+                .into_iter()
+                .filter(|v| v.contains("available index"))
+                .collect()
+        };
+        assert_eq!(index_violations(&store), Vec::<String>::new());
+        // Clear the first key's bit and set one past the last key.
+        let (block, slot) = keyblock::locate(first);
+        assert_eq!(keyblock::locate(last).0, block);
+        let row = keyblock::product_block_key("p", block);
+        let avail = store.trees().get(Tree::Avail);
+        let bits = keyblock::bits(avail.get(&row).unwrap().as_deref());
+        let moved = (bits & !(1 << slot)) | (1 << (slot + 3));
+        avail.insert(row, keyblock::bits_value(moved)).unwrap();
+        let found = index_violations(&store);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains(&format!("key {first} is available but missing")));
+        assert!(found[1].contains(&format!("lists key {}", last + 1)));
+        store.close();
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod journal;
+pub mod keyblock;
 mod reads;
 pub mod recovery;
 pub mod snapshot;
@@ -17,7 +18,7 @@ mod writer;
 
 pub use reads::{KeyPage, OrderFilter, OrderPage, RawRecord};
 pub use recovery::OpenError;
-pub use tx::{Counters, Tx};
+pub use tx::{Counters, FingerprintSet, Tx};
 pub use writer::{now_ms, WriterStats};
 
 use crate::error::{Error, Result};

@@ -3,6 +3,7 @@
 //! sled only after it is fsynced.
 
 use super::codec;
+use super::keyblock::{self, KeyBlock};
 use super::tree::{self, Tree};
 use super::tx::OUTBOX_GROUP_MAX;
 use super::Store;
@@ -10,6 +11,7 @@ use crate::domain::model::{DeliveryState, KeyRecord, Order, OutboxEvent, Product
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 
 fn storage(e: impl std::fmt::Display) -> Error {
     tracing::error!(error = %e, "store read failed");
@@ -67,8 +69,89 @@ impl Store {
         self.read(Tree::Orders, order_no.as_bytes())
     }
 
+    /// A key's record: its own row once its state changed, else its slot in
+    /// its import block (see `keyblock`). `None` for unknown or deleted ids.
     pub fn key(&self, id: u64) -> Result<Option<KeyRecord>> {
-        self.read(Tree::Keys, &tree::u64_key(id))
+        match self
+            .trees()
+            .get(Tree::Keys)
+            .get(tree::u64_key(id))
+            .map_err(storage)?
+        {
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => decode(&v).map(Some),
+            None => {
+                let (block, slot) = keyblock::locate(id);
+                let b: Option<KeyBlock> =
+                    self.read(Tree::KeyBlocks, &keyblock::block_key(block))?;
+                Ok(b.and_then(|b| b.record(slot)))
+            }
+        }
+    }
+
+    /// Visits every key from id `start` on, in id order: each block's slots,
+    /// with the key's own row (if its state changed) in place of the slot,
+    /// deleted keys left out. `f` returns false to stop.
+    fn visit_keys(
+        &self,
+        start: u64,
+        mut f: impl FnMut(u64, KeyRecord) -> Result<bool>,
+    ) -> Result<()> {
+        let mut rows = self
+            .trees()
+            .get(Tree::Keys)
+            .range(tree::u64_key(start)..)
+            .peekable();
+        let first_block = keyblock::locate(start).0;
+        for item in self
+            .trees()
+            .get(Tree::KeyBlocks)
+            .range(keyblock::block_key(first_block)..)
+        {
+            let (k, v) = item.map_err(storage)?;
+            let block = tree::read_u64(&k).unwrap_or(0);
+            let b: KeyBlock = decode(&v)?;
+            let base = keyblock::first_id(block);
+            for slot in 0..b.sealed.len() {
+                let id = base + slot as u64;
+                if id < start {
+                    continue;
+                }
+                // Rows of ids no block holds (none are written) are skipped.
+                let mut own = None;
+                while let Some(row) = rows.peek() {
+                    let row_id = match row {
+                        Ok((rk, _)) => tree::read_u64(rk).unwrap_or(0),
+                        Err(_) => {
+                            if let Some(Err(e)) = rows.next() {
+                                return Err(storage(e));
+                            }
+                            continue;
+                        }
+                    };
+                    if row_id > id {
+                        break;
+                    }
+                    if let Some(Ok((_, rv))) = rows.next() {
+                        if row_id == id {
+                            own = Some(rv);
+                        }
+                    }
+                }
+                let rec = match own {
+                    Some(rv) if rv.is_empty() => continue,
+                    Some(rv) => decode(&rv)?,
+                    None => match b.record(slot) {
+                        Some(r) => r,
+                        None => continue,
+                    },
+                };
+                if !f(id, rec)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Orders newest first, from `cursor` (exclusive) down.
@@ -118,11 +201,7 @@ impl Store {
 
     /// Visits every key record with its id.
     pub fn for_each_key(&self, mut f: impl FnMut(u64, KeyRecord) -> Result<()>) -> Result<()> {
-        for item in self.trees().get(Tree::Keys).iter() {
-            let (k, v) = item.map_err(storage)?;
-            f(tree::read_u64(&k).unwrap_or(0), decode(&v)?)?;
-        }
-        Ok(())
+        self.visit_keys(0, |id, rec| f(id, rec).map(|()| true))
     }
 
     /// Keys of a product in id order, optionally of one state, after `cursor`.
@@ -136,40 +215,41 @@ impl Store {
         let mut keys = Vec::new();
         let mut next_cursor = None;
         let start = cursor.map_or(0, |c| c.saturating_add(1));
-        let avail_only = state == Some("available");
-        if avail_only {
+        if state == Some("available") {
             // Available keys have their own index: no need to walk sold ones.
             let prefix = tree::scope_prefix(product_id);
-            let from = tree::scoped(product_id, &tree::u64_key(start));
-            for item in self.trees().get(Tree::Avail).range(from..) {
-                let (k, _) = item.map_err(storage)?;
+            let from = keyblock::product_block_key(product_id, keyblock::locate(start).0);
+            'rows: for item in self.trees().get(Tree::Avail).range(from..) {
+                let (k, v) = item.map_err(storage)?;
                 if !k.starts_with(&prefix) {
                     break;
                 }
-                let id = tree::read_u64(&k[prefix.len()..]).unwrap_or(0);
-                if keys.len() == limit {
-                    next_cursor = keys.last().map(|(id, _)| *id);
-                    break;
-                }
-                if let Some(rec) = self.key(id)? {
-                    keys.push((id, rec));
+                let Some(block) = keyblock::block_of_product_key(&k) else {
+                    continue;
+                };
+                for id in keyblock::ids_in(block, keyblock::bits(Some(&v)), start) {
+                    if keys.len() == limit {
+                        next_cursor = keys.last().map(|(id, _)| *id);
+                        break 'rows;
+                    }
+                    if let Some(rec) = self.key(id)? {
+                        keys.push((id, rec));
+                    }
                 }
             }
             return Ok(KeyPage { keys, next_cursor });
         }
-        for item in self.trees().get(Tree::Keys).range(tree::u64_key(start)..) {
-            let (k, v) = item.map_err(storage)?;
-            let id = tree::read_u64(&k).unwrap_or(0);
-            let rec: KeyRecord = decode(&v)?;
+        self.visit_keys(start, |id, rec| {
             if rec.product_id != product_id || state.is_some_and(|s| s != rec.state.name()) {
-                continue;
+                return Ok(true);
             }
             if keys.len() == limit {
                 next_cursor = keys.last().map(|(id, _)| *id);
-                break;
+                return Ok(false);
             }
             keys.push((id, rec));
-        }
+            Ok(true)
+        })?;
         Ok(KeyPage { keys, next_cursor })
     }
 
@@ -265,14 +345,25 @@ impl Store {
 }
 
 impl Store {
-    /// Entries of the available-key index per product (for the checker).
-    pub fn available_index_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
-        let mut out = std::collections::HashMap::new();
-        for item in self.trees().get(Tree::Avail).iter().keys() {
-            let k = item.map_err(storage)?;
+    /// The available-key index (for the checker): per product and block,
+    /// the bitmap of the block's available keys.
+    pub fn available_index(&self) -> Result<BTreeMap<(String, u64), u64>> {
+        let mut out = BTreeMap::new();
+        for item in self.trees().get(Tree::Avail).iter() {
+            let (k, v) = item.map_err(storage)?;
             let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
             let product = String::from_utf8_lossy(&k[..end]).into_owned();
-            *out.entry(product).or_insert(0) += 1;
+            let block = keyblock::block_of_product_key(&k).unwrap_or(0);
+            out.insert((product, block), keyblock::bits(Some(&v)));
+        }
+        Ok(out)
+    }
+
+    /// Keys in the available-key index per product.
+    pub fn available_index_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let mut out = std::collections::HashMap::new();
+        for ((product, _), bits) in self.available_index()? {
+            *out.entry(product).or_insert(0) += u64::from(bits.count_ones());
         }
         Ok(out)
     }

@@ -149,6 +149,13 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
     if let (Some(clean), true) = (marker, sled.exists()) {
         match Trees::open(&sled, cache_bytes) {
             Ok(trees) => {
+                let names = trees.db.tree_names();
+                if tree::LEGACY_KEY_TREES
+                    .iter()
+                    .any(|l| names.iter().any(|n| n.as_ref() == l.as_bytes()))
+                {
+                    return Err(OpenError(LEGACY_LAYOUT.to_string()));
+                }
                 let (seq, counters) = read_meta(&trees)?;
                 if seq == clean && end.is_none_or(|e| e == clean) {
                     return Ok(Opened {
@@ -169,6 +176,11 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
     }
     rebuild(data_dir, cache_bytes, lock)
 }
+
+/// Why a data directory of the layout before key blocks is refused.
+const LEGACY_LAYOUT: &str = "this data directory stores card keys one per row, the layout of \
+faka builds before key blocks, which this build does not read; serve it with the build that \
+wrote it, or start this one on an empty data directory";
 
 /// Replayed writes gathered before they are copied into sled at once.
 const REBUILD_WINDOW_BYTES: u64 = 16 << 20;
@@ -191,6 +203,11 @@ struct Applier<'a> {
 impl Applier<'_> {
     fn apply(&mut self, writes: Vec<journal::Write>) -> io::Result<()> {
         for w in writes {
+            // The layout before key blocks put an empty row in `avail` for
+            // every available key; this build puts a bitmap or nothing.
+            if w.tree == Tree::Avail as u8 && w.value.as_ref().is_some_and(|v| v.is_empty()) {
+                return Err(io::Error::other(LEGACY_LAYOUT));
+            }
             self.window_bytes +=
                 (w.key.len() + w.value.as_ref().map_or(0, |v| v.len()) + 16) as u64;
             self.window.insert((w.tree, w.key), w.value);
@@ -299,6 +316,39 @@ mod tests {
             }
         }
         all
+    }
+
+    /// A data directory of the layout before key blocks is refused with a
+    /// message, on a clean start (its sled has the old trees) and on a
+    /// rebuild (its journal has the old available-key rows).
+    #[test]
+    fn a_data_directory_of_the_one_row_per_key_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = open(dir.path(), 1 << 20).unwrap();
+        write_clean_marker(dir.path(), opened.seq).unwrap();
+        opened.trees.get(Tree::Meta).flush().unwrap();
+        opened.trees.db.open_tree("avail").unwrap();
+        opened.trees.db.flush().unwrap();
+        drop(opened);
+        let refused = open(dir.path(), 1 << 20).err().expect("refused");
+        assert!(refused.0.contains("one per row"), "{}", refused.0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = journal_dir(dir.path());
+        std::fs::create_dir_all(&jdir).unwrap();
+        let mut j = journal::Journal::open(&jdir, 1).unwrap();
+        j.append(&journal::Batch {
+            seq: 1,
+            writes: vec![Write {
+                tree: Tree::Avail as u8,
+                key: tree::scoped("p", &tree::u64_key(1)),
+                value: Some(Vec::new()),
+            }],
+        })
+        .unwrap();
+        drop(j);
+        let refused = open(dir.path(), 1 << 20).err().expect("refused");
+        assert!(refused.0.contains("one per row"), "{}", refused.0);
     }
 
     /// Replaying in windows (last write per row, trees in parallel) ends

@@ -10,12 +10,15 @@ pub enum Tree {
     Meta = 0,
     /// product id → Product
     Products = 1,
-    /// key id (u64 BE) → KeyRecord
+    /// key id (u64 BE) → KeyRecord, for keys whose state changed since
+    /// import (empty: deleted); other keys live in `KeyBlocks`
     Keys = 2,
-    /// product id, 0, key id → () for every available key (claim order)
+    /// product id, 0, block (u64 BE) → u64 LE bitmap of the block's
+    /// available keys (see `keyblock`)
     Avail = 3,
-    /// product id, 0, keyed fingerprint → key id: de-duplication, kept forever
-    KeyHashes = 4,
+    /// product id, 0, block (u64 BE) → the block's keyed fingerprints:
+    /// de-duplication, kept forever
+    KeyFingerprints = 4,
     /// order no → Order
     Orders = 5,
     /// order seq (u64 BE) → order no: newest-first listing
@@ -36,14 +39,17 @@ pub enum Tree {
     /// order no, 0, at ms (u64 BE), random u32 → PaymentAttempt: the audit
     /// trail of verified callbacks that changed nothing (repeats, refusals)
     Attempts = 13,
+    /// block (u64 BE) → KeyBlock: imported keys, `keyblock::BLOCK_KEYS` ids
+    /// per block. Copied into sled before every other tree.
+    KeyBlocks = 14,
 }
 
-pub const ALL: [Tree; 14] = [
+pub const ALL: [Tree; 15] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
     Tree::Avail,
-    Tree::KeyHashes,
+    Tree::KeyFingerprints,
     Tree::Orders,
     Tree::OrderSeq,
     Tree::Expiry,
@@ -53,7 +59,13 @@ pub const ALL: [Tree; 14] = [
     Tree::Outbox,
     Tree::Holds,
     Tree::Attempts,
+    Tree::KeyBlocks,
 ];
+
+/// sled trees of the key layout before key blocks (a key per row). A data
+/// directory that has them was written by an earlier build and is refused
+/// rather than read wrongly.
+pub const LEGACY_KEY_TREES: [&str; 2] = ["avail", "key_hashes"];
 
 impl Tree {
     pub fn from_u8(b: u8) -> Option<Tree> {
@@ -65,8 +77,8 @@ impl Tree {
             Tree::Meta => "meta",
             Tree::Products => "products",
             Tree::Keys => "keys",
-            Tree::Avail => "avail",
-            Tree::KeyHashes => "key_hashes",
+            Tree::Avail => "avail_blocks",
+            Tree::KeyFingerprints => "key_fingerprints",
             Tree::Orders => "orders",
             Tree::OrderSeq => "order_seq",
             Tree::Expiry => "expiry",
@@ -76,6 +88,7 @@ impl Tree {
             Tree::Outbox => "outbox",
             Tree::Holds => "holds",
             Tree::Attempts => "payment_attempts",
+            Tree::KeyBlocks => "key_blocks",
         }
     }
 }

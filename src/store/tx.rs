@@ -9,6 +9,7 @@
 
 use super::codec;
 use super::journal::{Batch, Write};
+use super::keyblock::{self, KeyBlock, FP_LEN};
 use super::tree::{self, Tree, Trees};
 use crate::domain::model::{
     DeliveryState, EventKind, IdempotencyRecord, KeyRecord, KeyState, Order, OutboxEvent, Product,
@@ -16,7 +17,7 @@ use crate::domain::model::{
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -42,12 +43,59 @@ pub struct Counters {
 /// forgotten (`clear`) when a batch fails. Absent means 0.
 pub(crate) type AvailFloors = HashMap<String, u64>;
 
+/// Hashes a key fingerprint by its first 8 bytes. Fingerprints are keyed
+/// HMAC outputs, uniform and not choosable without the shop's master key,
+/// so they need no SipHash (which would be most of the writer's import time).
+#[derive(Default, Clone, Copy)]
+pub struct FpHasher(u64);
+
+impl std::hash::Hasher for FpHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+    }
+    fn write_usize(&mut self, _: usize) {}
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A set of key fingerprints.
+pub type FingerprintSet = HashSet<[u8; FP_LEN], std::hash::BuildHasherDefault<FpHasher>>;
+
+/// Per product, the fingerprint of every key it ever had, as the writer sees
+/// the store (sled, the batches in flight, the commands committed so far):
+/// the import's de-duplication. A product is loaded from `key_fingerprints`
+/// on its first import after a start; a command's new fingerprints join at
+/// its commit; the whole index is forgotten (`clear`) when a batch fails,
+/// like the floors.
+pub(crate) type FingerprintIndex = HashMap<String, FingerprintSet>;
+
+/// What the writer remembers between batches to spare itself sled reads.
+/// Only hints that follow the store exactly; dropped when a batch fails.
+#[derive(Default)]
+pub(crate) struct WriterIndex {
+    pub floors: AvailFloors,
+    pub fingerprints: FingerprintIndex,
+}
+
+impl WriterIndex {
+    pub(crate) fn clear(&mut self) {
+        self.floors.clear();
+        self.fingerprints.clear();
+    }
+}
+
 pub struct Tx<'a> {
     trees: &'a Trees,
-    /// The writer's floors, as of the last committed command.
-    floors: &'a mut AvailFloors,
-    /// This command's changes to them, kept at its commit.
+    /// The writer's floors and fingerprints, as of the last committed command.
+    index: &'a mut WriterIndex,
+    /// This command's changes to the floors, kept at its commit.
     cmd_floors: AvailFloors,
+    /// This command's new fingerprints, kept at its commit.
+    cmd_fps: HashMap<String, Vec<[u8; FP_LEN]>>,
     /// Earlier batches not yet in sled, oldest first (see `writer`).
     in_flight: &'a [Arc<Batch>],
     batch: Overlay,
@@ -70,15 +118,16 @@ impl<'a> Tx<'a> {
     pub(crate) fn new(
         trees: &'a Trees,
         in_flight: &'a [Arc<Batch>],
-        floors: &'a mut AvailFloors,
+        index: &'a mut WriterIndex,
         counters: Counters,
         now_ms: i64,
         webhooks: bool,
     ) -> Self {
         Tx {
             trees,
-            floors,
+            index,
             cmd_floors: AvailFloors::new(),
+            cmd_fps: HashMap::new(),
             in_flight,
             batch: Overlay::new(),
             cmd: Overlay::new(),
@@ -99,13 +148,20 @@ impl<'a> Tx<'a> {
         self.flush_events();
         let cmd = std::mem::take(&mut self.cmd);
         self.batch.extend(cmd);
-        self.floors.extend(self.cmd_floors.drain());
+        self.index.floors.extend(self.cmd_floors.drain());
+        for (product, fps) in self.cmd_fps.drain() {
+            // Products not loaded load later from the store, which has them.
+            if let Some(set) = self.index.fingerprints.get_mut(&product) {
+                set.extend(fps);
+            }
+        }
         self.saved_counters = self.counters;
     }
 
     pub(crate) fn rollback_cmd(&mut self) {
         self.cmd.clear();
         self.cmd_floors.clear();
+        self.cmd_fps.clear();
         self.events.clear();
         self.counters = self.saved_counters;
     }
@@ -249,30 +305,109 @@ impl<'a> Tx<'a> {
 
     // ---- keys --------------------------------------------------------------
 
+    /// A key's record: its own row once its state changed, else its slot in
+    /// the block it was imported in. `None` for unknown or deleted ids.
     pub fn key(&self, id: u64) -> Result<Option<KeyRecord>> {
-        self.get(Tree::Keys, &tree::u64_key(id))
+        match self.get_raw(Tree::Keys, &tree::u64_key(id))? {
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => codec::decode(&v).map(Some).map_err(internal),
+            None => {
+                let (block, slot) = keyblock::locate(id);
+                let b: Option<KeyBlock> = self.get(Tree::KeyBlocks, &keyblock::block_key(block))?;
+                Ok(b.and_then(|b| b.record(slot)))
+            }
+        }
     }
 
     /// Whether a product ever had a key with this fingerprint.
-    pub fn key_fingerprint_known(&self, product_id: &str, fp: &[u8; 16]) -> Result<bool> {
+    pub fn key_fingerprint_known(&mut self, product_id: &str, fp: &[u8; 16]) -> Result<bool> {
+        if self
+            .cmd_fps
+            .get(product_id)
+            .is_some_and(|fps| fps.contains(fp))
+        {
+            return Ok(true);
+        }
+        if !self.index.fingerprints.contains_key(product_id) {
+            let mut set = FingerprintSet::default();
+            let prefix = tree::scope_prefix(product_id);
+            for (_, v) in self.scan(Tree::KeyFingerprints, &prefix, usize::MAX)? {
+                set.extend(keyblock::fingerprints(&v));
+            }
+            self.index.fingerprints.insert(product_id.to_string(), set);
+        }
         Ok(self
-            .get_raw(Tree::KeyHashes, &tree::scoped(product_id, fp))?
-            .is_some())
+            .index
+            .fingerprints
+            .get(product_id)
+            .is_some_and(|set| set.contains(fp)))
     }
 
-    /// Stores a new available key and remembers its fingerprint forever.
-    pub fn insert_available_key(&mut self, rec: &KeyRecord, fp: &[u8; 16]) -> u64 {
-        let id = self.counters.next_key_id.max(1);
-        self.counters.next_key_id = id + 1;
-        let idk = tree::u64_key(id);
-        self.put(Tree::Keys, idk.to_vec(), rec);
-        self.put_raw(
-            Tree::KeyHashes,
-            tree::scoped(&rec.product_id, fp),
-            idk.to_vec(),
-        );
-        self.put_raw(Tree::Avail, tree::scoped(&rec.product_id, &idk), Vec::new());
-        id
+    /// Stores new available keys of one product (sealed text, fingerprint),
+    /// in blocks, and remembers their fingerprints forever. Returns the first
+    /// and last id handed out.
+    pub fn insert_available_keys(
+        &mut self,
+        product_id: &str,
+        keys: Vec<(Vec<u8>, [u8; FP_LEN])>,
+    ) -> Option<(u64, u64)> {
+        let cuts = keyblock::cut(keys.iter().map(|(sealed, _)| sealed.len()));
+        let mut block = keyblock::block_at_or_after(self.counters.next_key_id.max(1));
+        let mut keys = keys.into_iter();
+        let mut range = None;
+        for n in cuts {
+            let mut sealed = Vec::with_capacity(n);
+            let mut fps = Vec::with_capacity(n * FP_LEN);
+            for (s, fp) in keys.by_ref().take(n) {
+                sealed.push(s);
+                fps.extend_from_slice(&fp);
+                self.cmd_fps
+                    .entry(product_id.to_string())
+                    .or_default()
+                    .push(fp);
+            }
+            let first = keyblock::first_id(block);
+            let last = first + n as u64 - 1;
+            range = Some((range.map_or(first, |(f, _)| f), last));
+            let bits = if n as u64 == keyblock::BLOCK_KEYS {
+                u64::MAX
+            } else {
+                (1u64 << n) - 1
+            };
+            self.put(
+                Tree::KeyBlocks,
+                keyblock::block_key(block).to_vec(),
+                &KeyBlock {
+                    product_id: product_id.to_string(),
+                    imported_at_ms: self.now_ms,
+                    sealed,
+                },
+            );
+            let pk = keyblock::product_block_key(product_id, block);
+            self.put_raw(Tree::Avail, pk.clone(), keyblock::bits_value(bits));
+            self.put_raw(Tree::KeyFingerprints, pk, fps);
+            block += 1;
+        }
+        self.counters.next_key_id = keyblock::first_id(block);
+        range
+    }
+
+    /// Sets (`true`) or clears a key's bit in its block's availability row.
+    fn set_available(&mut self, product_id: &str, id: u64, available: bool) -> Result<()> {
+        let (block, slot) = keyblock::locate(id);
+        let pk = keyblock::product_block_key(product_id, block);
+        let old = keyblock::bits(self.get_raw(Tree::Avail, &pk)?.as_deref());
+        let bits = if available {
+            old | (1 << slot)
+        } else {
+            old & !(1 << slot)
+        };
+        if bits == 0 {
+            self.del_raw(Tree::Avail, pk);
+        } else if bits != old {
+            self.put_raw(Tree::Avail, pk, keyblock::bits_value(bits));
+        }
+        Ok(())
     }
 
     /// The first `n` available key ids of a product, in import order, or
@@ -280,12 +415,27 @@ impl<'a> Tx<'a> {
     pub fn available_keys(&mut self, product_id: &str, n: usize) -> Result<Option<Vec<u64>>> {
         let prefix = tree::scope_prefix(product_id);
         let floor = self.avail_floor(product_id);
-        let from = tree::scoped(product_id, &tree::u64_key(floor));
-        let found = self.scan_from(Tree::Avail, &prefix, &from, n)?;
-        let ids: Vec<u64> = found
-            .iter()
-            .filter_map(|(k, _)| tree::read_u64(&k[prefix.len()..]))
-            .collect();
+        let from = keyblock::product_block_key(product_id, keyblock::locate(floor).0);
+        let mut ids = Vec::with_capacity(n);
+        // Blocks of up to 64 ids each: a row per block until `n` are found.
+        let mut at = from;
+        'blocks: while ids.len() < n {
+            let rows = self.scan_from(Tree::Avail, &prefix, &at, (n - ids.len()).min(64))?;
+            let Some((last, _)) = rows.last() else { break };
+            at = last.clone();
+            at.push(0);
+            for (k, v) in &rows {
+                let Some(block) = keyblock::block_of_product_key(k) else {
+                    continue;
+                };
+                for id in keyblock::ids_in(block, keyblock::bits(Some(v)), floor) {
+                    ids.push(id);
+                    if ids.len() == n {
+                        break 'blocks;
+                    }
+                }
+            }
+        }
         // Nothing available at or above the floor: nothing below the next id
         // to be handed out either.
         let first = ids.first().copied().unwrap_or(self.counters.next_key_id);
@@ -297,7 +447,7 @@ impl<'a> Tx<'a> {
     fn avail_floor(&self, product_id: &str) -> u64 {
         self.cmd_floors
             .get(product_id)
-            .or_else(|| self.floors.get(product_id))
+            .or_else(|| self.index.floors.get(product_id))
             .copied()
             .unwrap_or(0)
     }
@@ -306,8 +456,7 @@ impl<'a> Tx<'a> {
     /// in the expected state: the compare-and-swap that makes double sale
     /// impossible even if a bug let two claims race.
     pub fn swap_key_state(&mut self, id: u64, expected: &KeyState, next: KeyState) -> Result<()> {
-        let idk = tree::u64_key(id);
-        let mut rec: KeyRecord = self.get(Tree::Keys, &idk)?.ok_or_else(|| {
+        let mut rec = self.key(id)?.ok_or_else(|| {
             tracing::error!(key_id = id, "key vanished during a claim");
             Error::unavailable("key state changed, try again")
         })?;
@@ -320,30 +469,28 @@ impl<'a> Tx<'a> {
             );
             return Err(Error::unavailable("key state changed, try again"));
         }
-        let avail_key = tree::scoped(&rec.product_id, &idk);
         match (&rec.state, &next) {
             (KeyState::Available, KeyState::Available) => {}
-            (KeyState::Available, _) => self.del_raw(Tree::Avail, avail_key),
+            (KeyState::Available, _) => self.set_available(&rec.product_id, id, false)?,
             (_, KeyState::Available) => {
-                self.put_raw(Tree::Avail, avail_key, Vec::new());
+                self.set_available(&rec.product_id, id, true)?;
                 let floor = self.avail_floor(&rec.product_id).min(id);
                 self.cmd_floors.insert(rec.product_id.clone(), floor);
             }
             _ => {}
         }
         rec.state = next;
-        self.put(Tree::Keys, idk.to_vec(), &rec);
+        self.put(Tree::Keys, tree::u64_key(id).to_vec(), &rec);
         Ok(())
     }
 
     /// Deletes an available key (its fingerprint stays, so it is never
-    /// re-imported as new).
+    /// re-imported as new): an empty row hides its block slot.
     pub fn delete_available_key(&mut self, id: u64, product_id: &str) -> Result<bool> {
-        let idk = tree::u64_key(id);
-        match self.get::<KeyRecord>(Tree::Keys, &idk)? {
+        match self.key(id)? {
             Some(rec) if rec.product_id == product_id && rec.state == KeyState::Available => {
-                self.del_raw(Tree::Keys, idk.to_vec());
-                self.del_raw(Tree::Avail, tree::scoped(product_id, &idk));
+                self.put_raw(Tree::Keys, tree::u64_key(id).to_vec(), Vec::new());
+                self.set_available(product_id, id, false)?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -655,11 +802,11 @@ mod tests {
             ],
         );
         let in_flight = [older, newer];
-        let mut floors = AvailFloors::new();
+        let mut index = WriterIndex::default();
         let mut tx = Tx::new(
             &trees,
             &in_flight,
-            &mut floors,
+            &mut index,
             Counters::default(),
             0,
             false,

@@ -18,7 +18,7 @@
 use super::journal::{Batch, Journal, Write};
 use super::snapshot::Snapshotter;
 use super::tree::{self, Tree, Trees};
-use super::tx::{AvailFloors, Counters, Tx};
+use super::tx::{Counters, Tx, WriterIndex};
 use crate::error::Error;
 use crossbeam_channel::{select, Receiver};
 use std::collections::VecDeque;
@@ -125,8 +125,9 @@ struct Computer {
     epoch: u64,
     /// Set by the committer to the epoch of a batch that failed.
     failed_epoch: Arc<AtomicU64>,
-    /// Where each product's search for available keys starts (see `AvailFloors`).
-    avail_floors: AvailFloors,
+    /// Where each product's search for available keys starts, and the
+    /// fingerprints its keys had (see `tx::WriterIndex`).
+    index: WriterIndex,
 }
 
 /// The durable stage: journal, fsync, sled, answers, snapshots.
@@ -171,11 +172,13 @@ pub fn now_ms() -> i64 {
 /// not be atomic; the writer's own reads see the batch through its in-flight
 /// overlay until the copy is complete.
 pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> {
-    // Keys (and the trees before them) first, then orders and the rest.
+    // Key blocks, then keys (and the trees before them), then orders and the
+    // rest: a reader that finds a key's id finds the key.
     let split = writes.partition_point(|w| w.tree < Tree::Orders as u8);
-    let (first, rest) = writes.split_at(split);
-    apply_phase(trees, first)?;
-    apply_phase(trees, rest)
+    let blocks = writes.partition_point(|w| w.tree < Tree::KeyBlocks as u8);
+    apply_phase(trees, &writes[blocks..])?;
+    apply_phase(trees, &writes[..split])?;
+    apply_phase(trees, &writes[split..blocks])
 }
 
 /// Below this many rows a batch is copied on the commit thread alone.
@@ -272,7 +275,7 @@ impl Writer {
             stats: self.stats.clone(),
             epoch: 0,
             failed_epoch,
-            avail_floors: AvailFloors::new(),
+            index: WriterIndex::default(),
         };
         computer.run();
         let _ = handle.join();
@@ -348,8 +351,8 @@ impl Computer {
             }
         }
         // Claims of the failed batches are undone: their keys are available
-        // again below any floor raised over them.
-        self.avail_floors.clear();
+        // again below any floor raised over them; their imports are undone.
+        self.index.clear();
         self.epoch += 1;
     }
 
@@ -362,7 +365,7 @@ impl Computer {
         let mut tx = Tx::new(
             &trees,
             &in_flight,
-            &mut self.avail_floors,
+            &mut self.index,
             self.counters,
             now_ms(),
             self.webhooks,
@@ -746,22 +749,173 @@ mod tests {
         store.close();
     }
 
-    fn add_keys(store: &Store, n: u8) {
-        use crate::domain::model::{KeyRecord, KeyState};
+    /// Imports fingerprints `fps` into product "p" as keys, skipping the
+    /// ones the product already had; returns how many were new.
+    fn import_fps(store: &Store, fps: Vec<u8>) -> crate::error::Result<usize> {
+        store.write_blocking(move |tx| {
+            let mut new = Vec::new();
+            for f in fps {
+                if !tx.key_fingerprint_known("p", &[f; 16])? {
+                    new.push((vec![f], [f; 16]));
+                }
+            }
+            let n = new.len();
+            tx.insert_available_keys("p", new);
+            Ok(n)
+        })
+    }
+
+    /// The writer de-duplicates imports against an in-memory index of
+    /// fingerprints: it must know every key the store holds (after clean
+    /// and unclean restarts, through batches still in flight) and none that
+    /// a failed batch imported.
+    #[test]
+    fn imports_are_deduplicated_against_the_store_never_against_a_failed_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, opts) = one_job_per_batch(dir.path());
+        assert_eq!(import_fps(&store, vec![1, 2, 3]).unwrap(), 3);
+        assert_eq!(import_fps(&store, vec![2, 3, 4]).unwrap(), 1);
+        // Two batches import 5, then 5 and 6 (computed on the first), and
+        // both fail: neither is remembered.
+        fail_next_batch_once_one_more_is_computed(&store);
+        let mut replies = Vec::new();
+        for fps in [vec![5], vec![5, 6]] {
+            let (t, r) = mpsc::channel();
+            store
+                .send(Store::job(
+                    move |tx| {
+                        let mut new = Vec::new();
+                        for f in fps {
+                            if !tx.key_fingerprint_known("p", &[f; 16])? {
+                                new.push((vec![f], [f; 16]));
+                            }
+                        }
+                        let n = new.len();
+                        tx.insert_available_keys("p", new);
+                        Ok(n)
+                    },
+                    move |res| t.send(res).unwrap(),
+                ))
+                .unwrap();
+            replies.push(r);
+        }
+        let answers: Vec<_> = replies.iter().map(|r| r.recv().unwrap()).collect();
+        assert!(answers.iter().all(|a| a.is_err()), "both batches fail");
+        assert_eq!(
+            import_fps(&store, vec![5, 6]).unwrap(),
+            2,
+            "nothing left behind"
+        );
+        // A clean restart loads the index from sled, an unclean one from the
+        // rebuilt store.
+        store.close();
+        drop(store);
+        let store = Store::open(&opts).unwrap();
+        assert_eq!(import_fps(&store, vec![1, 5, 6, 7]).unwrap(), 1);
+        store.close();
+        drop(store);
+        std::fs::remove_file(dir.path().join("CLEAN")).unwrap();
+        let store = Store::open(&opts).unwrap();
+        assert_eq!(import_fps(&store, vec![7, 8]).unwrap(), 1);
+        store.close();
+    }
+
+    /// Keys imported in blocks read back one by one, in pages and in a full
+    /// walk, with each key's own row (after a claim or a delete) in place of
+    /// its block slot: two products' blocks interleaved, pages crossing
+    /// blocks.
+    #[test]
+    fn keys_in_blocks_read_back_with_their_state_changes() {
+        use crate::domain::model::KeyState;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = one_job_per_batch(dir.path());
+        let import = |product: &'static str, n: usize| -> Vec<u64> {
+            let (first, last) = store
+                .write_blocking(move |tx| {
+                    let keys = (0..n)
+                        .map(|i| (format!("{product}-{i}").into_bytes(), [0; 16]))
+                        .collect();
+                    Ok(tx.insert_available_keys(product, keys))
+                })
+                .unwrap()
+                .unwrap();
+            (first..=last).collect()
+        };
+        let mut p = import("p", 100);
+        let q = import("q", 10);
+        p.extend(import("p", 30));
+        assert_eq!(p.len(), 130);
+        // Claim p's 3 first keys, sell one, delete two others.
+        let claimed = store.write_blocking(|tx| claim(tx, 3)).unwrap().unwrap();
+        assert_eq!(claimed, p[..3]);
+        let sold = KeyState::Sold {
+            order_no: format!("o{}", p[0]),
+        };
+        let held = KeyState::Held {
+            order_no: format!("o{}", p[0]),
+        };
+        let (first, d1, d2) = (p[0], p[70], p[120]);
         store
             .write_blocking(move |tx| {
-                for i in 0..n {
-                    let rec = KeyRecord {
-                        product_id: "p".into(),
-                        state: KeyState::Available,
-                        sealed: vec![i],
-                        imported_at_ms: 0,
-                    };
-                    tx.insert_available_key(&rec, &[i; 16]);
-                }
+                tx.swap_key_state(first, &held, sold)?;
+                assert!(tx.delete_available_key(d1, "p")?);
+                assert!(tx.delete_available_key(d2, "p")?);
+                assert!(!tx.delete_available_key(d2, "p")?, "already gone");
                 Ok(())
             })
             .unwrap();
+        assert_eq!(store.key(d1).unwrap(), None);
+        let rec = store.key(p[0]).unwrap().unwrap();
+        assert_eq!(rec.state.name(), "sold");
+        assert_eq!(rec.sealed, b"p-0");
+        assert_eq!(store.key(p[101]).unwrap().unwrap().sealed, b"p-1");
+        assert_eq!(store.key(q[9]).unwrap().unwrap().product_id, "q");
+        let page_through = |state: Option<&str>| -> Vec<u64> {
+            let mut out = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store.keys_page("p", state, 7, cursor).unwrap();
+                out.extend(page.keys.iter().map(|(id, _)| *id));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return out,
+                }
+            }
+        };
+        let live: Vec<u64> = p
+            .iter()
+            .copied()
+            .filter(|&id| id != d1 && id != d2)
+            .collect();
+        assert_eq!(page_through(None), live);
+        let available: Vec<u64> = live[3..].to_vec();
+        assert_eq!(page_through(Some("available")), available);
+        assert_eq!(page_through(Some("held")), p[1..3]);
+        assert_eq!(page_through(Some("sold")), p[..1]);
+        let mut walked = Vec::new();
+        store
+            .for_each_key(|id, rec| {
+                walked.push((id, rec.product_id));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(walked.len(), 128 + 10);
+        assert!(walked.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(store.available_index_counts().unwrap()["p"], 125);
+        assert_eq!(store.available_index_counts().unwrap()["q"], 10);
+        store.close();
+    }
+
+    /// Imports `n` keys into product "p"; returns their ids.
+    fn add_keys(store: &Store, n: u8) -> Vec<u64> {
+        let (first, last) = store
+            .write_blocking(move |tx| {
+                let keys = (0..n).map(|i| (vec![i], [i; 16])).collect();
+                Ok(tx.insert_available_keys("p", keys))
+            })
+            .unwrap()
+            .unwrap();
+        (first..=last).collect()
     }
 
     /// Claims the first `n` available keys of product "p" as held.
@@ -794,27 +948,32 @@ mod tests {
         use crate::domain::model::KeyState;
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = one_job_per_batch(dir.path());
-        add_keys(&store, 6);
-        assert_eq!(claim_one(&store), Some(1));
-        assert_eq!(claim_one(&store), Some(2));
+        let ids: [u64; 6] = add_keys(&store, 6).try_into().unwrap();
+        let k = move |i: usize| ids[i - 1];
+        assert_eq!(claim_one(&store), Some(k(1)));
+        assert_eq!(claim_one(&store), Some(k(2)));
         // Key 1 comes back (an unpaid order expired).
         store
-            .write_blocking(|tx| {
+            .write_blocking(move |tx| {
                 let held = KeyState::Held {
-                    order_no: "o1".into(),
+                    order_no: format!("o{}", k(1)),
                 };
-                tx.swap_key_state(1, &held, KeyState::Available)
+                tx.swap_key_state(k(1), &held, KeyState::Available)
             })
             .unwrap();
-        assert_eq!(claim_one(&store), Some(1), "a released key below the floor");
+        assert_eq!(
+            claim_one(&store),
+            Some(k(1)),
+            "a released key below the floor"
+        );
         // A command that claims and searches again, then fails: undone whole.
-        let failed = store.write_blocking(|tx| {
-            assert_eq!(claim(tx, 2)?, Some(vec![3, 4]));
-            assert_eq!(claim(tx, 1)?, Some(vec![5]));
+        let failed = store.write_blocking(move |tx| {
+            assert_eq!(claim(tx, 2)?, Some(vec![k(3), k(4)]));
+            assert_eq!(claim(tx, 1)?, Some(vec![k(5)]));
             Err::<(), _>(crate::error::Error::invalid("x", "fails on purpose"))
         });
         assert!(failed.is_err());
-        assert_eq!(claim_one(&store), Some(3), "a rolled-back claim");
+        assert_eq!(claim_one(&store), Some(k(3)), "a rolled-back claim");
         // Two batches claim 4 and then 5, and both fail (the second was
         // computed on the first): the next claim finds 4 again.
         fail_next_batch_once_one_more_is_computed(&store);
@@ -832,13 +991,13 @@ mod tests {
         for r in replies {
             assert!(r.recv().unwrap().is_err(), "both batches fail");
         }
-        assert_eq!(claim_one(&store), Some(4), "claims of failed batches");
-        assert_eq!(claim_one(&store), Some(5));
-        assert_eq!(claim_one(&store), Some(6));
+        assert_eq!(claim_one(&store), Some(k(4)), "claims of failed batches");
+        assert_eq!(claim_one(&store), Some(k(5)));
+        assert_eq!(claim_one(&store), Some(k(6)));
         assert_eq!(claim_one(&store), None, "sold out");
         // New keys after a sold-out search are found.
-        add_keys(&store, 1);
-        assert_eq!(claim_one(&store), Some(7));
+        let more = add_keys(&store, 1);
+        assert_eq!(claim_one(&store), Some(more[0]));
         store.close();
     }
 
@@ -872,7 +1031,7 @@ mod tests {
             ],
             &[
                 (Tree::Products, 1),
-                (Tree::KeyHashes, 5000),
+                (Tree::KeyFingerprints, 5000),
                 (Tree::Idem, 3000),
             ],
         ];
