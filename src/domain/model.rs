@@ -63,6 +63,9 @@ pub struct KeyRecord {
     pub product_id: String,
     pub state: KeyState,
     /// The key text, sealed with the shop's master key (see `crypto`).
+    /// Bytes in bulk, not a sequence of u8: the same encoding, decoded with
+    /// one copy instead of a visitor call per byte.
+    #[serde(with = "serde_bytes")]
     pub sealed: Vec<u8>,
     pub imported_at_ms: i64,
 }
@@ -166,6 +169,7 @@ impl Order {
 pub struct IdempotencyRecord {
     pub fingerprint: [u8; 32],
     pub order_no: String,
+    #[serde(with = "serde_bytes")]
     pub sealed_response: Vec<u8>,
     pub created_at_ms: i64,
 }

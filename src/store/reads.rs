@@ -112,7 +112,7 @@ impl Store {
             let block = tree::read_u64(&k).unwrap_or(0);
             let b: KeyBlock = decode(&v)?;
             let base = keyblock::first_id(block);
-            for slot in 0..b.sealed.len() {
+            for slot in 0..b.len() {
                 let id = base + slot as u64;
                 if id < start {
                     continue;

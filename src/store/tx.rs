@@ -377,11 +377,7 @@ impl<'a> Tx<'a> {
             self.put(
                 Tree::KeyBlocks,
                 keyblock::block_key(block).to_vec(),
-                &KeyBlock {
-                    product_id: product_id.to_string(),
-                    imported_at_ms: self.now_ms,
-                    sealed,
-                },
+                &KeyBlock::new(product_id, self.now_ms, &sealed),
             );
             let pk = keyblock::product_block_key(product_id, block);
             self.put_raw(Tree::Avail, pk.clone(), keyblock::bits_value(bits));
