@@ -751,18 +751,20 @@ mod tests {
 
     /// Imports fingerprints `fps` into product "p" as keys, skipping the
     /// ones the product already had; returns how many were new.
-    fn import_fps(store: &Store, fps: Vec<u8>) -> crate::error::Result<usize> {
-        store.write_blocking(move |tx| {
-            let mut new = Vec::new();
-            for f in fps {
-                if !tx.key_fingerprint_known("p", &[f; 16])? {
-                    new.push((vec![f], [f; 16]));
-                }
+    fn import_fps_in(tx: &mut super::Tx, fps: Vec<u8>) -> crate::error::Result<usize> {
+        let mut new = Vec::new();
+        for f in fps {
+            if !tx.key_fingerprint_known("p", &[f; 16])? {
+                new.push((vec![f], [f; 16]));
             }
-            let n = new.len();
-            tx.insert_available_keys("p", new);
-            Ok(n)
-        })
+        }
+        let n = new.len();
+        tx.insert_available_keys("p", new);
+        Ok(n)
+    }
+
+    fn import_fps(store: &Store, fps: Vec<u8>) -> crate::error::Result<usize> {
+        store.write_blocking(move |tx| import_fps_in(tx, fps))
     }
 
     /// The writer de-duplicates imports against an in-memory index of
@@ -783,17 +785,7 @@ mod tests {
             let (t, r) = mpsc::channel();
             store
                 .send(Store::job(
-                    move |tx| {
-                        let mut new = Vec::new();
-                        for f in fps {
-                            if !tx.key_fingerprint_known("p", &[f; 16])? {
-                                new.push((vec![f], [f; 16]));
-                            }
-                        }
-                        let n = new.len();
-                        tx.insert_available_keys("p", new);
-                        Ok(n)
-                    },
+                    move |tx| import_fps_in(tx, fps),
                     move |res| t.send(res).unwrap(),
                 ))
                 .unwrap();
