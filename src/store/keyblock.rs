@@ -20,7 +20,8 @@
 //!
 //! A key gets its own `keys` row (id → `KeyRecord`) only when its state first
 //! changes; from then on that row is the key. A deleted key's row is empty (a
-//! tombstone over its block slot). Block values stay far below sled's 128 KiB
+//! tombstone over its block slot), and its sealed text is cut out of the
+//! block. Block values stay far below sled's 128 KiB
 //! blob threshold even for a full leaf of 17 blocks, which keeps sled from
 //! writing leaves aside as blob files.
 
@@ -74,6 +75,18 @@ impl KeyBlock {
 
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// The block with `slot`'s sealed text removed (a deleted key's text
+    /// does not stay behind in its block); other slots keep their place.
+    pub fn without(&self, slot: usize) -> KeyBlock {
+        let sealed: Vec<Vec<u8>> = (0..self.len())
+            .map(|i| match i == slot {
+                true => Vec::new(),
+                false => self.record(i).map(|r| r.sealed).unwrap_or_default(),
+            })
+            .collect();
+        KeyBlock::new(&self.product_id, self.imported_at_ms, &sealed)
     }
 
     /// The record of the key in `slot` as imported (available).
@@ -190,6 +203,10 @@ mod tests {
         let back: Vec<Vec<u8>> = (0..3).map(|i| b.record(i).unwrap().sealed).collect();
         assert_eq!(back, sealed);
         assert!(b.record(3).is_none());
+        let cut = b.without(0);
+        assert_eq!(cut.len(), 3);
+        assert!(cut.record(0).unwrap().sealed.is_empty());
+        assert_eq!(cut.record(2).unwrap().sealed, b"ccc");
         let decoded: KeyBlock =
             crate::store::codec::decode(&crate::store::codec::encode(&b)).unwrap();
         assert_eq!(decoded, b);

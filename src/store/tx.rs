@@ -481,12 +481,18 @@ impl<'a> Tx<'a> {
     }
 
     /// Deletes an available key (its fingerprint stays, so it is never
-    /// re-imported as new): an empty row hides its block slot.
+    /// re-imported as new): an empty row hides its block slot, and the
+    /// slot's sealed text is cut out of the block.
     pub fn delete_available_key(&mut self, id: u64, product_id: &str) -> Result<bool> {
         match self.key(id)? {
             Some(rec) if rec.product_id == product_id && rec.state == KeyState::Available => {
                 self.put_raw(Tree::Keys, tree::u64_key(id).to_vec(), Vec::new());
                 self.set_available(product_id, id, false)?;
+                let (block, slot) = keyblock::locate(id);
+                let bk = keyblock::block_key(block);
+                if let Some(b) = self.get::<KeyBlock>(Tree::KeyBlocks, &bk)? {
+                    self.put(Tree::KeyBlocks, bk.to_vec(), &b.without(slot));
+                }
                 Ok(true)
             }
             _ => Ok(false),

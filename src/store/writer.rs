@@ -857,6 +857,15 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.key(d1).unwrap(), None);
+        // A deleted key's sealed text is gone from the store's rows.
+        let rows = store.dump().unwrap();
+        let text = format!("p-{}", 70).into_bytes();
+        assert!(!rows
+            .iter()
+            .any(|(_, _, v)| v.windows(text.len()).any(|w| w == text.as_slice())));
+        assert!(rows
+            .iter()
+            .any(|(_, _, v)| v.windows(4).any(|w| w == b"p-71")));
         let rec = store.key(p[0]).unwrap().unwrap();
         assert_eq!(rec.state.name(), "sold");
         assert_eq!(rec.sealed, b"p-0");
