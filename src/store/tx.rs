@@ -95,7 +95,7 @@ pub struct Tx<'a> {
     /// This command's changes to the floors, kept at its commit.
     cmd_floors: AvailFloors,
     /// This command's new fingerprints, kept at its commit.
-    cmd_fps: HashMap<String, Vec<[u8; FP_LEN]>>,
+    cmd_fps: FingerprintIndex,
     /// Earlier batches not yet in sled, oldest first (see `writer`).
     in_flight: &'a [Arc<Batch>],
     batch: Overlay,
@@ -334,6 +334,11 @@ impl<'a> Tx<'a> {
             for (_, v) in self.scan(Tree::KeyFingerprints, &prefix, usize::MAX)? {
                 set.extend(keyblock::fingerprints(&v));
             }
+            // The scan also saw this command's own writes, which join the
+            // index only if it commits.
+            for fp in self.cmd_fps.get(product_id).into_iter().flatten() {
+                set.remove(fp);
+            }
             self.index.fingerprints.insert(product_id.to_string(), set);
         }
         Ok(self
@@ -355,16 +360,14 @@ impl<'a> Tx<'a> {
         let mut block = keyblock::block_at_or_after(self.counters.next_key_id.max(1));
         let mut keys = keys.into_iter();
         let mut range = None;
+        let mut new_fps = self.cmd_fps.remove(product_id).unwrap_or_default();
         for n in cuts {
             let mut sealed = Vec::with_capacity(n);
             let mut fps = Vec::with_capacity(n * FP_LEN);
             for (s, fp) in keys.by_ref().take(n) {
                 sealed.push(s);
                 fps.extend_from_slice(&fp);
-                self.cmd_fps
-                    .entry(product_id.to_string())
-                    .or_default()
-                    .push(fp);
+                new_fps.insert(fp);
             }
             let first = keyblock::first_id(block);
             let last = first + n as u64 - 1;
@@ -385,6 +388,7 @@ impl<'a> Tx<'a> {
             block += 1;
         }
         self.counters.next_key_id = keyblock::first_id(block);
+        self.cmd_fps.insert(product_id.to_string(), new_fps);
         range
     }
 

@@ -803,7 +803,16 @@ mod tests {
         store.close();
         drop(store);
         let store = Store::open(&opts).unwrap();
-        assert_eq!(import_fps(&store, vec![1, 5, 6, 7]).unwrap(), 1);
+        // A command that imports and then loads the index (the first
+        // de-duplication after the restart), and then fails: what the
+        // loading saw of its own import is not remembered.
+        let failed = store.write_blocking(|tx| {
+            tx.insert_available_keys("p", vec![(vec![9], [9; 16])]);
+            assert!(tx.key_fingerprint_known("p", &[1; 16])?);
+            Err::<(), _>(crate::error::Error::invalid("x", "fails on purpose"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(import_fps(&store, vec![1, 5, 6, 7, 9]).unwrap(), 2);
         store.close();
         drop(store);
         std::fs::remove_file(dir.path().join("CLEAN")).unwrap();
