@@ -137,6 +137,12 @@ pub fn run(store: &Store) -> Result<Report> {
             "order counts by status {recorded:?} do not match the orders {by_status:?}"
         ));
     }
+    let (kept, counted) = (store.outbox_counts(), store.outbox_counts_scanned()?);
+    if kept != counted {
+        bad.push(format!(
+            "webhook events pending/dead {kept:?} do not match the outbox {counted:?}"
+        ));
+    }
     // Pass 2: keys against their owners and the available-key index.
     let mut counted: BTreeMap<String, Counted> = BTreeMap::new();
     let mut index = store.available_index()?;

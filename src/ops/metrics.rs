@@ -169,12 +169,11 @@ impl Metrics {
                 .applied_seq
                 .load(std::sync::atomic::Ordering::Relaxed) as i64,
         );
-        if let Ok((pending, dead)) = store.outbox_counts() {
-            self.outbox
-                .with_label_values(&["pending"])
-                .set(pending as i64);
-            self.outbox.with_label_values(&["dead"]).set(dead as i64);
-        }
+        let (pending, dead) = store.outbox_counts();
+        self.outbox
+            .with_label_values(&["pending"])
+            .set(pending as i64);
+        self.outbox.with_label_values(&["dead"]).set(dead as i64);
         self.store_bytes.set(dir_size(store.data_dir()) as i64);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -105,9 +105,7 @@ impl Store {
         let (sender, rx) = crossbeam_channel::bounded(opts.queue_capacity);
         let stats = Arc::new(WriterStats::default());
         stats.applied_seq.store(opened.seq, Ordering::SeqCst);
-        if let Ok(mut c) = stats.orders_by_status.lock() {
-            *c = opened.counters.orders_by_status;
-        }
+        stats.publish(&opened.counters);
         let files = Arc::new(Mutex::new(()));
         let commit_hooks: CommitHooks = Arc::default();
         let hooks = commit_hooks.clone();
@@ -311,6 +309,14 @@ impl Store {
         if let Ok(mut lock) = self.inner.lock.lock() {
             lock.take();
         }
+    }
+
+    /// How many handles of this store are alive (this one included). The
+    /// sled database stays open, and locked, until the last one is dropped:
+    /// a process that opens the same directory again (tests restart a shop
+    /// in-process) waits for this to reach 1 first.
+    pub fn open_handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     pub(crate) fn trees(&self) -> &Trees {

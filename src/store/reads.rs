@@ -401,8 +401,21 @@ impl Store {
         Ok(None)
     }
 
-    /// How many outbox events are pending and dead.
-    pub fn outbox_counts(&self) -> Result<(u64, u64)> {
+    /// How many outbox events are pending and dead, as the writer counts
+    /// them (kept with every batch; no scan).
+    pub fn outbox_counts(&self) -> (u64, u64) {
+        let stats = self.stats();
+        (
+            stats
+                .outbox_pending
+                .load(std::sync::atomic::Ordering::SeqCst),
+            stats.outbox_dead.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    /// How many outbox events are pending and dead, counted in the outbox
+    /// itself (reads every event: for the checker).
+    pub fn outbox_counts_scanned(&self) -> Result<(u64, u64)> {
         let (mut pending, mut dead) = (0, 0);
         for e in self.outbox_events_from(0) {
             match e?.state {

@@ -123,10 +123,42 @@ fn read_meta(trees: &Trees) -> Result<(u64, Counters), OpenError> {
         .get(tree::META_COUNTERS)
         .map_err(|e| err("reading meta", e))?
     {
-        Some(v) => super::codec::decode(&v).map_err(|e| err("decoding counters", e))?,
+        Some(v) => match super::codec::decode(&v) {
+            Ok(c) => c,
+            Err(e) => counters_before_outbox_counts(trees, &v)
+                .ok_or_else(|| err("decoding counters", e))?,
+        },
         None => Counters::default(),
     };
     Ok((seq, counters))
+}
+
+/// Counters as stored before they counted outbox events: the outbox counts
+/// are taken from the outbox once (the next batch stores them).
+fn counters_before_outbox_counts(trees: &Trees, v: &[u8]) -> Option<Counters> {
+    #[derive(serde::Deserialize)]
+    struct Before {
+        next_key_id: u64,
+        next_order_seq: u64,
+        next_outbox_seq: u64,
+        orders_by_status: [u64; 6],
+    }
+    let b: Before = super::codec::decode(v).ok()?;
+    let mut c = Counters {
+        next_key_id: b.next_key_id,
+        next_order_seq: b.next_order_seq,
+        next_outbox_seq: b.next_outbox_seq,
+        orders_by_status: b.orders_by_status,
+        ..Counters::default()
+    };
+    for group in trees.get(Tree::Outbox).iter().values() {
+        let events: Vec<crate::domain::model::OutboxEvent> =
+            super::codec::decode(&group.ok()?).ok()?;
+        for e in events {
+            c.count_outbox(e.state, true);
+        }
+    }
+    Some(c)
 }
 
 pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenError> {
@@ -316,6 +348,59 @@ mod tests {
             }
         }
         all
+    }
+
+    /// Counters stored before they counted outbox events still open: the
+    /// counts are taken from the outbox.
+    #[test]
+    fn counters_from_before_the_outbox_counts_open_with_counts_from_the_outbox() {
+        use crate::domain::model::{DeliveryState, EventKind, OutboxEvent};
+        #[derive(serde::Serialize)]
+        struct Before {
+            next_key_id: u64,
+            next_order_seq: u64,
+            next_outbox_seq: u64,
+            orders_by_status: [u64; 6],
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let trees = Trees::open(dir.path(), 1 << 20).unwrap();
+        let before = Before {
+            next_key_id: 65,
+            next_order_seq: 3,
+            next_outbox_seq: 4,
+            orders_by_status: [1, 0, 1, 0, 0, 0],
+        };
+        let event = |seq: u64, state: DeliveryState| OutboxEvent {
+            id: format!("evt_{seq}"),
+            seq,
+            order_no: "A".into(),
+            kind: EventKind::Paid,
+            created_at_ms: 0,
+            state,
+            attempts: 0,
+            next_attempt_ms: 0,
+            retry_from_ms: 0,
+            last_error: None,
+        };
+        let group = vec![
+            event(1, DeliveryState::Dead),
+            event(2, DeliveryState::Pending),
+            event(3, DeliveryState::Delivered),
+        ];
+        let meta = trees.get(Tree::Meta);
+        meta.insert(tree::META_COUNTERS, crate::store::codec::encode(&before))
+            .unwrap();
+        trees
+            .get(Tree::Outbox)
+            .insert(tree::u64_key(1), crate::store::codec::encode(&group))
+            .unwrap();
+        let (_, c) = read_meta(&trees).unwrap();
+        assert_eq!((c.next_key_id, c.next_outbox_seq), (65, 4));
+        assert_eq!(c.orders_by_status, [1, 0, 1, 0, 0, 0]);
+        assert_eq!((c.outbox_pending, c.outbox_dead), (1, 1));
+        // Counters of neither shape are an error, not zeros.
+        meta.insert(tree::META_COUNTERS, vec![1, 2, 3]).unwrap();
+        assert!(read_meta(&trees).is_err());
     }
 
     /// A data directory of the layout before key blocks is refused with a

@@ -31,6 +31,22 @@ pub struct Counters {
     pub next_outbox_seq: u64,
     /// Orders per status, in `OrderStatus::ALL` order (for metrics).
     pub orders_by_status: [u64; 6],
+    /// Outbox events waiting to be sent, and given up on (for metrics:
+    /// counting them in the outbox would read every event ever sent).
+    pub outbox_pending: u64,
+    pub outbox_dead: u64,
+}
+
+impl Counters {
+    /// Counts an outbox event into (`add`) or out of its state's count.
+    pub(crate) fn count_outbox(&mut self, state: DeliveryState, add: bool) {
+        let c = match state {
+            DeliveryState::Pending => &mut self.outbox_pending,
+            DeliveryState::Dead => &mut self.outbox_dead,
+            DeliveryState::Delivered => return,
+        };
+        *c = if add { *c + 1 } else { c.saturating_sub(1) };
+    }
 }
 
 /// Per product, a key id below which it has no available key: where the
@@ -689,6 +705,7 @@ impl<'a> Tx<'a> {
                         new_event(seq, &order_no, *kind, self.now_ms)
                     })
                     .collect();
+                self.counters.outbox_pending += group.len() as u64;
                 let key = tree::u64_key(group[0].seq).to_vec();
                 self.put(Tree::Outbox, key, &group);
             }
@@ -711,6 +728,8 @@ impl<'a> Tx<'a> {
             )));
         };
         for slot in group.iter_mut().filter(|x| x.seq == e.seq) {
+            self.counters.count_outbox(slot.state, false);
+            self.counters.count_outbox(e.state, true);
             *slot = e.clone();
         }
         self.put(Tree::Outbox, tree::u64_key(first).to_vec(), &group);

@@ -52,6 +52,9 @@ pub struct WriterStats {
     pub failed_commits: AtomicU64,
     /// Orders per status after the last commit (see `Counters`).
     pub orders_by_status: std::sync::Mutex<[u64; 6]>,
+    /// Durable outbox counts: pending, dead.
+    pub outbox_pending: AtomicU64,
+    pub outbox_dead: AtomicU64,
     /// Set when the journal could not be written: writes answer 503 until a
     /// later batch commits again.
     pub failing: AtomicBool,
@@ -603,9 +606,7 @@ impl Committer {
         self.stats.failing.store(false, Ordering::SeqCst);
         self.durable_seq = batch.seq;
         self.durable_counters = counters;
-        if let Ok(mut c) = self.stats.orders_by_status.lock() {
-            *c = counters.orders_by_status;
-        }
+        self.stats.publish(&counters);
         self.stats.applied_seq.store(batch.seq, Ordering::SeqCst);
         if let Err(e) = apply_writes(&self.trees, &batch.writes) {
             // The batch is durable in the journal, so callers may hear success;
@@ -618,6 +619,19 @@ impl Committer {
             self.stats.products_version.fetch_add(1, Ordering::SeqCst);
         }
         Ok(())
+    }
+}
+
+impl WriterStats {
+    /// Shows the counts of a durable state to metrics and checks.
+    pub(crate) fn publish(&self, counters: &Counters) {
+        if let Ok(mut c) = self.orders_by_status.lock() {
+            *c = counters.orders_by_status;
+        }
+        self.outbox_pending
+            .store(counters.outbox_pending, Ordering::SeqCst);
+        self.outbox_dead
+            .store(counters.outbox_dead, Ordering::SeqCst);
     }
 }
 
@@ -635,6 +649,8 @@ impl Default for WriterStats {
             failed_commits: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             orders_by_status: std::sync::Mutex::new([0; 6]),
+            outbox_pending: AtomicU64::new(0),
+            outbox_dead: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             #[cfg(test)]
             fail_next_commit_at: AtomicU64::new(0),
@@ -689,6 +705,65 @@ mod tests {
             .stats()
             .fail_next_commit_at
             .store(computed + 2, Ordering::SeqCst);
+    }
+
+    /// The writer counts outbox events by state with every batch, so
+    /// metrics need not read the outbox: the counts follow events created,
+    /// sent, given up and re-queued, ignore rolled-back commands, survive a
+    /// restart, and always equal a count of the outbox itself.
+    #[test]
+    fn outbox_counts_follow_every_event_without_a_scan() {
+        use crate::domain::model::{DeliveryState, EventKind};
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path());
+        opts.min_free_bytes = 0;
+        opts.webhooks = true;
+        let store = Store::open(&opts).unwrap();
+        let agree = |store: &Store, expect: (u64, u64)| {
+            assert_eq!(store.outbox_counts(), expect);
+            assert_eq!(store.outbox_counts_scanned().unwrap(), expect);
+        };
+        store
+            .write_blocking(|tx| {
+                for o in ["A", "B", "C"] {
+                    tx.emit_event(o, EventKind::Paid);
+                    tx.emit_event(o, EventKind::Delivered);
+                }
+                Ok(())
+            })
+            .unwrap();
+        agree(&store, (6, 0));
+        let failed = store.write_blocking(|tx| {
+            tx.emit_event("D", EventKind::Paid);
+            Err::<(), _>(crate::error::Error::invalid("x", "fails on purpose"))
+        });
+        assert!(failed.is_err());
+        agree(&store, (6, 0));
+        let set = |seq: u64, state: DeliveryState| {
+            store
+                .write_blocking(move |tx| {
+                    let mut e = tx.outbox(seq)?.unwrap();
+                    e.state = state;
+                    tx.put_outbox(&e)
+                })
+                .unwrap();
+        };
+        set(1, DeliveryState::Delivered);
+        set(2, DeliveryState::Dead);
+        set(3, DeliveryState::Dead);
+        agree(&store, (3, 2));
+        set(3, DeliveryState::Pending);
+        agree(&store, (4, 1));
+        store.close();
+        drop(store);
+        let store = Store::open(&opts).unwrap();
+        agree(&store, (4, 1));
+        store.close();
+        drop(store);
+        std::fs::remove_file(dir.path().join("CLEAN")).unwrap();
+        let store = Store::open(&opts).unwrap();
+        agree(&store, (4, 1));
+        store.close();
     }
 
     /// Batch N+1 is computed while N is still being made durable, reading

@@ -243,6 +243,13 @@ impl TestApp {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+            // actix's worker threads drop their copies of the store as they
+            // wind down, which can be after the server has returned; until
+            // the last one goes, sled keeps its own lock on the directory
+            // and a restart on it would have to rebuild.
+            eventually(Duration::from_secs(30), || {
+                (self.store.open_handles() == 1).then_some(())
+            });
         }
     }
 }
