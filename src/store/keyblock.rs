@@ -25,6 +25,7 @@
 //! blob threshold even for a full leaf of 17 blocks, which keeps sled from
 //! writing leaves aside as blob files.
 
+use super::codec::{self, CodecError};
 use super::tree;
 use crate::domain::model::{KeyRecord, KeyState};
 use serde::{Deserialize, Serialize};
@@ -83,25 +84,39 @@ impl KeyBlock {
         let sealed: Vec<Vec<u8>> = (0..self.len())
             .map(|i| match i == slot {
                 true => Vec::new(),
-                false => self.record(i).map(|r| r.sealed).unwrap_or_default(),
+                false => self.text(i).unwrap_or_default().to_vec(),
             })
             .collect();
         KeyBlock::new(&self.product_id, self.imported_at_ms, &sealed)
     }
 
-    /// The record of the key in `slot` as imported (available).
-    pub fn record(&self, slot: usize) -> Option<KeyRecord> {
+    /// The sealed text in `slot`.
+    fn text(&self, slot: usize) -> Option<&[u8]> {
         let end = *self.ends.get(slot)? as usize;
         let start = match slot {
             0 => 0,
             _ => *self.ends.get(slot - 1)? as usize,
         };
+        self.texts.get(start..end)
+    }
+
+    /// The record of the key in `slot` as imported (available).
+    pub fn record(&self, slot: usize) -> Option<KeyRecord> {
         Some(KeyRecord {
             product_id: self.product_id.clone(),
             state: KeyState::Available,
-            sealed: self.texts.get(start..end)?.to_vec(),
+            sealed: self.text(slot)?.to_vec(),
             imported_at_ms: self.imported_at_ms,
         })
+    }
+}
+
+/// A key's own `keys` row: its record, or `None` for the empty row a
+/// deleted key leaves over its block slot.
+pub fn own_record(row: &[u8]) -> Result<Option<KeyRecord>, CodecError> {
+    match row.is_empty() {
+        true => Ok(None),
+        false => codec::decode(row).map(Some),
     }
 }
 

@@ -78,8 +78,7 @@ impl Store {
             .get(tree::u64_key(id))
             .map_err(storage)?
         {
-            Some(v) if v.is_empty() => Ok(None),
-            Some(v) => decode(&v).map(Some),
+            Some(v) => keyblock::own_record(&v).map_err(storage),
             None => {
                 let (block, slot) = keyblock::locate(id);
                 let b: Option<KeyBlock> =
@@ -139,13 +138,10 @@ impl Store {
                     }
                 }
                 let rec = match own {
-                    Some(rv) if rv.is_empty() => continue,
-                    Some(rv) => decode(&rv)?,
-                    None => match b.record(slot) {
-                        Some(r) => r,
-                        None => continue,
-                    },
+                    Some(rv) => keyblock::own_record(&rv).map_err(storage)?,
+                    None => b.record(slot),
                 };
+                let Some(rec) = rec else { continue };
                 if !f(id, rec)? {
                     return Ok(());
                 }
@@ -358,15 +354,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Keys in the available-key index per product.
-    pub fn available_index_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
-        let mut out = std::collections::HashMap::new();
-        for ((product, _), bits) in self.available_index()? {
-            *out.entry(product).or_insert(0) += u64::from(bits.count_ones());
-        }
-        Ok(out)
-    }
 }
 
 impl Store {
@@ -416,14 +403,21 @@ impl Store {
     /// How many outbox events are pending and dead, counted in the outbox
     /// itself (reads every event: for the checker).
     pub fn outbox_counts_scanned(&self) -> Result<(u64, u64)> {
-        let (mut pending, mut dead) = (0, 0);
-        for e in self.outbox_events_from(0) {
-            match e?.state {
-                DeliveryState::Pending => pending += 1,
-                DeliveryState::Dead => dead += 1,
-                DeliveryState::Delivered => {}
-            }
-        }
-        Ok((pending, dead))
+        outbox_counts_in(self.trees()).map_err(storage)
     }
+}
+
+/// Pending and dead events in the outbox of `trees`, counted event by event.
+pub(crate) fn outbox_counts_in(
+    trees: &super::tree::Trees,
+) -> std::result::Result<(u64, u64), String> {
+    let mut c = super::Counters::default();
+    for group in trees.get(Tree::Outbox).iter().values() {
+        let group = group.map_err(|e| e.to_string())?;
+        let events: Vec<OutboxEvent> = codec::decode(&group).map_err(|e| e.to_string())?;
+        for e in events {
+            c.count_outbox(e.state, true);
+        }
+    }
+    Ok((c.outbox_pending, c.outbox_dead))
 }

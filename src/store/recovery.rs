@@ -144,21 +144,15 @@ fn counters_before_outbox_counts(trees: &Trees, v: &[u8]) -> Option<Counters> {
         orders_by_status: [u64; 6],
     }
     let b: Before = super::codec::decode(v).ok()?;
-    let mut c = Counters {
+    let (outbox_pending, outbox_dead) = super::reads::outbox_counts_in(trees).ok()?;
+    Some(Counters {
         next_key_id: b.next_key_id,
         next_order_seq: b.next_order_seq,
         next_outbox_seq: b.next_outbox_seq,
         orders_by_status: b.orders_by_status,
-        ..Counters::default()
-    };
-    for group in trees.get(Tree::Outbox).iter().values() {
-        let events: Vec<crate::domain::model::OutboxEvent> =
-            super::codec::decode(&group.ok()?).ok()?;
-        for e in events {
-            c.count_outbox(e.state, true);
-        }
-    }
-    Some(c)
+        outbox_pending,
+        outbox_dead,
+    })
 }
 
 pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenError> {

@@ -325,8 +325,7 @@ impl<'a> Tx<'a> {
     /// the block it was imported in. `None` for unknown or deleted ids.
     pub fn key(&self, id: u64) -> Result<Option<KeyRecord>> {
         match self.get_raw(Tree::Keys, &tree::u64_key(id))? {
-            Some(v) if v.is_empty() => Ok(None),
-            Some(v) => codec::decode(&v).map(Some).map_err(internal),
+            Some(v) => keyblock::own_record(&v).map_err(internal),
             None => {
                 let (block, slot) = keyblock::locate(id);
                 let b: Option<KeyBlock> = self.get(Tree::KeyBlocks, &keyblock::block_key(block))?;
