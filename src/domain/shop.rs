@@ -304,8 +304,8 @@ pub fn create_order(
 
 /// A reservation flood from one address or e-mail must not empty a product:
 /// refuse new holds past the caps until earlier orders are paid or expire.
-fn check_hold_caps(tx: &Tx, req: &NewOrder) -> Result<()> {
-    let capped = |kind: &str, who: &str, cap: u32| -> Result<()> {
+fn check_hold_caps(tx: &mut Tx, req: &NewOrder) -> Result<()> {
+    let mut capped = |kind: &str, who: &str, cap: u32| -> Result<()> {
         if cap > 0 && tx.pending_holds(kind, who)? >= cap as u64 {
             return Err(Error::RateLimited {
                 message: format!(

@@ -260,7 +260,7 @@ impl Store {
             .take(limit)
         {
             let (k, _) = item.map_err(storage)?;
-            if let Some(no) = k.get(8..).and_then(|b| std::str::from_utf8(b).ok()) {
+            if let Some(no) = tree::time_key_order_no(&k) {
                 out.push(no.to_string());
             }
         }

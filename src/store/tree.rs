@@ -34,7 +34,9 @@ pub enum Tree {
     /// first event seq (u64 BE) → Vec<OutboxEvent>: the events one command
     /// emitted for one order, consecutive seqs (see `Tx::put_outbox`)
     Outbox = 11,
-    /// "ip"|"email", 0, who → unpaid orders holding keys (u64 BE)
+    /// No longer written: the hold counts per IP and e-mail are counted
+    /// from the pending orders (`tx::HoldCounts`). Kept so that the tree
+    /// numbers in journals stay what they were.
     Holds = 12,
     /// order no, 0, at ms (u64 BE), random u32 → PaymentAttempt: the audit
     /// trail of verified callbacks that changed nothing (repeats, refusals)
@@ -150,4 +152,9 @@ pub fn time_key(ms: i64, order_no: &str) -> Vec<u8> {
     let mut k = (ms.max(0) as u64).to_be_bytes().to_vec();
     k.extend_from_slice(order_no.as_bytes());
     k
+}
+
+/// The order number of a `time_key`.
+pub fn time_key_order_no(key: &[u8]) -> Option<&str> {
+    key.get(8..).and_then(|b| std::str::from_utf8(b).ok())
 }

@@ -89,18 +89,29 @@ pub type FingerprintSet = HashSet<[u8; FP_LEN], std::hash::BuildHasherDefault<Fp
 /// like the floors.
 pub(crate) type FingerprintIndex = HashMap<String, FingerprintSet>;
 
+/// Per client (`hold_key`: "ip"|"email", 0, who), its unpaid orders
+/// holding keys: what the hold caps compare with. Never stored: it is a
+/// function of the pending orders, counted from them when the writer first
+/// needs it after a start (or a failed batch) and kept in step by every
+/// order's status change at its command's commit. Keeping it in sled cost
+/// two to four row writes per order and payment.
+pub(crate) type HoldCounts = HashMap<Vec<u8>, u64>;
+
 /// What the writer remembers between batches to spare itself sled reads.
 /// Only hints that follow the store exactly; dropped when a batch fails.
 #[derive(Default)]
 pub(crate) struct WriterIndex {
     pub floors: AvailFloors,
     pub fingerprints: FingerprintIndex,
+    /// `None` until first needed.
+    pub holds: Option<HoldCounts>,
 }
 
 impl WriterIndex {
     pub(crate) fn clear(&mut self) {
         self.floors.clear();
         self.fingerprints.clear();
+        self.holds = None;
     }
 }
 
@@ -112,6 +123,8 @@ pub struct Tx<'a> {
     cmd_floors: AvailFloors,
     /// This command's new fingerprints, kept at its commit.
     cmd_fps: FingerprintIndex,
+    /// This command's changes to the hold counts, applied at its commit.
+    cmd_holds: HashMap<Vec<u8>, i64>,
     /// Earlier batches not yet in sled, oldest first (see `writer`).
     in_flight: &'a [Arc<Batch>],
     batch: Overlay,
@@ -144,6 +157,7 @@ impl<'a> Tx<'a> {
             index,
             cmd_floors: AvailFloors::new(),
             cmd_fps: HashMap::new(),
+            cmd_holds: HashMap::new(),
             in_flight,
             batch: Overlay::new(),
             cmd: Overlay::new(),
@@ -171,6 +185,18 @@ impl<'a> Tx<'a> {
                 set.extend(fps);
             }
         }
+        // Not loaded: counted later from the store, which has this command.
+        if let Some(holds) = self.index.holds.as_mut() {
+            for (key, delta) in self.cmd_holds.drain() {
+                let n = holds.get(&key).map_or(0, |&n| n as i64) + delta;
+                if n > 0 {
+                    holds.insert(key, n as u64);
+                } else {
+                    holds.remove(&key);
+                }
+            }
+        }
+        self.cmd_holds.clear();
         self.saved_counters = self.counters;
     }
 
@@ -178,6 +204,7 @@ impl<'a> Tx<'a> {
         self.cmd.clear();
         self.cmd_floors.clear();
         self.cmd_fps.clear();
+        self.cmd_holds.clear();
         self.events.clear();
         self.counters = self.saved_counters;
     }
@@ -541,30 +568,56 @@ impl<'a> Tx<'a> {
         let was_holding = from == Some(OrderStatus::Pending);
         let holds = o.status == OrderStatus::Pending;
         if was_holding != holds {
-            for key in hold_keys(o) {
-                let n = self
-                    .get_raw(Tree::Holds, &key)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| tree::read_u64(&v))
-                    .unwrap_or(0);
-                let n = if holds { n + 1 } else { n.saturating_sub(1) };
-                if n == 0 {
-                    self.del_raw(Tree::Holds, key);
-                } else {
-                    self.put_raw(Tree::Holds, key, tree::u64_key(n).to_vec());
-                }
+            let delta = if holds { 1 } else { -1 };
+            for key in order_hold_keys(o) {
+                *self.cmd_holds.entry(key).or_default() += delta;
             }
         }
     }
 
     /// Unpaid orders holding keys for a client IP or buyer e-mail.
-    pub fn pending_holds(&self, kind: &str, who: &str) -> Result<u64> {
-        let key = tree::scoped(kind, who.to_lowercase().as_bytes());
-        Ok(self
-            .get_raw(Tree::Holds, &key)?
-            .and_then(|v| tree::read_u64(&v))
-            .unwrap_or(0))
+    pub fn pending_holds(&mut self, kind: &str, who: &str) -> Result<u64> {
+        if self.index.holds.is_none() {
+            let counted = self.count_holds()?;
+            self.index.holds = Some(counted);
+        }
+        let key = hold_key(kind, who);
+        let stored = self
+            .index
+            .holds
+            .as_ref()
+            .and_then(|h| h.get(&key))
+            .map_or(0, |&n| n as i64);
+        Ok((stored + self.cmd_holds.get(&key).copied().unwrap_or(0)).max(0) as u64)
+    }
+
+    /// The hold counts as of the last committed command, from the pending
+    /// orders: every pending order has an expiry entry, so the expiry index
+    /// names them all without reading the other orders.
+    fn count_holds(&self) -> Result<HoldCounts> {
+        let mut counted: HashMap<Vec<u8>, i64> = HashMap::new();
+        for (key, _) in self.scan(Tree::Expiry, &[], usize::MAX)? {
+            let Some(order_no) = tree::time_key_order_no(&key) else {
+                continue;
+            };
+            if let Some(o) = self.order(order_no)? {
+                if o.status == OrderStatus::Pending {
+                    for k in order_hold_keys(&o) {
+                        *counted.entry(k).or_default() += 1;
+                    }
+                }
+            }
+        }
+        // The scan also saw this command's own changes, which join the
+        // counts only if it commits.
+        for (k, delta) in &self.cmd_holds {
+            *counted.entry(k.clone()).or_default() -= delta;
+        }
+        Ok(counted
+            .into_iter()
+            .filter(|&(_, n)| n > 0)
+            .map(|(k, n)| (k, n as u64))
+            .collect())
     }
 
     /// Stores a brand-new order and indexes it for listing.
@@ -773,10 +826,15 @@ fn awaiting_key(o: &Order) -> Vec<u8> {
     tree::scoped(&o.product_id, &tree::time_key(since, &o.order_no))
 }
 
-fn hold_keys(o: &Order) -> Vec<Vec<u8>> {
-    let mut keys = vec![tree::scoped("email", o.email.to_lowercase().as_bytes())];
+/// The hold count an IP or a buyer e-mail (in any letter case) is kept in.
+fn hold_key(kind: &str, who: &str) -> Vec<u8> {
+    tree::scoped(kind, who.to_lowercase().as_bytes())
+}
+
+fn order_hold_keys(o: &Order) -> Vec<Vec<u8>> {
+    let mut keys = vec![hold_key("email", &o.email)];
     if let Some(ip) = &o.client_ip {
-        keys.push(tree::scoped("ip", ip.as_bytes()));
+        keys.push(hold_key("ip", ip));
     }
     keys
 }

@@ -663,7 +663,9 @@ impl Default for WriterStats {
 #[cfg(test)]
 mod tests {
     use super::super::{Store, StoreOptions};
-    use crate::domain::model::IdempotencyRecord;
+    use crate::domain::model::{IdempotencyRecord, Order};
+    use crate::domain::order::OrderStatus;
+    use crate::error::Result;
     use std::sync::atomic::Ordering;
     use std::sync::mpsc;
 
@@ -893,6 +895,135 @@ mod tests {
         std::fs::remove_file(dir.path().join("CLEAN")).unwrap();
         let store = Store::open(&opts).unwrap();
         assert_eq!(import_fps(&store, vec![7, 8]).unwrap(), 1);
+        store.close();
+    }
+
+    /// A pending order for `email` from `ip`, expiring at `expires_at_ms`.
+    fn pending_order(no: &str, email: &str, ip: &str, expires_at_ms: i64) -> Order {
+        Order {
+            order_no: no.into(),
+            seq: 0,
+            product_id: "p".into(),
+            quantity: 1,
+            amount: 1,
+            email: email.into(),
+            gateway: "manual".into(),
+            token_hash: [0; 32],
+            query_password_hash: None,
+            status: OrderStatus::Pending,
+            created_at_ms: 0,
+            expires_at_ms,
+            paid_at_ms: None,
+            delivered_at_ms: None,
+            refunded_at_ms: None,
+            key_ids: Vec::new(),
+            paid_gateway: None,
+            trade_no: None,
+            client_ip: Some(ip.into()),
+            events: Vec::new(),
+        }
+    }
+
+    fn holds(store: &Store, kind: &'static str, who: &'static str) -> u64 {
+        store
+            .write_blocking(move |tx| tx.pending_holds(kind, who))
+            .unwrap()
+    }
+
+    fn place(store: &Store, o: Order) -> Result<()> {
+        store.write_blocking(move |tx| {
+            tx.insert_order(&o);
+            tx.schedule_expiry(&o);
+            Ok(())
+        })
+    }
+
+    fn settle(store: &Store, no: &'static str, status: OrderStatus) {
+        store
+            .write_blocking(move |tx| {
+                let mut o = tx.order(no)?.unwrap();
+                tx.unschedule_expiry(&o);
+                o.status = status;
+                tx.put_order(&o);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// The hold caps' counts live only in the writer: they follow orders
+    /// placed, paid and expired, forget rolled-back commands and failed
+    /// batches, and are counted again from the pending orders after clean
+    /// and unclean restarts. E-mails count in any letter case.
+    #[test]
+    fn hold_counts_follow_the_pending_orders_without_being_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, opts) = one_job_per_batch(dir.path());
+        place(&store, pending_order("A", "Buyer@x.com", "10.0.0.1", 5)).unwrap();
+        place(&store, pending_order("B", "buyer@X.com", "10.0.0.2", 6)).unwrap();
+        place(&store, pending_order("C", "other@x.com", "10.0.0.1", 7)).unwrap();
+        assert_eq!(holds(&store, "email", "BUYER@x.com"), 2);
+        assert_eq!(holds(&store, "ip", "10.0.0.1"), 2);
+        settle(&store, "A", OrderStatus::Delivered);
+        assert_eq!(holds(&store, "email", "buyer@x.com"), 1);
+        assert_eq!(holds(&store, "ip", "10.0.0.1"), 1);
+        // A command that places an order, sees it counted, then fails.
+        let place_and_fail = |store: &Store| {
+            let failed = store.write_blocking(|tx| {
+                let o = pending_order("D", "buyer@x.com", "10.0.0.1", 8);
+                tx.insert_order(&o);
+                tx.schedule_expiry(&o);
+                assert_eq!(tx.pending_holds("email", "buyer@x.com")?, 2);
+                Err::<(), _>(crate::error::Error::invalid("x", "fails on purpose"))
+            });
+            assert!(failed.is_err());
+        };
+        place_and_fail(&store);
+        assert_eq!(holds(&store, "email", "buyer@x.com"), 1);
+        // Two batches each place an order for the buyer, and both fail.
+        fail_next_batch_once_one_more_is_computed(&store);
+        let replies: Vec<_> = ["E", "F"]
+            .into_iter()
+            .map(|no| {
+                let (t, r) = mpsc::channel();
+                let o = pending_order(no, "buyer@x.com", "10.0.0.9", 9);
+                store
+                    .send(Store::job(
+                        move |tx| {
+                            tx.insert_order(&o);
+                            tx.schedule_expiry(&o);
+                            Ok(())
+                        },
+                        move |res| t.send(res).unwrap(),
+                    ))
+                    .unwrap();
+                r
+            })
+            .collect();
+        assert!(replies.iter().all(|r| r.recv().unwrap().is_err()));
+        assert_eq!(holds(&store, "email", "buyer@x.com"), 1);
+        assert_eq!(holds(&store, "ip", "10.0.0.9"), 0);
+        // Nothing of them is in sled; a clean and an unclean restart count
+        // the pending orders B and C again.
+        assert!(store.trees().get(super::Tree::Holds).is_empty());
+        for clean in [true, false] {
+            store.close();
+            drop(store);
+            if !clean {
+                std::fs::remove_file(dir.path().join("CLEAN")).unwrap();
+            }
+            store = Store::open(&opts).unwrap();
+            // The first count after the start happens inside a command
+            // that fails: what it saw of its own order is not kept.
+            place_and_fail(&store);
+            assert_eq!(holds(&store, "email", "buyer@x.com"), 1);
+            assert_eq!(holds(&store, "email", "other@x.com"), 1);
+            assert_eq!(holds(&store, "ip", "10.0.0.1"), 1);
+            assert_eq!(holds(&store, "ip", "10.0.0.2"), 1);
+        }
+        settle(&store, "B", OrderStatus::Expired);
+        settle(&store, "C", OrderStatus::Expired);
+        assert_eq!(holds(&store, "email", "buyer@x.com"), 0);
+        assert_eq!(holds(&store, "ip", "10.0.0.1"), 0);
         store.close();
     }
 
