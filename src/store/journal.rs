@@ -98,25 +98,71 @@ pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// Reads framed records from `bytes`; returns the payloads and the length of
-/// the valid prefix (everything after it is a torn tail).
-pub fn unframe(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
-    let mut pos = 0;
-    let mut out = Vec::new();
-    while bytes.len() - pos >= HEADER {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or([0; 4])) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap_or([0; 4]));
-        if len > MAX_RECORD || bytes.len() - pos - HEADER < len {
-            break;
-        }
-        let payload = &bytes[pos + HEADER..pos + HEADER + len];
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        out.push(payload);
-        pos += HEADER + len;
+/// Reads a segment's records one at a time, so that only one record is in
+/// memory however large the segment (a segment grows to about
+/// `snapshot_mb`, hundreds of MiB at a million orders). Stops at the end
+/// of the valid prefix: a record cut short or failing its checksum, and
+/// all after it, is a torn tail. Bytes appended after `open` are not read.
+pub struct SegmentReader {
+    r: io::BufReader<File>,
+    buf: Vec<u8>,
+    /// Bytes of the intact records read so far: once `next_record` has
+    /// returned `None`, the length of the valid prefix.
+    pub valid: u64,
+    /// The file's length when it was opened.
+    pub len: u64,
+}
+
+impl SegmentReader {
+    pub fn open(path: &Path) -> io::Result<SegmentReader> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(SegmentReader {
+            r: io::BufReader::with_capacity(1 << 20, file),
+            buf: Vec::new(),
+            valid: 0,
+            len,
+        })
     }
-    (out, pos)
+
+    /// The next intact record's payload, or `None` at the end of the file
+    /// or at a torn tail.
+    pub fn next_record(&mut self) -> io::Result<Option<&[u8]>> {
+        let left = self.len - self.valid;
+        if left < HEADER as u64 {
+            return Ok(None);
+        }
+        let mut head = [0u8; HEADER];
+        if !read_full(&mut self.r, &mut head)? {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len > MAX_RECORD || left - (HEADER as u64) < len as u64 {
+            return Ok(None);
+        }
+        self.buf.resize(len, 0);
+        if !read_full(&mut self.r, &mut self.buf)? || crc32fast::hash(&self.buf) != crc {
+            return Ok(None);
+        }
+        self.valid += (HEADER + len) as u64;
+        Ok(Some(&self.buf))
+    }
+
+    /// Reads to the end of the valid prefix; returns its length.
+    pub fn valid_prefix(mut self) -> io::Result<u64> {
+        while self.next_record()?.is_some() {}
+        Ok(self.valid)
+    }
+}
+
+/// `read_exact`, but `false` when the file ends first.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn encode_batch(batch: &Batch) -> Vec<u8> {
@@ -185,20 +231,8 @@ pub fn replay(
     let mut last = after;
     let mut expected: Option<u64> = None;
     for (i, (_, path)) in segs.iter().enumerate() {
-        let bytes = fs::read(path)?;
-        let (records, valid) = unframe(&bytes);
-        let is_last = i + 1 == segs.len();
-        if valid != bytes.len() {
-            if !is_last {
-                return Err(JournalError::Damaged(path.clone()));
-            }
-            if repair {
-                let f = OpenOptions::new().write(true).open(path)?;
-                f.set_len(valid as u64)?;
-                f.sync_all()?;
-            }
-        }
-        for payload in records {
+        let mut reader = SegmentReader::open(path)?;
+        while let Some(payload) = reader.next_record()? {
             let batch = decode_batch(payload).ok_or_else(|| JournalError::Damaged(path.clone()))?;
             if let Some(exp) = expected {
                 if batch.seq != exp {
@@ -220,6 +254,16 @@ pub fn replay(
                 }
                 last = batch.seq;
                 apply(batch)?;
+            }
+        }
+        if reader.valid != reader.len {
+            if i + 1 != segs.len() {
+                return Err(JournalError::Damaged(path.clone()));
+            }
+            if repair {
+                let f = OpenOptions::new().write(true).open(path)?;
+                f.set_len(reader.valid)?;
+                f.sync_all()?;
             }
         }
     }
@@ -303,13 +347,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads a whole file, for callers that only need bytes.
-pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    File::open(path)?.read_to_end(&mut v)?;
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,15 +412,62 @@ mod tests {
         assert_eq!(replayed(dir.path(), 0), vec![batch(1), batch(2)]);
     }
 
+    /// The records a segment reader returns, and its valid prefix.
+    fn read_segment(path: &Path) -> (Vec<Vec<u8>>, u64) {
+        let mut r = SegmentReader::open(path).unwrap();
+        let mut records = Vec::new();
+        while let Some(p) = r.next_record().unwrap() {
+            records.push(p.to_vec());
+        }
+        (records, r.valid)
+    }
+
     #[test]
-    fn a_flipped_bit_ends_the_valid_prefix() {
+    fn a_flipped_bit_or_a_cut_anywhere_ends_the_valid_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.log");
         let mut buf = Vec::new();
         frame(b"hello", &mut buf);
         frame(b"world", &mut buf);
-        let n = buf.len();
-        buf[n - 1] ^= 1;
-        let (records, valid) = unframe(&buf);
-        assert_eq!(records, vec![&b"hello"[..]]);
-        assert_eq!(valid, 13);
+        fs::write(&path, &buf).unwrap();
+        assert_eq!(
+            read_segment(&path),
+            (vec![b"hello".to_vec(), b"world".to_vec()], 26)
+        );
+        let mut flipped = buf.clone();
+        flipped[25] ^= 1;
+        fs::write(&path, &flipped).unwrap();
+        assert_eq!(read_segment(&path), (vec![b"hello".to_vec()], 13));
+        // Cut inside the first record's header, its payload, the second's
+        // header, its payload.
+        for (cut, whole) in [(5, 0), (12, 0), (13, 1), (17, 1), (25, 1)] {
+            fs::write(&path, &buf[..cut]).unwrap();
+            let (records, valid) = read_segment(&path);
+            assert_eq!(records.len(), whole, "cut at {cut}");
+            assert_eq!(valid, 13 * whole as u64, "cut at {cut}");
+        }
+        // A length no record may have.
+        fs::write(&path, [0xff; 16]).unwrap();
+        assert_eq!(read_segment(&path), (vec![], 0));
+    }
+
+    /// A backup reads the live tail segment while the writer appends: the
+    /// reader sees the file as it was when opened, never a record appended
+    /// after (or half of one).
+    #[test]
+    fn a_segment_reader_stops_at_the_length_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), 1).unwrap();
+        j.append(&batch(1)).unwrap();
+        let path = segment_path(dir.path(), 1);
+        let mut r = SegmentReader::open(&path).unwrap();
+        j.append(&batch(2)).unwrap();
+        assert!(r.next_record().unwrap().is_some());
+        assert!(r.next_record().unwrap().is_none());
+        assert_eq!(r.valid, r.len);
+        assert_eq!(
+            SegmentReader::open(&path).unwrap().valid_prefix().unwrap(),
+            fs::metadata(&path).unwrap().len()
+        );
     }
 }

@@ -102,13 +102,17 @@ pub(crate) fn journal_end(jdir: &Path) -> Result<Option<u64>, OpenError> {
     let Some((first, path)) = segs.last() else {
         return Ok(None);
     };
-    let bytes = fs::read(path).map_err(|e| err("reading journal", e))?;
-    let (records, _) = journal::unframe(&bytes);
-    let last = records
-        .last()
-        .and_then(|p| p.get(..8))
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes);
+    let mut reader = journal::SegmentReader::open(path).map_err(|e| err("reading journal", e))?;
+    let mut last = None;
+    while let Some(payload) = reader
+        .next_record()
+        .map_err(|e| err("reading journal", e))?
+    {
+        last = payload
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes);
+    }
     Ok(Some(last.unwrap_or(first.saturating_sub(1))))
 }
 
