@@ -595,13 +595,16 @@ impl<'a> Tx<'a> {
     /// orders: every pending order has an expiry entry, so the expiry index
     /// names them all without reading the other orders.
     fn count_holds(&self) -> Result<HoldCounts> {
+        let started = std::time::Instant::now();
         let mut counted: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut pending = 0u64;
         for (key, _) in self.scan(Tree::Expiry, &[], usize::MAX)? {
             let Some(order_no) = tree::time_key_order_no(&key) else {
                 continue;
             };
             if let Some(o) = self.order(order_no)? {
                 if o.status == OrderStatus::Pending {
+                    pending += 1;
                     for k in order_hold_keys(&o) {
                         *counted.entry(k).or_default() += 1;
                     }
@@ -613,6 +616,11 @@ impl<'a> Tx<'a> {
         for (k, delta) in &self.cmd_holds {
             *counted.entry(k.clone()).or_default() -= delta;
         }
+        tracing::info!(
+            pending_orders = pending,
+            millis = started.elapsed().as_millis() as u64,
+            "hold counts counted from the pending orders"
+        );
         Ok(counted
             .into_iter()
             .filter(|&(_, n)| n > 0)
