@@ -65,12 +65,13 @@ pub fn load_crypto(cfg: &Config) -> Result<(Crypto, bool), StartError> {
     Crypto::load_or_create(&cfg.storage.key_file).map_err(|e| StartError(e.to_string()))
 }
 
-/// Opens the store and runs start-up recovery: the invariant check (after a
-/// crash rebuild, or always with `storage.check_on_start`), and the re-drive
+/// Opens the store and runs start-up recovery: the invariant check (after an
+/// unclean stop, or always with `storage.check_on_start`), and the re-drive
 /// of paid-but-undelivered orders.
 pub fn open_store(cfg: &Config) -> Result<Store, StartError> {
     let store = Store::open(&store_options(cfg)).map_err(|e| StartError(e.to_string()))?;
-    if !(store.was_rebuilt() || cfg.storage.check_on_start) {
+    let clean = store.recovery() == crate::store::recovery::Recovery::Clean;
+    if clean && !cfg.storage.check_on_start {
         // After a clean stop sled is exactly what the last transactions left,
         // and they keep the invariants; reading every record would cost ~14 s
         // at 1M keys + 1M orders. `faka check` does it on demand.
@@ -89,7 +90,7 @@ pub fn open_store(cfg: &Config) -> Result<Store, StartError> {
             products = report.products,
             keys = report.keys,
             orders = report.orders,
-            rebuilt = store.was_rebuilt(),
+            recovery = ?store.recovery(),
             "store opened and checked"
         );
     } else {

@@ -148,6 +148,35 @@ pub struct Order {
     pub events: Vec<OrderEvent>,
 }
 
+#[cfg(test)]
+impl Order {
+    /// A pending order for `email` from `ip`, expiring at `expires_at_ms`.
+    pub(crate) fn pending_for_test(no: &str, email: &str, ip: &str, expires_at_ms: i64) -> Order {
+        Order {
+            order_no: no.into(),
+            seq: 0,
+            product_id: "p".into(),
+            quantity: 1,
+            amount: 1,
+            email: email.into(),
+            gateway: "manual".into(),
+            token_hash: [0; 32],
+            query_password_hash: None,
+            status: OrderStatus::Pending,
+            created_at_ms: 0,
+            expires_at_ms,
+            paid_at_ms: None,
+            delivered_at_ms: None,
+            refunded_at_ms: None,
+            key_ids: Vec::new(),
+            paid_gateway: None,
+            trade_no: None,
+            client_ip: Some(ip.into()),
+            events: Vec::new(),
+        }
+    }
+}
+
 impl Order {
     pub fn record(&mut self, at_ms: i64, kind: EventKind) -> &mut OrderEvent {
         self.events.push(OrderEvent {

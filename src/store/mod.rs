@@ -73,7 +73,7 @@ struct Inner {
     files: Arc<Mutex<()>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     closing: AtomicBool,
-    rebuilt: bool,
+    recovery: recovery::Recovery,
     min_free_bytes: u64,
     /// Lowest outbox seq re-queued since the dispatcher last looked.
     outbox_hint: std::sync::atomic::AtomicU64,
@@ -145,7 +145,7 @@ impl Store {
                 files,
                 writer: Mutex::new(Some(handle)),
                 closing: AtomicBool::new(false),
-                rebuilt: opened.rebuilt,
+                recovery: opened.recovery,
                 min_free_bytes: opts.min_free_bytes,
                 outbox_hint: std::sync::atomic::AtomicU64::new(u64::MAX),
                 commit_hooks,
@@ -160,7 +160,12 @@ impl Store {
 
     /// Whether this start rebuilt sled from snapshot + journal.
     pub fn was_rebuilt(&self) -> bool {
-        self.inner.rebuilt
+        self.inner.recovery == recovery::Recovery::Rebuilt
+    }
+
+    /// How this start got its sled view.
+    pub fn recovery(&self) -> recovery::Recovery {
+        self.inner.recovery
     }
 
     /// Changes whenever a committed batch changed a product; see

@@ -1,12 +1,16 @@
 //! Opening a data directory: lock it, decide whether sled can be trusted, and
 //! rebuild it from snapshot + journal when it cannot.
 //!
-//! sled is trusted only after a clean shutdown: the `CLEAN` marker names the
-//! last applied batch, and sled and the journal must both agree with it. After
-//! a kill -9, a power cut, or when the directory is a copy taken while faka
-//! was running, sled's files may be stale or torn, so the view is rebuilt:
-//! the newest snapshot that verifies end to end is loaded, then every journal
-//! batch after its base is replayed. A torn journal tail is cut off first.
+//! sled is trusted as it is only after a clean shutdown: the `CLEAN` marker
+//! names the last applied batch, and sled and the journal must both agree
+//! with it. After a kill -9 or a power cut, sled is *resumed* when the
+//! `SLED_SYNCED` marker names a batch sled was flushed after and the very
+//! sled files it was written for: the journal after that batch is replayed
+//! over it (see [`resume`]). Otherwise — no marker, a copy of the directory
+//! taken while faka was running (other files), or anything that does not
+//! add up — the view is rebuilt: the newest snapshot that verifies end to
+//! end is loaded, then every journal batch after its base is replayed. A
+//! torn journal tail is cut off first.
 
 use super::journal;
 use super::snapshot;
@@ -30,8 +34,20 @@ pub(crate) struct Opened {
     pub trees: Arc<Trees>,
     pub seq: u64,
     pub counters: Counters,
-    pub rebuilt: bool,
+    pub recovery: Recovery,
     pub lock: File,
+}
+
+/// How a start got its sled view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// After a clean shutdown: sled as it was left.
+    Clean,
+    /// After an unclean stop: sled as it was flushed after batch `synced`,
+    /// with the journal's batches after it replayed over it.
+    Resumed { synced: u64, replayed: u64 },
+    /// sled rebuilt from the newest snapshot and the journal after it.
+    Rebuilt,
 }
 
 pub fn sled_dir(data_dir: &Path) -> PathBuf {
@@ -47,11 +63,57 @@ fn marker_path(data_dir: &Path) -> PathBuf {
 }
 
 pub(crate) fn write_clean_marker(data_dir: &Path, seq: u64) -> io::Result<()> {
-    let tmp = data_dir.join("CLEAN.tmp");
-    fs::write(&tmp, seq.to_string())?;
+    write_marker(data_dir, "CLEAN", &seq.to_string())
+}
+
+/// Replaces the marker file `name` with `text`, durably.
+fn write_marker(data_dir: &Path, name: &str, text: &str) -> io::Result<()> {
+    let tmp = data_dir.join(format!("{name}.tmp"));
+    fs::write(&tmp, text)?;
     File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, marker_path(data_dir))?;
+    fs::rename(&tmp, data_dir.join(name))?;
     journal::sync_dir(data_dir)
+}
+
+const SYNCED: &str = "SLED_SYNCED";
+
+/// Which sled files a `SLED_SYNCED` marker was written for: the device,
+/// inode and change time of sled's `conf`, which sled writes once when it
+/// creates its files. A copy of the directory (`cp -a` keeps contents and
+/// times, never the inode or the change time) names other files, and a
+/// live copy of sled's files is not a state sled ever was in.
+fn sled_identity(sled: &Path) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(sled.join("conf"))?;
+    Ok(format!(
+        "{}:{}:{}.{:09}",
+        m.dev(),
+        m.ino(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
+/// Records that sled holds every batch up to `seq` durably: call only after
+/// those batches were applied and sled was flushed.
+pub(crate) fn write_synced_marker(data_dir: &Path, seq: u64) -> io::Result<()> {
+    let id = sled_identity(&sled_dir(data_dir))?;
+    write_marker(data_dir, SYNCED, &format!("{seq} {id}"))
+}
+
+/// The batch a `SLED_SYNCED` marker names, if it was written for the sled
+/// files now in the directory.
+fn synced_batch(data_dir: &Path) -> Option<u64> {
+    let text = fs::read_to_string(data_dir.join(SYNCED)).ok()?;
+    let (seq, id) = text.trim().split_once(' ')?;
+    let current = sled_identity(&sled_dir(data_dir)).ok()?;
+    if id != current {
+        tracing::warn!(
+            "sled's files are not the ones last flushed here (a copy?); not resuming them"
+        );
+        return None;
+    }
+    seq.parse().ok()
 }
 
 /// Takes an exclusive lock on the data directory for this process's lifetime.
@@ -188,11 +250,14 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
                 }
                 let (seq, counters) = read_meta(&trees)?;
                 if seq == clean && end.is_none_or(|e| e == clean) {
+                    // sled was flushed at the clean stop: it holds `seq`.
+                    write_synced_marker(data_dir, seq)
+                        .map_err(|e| err("writing SLED_SYNCED marker", e))?;
                     return Ok(Opened {
                         trees: Arc::new(trees),
                         seq,
                         counters,
-                        rebuilt: false,
+                        recovery: Recovery::Clean,
                         lock,
                     });
                 }
@@ -202,9 +267,99 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
             Err(e) => tracing::warn!(error = %e, "sled did not open; rebuilding"),
         }
     } else if sled.exists() {
-        tracing::warn!("last shutdown was not clean (or this is a copy); rebuilding the store from snapshot + journal");
+        tracing::warn!("last shutdown was not clean (or this is a copy)");
+        // sled's own recovery runs here; if it panics, rebuild instead.
+        let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            resume(data_dir, cache_bytes, end)
+        }))
+        .unwrap_or_else(|_| Err(OpenError("sled panicked while opening".into())));
+        match resumed {
+            Ok(Some(opened)) => {
+                return Ok(Opened {
+                    trees: opened.0,
+                    seq: opened.1,
+                    counters: opened.2,
+                    recovery: opened.3,
+                    lock,
+                })
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "sled cannot be resumed"),
+        }
     }
+    tracing::warn!("rebuilding the store from snapshot + journal");
     rebuild(data_dir, cache_bytes, lock)
+}
+
+/// A resumed sled view: trees, applied seq, counters, how.
+type Resumed = (Arc<Trees>, u64, Counters, Recovery);
+
+/// After an unclean stop, sled holds every batch up to the one the
+/// `SLED_SYNCED` marker names (it was flushed after they were applied) and
+/// some unknown part of the rows written after it: whatever of its log
+/// reached the disk. Every row written after the marker is in the journal's
+/// batches after it, as a whole value (or a delete); replaying them in order
+/// puts each such row to its final value whatever sled kept of it, and rows
+/// not written since are as the flush left them. The result is the journal's
+/// state, as a rebuild would make it, after replaying seconds of batches
+/// instead of loading the whole store. `None` when there is no marker for
+/// these sled files; an error when anything does not add up (the caller
+/// then rebuilds).
+fn resume(
+    data_dir: &Path,
+    cache_bytes: u64,
+    end: Option<u64>,
+) -> Result<Option<Resumed>, OpenError> {
+    let Some(synced) = synced_batch(data_dir) else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    if end.is_some_and(|e| e < synced) {
+        return Err(OpenError(format!(
+            "the journal ends at batch {end:?}, before batch {synced} sled was flushed after"
+        )));
+    }
+    let trees =
+        Trees::open(&sled_dir(data_dir), cache_bytes).map_err(|e| err("opening sled", e))?;
+    let (at, _) = read_meta(&trees)?;
+    if at < synced {
+        return Err(OpenError(format!(
+            "sled holds batch {at}, not batch {synced} it was flushed after"
+        )));
+    }
+    let mut applier = Applier {
+        trees: &trees,
+        window: BTreeMap::new(),
+        window_bytes: 0,
+        window_limit: REBUILD_WINDOW_BYTES,
+    };
+    let mut replayed = 0u64;
+    let last = journal::replay(&journal_dir(data_dir), synced, true, |b| {
+        replayed += 1;
+        applier.apply(b.writes)
+    })
+    .map_err(|e| err("replaying journal", e))?;
+    applier.drain().map_err(|e| err("replaying journal", e))?;
+    trees
+        .get(Tree::Meta)
+        .insert(tree::META_APPLIED_SEQ, &tree::u64_key(last))
+        .map_err(|e| err("writing meta", e))?;
+    trees.db.flush().map_err(|e| err("flushing sled", e))?;
+    write_synced_marker(data_dir, last).map_err(|e| err("writing SLED_SYNCED marker", e))?;
+    let (seq, counters) = read_meta(&trees)?;
+    tracing::info!(
+        synced,
+        replayed_batches = replayed,
+        applied_seq = seq,
+        millis = started.elapsed().as_millis() as u64,
+        "store resumed from sled + journal"
+    );
+    Ok(Some((
+        Arc::new(trees),
+        seq,
+        counters,
+        Recovery::Resumed { synced, replayed },
+    )))
 }
 
 /// Why a data directory of the layout before key blocks is refused.
@@ -263,6 +418,10 @@ impl Applier<'_> {
 fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, OpenError> {
     let started = std::time::Instant::now();
     let sled = sled_dir(data_dir);
+    // The marker belongs to the sled about to be removed.
+    if data_dir.join(SYNCED).exists() {
+        fs::remove_file(data_dir.join(SYNCED)).map_err(|e| err("removing SLED_SYNCED", e))?;
+    }
     if sled.exists() {
         fs::remove_dir_all(&sled).map_err(|e| err("removing stale sled directory", e))?;
     }
@@ -314,6 +473,7 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
         .db
         .flush()
         .map_err(|e| err("flushing rebuilt store", e))?;
+    write_synced_marker(data_dir, last).map_err(|e| err("writing SLED_SYNCED marker", e))?;
     let (seq, counters) = read_meta(&trees)?;
     tracing::info!(
         snapshot_base = base,
@@ -326,7 +486,7 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
         trees: Arc::new(trees),
         seq,
         counters,
-        rebuilt: true,
+        recovery: Recovery::Rebuilt,
         lock,
     })
 }
@@ -346,6 +506,131 @@ mod tests {
             }
         }
         all
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+
+    /// One batch: order `i` placed (and its expiry scheduled), order `i-1`
+    /// delivered (its expiry row deleted), a key imported.
+    fn step(store: &super::super::Store, i: u64) {
+        use crate::domain::model::Order;
+        use crate::domain::order::OrderStatus;
+        store
+            .write_blocking(move |tx| {
+                let o = Order::pending_for_test(
+                    &format!("O{i}"),
+                    "b@x.com",
+                    "10.0.0.1",
+                    1000 + i as i64,
+                );
+                tx.insert_order(&o);
+                tx.schedule_expiry(&o);
+                if let Some(mut prev) = tx.order(&format!("O{}", i.wrapping_sub(1)))? {
+                    tx.unschedule_expiry(&prev);
+                    prev.status = OrderStatus::Delivered;
+                    tx.put_order(&prev);
+                }
+                tx.insert_available_keys("p", vec![(format!("k{i}").into_bytes(), [i as u8; 16])]);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// After an unclean stop sled is resumed from its last flush: whether it
+    /// kept every row written after the flush or none of them, replaying the
+    /// journal after the flushed batch gives exactly the state a rebuild
+    /// gives. sled files that are not the ones flushed (a copy of the data
+    /// directory), and a marker the journal does not reach, are rebuilt.
+    #[test]
+    fn an_unclean_stop_resumes_sled_from_its_last_flush_to_the_journal_state() {
+        use super::super::{Store, StoreOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path());
+        opts.min_free_bytes = 0;
+        let store = Store::open(&opts).unwrap();
+        for i in 0..20 {
+            step(&store, i);
+        }
+        // What the committer's periodic sync does, and sled's files as the
+        // flush left them.
+        store.trees().db.flush().unwrap();
+        let synced = store
+            .stats()
+            .applied_seq
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let at_flush = tempfile::tempdir().unwrap();
+        copy_dir(&sled_dir(dir.path()), at_flush.path());
+        for i in 20..40 {
+            step(&store, i);
+        }
+        let end = store
+            .stats()
+            .applied_seq
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let want = contents(store.trees());
+        assert!(end > synced);
+        store.close();
+        drop(store);
+        let crash = |marker: u64| {
+            fs::remove_file(dir.path().join("CLEAN")).unwrap();
+            write_synced_marker(dir.path(), marker).unwrap();
+        };
+        let reopened = |expect: Recovery| {
+            let store = Store::open(&opts).unwrap();
+            assert_eq!(store.recovery(), expect);
+            assert_eq!(contents(store.trees()), want, "{expect:?}");
+            store.close();
+        };
+        let resumed = Recovery::Resumed {
+            synced,
+            replayed: end - synced,
+        };
+        // sled kept everything written after the flush.
+        crash(synced);
+        reopened(resumed);
+        // sled kept a part of it: the last batch's applied seq, but not
+        // orders and keys written after the flush.
+        {
+            let trees = Trees::open(&sled_dir(dir.path()), 1 << 20).unwrap();
+            for no in ["O25", "O38", "O39"] {
+                trees.get(Tree::Orders).remove(no).unwrap();
+            }
+            let last_block = trees.get(Tree::KeyBlocks).last().unwrap().unwrap().0;
+            trees.get(Tree::KeyBlocks).remove(last_block).unwrap();
+            trees.db.flush().unwrap();
+        }
+        crash(synced);
+        reopened(resumed);
+        // sled kept nothing written after the flush.
+        fs::remove_dir_all(sled_dir(dir.path())).unwrap();
+        copy_dir(at_flush.path(), &sled_dir(dir.path()));
+        crash(synced);
+        reopened(resumed);
+        // A marker past the journal's end.
+        crash(end + 5);
+        reopened(Recovery::Rebuilt);
+        // A copy of the data directory: its sled files are not the ones the
+        // marker was written for.
+        crash(synced);
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let mut copy_opts = StoreOptions::new(copy.path());
+        copy_opts.min_free_bytes = 0;
+        let store = Store::open(&copy_opts).unwrap();
+        assert_eq!(store.recovery(), Recovery::Rebuilt);
+        assert_eq!(contents(store.trees()), want);
+        store.close();
     }
 
     /// Counters stored before they counted outbox events still open: the

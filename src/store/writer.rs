@@ -146,6 +146,52 @@ struct Committer {
     in_flight: InFlight,
     failed_epoch: Arc<AtomicU64>,
     ready: crossbeam_channel::Sender<()>,
+    sled_sync: SledSync,
+}
+
+/// How often sled is flushed and the batch it then holds recorded
+/// (`SLED_SYNCED`): a start after a crash replays the journal from there
+/// (`recovery::resume`) instead of rebuilding sled from the snapshot.
+const SLED_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The committer's periodic sled flush, on a thread of its own: the flush
+/// writes out and fsyncs sled's log, which commits need not wait for.
+struct SledSync {
+    data_dir: std::path::PathBuf,
+    last: Instant,
+    running: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SledSync {
+    /// Call after batch `seq` (and every batch before it) is in sled.
+    fn maybe_start(&mut self, seq: u64, trees: &Arc<Trees>) {
+        if self.last.elapsed() < SLED_SYNC_EVERY
+            || self.running.as_ref().is_some_and(|h| !h.is_finished())
+        {
+            return;
+        }
+        self.last = Instant::now();
+        let (dir, trees) = (self.data_dir.clone(), trees.clone());
+        self.running = std::thread::Builder::new()
+            .name("faka-sled-sync".into())
+            .spawn(move || {
+                let synced = trees
+                    .db
+                    .flush()
+                    .map_err(std::io::Error::other)
+                    .and_then(|_| super::recovery::write_synced_marker(&dir, seq));
+                if let Err(e) = synced {
+                    tracing::warn!(error = %e, "sled flush failed; a start after a crash replays from an earlier batch, or rebuilds");
+                }
+            })
+            .ok();
+    }
+
+    fn wait(&mut self) {
+        if let Some(h) = self.running.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Free bytes for unprivileged writers on the file system holding `path`.
@@ -242,6 +288,7 @@ impl Writer {
         let failed_epoch = Arc::new(AtomicU64::new(u64::MAX));
         let (to_commit, stages) = crossbeam_channel::bounded(1);
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
+        let data_dir = self.snapshots.data_dir.clone();
         let committer = Committer {
             trees: self.trees.clone(),
             journal: self.journal,
@@ -254,6 +301,11 @@ impl Writer {
             in_flight: in_flight.clone(),
             failed_epoch: failed_epoch.clone(),
             ready: ready_tx,
+            sled_sync: SledSync {
+                data_dir,
+                last: Instant::now(),
+                running: None,
+            },
         };
         let handle = match std::thread::Builder::new()
             .name("faka-commit".into())
@@ -503,6 +555,7 @@ impl Committer {
     }
 
     fn close(&mut self) {
+        self.sled_sync.wait();
         let poisoned = self.stats.poisoned.load(Ordering::SeqCst);
         if let Err(e) = self.trees.db.flush() {
             tracing::error!(error = %e, "sled flush at shutdown failed; next start rebuilds from the journal");
@@ -564,6 +617,9 @@ impl Committer {
         }
         self.snapshots
             .maybe_start(&mut self.journal, self.durable_seq, &self.trees);
+        if !self.stats.poisoned.load(Ordering::SeqCst) {
+            self.sled_sync.maybe_start(self.durable_seq, &self.trees);
+        }
     }
 
     /// Journal + fdatasync, then sled. Errors mean nothing was made durable.
@@ -898,32 +954,6 @@ mod tests {
         store.close();
     }
 
-    /// A pending order for `email` from `ip`, expiring at `expires_at_ms`.
-    fn pending_order(no: &str, email: &str, ip: &str, expires_at_ms: i64) -> Order {
-        Order {
-            order_no: no.into(),
-            seq: 0,
-            product_id: "p".into(),
-            quantity: 1,
-            amount: 1,
-            email: email.into(),
-            gateway: "manual".into(),
-            token_hash: [0; 32],
-            query_password_hash: None,
-            status: OrderStatus::Pending,
-            created_at_ms: 0,
-            expires_at_ms,
-            paid_at_ms: None,
-            delivered_at_ms: None,
-            refunded_at_ms: None,
-            key_ids: Vec::new(),
-            paid_gateway: None,
-            trade_no: None,
-            client_ip: Some(ip.into()),
-            events: Vec::new(),
-        }
-    }
-
     fn holds(store: &Store, kind: &'static str, who: &'static str) -> u64 {
         store
             .write_blocking(move |tx| tx.pending_holds(kind, who))
@@ -958,9 +988,21 @@ mod tests {
     fn hold_counts_follow_the_pending_orders_without_being_stored() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, opts) = one_job_per_batch(dir.path());
-        place(&store, pending_order("A", "Buyer@x.com", "10.0.0.1", 5)).unwrap();
-        place(&store, pending_order("B", "buyer@X.com", "10.0.0.2", 6)).unwrap();
-        place(&store, pending_order("C", "other@x.com", "10.0.0.1", 7)).unwrap();
+        place(
+            &store,
+            Order::pending_for_test("A", "Buyer@x.com", "10.0.0.1", 5),
+        )
+        .unwrap();
+        place(
+            &store,
+            Order::pending_for_test("B", "buyer@X.com", "10.0.0.2", 6),
+        )
+        .unwrap();
+        place(
+            &store,
+            Order::pending_for_test("C", "other@x.com", "10.0.0.1", 7),
+        )
+        .unwrap();
         assert_eq!(holds(&store, "email", "BUYER@x.com"), 2);
         assert_eq!(holds(&store, "ip", "10.0.0.1"), 2);
         settle(&store, "A", OrderStatus::Delivered);
@@ -969,7 +1011,7 @@ mod tests {
         // A command that places an order, sees it counted, then fails.
         let place_and_fail = |store: &Store| {
             let failed = store.write_blocking(|tx| {
-                let o = pending_order("D", "buyer@x.com", "10.0.0.1", 8);
+                let o = Order::pending_for_test("D", "buyer@x.com", "10.0.0.1", 8);
                 tx.insert_order(&o);
                 tx.schedule_expiry(&o);
                 assert_eq!(tx.pending_holds("email", "buyer@x.com")?, 2);
@@ -985,7 +1027,7 @@ mod tests {
             .into_iter()
             .map(|no| {
                 let (t, r) = mpsc::channel();
-                let o = pending_order(no, "buyer@x.com", "10.0.0.9", 9);
+                let o = Order::pending_for_test(no, "buyer@x.com", "10.0.0.9", 9);
                 store
                     .send(Store::job(
                         move |tx| {

@@ -18,6 +18,9 @@ use std::time::Duration;
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// How the start opened the store, from its log: "clean", "resumed"
+    /// (sled + the journal after its last flush) or "rebuilt".
+    pub recovery: &'static str,
 }
 
 impl Drop for Server {
@@ -42,21 +45,29 @@ pub fn start_binary(config: &Path) -> Server {
     let mut server = Server {
         child,
         base: String::new(),
+        recovery: "clean",
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut recovery = "clean";
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "faka is serving" {
-                    let _ = tx.send(v["port"].as_u64().unwrap_or(0));
+                match v["message"].as_str() {
+                    Some("store resumed from sled + journal") => recovery = "resumed",
+                    Some("store rebuilt from snapshot + journal") => recovery = "rebuilt",
+                    Some("faka is serving") => {
+                        let _ = tx.send((v["port"].as_u64().unwrap_or(0), recovery));
+                    }
+                    _ => {}
                 }
             }
         }
     });
-    let port = rx
+    let (port, recovery) = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("faka started serving");
     server.base = format!("http://127.0.0.1:{port}");
+    server.recovery = recovery;
     server
 }
 
@@ -227,6 +238,9 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
             b.join().unwrap();
         }
         server = start_binary(&config);
+        // sled is resumed from its last flush (at the latest, the previous
+        // start's), not rebuilt from the snapshot.
+        assert_eq!(server.recovery, "resumed", "cycle {cycle}");
         let snapshot = acked.lock().unwrap().clone();
         eprintln!(
             "crash cycle {cycle}: {} payments acknowledged so far",

@@ -303,7 +303,11 @@ fn sigterm_drains_in_flight_writes_and_exits_cleanly() {
     );
     let store =
         faka::store::Store::open(&faka::store::StoreOptions::new(dir.path().join("data"))).unwrap();
-    assert!(!store.was_rebuilt(), "a clean stop needs no rebuild");
+    assert_eq!(
+        store.recovery(),
+        faka::store::recovery::Recovery::Clean,
+        "a clean stop needs no recovery"
+    );
     for no in &acked {
         assert!(
             store.order(no).unwrap().is_some(),
@@ -342,7 +346,7 @@ fn an_order_left_paid_is_delivered_by_the_next_start_after_a_clean_stop() {
     assert!(dir.path().join("data/CLEAN").exists());
 
     let app = start(dir, &text);
-    assert!(!app.store.was_rebuilt());
+    assert_eq!(app.store.recovery(), faka::store::recovery::Recovery::Clean);
     let o = app.admin_order(&no);
     assert_eq!(o["status"], "delivered", "{o}");
     let token = order["token"].as_str().unwrap();
