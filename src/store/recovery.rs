@@ -286,8 +286,8 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "sled cannot be resumed"),
         }
+        tracing::warn!("rebuilding the store from snapshot + journal");
     }
-    tracing::warn!("rebuilding the store from snapshot + journal");
     rebuild(data_dir, cache_bytes, lock)
 }
 

@@ -21,6 +21,8 @@ pub struct Server {
     /// How the start opened the store, from its log: "clean", "resumed"
     /// (sled + the journal after its last flush) or "rebuilt".
     pub recovery: &'static str,
+    /// Whether the start ran the invariant check before serving.
+    pub checked: bool,
 }
 
 impl Drop for Server {
@@ -46,28 +48,31 @@ pub fn start_binary(config: &Path) -> Server {
         child,
         base: String::new(),
         recovery: "clean",
+        checked: false,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut recovery = "clean";
+        let (mut recovery, mut checked) = ("clean", false);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 match v["message"].as_str() {
                     Some("store resumed from sled + journal") => recovery = "resumed",
                     Some("store rebuilt from snapshot + journal") => recovery = "rebuilt",
+                    Some("store opened and checked") => checked = true,
                     Some("faka is serving") => {
-                        let _ = tx.send((v["port"].as_u64().unwrap_or(0), recovery));
+                        let _ = tx.send((v["port"].as_u64().unwrap_or(0), recovery, checked));
                     }
                     _ => {}
                 }
             }
         }
     });
-    let (port, recovery) = rx
+    let (port, recovery, checked) = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("faka started serving");
     server.base = format!("http://127.0.0.1:{port}");
     server.recovery = recovery;
+    server.checked = checked;
     server
 }
 
@@ -237,10 +242,21 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
         for b in buyers {
             b.join().unwrap();
         }
+        // The last restart skips the invariant check, as configured.
+        let last = cycle == 4;
+        if last {
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(
+                &config,
+                text.replace("[storage]\n", "[storage]\ncheck_after_crash = false\n"),
+            )
+            .unwrap();
+        }
         server = start_binary(&config);
         // sled is resumed from its last flush (at the latest, the previous
-        // start's), not rebuilt from the snapshot.
+        // start's), not rebuilt from the snapshot; then checked.
         assert_eq!(server.recovery, "resumed", "cycle {cycle}");
+        assert_eq!(server.checked, !last, "cycle {cycle}");
         let snapshot = acked.lock().unwrap().clone();
         eprintln!(
             "crash cycle {cycle}: {} payments acknowledged so far",
