@@ -2615,7 +2615,7 @@ fn scale_run(cfg: &Settings, rows: &mut Shown) -> Result<()> {
         rows,
     )?;
 
-    progress("scale: kill -9, then start again (rebuild from snapshot + journal)");
+    progress("scale: kill -9, then start again (resume sled + journal, or rebuild)");
     shop.kill9()?;
     let every = (orders.len() / 10_000).max(1);
     let sample: Vec<&(Placed, Vec<String>)> = orders.iter().step_by(every).copied().collect();
@@ -2828,6 +2828,7 @@ fn startup_text(up: Duration, events: &[(Duration, String)]) -> String {
     };
     let mut text = format!("{:.2} s to /healthz 200", up.as_secs_f64());
     let parts: Vec<String> = [
+        ("resumed", "store resumed from sled + journal"),
         ("rebuilt", "store rebuilt from snapshot + journal"),
         ("store checked", "store opened and checked"),
         ("serving", "faka is serving"),
