@@ -71,20 +71,9 @@ fn copy_synced(src: &Path, dst: &Path, len: u64) -> io::Result<ManifestFile> {
     if let Some(p) = dst.parent() {
         fs::create_dir_all(p)?;
     }
-    let mut from = fs::File::open(src)?.take(len);
     let mut to = fs::File::create(dst)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut copied = 0u64;
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n])?;
-        copied += n as u64;
-    }
+    let (copied, sha256) =
+        hash_stream(fs::File::open(src)?.take(len), |chunk| to.write_all(chunk))?;
     if copied != len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -95,13 +84,21 @@ fn copy_synced(src: &Path, dst: &Path, len: u64) -> io::Result<ManifestFile> {
     Ok(ManifestFile {
         path: String::new(),
         bytes: len,
-        sha256: hex::encode(hasher.finalize()),
+        sha256,
     })
 }
 
 /// A file's length and SHA-256, read a buffer at a time.
 fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut from = fs::File::open(path)?;
+    hash_stream(fs::File::open(path)?, |_| Ok(()))
+}
+
+/// Reads `from` to its end 1 MiB at a time, handing each chunk to `sink`;
+/// returns the length read and its SHA-256.
+fn hash_stream(
+    mut from: impl Read,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
@@ -111,6 +108,7 @@ fn hash_file(path: &Path) -> io::Result<(u64, String)> {
             break;
         }
         hasher.update(&buf[..n]);
+        sink(&buf[..n])?;
         len += n as u64;
     }
     Ok((len, hex::encode(hasher.finalize())))

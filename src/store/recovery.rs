@@ -327,24 +327,7 @@ fn resume(
             "sled holds batch {at}, not batch {synced} it was flushed after"
         )));
     }
-    let mut applier = Applier {
-        trees: &trees,
-        window: BTreeMap::new(),
-        window_bytes: 0,
-        window_limit: REBUILD_WINDOW_BYTES,
-    };
-    let mut replayed = 0u64;
-    let last = journal::replay(&journal_dir(data_dir), synced, true, |b| {
-        replayed += 1;
-        applier.apply(b.writes)
-    })
-    .map_err(|e| err("replaying journal", e))?;
-    applier.drain().map_err(|e| err("replaying journal", e))?;
-    trees
-        .get(Tree::Meta)
-        .insert(tree::META_APPLIED_SEQ, &tree::u64_key(last))
-        .map_err(|e| err("writing meta", e))?;
-    trees.db.flush().map_err(|e| err("flushing sled", e))?;
+    let (last, replayed) = Applier::new(&trees).replay_journal(data_dir, synced)?;
     write_synced_marker(data_dir, last).map_err(|e| err("writing SLED_SYNCED marker", e))?;
     let (seq, counters) = read_meta(&trees)?;
     tracing::info!(
@@ -385,7 +368,35 @@ struct Applier<'a> {
     window_limit: u64,
 }
 
-impl Applier<'_> {
+impl<'a> Applier<'a> {
+    fn new(trees: &'a Trees) -> Applier<'a> {
+        Applier {
+            trees,
+            window: BTreeMap::new(),
+            window_bytes: 0,
+            window_limit: REBUILD_WINDOW_BYTES,
+        }
+    }
+
+    /// Replays every journal batch after `after`, copies what is left in
+    /// the window, records the last batch as sled's applied seq and flushes
+    /// sled. Returns the last batch and how many were replayed.
+    fn replay_journal(mut self, data_dir: &Path, after: u64) -> Result<(u64, u64), OpenError> {
+        let mut batches = 0u64;
+        let last = journal::replay(&journal_dir(data_dir), after, true, |b| {
+            batches += 1;
+            self.apply(b.writes)
+        })
+        .map_err(|e| err("replaying journal", e))?;
+        self.drain().map_err(|e| err("replaying journal", e))?;
+        self.trees
+            .get(Tree::Meta)
+            .insert(tree::META_APPLIED_SEQ, &tree::u64_key(last))
+            .map_err(|e| err("writing meta", e))?;
+        self.trees.db.flush().map_err(|e| err("flushing sled", e))?;
+        Ok((last, batches))
+    }
+
     fn apply(&mut self, writes: Vec<journal::Write>) -> io::Result<()> {
         for w in writes {
             // The layout before key blocks put an empty row in `avail` for
@@ -426,12 +437,7 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
         fs::remove_dir_all(&sled).map_err(|e| err("removing stale sled directory", e))?;
     }
     let trees = Trees::open(&sled, cache_bytes).map_err(|e| err("creating sled", e))?;
-    let mut applier = Applier {
-        trees: &trees,
-        window: BTreeMap::new(),
-        window_bytes: 0,
-        window_limit: REBUILD_WINDOW_BYTES,
-    };
+    let mut applier = Applier::new(&trees);
     let mut base = 0;
     let reach = journal_end(&journal_dir(data_dir))?.unwrap_or(0);
     for (_, path) in snapshot::list(data_dir).map_err(|e| err("listing snapshots", e))? {
@@ -457,22 +463,7 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
         base = info.base;
         break;
     }
-    let jdir = journal_dir(data_dir);
-    let mut batches = 0u64;
-    let last = journal::replay(&jdir, base, true, |b| {
-        batches += 1;
-        applier.apply(b.writes)
-    })
-    .map_err(|e| err("replaying journal", e))?;
-    applier.drain().map_err(|e| err("replaying journal", e))?;
-    trees
-        .get(Tree::Meta)
-        .insert(tree::META_APPLIED_SEQ, &tree::u64_key(last))
-        .map_err(|e| err("writing meta", e))?;
-    trees
-        .db
-        .flush()
-        .map_err(|e| err("flushing rebuilt store", e))?;
+    let (last, batches) = applier.replay_journal(data_dir, base)?;
     write_synced_marker(data_dir, last).map_err(|e| err("writing SLED_SYNCED marker", e))?;
     let (seq, counters) = read_meta(&trees)?;
     tracing::info!(
