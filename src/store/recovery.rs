@@ -608,6 +608,11 @@ mod tests {
         copy_dir(at_flush.path(), &sled_dir(dir.path()));
         crash(synced);
         reopened(resumed);
+        // A marker ahead of what sled holds (sled lost flushed batches).
+        fs::remove_dir_all(sled_dir(dir.path())).unwrap();
+        copy_dir(at_flush.path(), &sled_dir(dir.path()));
+        crash(synced + 5);
+        reopened(Recovery::Rebuilt);
         // A marker past the journal's end.
         crash(end + 5);
         reopened(Recovery::Rebuilt);
