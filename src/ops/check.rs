@@ -3,7 +3,8 @@
 //! owner; a held key belongs to a pending order and a sold key to a
 //! delivered (or refunded) one; each product's counts match its keys and add
 //! up (`available + held + sold = imported − deleted`); every order is in a
-//! legal shape for its status.
+//! legal shape for its status, and every pending order's expiry is
+//! scheduled (the sweeper and the hold caps find pending orders there).
 
 use crate::domain::model::KeyState;
 use crate::domain::order::OrderStatus;
@@ -118,6 +119,12 @@ pub fn run(store: &Store) -> Result<Report> {
                 ))
             }
             _ => {}
+        }
+        if o.status == OrderStatus::Pending && !store.expiry_scheduled(&o)? {
+            bad.push(format!(
+                "order {} is pending but its expiry is not scheduled",
+                o.order_no
+            ));
         }
         if o.status.is_paid() && (o.paid_at_ms.is_none() || o.trade_no.is_none()) {
             bad.push(format!(
@@ -350,6 +357,27 @@ mod tests {
             !found.iter().any(|v| v.contains(&format!("key {} ", k + 2))),
             "{found:#?}"
         );
+        // These orders were placed without their expiry; schedule E's.
+        assert!(has(
+            "order E0000000000000005 is pending but its expiry is not scheduled"
+        ));
+        store
+            .write_blocking(|tx| {
+                let e = tx.order("E0000000000000005")?.unwrap();
+                tx.schedule_expiry(&e);
+                Ok(())
+            })
+            .unwrap();
+        let found = run(&store).unwrap().violations;
+        assert!(
+            !found
+                .iter()
+                .any(|v| v.contains("E0000000000000005 is pending")),
+            "{found:#?}"
+        );
+        assert!(found
+            .iter()
+            .any(|v| v.contains("A0000000000000001 is pending")));
         store.close();
     }
 

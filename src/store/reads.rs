@@ -249,6 +249,15 @@ impl Store {
         Ok(KeyPage { keys, next_cursor })
     }
 
+    /// Whether `order`'s expiry is scheduled (every pending order's is:
+    /// the sweeper and the hold caps' count find pending orders there).
+    pub fn expiry_scheduled(&self, order: &Order) -> Result<bool> {
+        self.trees()
+            .get(Tree::Expiry)
+            .contains_key(tree::time_key(order.expires_at_ms, &order.order_no))
+            .map_err(storage)
+    }
+
     /// Pending orders whose hold ran out by `now_ms`, oldest first.
     pub fn due_expiries(&self, now_ms: i64, limit: usize) -> Result<Vec<String>> {
         let upper = tree::u64_key(now_ms.max(0) as u64 + 1);
