@@ -23,6 +23,8 @@ pub struct Server {
     pub recovery: &'static str,
     /// Whether the start ran the invariant check before serving.
     pub checked: bool,
+    /// Whether the start counted the unpaid orders before serving.
+    pub holds_counted: bool,
 }
 
 impl Drop for Server {
@@ -49,30 +51,34 @@ pub fn start_binary(config: &Path) -> Server {
         base: String::new(),
         recovery: "clean",
         checked: false,
+        holds_counted: false,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let (mut recovery, mut checked) = ("clean", false);
+        let (mut recovery, mut checked, mut holds) = ("clean", false, false);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 match v["message"].as_str() {
                     Some("store resumed from sled + journal") => recovery = "resumed",
                     Some("store rebuilt from snapshot + journal") => recovery = "rebuilt",
                     Some("store opened and checked") => checked = true,
+                    Some("hold counts counted from the pending orders") => holds = true,
                     Some("faka is serving") => {
-                        let _ = tx.send((v["port"].as_u64().unwrap_or(0), recovery, checked));
+                        let _ =
+                            tx.send((v["port"].as_u64().unwrap_or(0), recovery, checked, holds));
                     }
                     _ => {}
                 }
             }
         }
     });
-    let (port, recovery, checked) = rx
+    let (port, recovery, checked, holds_counted) = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("faka started serving");
     server.base = format!("http://127.0.0.1:{port}");
     server.recovery = recovery;
     server.checked = checked;
+    server.holds_counted = holds_counted;
     server
 }
 
@@ -279,6 +285,47 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
         "{}",
         String::from_utf8_lossy(&check.stdout)
     );
+}
+
+/// The caps on unpaid orders hold across a kill -9: the restarted shop
+/// counts the unpaid orders again before it serves (not inside the first
+/// buyer's order), and refuses an e-mail that is at its cap.
+#[test]
+fn the_hold_caps_are_counted_again_before_serving_after_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = config_text(
+        dir.path(),
+        "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n",
+    )
+    .replace("max_pending_per_email = 0", "max_pending_per_email = 2");
+    std::fs::write(&config, text).unwrap();
+    let mut server = start_binary(&config);
+    assert!(server.holds_counted, "counted before serving");
+    let keys: Vec<String> = (0..10).map(|i| format!("CAP-{i}")).collect();
+    seed(
+        &server.base,
+        json!({"id": "cap", "name": "Cap", "price": 100}),
+        &keys,
+    );
+    let c = Client::new();
+    let order = |base: &str, email: &str| {
+        c.post(format!("{base}/api/v1/orders"))
+            .json(&json!({"product_id": "cap", "quantity": 1, "email": email, "gateway": "hmac"}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(order(&server.base, "capped@example.com"), 201);
+    assert_eq!(order(&server.base, "Capped@example.com"), 201);
+    server.child.kill().expect("kill -9");
+    let _ = server.child.wait();
+    let server = start_binary(&config);
+    assert_eq!(server.recovery, "resumed");
+    assert!(server.holds_counted, "counted again before serving");
+    assert_eq!(order(&server.base, "CAPPED@example.com"), 429);
+    assert_eq!(order(&server.base, "other@example.com"), 201);
 }
 
 pub fn unsafe_sigterm(child: &Child) {
