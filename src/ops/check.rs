@@ -69,13 +69,13 @@ pub fn run(store: &Store) -> Result<Report> {
     // The maps are sized from the stored counts and hashed with FxHash
     // (keys are faka's own ids, read offline): at 1M orders this pass is
     // most of a crash start's time.
-    let stored_orders: u64 = store
+    let recorded = store
         .stats()
         .orders_by_status
         .lock()
-        .map(|c| c.iter().sum())
+        .map(|c| *c)
         .unwrap_or_default();
-    let capacity = (stored_orders as usize).min(1 << 26);
+    let capacity = (recorded.iter().sum::<u64>() as usize).min(1 << 26);
     let mut owner: FxHashMap<u64, u32> = FxHashMap::default();
     owner.reserve(capacity);
     let mut statuses: FxHashMap<String, (OrderStatus, u32)> = FxHashMap::default();
@@ -158,12 +158,6 @@ pub fn run(store: &Store) -> Result<Report> {
     for (s, _) in statuses.values() {
         by_status[s.index()] += 1;
     }
-    let recorded = store
-        .stats()
-        .orders_by_status
-        .lock()
-        .map(|c| *c)
-        .unwrap_or_default();
     if recorded != by_status {
         bad.push(format!(
             "order counts by status {recorded:?} do not match the orders {by_status:?}"
@@ -283,8 +277,7 @@ mod tests {
     fn keys_and_their_orders_must_name_each_other() {
         use crate::domain::model::{KeyState, Order};
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = StoreOptions::new(dir.path());
-        opts.min_free_bytes = 0;
+        let opts = StoreOptions::for_test(dir.path());
         let store = Store::open(&opts).unwrap();
         let (k, _) = store
             .write_blocking(|tx| {
@@ -386,8 +379,7 @@ mod tests {
     #[test]
     fn keys_and_the_available_index_must_agree_key_by_key() {
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = StoreOptions::new(dir.path());
-        opts.min_free_bytes = 0;
+        let opts = StoreOptions::for_test(dir.path());
         let store = Store::open(&opts).unwrap();
         let (first, last) = store
             .write_blocking(|tx| {

@@ -50,6 +50,15 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
+    /// Options for a unit test's store: any free space will do.
+    #[cfg(test)]
+    pub(crate) fn for_test(data_dir: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            min_free_bytes: 0,
+            ..StoreOptions::new(data_dir)
+        }
+    }
+
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StoreOptions {
             data_dir: data_dir.into(),
@@ -95,7 +104,7 @@ impl Store {
         let jdir = recovery::journal_dir(&opts.data_dir);
         let mut journal = journal::Journal::open(&jdir, opened.seq + 1)
             .map_err(|e| OpenError(format!("opening journal: {e}")))?;
-        if recovery::journal_end(&jdir)?.is_some_and(|end| end != opened.seq) {
+        if opened.journal_end.is_some_and(|end| end != opened.seq) {
             // The newest segment does not end where the store is: start a
             // fresh one so the next batch never follows a gap.
             journal

@@ -35,6 +35,9 @@ pub(crate) struct Opened {
     pub seq: u64,
     pub counters: Counters,
     pub recovery: Recovery,
+    /// The journal's last batch as the store was opened (`journal_end`),
+    /// so the caller need not read the newest segment again.
+    pub journal_end: Option<u64>,
     pub lock: File,
 }
 
@@ -258,6 +261,7 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
                         seq,
                         counters,
                         recovery: Recovery::Clean,
+                        journal_end: end,
                         lock,
                     });
                 }
@@ -280,6 +284,7 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
                     seq: opened.1,
                     counters: opened.2,
                     recovery: opened.3,
+                    journal_end: journal_end(&jdir)?,
                     lock,
                 })
             }
@@ -478,6 +483,7 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
         seq,
         counters,
         recovery: Recovery::Rebuilt,
+        journal_end: journal_end(&journal_dir(data_dir))?,
         lock,
     })
 }
@@ -547,8 +553,7 @@ mod tests {
     fn an_unclean_stop_resumes_sled_from_its_last_flush_to_the_journal_state() {
         use super::super::{Store, StoreOptions};
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = StoreOptions::new(dir.path());
-        opts.min_free_bytes = 0;
+        let opts = StoreOptions::for_test(dir.path());
         let store = Store::open(&opts).unwrap();
         for i in 0..20 {
             step(&store, i);
@@ -621,8 +626,7 @@ mod tests {
         crash(synced);
         let copy = tempfile::tempdir().unwrap();
         copy_dir(dir.path(), copy.path());
-        let mut copy_opts = StoreOptions::new(copy.path());
-        copy_opts.min_free_bytes = 0;
+        let copy_opts = StoreOptions::for_test(copy.path());
         let store = Store::open(&copy_opts).unwrap();
         assert_eq!(store.recovery(), Recovery::Rebuilt);
         assert_eq!(contents(store.trees()), want);

@@ -749,9 +749,8 @@ mod tests {
 
     /// A store whose batches hold one job each, on any free space.
     fn one_job_per_batch(dir: &std::path::Path) -> (Store, StoreOptions) {
-        let mut opts = StoreOptions::new(dir);
+        let mut opts = StoreOptions::for_test(dir);
         opts.max_batch = 1;
-        opts.min_free_bytes = 0;
         (Store::open(&opts).unwrap(), opts)
     }
 
@@ -773,8 +772,7 @@ mod tests {
     fn outbox_counts_follow_every_event_without_a_scan() {
         use crate::domain::model::{DeliveryState, EventKind};
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = StoreOptions::new(dir.path());
-        opts.min_free_bytes = 0;
+        let mut opts = StoreOptions::for_test(dir.path());
         opts.webhooks = true;
         let store = Store::open(&opts).unwrap();
         let agree = |store: &Store, expect: (u64, u64)| {

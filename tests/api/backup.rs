@@ -2,7 +2,7 @@
 //! restore, and — because merchants copy the data directory — `cp -a` of a
 //! live data directory under write load, twenty times.
 
-use crate::crash::{pay_hmac, seed, start_binary};
+use crate::crash::{pay_hmac, seed, start_binary, write_config_with};
 use crate::helpers::*;
 use faka::domain::order::OrderStatus;
 use faka::store::{Store, StoreOptions};
@@ -169,14 +169,10 @@ fn buyer(base: String, stop: Arc<AtomicBool>, paid: Arc<Mutex<Vec<Paid>>>) {
 #[test]
 fn twenty_live_copies_of_the_data_dir_restore_with_every_acknowledged_payment() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
     // Small snapshots, so copies also race snapshot rotation and pruning.
-    let text = config_text(
-        dir.path(),
-        "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n",
-    )
-    .replace("[storage]\n", "[storage]\nsnapshot_mb = 2\n");
-    std::fs::write(&config, text).unwrap();
+    let config = write_config_with(dir.path(), |text| {
+        text.replace("[storage]\n", "[storage]\nsnapshot_mb = 2\n")
+    });
     let mut server = start_binary(&config);
     let keys: Vec<String> = (0..30_000).map(|i| format!("COPY-{i:06}")).collect();
     seed(

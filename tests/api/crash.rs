@@ -127,12 +127,18 @@ pub fn pay_hmac(c: &Client, base: &str, no: &str, trade: &str, amount: u64) -> O
 }
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
+    write_config_with(dir, |text| text)
+}
+
+/// Writes `dir/config.toml` for the binary: the test defaults with JSON
+/// info logs (what `start_binary` reads), changed by `edit`.
+pub fn write_config_with(dir: &Path, edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     let text = config_text(
         dir,
         "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n",
     );
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
     path
 }
 
@@ -293,13 +299,9 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
 #[test]
 fn the_hold_caps_are_counted_again_before_serving_after_a_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    let text = config_text(
-        dir.path(),
-        "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n",
-    )
-    .replace("max_pending_per_email = 0", "max_pending_per_email = 2");
-    std::fs::write(&config, text).unwrap();
+    let config = write_config_with(dir.path(), |text| {
+        text.replace("max_pending_per_email = 0", "max_pending_per_email = 2")
+    });
     let mut server = start_binary(&config);
     assert!(server.holds_counted, "counted before serving");
     let keys: Vec<String> = (0..10).map(|i| format!("CAP-{i}")).collect();

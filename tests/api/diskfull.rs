@@ -3,7 +3,7 @@
 //! as the data dir, so it runs where the test may mount one (root); elsewhere
 //! it says so and passes without checking.
 
-use crate::crash::{start_binary, unsafe_sigterm};
+use crate::crash::{start_binary, unsafe_sigterm, write_config_with};
 use crate::helpers::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
@@ -49,16 +49,12 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
         eprintln!("disk-full test skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let config = dir.path().join("config.toml");
-    let text = config_text(
-        dir.path(),
-        "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n",
-    )
-    .replace(
-        &dir.path().join("data").display().to_string(),
-        &fs.0.join("data").display().to_string(),
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = write_config_with(dir.path(), |text| {
+        text.replace(
+            &dir.path().join("data").display().to_string(),
+            &fs.0.join("data").display().to_string(),
+        )
+    });
     let mut server = start_binary(&config);
     let c = Client::builder()
         .timeout(Duration::from_secs(10))
