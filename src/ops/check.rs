@@ -69,12 +69,7 @@ pub fn run(store: &Store) -> Result<Report> {
     // The maps are sized from the stored counts and hashed with FxHash
     // (keys are faka's own ids, read offline): at 1M orders this pass is
     // most of a crash start's time.
-    let recorded = store
-        .stats()
-        .orders_by_status
-        .lock()
-        .map(|c| *c)
-        .unwrap_or_default();
+    let recorded = store.order_counts();
     let capacity = (recorded.iter().sum::<u64>() as usize).min(1 << 26);
     let mut owner: FxHashMap<u64, u32> = FxHashMap::default();
     owner.reserve(capacity);

@@ -140,12 +140,7 @@ impl Metrics {
 
     /// Renders the Prometheus text format, refreshing the store gauges.
     pub fn render(&self, store: &Store) -> String {
-        let counts = store
-            .stats()
-            .orders_by_status
-            .lock()
-            .map(|c| *c)
-            .unwrap_or_default();
+        let counts = store.order_counts();
         for (status, n) in OrderStatus::ALL.iter().zip(counts) {
             self.orders
                 .with_label_values(&[status.as_str()])

@@ -397,6 +397,16 @@ impl Store {
         Ok(None)
     }
 
+    /// Orders per status, in `OrderStatus::ALL` order, as the writer counts
+    /// them (kept with every batch; no scan).
+    pub fn order_counts(&self) -> [u64; 6] {
+        self.stats()
+            .orders_by_status
+            .lock()
+            .map(|c| *c)
+            .unwrap_or_default()
+    }
+
     /// How many outbox events are pending and dead, as the writer counts
     /// them (kept with every batch; no scan).
     pub fn outbox_counts(&self) -> (u64, u64) {
