@@ -112,6 +112,18 @@ pub fn open_store(cfg: &Config) -> Result<Store, StartError> {
     Ok(store)
 }
 
+/// Connections the kernel may hold for the shop before it accepts them (the
+/// kernel caps it at `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Sets a bound listener's accept queue to `LISTEN_BACKLOG`. A std listener
+/// listens with a queue of 128, and actix-web's `backlog` applies only to
+/// sockets it binds itself: in a flash sale the 129th buyer connecting at
+/// once had their SYN dropped and waited a second or more for the retry.
+pub fn set_listen_backlog(listener: &TcpListener) -> std::io::Result<()> {
+    socket2::SockRef::from(listener).listen(LISTEN_BACKLOG)
+}
+
 /// Lowers the calling thread's priority to `nice` (on Linux a thread has
 /// its own nice value; raising it needs no privilege). 0 leaves it alone.
 pub fn lower_thread_priority(nice: i32) {
@@ -174,6 +186,7 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?
             .port();
+        set_listen_backlog(&listener).map_err(|e| fail("listening")(e.to_string()))?;
         let (crypto, created_key_file) = load_crypto(&cfg)?;
         let store = open_store(&cfg)?;
         // The hold caps' counts are counted from the pending orders once
@@ -239,8 +252,7 @@ impl Application {
         })
         .client_request_timeout(timeout)
         .client_disconnect_timeout(Duration::from_secs(2))
-        .shutdown_timeout(10)
-        .backlog(4096);
+        .shutdown_timeout(10);
         if cfg.server.workers > 0 {
             server = server.workers(cfg.server.workers);
         }
@@ -299,5 +311,39 @@ impl Application {
         self.store.close();
         tracing::info!("store closed cleanly");
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    /// Buyers who connect all at once wait in the accept queue instead of
+    /// having their SYNs dropped: more connections than a std listener's
+    /// queue of 128 all connect while nothing accepts them.
+    #[test]
+    fn a_burst_of_connections_waits_in_the_accept_queue() {
+        // The kernel caps every queue at net.core.somaxconn (4096 on
+        // current kernels, 128 on old ones).
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let n = 400.min(cap);
+        if n <= 129 {
+            eprintln!("net.core.somaxconn is {cap}: this machine cannot queue more than 128");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_listen_backlog(&listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Vec<TcpStream> = (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("connection {i} of {n} was not queued: {e}"))
+            })
+            .collect();
+        assert_eq!(conns.len(), n);
     }
 }
