@@ -2,9 +2,11 @@
 //!
 //! It starts the real `faka` binary itself (a fresh temp dir and config,
 //! `listen = 127.0.0.1:0`), sets up products and keys through the admin API,
-//! drives it with a small keep-alive HTTP/1.1 client (std `TcpStream`, one
-//! connection per worker thread, fixed concurrency, bounded duration,
-//! loopback only) and checks that every answer was right:
+//! drives it with a small keep-alive HTTP/1.1 client (fixed concurrency,
+//! bounded duration, loopback only) and checks that every answer was right.
+//! `flow` and `flash` run their connections as tasks on one client thread
+//! (`--client-threads`; tokio, non-blocking), the other scenarios on a std
+//! `TcpStream` per worker thread:
 //!
 //! - `read`   GET a product and the product list, against a ceiling: a trivial
 //!   actix-web `GET /ping` server run in this process with the same client
@@ -45,6 +47,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use faka::payments::hmac::HmacGateway;
+use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -75,7 +78,7 @@ struct Args {
     /// Seconds per timed scenario [default: 10; smoke: 1]
     #[arg(long)]
     duration: Option<f64>,
-    /// Client connections (one thread each) [default: 64; smoke: 8]
+    /// Client connections [default: 64; smoke: 8]
     #[arg(long)]
     concurrency: Option<usize>,
     #[arg(long, value_enum, default_value_t = Scenario::All)]
@@ -83,6 +86,10 @@ struct Args {
     /// Short runs with small sizes that check correctness only
     #[arg(long)]
     smoke: bool,
+    /// Client threads that share the non-blocking connections of `flow`
+    /// and `flash` (the other scenarios use a thread per connection)
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
     /// flash: buyers racing [default: 5000; smoke: 300]
     #[arg(long)]
     flash_buyers: Option<usize>,
@@ -176,6 +183,7 @@ struct Settings {
     faka: PathBuf,
     duration: Duration,
     concurrency: usize,
+    client_threads: usize,
     smoke: bool,
     flash_buyers: usize,
     flash_keys: usize,
@@ -204,6 +212,7 @@ impl Settings {
             },
             duration: Duration::from_secs_f64(secs),
             concurrency: pick(a.concurrency, 64, 8),
+            client_threads: a.client_threads,
             smoke: a.smoke,
             flash_buyers: pick(a.flash_buyers, 5000, 300),
             flash_keys: pick(a.flash_keys, 100, 20),
@@ -315,17 +324,6 @@ impl Conn {
         self.send("GET", path, &[], b"")
     }
 
-    fn post_json(
-        &mut self,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &Value,
-    ) -> io::Result<Resp> {
-        let mut h = vec![("Content-Type", "application/json")];
-        h.extend_from_slice(headers);
-        self.send("POST", path, &h, body.to_string().as_bytes())
-    }
-
     /// Sends one request and reads its response; a request that found its
     /// reused connection closed is sent once more on a new one.
     fn send(
@@ -336,15 +334,7 @@ impl Conn {
         body: &[u8],
     ) -> io::Result<Resp> {
         self.head.clear();
-        write!(
-            self.head,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
-            self.addr
-        )?;
-        for (k, v) in headers {
-            write!(self.head, "{k}: {v}\r\n")?;
-        }
-        write!(self.head, "Content-Length: {}\r\n\r\n", body.len())?;
+        request_head(&mut self.head, self.addr, method, path, headers, body.len());
         let reused = self.stream.is_some();
         let first = self.exchange(body);
         let result = match first {
@@ -400,59 +390,297 @@ impl Conn {
     }
 }
 
+/// One request of a buyer step, for either client.
+struct Req {
+    method: &'static str,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Req {
+    fn get(path: String) -> Req {
+        Req {
+            method: "GET",
+            path,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    fn post(path: &str, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> Req {
+        Req {
+            method: "POST",
+            path: path.to_string(),
+            headers,
+            body,
+        }
+    }
+
+    fn header_refs(&self) -> Vec<(&str, &str)> {
+        self.headers.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+}
+
+/// What the buyer steps send their requests through: the blocking `Conn`
+/// (whose futures are ready at once, see `ready`) or the non-blocking
+/// `AConn` that `run_tasks` drives.
+trait Http {
+    async fn call(&mut self, req: &Req) -> io::Result<Resp>;
+}
+
+impl Http for Conn {
+    async fn call(&mut self, req: &Req) -> io::Result<Resp> {
+        self.send(req.method, &req.path, &req.header_refs(), &req.body)
+    }
+}
+
+/// The output of a future that never waits: a buyer step run on a
+/// blocking `Conn`.
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("a step on a blocking Conn never waits"),
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection on tokio: many of them share one
+/// client thread, so the load generator takes less of the two cores than
+/// a thread per connection (`run_tasks`).
+struct AConn {
+    addr: SocketAddr,
+    timeout: Duration,
+    stream: Option<tokio::net::TcpStream>,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl AConn {
+    fn new(addr: SocketAddr, timeout: Duration) -> AConn {
+        assert!(addr.ip().is_loopback(), "faka-bench only talks to loopback");
+        AConn {
+            addr,
+            timeout,
+            stream: None,
+            out: Vec::with_capacity(1024),
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    async fn connect(&mut self) -> io::Result<&mut tokio::net::TcpStream> {
+        if self.stream.is_none() {
+            let s = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.addr))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            s.set_nodelay(true)?;
+            self.stream = Some(s);
+        }
+        Ok(self.stream.as_mut().expect("connected just above"))
+    }
+
+    /// Sends `self.out` and reads one response into a `Resp`; only
+    /// responses with a `Content-Length` (all of faka's JSON answers).
+    async fn exchange(&mut self) -> Result<Resp, Fail> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let out = std::mem::take(&mut self.out);
+        let sent = match self.connect().await {
+            Ok(s) => s.write_all(&out).await,
+            Err(e) => Err(e),
+        };
+        self.out = out;
+        sent.map_err(Fail::Stale)?;
+        let s = self.stream.as_mut().expect("connected above");
+        self.buf.clear();
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let text = std::str::from_utf8(&self.buf[..end])
+                    .map_err(|_| Fail::Other(bad_data("response head is not UTF-8")))?;
+                let head = Head::parse(text).map_err(Fail::Other)?;
+                let n =
+                    match head.length {
+                        Some(n) if !head.chunked => n,
+                        _ if head.bodiless() => 0,
+                        _ => return Err(Fail::Other(bad_data(
+                            "the non-blocking client reads only responses with a Content-Length",
+                        ))),
+                    };
+                let start = end + 4;
+                while self.buf.len() < start + n {
+                    if s.read_buf(&mut self.buf).await.map_err(Fail::Other)? == 0 {
+                        return Err(Fail::Other(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+                let body = self.buf[start..start + n].to_vec();
+                if head.close {
+                    self.stream = None;
+                }
+                return Ok(Resp {
+                    status: head.status,
+                    body,
+                });
+            }
+            if self.buf.len() as u64 > MAX_LINE {
+                return Err(Fail::Other(bad_data("response head too long")));
+            }
+            match s.read_buf(&mut self.buf).await {
+                Ok(0) if self.buf.is_empty() => {
+                    return Err(Fail::Stale(io::ErrorKind::UnexpectedEof.into()))
+                }
+                Ok(0) => return Err(Fail::Other(io::ErrorKind::UnexpectedEof.into())),
+                Err(e) if self.buf.is_empty() => return Err(Fail::Stale(e)),
+                Err(e) => return Err(Fail::Other(e)),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+impl Http for AConn {
+    /// As `Conn::send`: a request that found its reused connection closed
+    /// is sent once more on a new one.
+    async fn call(&mut self, req: &Req) -> io::Result<Resp> {
+        self.out.clear();
+        request_head(
+            &mut self.out,
+            self.addr,
+            req.method,
+            &req.path,
+            &req.header_refs(),
+            req.body.len(),
+        );
+        self.out.extend_from_slice(&req.body);
+        let reused = self.stream.is_some();
+        let timeout = self.timeout;
+        let mut result = tokio::time::timeout(timeout, self.exchange()).await;
+        if reused && matches!(result, Ok(Err(Fail::Stale(_)))) {
+            self.stream = None;
+            result = tokio::time::timeout(timeout, self.exchange()).await;
+        }
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(Fail::Stale(e) | Fail::Other(e))) => {
+                self.stream = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(io::ErrorKind::TimedOut.into())
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 fn bad_data(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Writes a request's head: request line, `Host`, `headers`, `Content-Length`.
+fn request_head(
+    out: &mut Vec<u8>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) {
+    use std::fmt::Write as _;
+    let mut head = String::with_capacity(256);
+    // Writing into a String cannot fail.
+    let _ = write!(head, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    let _ = write!(head, "Content-Length: {body_len}\r\n\r\n");
+    out.extend_from_slice(head.as_bytes());
+}
+
+/// A response's status line and headers, parsed.
+struct Head {
+    status: u16,
+    /// `Content-Length`
+    length: Option<usize>,
+    chunked: bool,
+    /// The server closes the connection after this response.
+    close: bool,
+}
+
+impl Head {
+    /// From the status line and header lines (without the blank line).
+    fn parse(text: &str) -> io::Result<Head> {
+        let mut lines = text.lines();
+        let status_line = lines.next().unwrap_or("");
+        let mut parts = status_line.split_whitespace();
+        let version = parts.next().unwrap_or("");
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|_| version.starts_with("HTTP/1."))
+            .ok_or_else(|| bad_data(format!("bad status line {:?}", status_line.trim_end())))?;
+        let mut head = Head {
+            status,
+            length: None,
+            chunked: false,
+            close: version == "HTTP/1.0",
+        };
+        for l in lines.map(str::trim_end).filter(|l| !l.is_empty()) {
+            let Some((name, value)) = l.split_once(':') else {
+                return Err(bad_data(format!("bad header line {l:?}")));
+            };
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+            match name.as_str() {
+                "content-length" => {
+                    let n = value
+                        .parse::<usize>()
+                        .map_err(|_| bad_data("bad Content-Length"))?;
+                    if n > MAX_BODY {
+                        return Err(bad_data(format!("body of {n} bytes is too large")));
+                    }
+                    head.length = Some(n);
+                }
+                "transfer-encoding" => {
+                    head.chunked = value.to_ascii_lowercase().contains("chunked")
+                }
+                "connection" => head.close = value.eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        Ok(head)
+    }
+
+    /// A status that never has a body.
+    fn bodiless(&self) -> bool {
+        self.status == 204 || self.status == 304 || (100..200).contains(&self.status)
+    }
 }
 
 /// Reads headers and body after the status line; also says whether the
 /// server will close the connection.
 fn read_response(r: &mut BufReader<TcpStream>, status_line: &str) -> io::Result<(Resp, bool)> {
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next().unwrap_or("");
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .filter(|_| version.starts_with("HTTP/1."))
-        .ok_or_else(|| bad_data(format!("bad status line {:?}", status_line.trim_end())))?;
-    let mut close = version == "HTTP/1.0";
-    let (mut length, mut chunked) = (None, false);
-    let mut line = String::new();
+    let mut text = status_line.to_string();
     loop {
-        line.clear();
-        if r.by_ref().take(MAX_LINE).read_line(&mut line)? == 0 {
+        let before = text.len();
+        if r.by_ref().take(MAX_LINE).read_line(&mut text)? == 0 {
             return Err(bad_data("connection closed inside the headers"));
         }
-        let l = line.trim_end();
-        if l.is_empty() {
+        if text[before..].trim_end().is_empty() {
             break;
         }
-        let Some((name, value)) = l.split_once(':') else {
-            return Err(bad_data(format!("bad header line {l:?}")));
-        };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-        match name.as_str() {
-            "content-length" => {
-                length = Some(
-                    value
-                        .parse::<usize>()
-                        .map_err(|_| bad_data("bad Content-Length"))?,
-                )
-            }
-            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
-            "connection" => close = value.eq_ignore_ascii_case("close"),
-            _ => {}
-        }
     }
-    let body = if chunked {
+    let head = Head::parse(&text)?;
+    let mut close = head.close;
+    let body = if head.chunked {
         read_chunked(r)?
-    } else if let Some(n) = length {
-        if n > MAX_BODY {
-            return Err(bad_data(format!("body of {n} bytes is too large")));
-        }
+    } else if let Some(n) = head.length {
         let mut b = vec![0; n];
         r.read_exact(&mut b)?;
         b
-    } else if status == 204 || status == 304 || (100..200).contains(&status) {
+    } else if head.bodiless() {
         Vec::new()
     } else {
         close = true;
@@ -460,7 +688,13 @@ fn read_response(r: &mut BufReader<TcpStream>, status_line: &str) -> io::Result<
         r.by_ref().take(MAX_BODY as u64).read_to_end(&mut b)?;
         b
     };
-    Ok((Resp { status, body }, close))
+    Ok((
+        Resp {
+            status: head.status,
+            body,
+        },
+        close,
+    ))
 }
 
 fn read_chunked(r: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
@@ -561,7 +795,18 @@ impl Series {
 /// Sends a request, timing it; an I/O failure is counted and gives `None`.
 fn timed(series: &mut Series, f: impl FnOnce() -> io::Result<Resp>) -> Option<Resp> {
     let t0 = Instant::now();
-    match f() {
+    counted(series, t0, f())
+}
+
+/// `timed` for a buyer step's request.
+async fn timed_call<H: Http>(series: &mut Series, conn: &mut H, req: &Req) -> Option<Resp> {
+    let t0 = Instant::now();
+    counted(series, t0, conn.call(req).await)
+}
+
+/// Records a request sent at `t0`: its latency, or its I/O failure.
+fn counted(series: &mut Series, t0: Instant, r: io::Result<Resp>) -> Option<Resp> {
+    match r {
         Ok(r) => {
             series.record(t0);
             Some(r)
@@ -647,6 +892,66 @@ fn run_timed<S: Send>(
     })
 }
 
+/// `run_timed` on non-blocking connections: the `conns` workers are tasks
+/// shared out over `threads` client threads, each a single-threaded tokio
+/// runtime. A thread per connection costs the load generator a sleep and
+/// a wake-up per request on the same two cores faka runs on.
+fn run_tasks<S: Send>(
+    addr: SocketAddr,
+    conns: usize,
+    threads: usize,
+    duration: Duration,
+    init: impl Fn(usize) -> S + Sync,
+    step: impl AsyncFn(&mut S, &mut AConn) -> bool + Sync,
+) -> (Vec<S>, Duration) {
+    let stop = AtomicBool::new(false);
+    let alive = AtomicUsize::new(conns);
+    let threads = threads.clamp(1, conns.max(1));
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (init, step, stop, alive, barrier) = (&init, &step, &stop, &alive, &barrier);
+                spawn_worker(sc, move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("building a tokio runtime for a client thread");
+                    rt.block_on(async {
+                        let mut workers: Vec<(S, AConn)> = (t..conns)
+                            .step_by(threads)
+                            .map(|i| (init(i), AConn::new(addr, Duration::from_secs(30))))
+                            .collect();
+                        join_all(workers.iter_mut().map(|(_, c)| async {
+                            let _ = c.connect().await;
+                        }))
+                        .await;
+                        // Nothing else runs on this thread's runtime yet.
+                        barrier.wait();
+                        join_all(workers.iter_mut().map(|(state, c)| async {
+                            while !stop.load(Ordering::Relaxed) && step(state, c).await {}
+                            alive.fetch_sub(1, Ordering::Relaxed);
+                        }))
+                        .await;
+                        workers
+                            .into_iter()
+                            .map(|(state, _)| state)
+                            .collect::<Vec<S>>()
+                    })
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        while start.elapsed() < duration && alive.load(Ordering::Relaxed) > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let states = handles.into_iter().flat_map(join_worker).collect();
+        (states, start.elapsed())
+    })
+}
+
 /// Runs items `0..n` on `conns` workers, all released at once.
 fn run_batch<S: Send>(
     addr: SocketAddr,
@@ -671,6 +976,33 @@ fn run_batch<S: Send>(
         },
     );
     (states, elapsed)
+}
+
+/// `run_batch` on `run_tasks`' non-blocking connections.
+fn run_batch_tasks<S: Send>(
+    addr: SocketAddr,
+    conns: usize,
+    threads: usize,
+    n: usize,
+    init: impl Fn(usize) -> S + Sync,
+    step: impl AsyncFn(&mut S, &mut AConn, usize) + Sync,
+) -> (Vec<S>, Duration) {
+    let next = AtomicUsize::new(0);
+    let conns = conns.min(n).max(1);
+    run_tasks(
+        addr,
+        conns,
+        threads,
+        Duration::from_secs(86_400),
+        init,
+        async |st, conn| {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i < n {
+                step(st, conn, i).await;
+            }
+            i + 1 < n
+        },
+    )
 }
 
 fn spawn_worker<'s, T: Send + 's>(
@@ -1376,8 +1708,8 @@ enum Created {
     Failed,
 }
 
-fn create_order(
-    conn: &mut Conn,
+async fn create_order<H: Http>(
+    conn: &mut H,
     s: &mut Series,
     wrong: &mut Wrong,
     product: &str,
@@ -1390,7 +1722,12 @@ fn create_order(
     let email = format!("buyer{}@example.com", BUYER.fetch_add(1, Ordering::Relaxed));
     let body =
         json!({"product_id": product, "quantity": quantity, "email": email, "gateway": "hmac"});
-    let Some(r) = timed(s, || conn.post_json("/api/v1/orders", &[], &body)) else {
+    let req = Req::post(
+        "/api/v1/orders",
+        vec![("Content-Type", "application/json".into())],
+        body.to_string().into_bytes(),
+    );
+    let Some(r) = timed_call(s, conn, &req).await else {
         return Created::Failed;
     };
     if r.status == 409 && r.label() == "409 out_of_stock" {
@@ -1431,25 +1768,24 @@ fn parse_created(r: &Resp, product: &str, quantity: u32) -> Result<Placed> {
 }
 
 /// Sends the gateway's signed hmac callback; the order's status after it.
-fn pay(conn: &mut Conn, s: &mut Series, wrong: &mut Wrong, o: &Placed) -> Option<String> {
+async fn pay<H: Http>(
+    conn: &mut H,
+    s: &mut Series,
+    wrong: &mut Wrong,
+    o: &Placed,
+) -> Option<String> {
     let body = json!({"order_no": o.order_no, "trade_no": format!("T-{}", o.order_no),
         "amount": o.amount, "status": "paid"})
     .to_string();
     let ts = now_secs().to_string();
     let sig = HmacGateway::sign(SECRET.as_bytes(), &ts, body.as_bytes());
-    let headers = [
-        ("Content-Type", "application/json"),
-        ("X-Faka-Timestamp", ts.as_str()),
-        ("X-Faka-Signature", sig.as_str()),
+    let headers = vec![
+        ("Content-Type", "application/json".into()),
+        ("X-Faka-Timestamp", ts),
+        ("X-Faka-Signature", sig),
     ];
-    let r = timed(s, || {
-        conn.send(
-            "POST",
-            "/api/v1/payments/hmac/notify",
-            &headers,
-            body.as_bytes(),
-        )
-    })?;
+    let req = Req::post("/api/v1/payments/hmac/notify", headers, body.into_bytes());
+    let r = timed_call(s, conn, &req).await?;
     if !s.check(&r, 200) {
         return None;
     }
@@ -1469,14 +1805,14 @@ fn pay(conn: &mut Conn, s: &mut Series, wrong: &mut Wrong, o: &Placed) -> Option
 }
 
 /// GETs the order with its token: its status and, if delivered, its keys.
-fn fetch_order(
-    conn: &mut Conn,
+async fn fetch_order<H: Http>(
+    conn: &mut H,
     s: &mut Series,
     wrong: &mut Wrong,
     o: &Placed,
 ) -> Option<(String, Vec<String>)> {
-    let path = format!("/api/v1/orders/{}?token={}", o.order_no, o.token);
-    let r = timed(s, || conn.get(&path))?;
+    let req = Req::get(format!("/api/v1/orders/{}?token={}", o.order_no, o.token));
+    let r = timed_call(s, conn, &req).await?;
     if !s.check(&r, 200) {
         return None;
     }
@@ -1757,16 +2093,23 @@ impl Buyer {
 
     /// One journey: create → pay → GET with keys. False once stock ran out.
     /// Every fourth order is for two keys.
-    fn journey(&mut self, conn: &mut Conn, product: &str, prefix: &str) -> bool {
+    async fn journey<H: Http>(&mut self, conn: &mut H, product: &str, prefix: &str) -> bool {
         let quantity = if (self.n + 1).is_multiple_of(4) { 2 } else { 1 };
-        self.journey_of(conn, product, prefix, quantity)
+        self.journey_of(conn, product, prefix, quantity).await
     }
 
     /// One journey for `quantity` keys.
-    fn journey_of(&mut self, conn: &mut Conn, product: &str, prefix: &str, quantity: u32) -> bool {
+    async fn journey_of<H: Http>(
+        &mut self,
+        conn: &mut H,
+        product: &str,
+        prefix: &str,
+        quantity: u32,
+    ) -> bool {
         self.n += 1;
         let t0 = Instant::now();
-        let o = match create_order(conn, &mut self.create, &mut self.wrong, product, quantity) {
+        let o = match create_order(conn, &mut self.create, &mut self.wrong, product, quantity).await
+        {
             Created::Ok(o) => o,
             Created::OutOfStock => {
                 self.out_of_stock = true;
@@ -1774,7 +2117,10 @@ impl Buyer {
             }
             Created::Failed => return true,
         };
-        match pay(conn, &mut self.pay, &mut self.wrong, &o).as_deref() {
+        match pay(conn, &mut self.pay, &mut self.wrong, &o)
+            .await
+            .as_deref()
+        {
             Some("delivered") => {}
             Some(other) => {
                 self.wrong
@@ -1783,7 +2129,8 @@ impl Buyer {
             }
             None => return true,
         }
-        let Some((status, keys)) = fetch_order(conn, &mut self.get, &mut self.wrong, &o) else {
+        let Some((status, keys)) = fetch_order(conn, &mut self.get, &mut self.wrong, &o).await
+        else {
             return true;
         };
         self.journey.record(t0);
@@ -1808,14 +2155,17 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         cfg.setup_chunk,
     )?;
     let cpu_before = faka.cpu_time();
-    let (states, elapsed) = run_timed(
+    let client_before = threads_cpu_time("self", |_| true);
+    let (states, elapsed) = run_tasks(
         faka.addr,
         cfg.concurrency,
+        cfg.client_threads,
         cfg.duration,
         |_| Buyer::default(),
-        |b, conn| b.journey(conn, "bench-flow", "FLOW-"),
+        async |b: &mut Buyer, conn: &mut AConn| b.journey(conn, "bench-flow", "FLOW-").await,
     );
     let cpu = faka.cpu_time().saturating_sub(cpu_before);
+    let client_cpu = threads_cpu_time("self", |_| true).saturating_sub(client_before);
     let mut all = Buyer::default();
     states.into_iter().for_each(|b| all.merge(b));
     let mut failures = std::mem::take(&mut all.wrong).into_failures("flow");
@@ -1868,6 +2218,11 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
             "  faka CPU µs/order",
             format!("{:.0}", cpu.as_secs_f64() * 1e6 / orders.max(1.0)),
         ),
+        // What the load generator took of the same two cores.
+        Row::info(
+            "  client CPU µs/order",
+            format!("{:.0}", client_cpu.as_secs_f64() * 1e6 / orders.max(1.0)),
+        ),
     ])
 }
 
@@ -1894,13 +2249,15 @@ fn ceiling_burst(cfg: &Settings) -> Row {
         Err(e) => return Row::failed(name, e),
     };
     let n = cfg.flash_buyers;
-    let (states, elapsed) = run_batch(
+    let ping = Req::get("/ping".into());
+    let (states, elapsed) = run_batch_tasks(
         addr,
         cfg.flash_conns,
+        cfg.client_threads,
         n,
         |_| (Series::default(), Wrong::default()),
-        |(s, wrong), conn, _| {
-            if let Some(r) = timed(s, || conn.get("/ping")) {
+        async |(s, wrong): &mut (Series, Wrong), conn: &mut AConn, _| {
+            if let Some(r) = timed_call(s, conn, &ping).await {
                 if s.check(&r, 200) && r.body != PING_BODY {
                     wrong.add(String::from_utf8_lossy(&r.body).into_owned());
                 }
@@ -1930,9 +2287,11 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     import_range(&mut admin, "bench-flash", "FLASH", (0, m), m)?;
     let ceiling = ceiling_burst(cfg);
     // The race: every buyer wants one key, all at once.
-    let (states, elapsed) = run_batch(
+    type Racer = (Series, Wrong, Vec<Placed>, u64, (Series, Series));
+    let (states, elapsed) = run_batch_tasks(
         faka.addr,
         cfg.flash_conns,
+        cfg.client_threads,
         n,
         |_| {
             let by_outcome = (Series::default(), Series::default());
@@ -1944,9 +2303,9 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
                 by_outcome,
             )
         },
-        |(s, wrong, won, lost, (won_lat, lost_lat)), conn, _| {
+        async |(s, wrong, won, lost, (won_lat, lost_lat)): &mut Racer, conn: &mut AConn, _| {
             let t0 = Instant::now();
-            match create_order(conn, s, wrong, "bench-flash", 1) {
+            match create_order(conn, s, wrong, "bench-flash", 1).await {
                 Created::Ok(o) => {
                     won_lat.record(t0);
                     won.push(o)
@@ -2029,20 +2388,21 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
 
 /// Pays every order that won the race and checks the keys are distinct.
 fn flash_pay(cfg: &Settings, faka: &Faka, won: &[Placed]) -> (Series, Vec<String>, Duration) {
-    let (states, elapsed) = run_batch(
+    let (states, elapsed) = run_batch_tasks(
         faka.addr,
         cfg.concurrency,
+        cfg.client_threads,
         won.len(),
         |_| (Buyer::default(), Series::default()),
-        |(b, both), conn, i| {
+        async |(b, both): &mut (Buyer, Series), conn: &mut AConn, i| {
             let o = &won[i];
             let t0 = Instant::now();
-            if pay(conn, &mut b.pay, &mut b.wrong, o).as_deref() != Some("delivered") {
+            if pay(conn, &mut b.pay, &mut b.wrong, o).await.as_deref() != Some("delivered") {
                 b.wrong
                     .add(format!("payment of {} did not deliver", o.order_no));
                 return;
             }
-            if let Some((status, keys)) = fetch_order(conn, &mut b.get, &mut b.wrong, o) {
+            if let Some((status, keys)) = fetch_order(conn, &mut b.get, &mut b.wrong, o).await {
                 both.record(t0);
                 if status == "delivered" && check_delivered(o, &keys, "FLASH-", &mut b.wrong) {
                     b.delivered.push((o.clone(), keys));
@@ -2176,7 +2536,13 @@ impl Holder {
                 return true;
             }
         }
-        match create_order(conn, &mut self.create, &mut self.wrong, MIX_HOLD, 1) {
+        match ready(create_order(
+            conn,
+            &mut self.create,
+            &mut self.wrong,
+            MIX_HOLD,
+            1,
+        )) {
             Created::Ok(o) => self.waiting.push_back((Instant::now(), o)),
             Created::OutOfStock => {
                 self.out_of_stock += 1;
@@ -2192,7 +2558,7 @@ impl Holder {
     /// is false (the sweeper may lag on a machine starved of CPU: expiry is a
     /// correctness check here, its latency is not).
     fn observe(&mut self, conn: &mut Conn, o: Placed, final_look: bool) -> Option<Placed> {
-        let (status, _) = fetch_order(conn, &mut self.get, &mut self.wrong, &o)?;
+        let (status, _) = ready(fetch_order(conn, &mut self.get, &mut self.wrong, &o))?;
         if status == "pending" && !final_look {
             self.slow_expiries += 1;
             return Some(o);
@@ -2207,7 +2573,7 @@ impl Holder {
         }
         self.expired += 1;
         if self.expired % 10 == 1 {
-            match pay(conn, &mut self.pay, &mut self.wrong, &o).as_deref() {
+            match ready(pay(conn, &mut self.pay, &mut self.wrong, &o)).as_deref() {
                 Some("delivered" | "awaiting_stock") => self.late.push(o),
                 Some(other) => self
                     .wrong
@@ -2266,7 +2632,7 @@ fn scenario_mixed(cfg: &Settings) -> Result<Vec<Row>> {
                 mixed_read(conn, s, wrong, n.is_multiple_of(50));
                 true
             }
-            Mixer::Buyer(b) => b.journey(conn, MIX_FLOW, "MFLOW-"),
+            Mixer::Buyer(b) => ready(b.journey(conn, MIX_FLOW, "MFLOW-")),
             Mixer::Holder(h) => h.step(conn, hold),
         },
     );
@@ -2442,7 +2808,7 @@ fn late_deliveries(
     let mut scratch = (Series::default(), Wrong::default());
     let mut statuses = Vec::new();
     for o in late {
-        statuses.push(fetch_order(admin, &mut scratch.0, &mut scratch.1, o).map(|(s, _)| s));
+        statuses.push(ready(fetch_order(admin, &mut scratch.0, &mut scratch.1, o)).map(|(s, _)| s));
     }
     let awaiting = statuses
         .iter()
@@ -2454,7 +2820,7 @@ fn late_deliveries(
     }
     let mut keys = Vec::new();
     for o in late {
-        match fetch_order(admin, &mut scratch.0, &mut scratch.1, o) {
+        match ready(fetch_order(admin, &mut scratch.0, &mut scratch.1, o)) {
             Some((s, k))
                 if s == "delivered" && check_delivered(o, &k, "MHOLD-", &mut scratch.1) =>
             {
@@ -2727,7 +3093,7 @@ fn scale_orders(cfg: &Settings, shop: &Faka) -> (Buyer, Duration) {
                 if i >= n {
                     return false;
                 }
-                b.journey_of(conn, SCALE, "SCALE-", 1) && i + 1 < n
+                ready(b.journey_of(conn, SCALE, "SCALE-", 1)) && i + 1 < n
             },
         );
         done.store(true, Ordering::Relaxed);
@@ -2751,7 +3117,7 @@ fn read_orders(
         |_| (Series::default(), Wrong::default()),
         |(s, wrong), conn, i| {
             let (o, keys) = orders[i];
-            match fetch_order(conn, s, wrong, o) {
+            match ready(fetch_order(conn, s, wrong, o)) {
                 Some((status, k)) if status == "delivered" && &k == keys => {}
                 Some((status, k)) => wrong.add(format!(
                     "order {} is {status} with keys {k:?}; was delivered with {keys:?}",
@@ -2891,6 +3257,7 @@ fn start_trivial() -> Result<SocketAddr> {
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").context("binding the trivial server")?;
     let addr = listener.local_addr()?;
+    faka::startup::set_listen_backlog(&listener)?;
     let server = std::thread::Builder::new().name("trivial-actix".into());
     server.spawn(move || {
         let sys = actix_web::rt::System::new();
@@ -2900,7 +3267,6 @@ fn start_trivial() -> Result<SocketAddr> {
                 actix_web::App::new().route("/ping", actix_web::web::get().to(ping))
             })
             .disable_signals()
-            .backlog(4096)
             .listen(listener)?
             .run();
             s.await
