@@ -1974,6 +1974,18 @@ impl ServerThreads<'_> {
     }
 }
 
+/// User + system CPU time of this process, threads that ended included
+/// (the client threads of a scenario end with it).
+fn own_cpu_time() -> Duration {
+    // SAFETY: getrusage(2) fills the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// User + system CPU time of a process's threads whose name `pick` accepts,
 /// from `/proc/<pid>/task/*/stat` (zero where /proc cannot be read).
 fn threads_cpu_time(pid: &str, pick: impl Fn(&str) -> bool) -> Duration {
@@ -2155,7 +2167,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         cfg.setup_chunk,
     )?;
     let cpu_before = faka.cpu_time();
-    let client_before = threads_cpu_time("self", |_| true);
+    let client_before = own_cpu_time();
     let (states, elapsed) = run_tasks(
         faka.addr,
         cfg.concurrency,
@@ -2165,7 +2177,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         async |b: &mut Buyer, conn: &mut AConn| b.journey(conn, "bench-flow", "FLOW-").await,
     );
     let cpu = faka.cpu_time().saturating_sub(cpu_before);
-    let client_cpu = threads_cpu_time("self", |_| true).saturating_sub(client_before);
+    let client_cpu = own_cpu_time().saturating_sub(client_before);
     let mut all = Buyer::default();
     states.into_iter().for_each(|b| all.merge(b));
     let mut failures = std::mem::take(&mut all.wrong).into_failures("flow");
