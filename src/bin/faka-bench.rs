@@ -881,15 +881,28 @@ fn run_timed<S: Send>(
                 })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        while start.elapsed() < duration && alive.load(Ordering::Relaxed) > 0 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        stop.store(true, Ordering::Relaxed);
+        let start = run_clock(&barrier, &alive, &stop, duration);
         let states = handles.into_iter().map(join_worker).collect();
         (states, start.elapsed())
     })
+}
+
+/// The clock of a timed run: releases the workers waiting on `barrier`,
+/// lets them run for `duration` or until none is left alive, then tells
+/// them to stop. Gives the start.
+fn run_clock(
+    barrier: &Barrier,
+    alive: &AtomicUsize,
+    stop: &AtomicBool,
+    duration: Duration,
+) -> Instant {
+    barrier.wait();
+    let start = Instant::now();
+    while start.elapsed() < duration && alive.load(Ordering::Relaxed) > 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    start
 }
 
 /// `run_timed` on non-blocking connections: the `conns` workers are tasks
@@ -941,12 +954,7 @@ fn run_tasks<S: Send>(
                 })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        while start.elapsed() < duration && alive.load(Ordering::Relaxed) > 0 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        stop.store(true, Ordering::Relaxed);
+        let start = run_clock(&barrier, &alive, &stop, duration);
         let states = handles.into_iter().flat_map(join_worker).collect();
         (states, start.elapsed())
     })
