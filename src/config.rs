@@ -82,6 +82,9 @@ pub struct StorageConfig {
     /// The master key as 64 hex characters, instead of `key_file`
     /// (for `FAKA_STORAGE_MASTER_KEY`).
     pub master_key: Option<String>,
+    /// sled's page cache bound. 16 MiB: at 1M keys + 1M orders, reading
+    /// every order back left 287 MiB resident against 358–365 MiB at 64,
+    /// with flow, read and import unchanged (docs/BENCHMARKS.md).
     pub cache_mb: u64,
     pub queue_capacity: usize,
     pub max_batch: usize,
@@ -106,7 +109,7 @@ impl Default for StorageConfig {
             data_dir: "data".into(),
             key_file: "faka.key".into(),
             master_key: None,
-            cache_mb: 64,
+            cache_mb: 16,
             queue_capacity: 8192,
             max_batch: 512,
             snapshot_mb: 256,

@@ -62,7 +62,7 @@ impl StoreOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StoreOptions {
             data_dir: data_dir.into(),
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
             queue_capacity: 8192,
             max_batch: 512,
             snapshot_bytes: 256 * 1024 * 1024,
