@@ -224,8 +224,13 @@ impl Settings {
             scale_keys: pick(a.scale_keys, 1_000_000, 2_000),
             scale_orders: pick(a.scale_orders, 1_000_000, 1_000),
         };
-        if s.concurrency < 4 || s.flash_conns == 0 || s.import_requests == 0 || s.setup_chunk == 0 {
-            bail!("--concurrency must be at least 4; --flash-conns, --import-requests and --setup-chunk at least 1");
+        if s.concurrency < 4
+            || s.flash_conns == 0
+            || s.import_requests == 0
+            || s.setup_chunk == 0
+            || s.client_threads == 0
+        {
+            bail!("--concurrency must be at least 4; --flash-conns, --import-requests, --setup-chunk and --client-threads at least 1");
         }
         if s.flash_keys == 0 || s.flash_keys > s.flash_buyers || s.import_keys == 0 {
             bail!("need 0 < --flash-keys <= --flash-buyers and --import-keys > 0");
