@@ -4,9 +4,9 @@
 //! `listen = 127.0.0.1:0`), sets up products and keys through the admin API,
 //! drives it with a small keep-alive HTTP/1.1 client (fixed concurrency,
 //! bounded duration, loopback only) and checks that every answer was right.
-//! `flow` and `flash` run their connections as tasks on one client thread
-//! (`--client-threads`; tokio, non-blocking), the other scenarios on a std
-//! `TcpStream` per worker thread:
+//! `read`, `flow` and `flash` run their connections as tasks on one client
+//! thread (`--client-threads`; tokio, non-blocking), the other scenarios on
+//! a std `TcpStream` per worker thread:
 //!
 //! - `read`   GET a product and the product list, against a ceiling: a trivial
 //!   actix-web `GET /ping` server run in this process with the same client
@@ -86,10 +86,14 @@ struct Args {
     /// Short runs with small sizes that check correctness only
     #[arg(long)]
     smoke: bool,
-    /// Client threads that share the non-blocking connections of `flow`
-    /// and `flash` (the other scenarios use a thread per connection)
+    /// Client threads that share the non-blocking connections of `read`,
+    /// `flow` and `flash` (the others use a thread per connection)
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// `read` with a thread per connection, as its ratios were measured
+    /// until 2026-11-26 (default: the non-blocking tasks of `flow`)
+    #[arg(long)]
+    read_threads: bool,
     /// flash: buyers racing [default: 5000; smoke: 300]
     #[arg(long)]
     flash_buyers: Option<usize>,
@@ -184,6 +188,7 @@ struct Settings {
     duration: Duration,
     concurrency: usize,
     client_threads: usize,
+    read_threads: bool,
     smoke: bool,
     flash_buyers: usize,
     flash_keys: usize,
@@ -213,6 +218,7 @@ impl Settings {
             duration: Duration::from_secs_f64(secs),
             concurrency: pick(a.concurrency, 64, 8),
             client_threads: a.client_threads,
+            read_threads: a.read_threads,
             smoke: a.smoke,
             flash_buyers: pick(a.flash_buyers, 5000, 300),
             flash_keys: pick(a.flash_keys, 100, 20),
@@ -2067,20 +2073,35 @@ fn read_slice(
     expected: &[u8],
     duration: Duration,
 ) -> (Series, Wrong, Duration) {
-    let (states, elapsed) = run_timed(
-        addr,
-        cfg.concurrency,
-        duration,
-        |_| (Series::default(), Wrong::default()),
-        |(s, wrong), conn| {
-            if let Some(r) = timed(s, || conn.get(path)) {
-                if s.check(&r, 200) && r.body != expected {
-                    wrong.add(String::from_utf8_lossy(&r.body).into_owned());
-                }
+    let check = |s: &mut Series, wrong: &mut Wrong, r: Option<Resp>| {
+        if let Some(r) = r {
+            if s.check(&r, 200) && r.body != expected {
+                wrong.add(String::from_utf8_lossy(&r.body).into_owned());
             }
+        }
+    };
+    let init = |_| (Series::default(), Wrong::default());
+    let (states, elapsed) = if !cfg.read_threads {
+        let req = Req::get(path.to_string());
+        run_tasks(
+            addr,
+            cfg.concurrency,
+            cfg.client_threads,
+            duration,
+            init,
+            async |(s, wrong): &mut (Series, Wrong), conn: &mut AConn| {
+                let r = timed_call(s, conn, &req).await;
+                check(s, wrong, r);
+                true
+            },
+        )
+    } else {
+        run_timed(addr, cfg.concurrency, duration, init, |(s, wrong), conn| {
+            let r = timed(s, || conn.get(path));
+            check(s, wrong, r);
             true
-        },
-    );
+        })
+    };
     let (mut series, mut wrong) = (Series::default(), Wrong::default());
     for (s, w) in states {
         series.merge(s);
