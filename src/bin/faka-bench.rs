@@ -2339,6 +2339,7 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     create_product(&mut admin, "bench-flash", 1)?;
     import_range(&mut admin, "bench-flash", "FLASH", (0, m), m)?;
     let ceiling = ceiling_burst(cfg);
+    let commands_before = writer_commands(&mut admin)?;
     // The race: every buyer wants one key, all at once.
     type Racer = (Series, Wrong, Vec<Placed>, u64, (Series, Series));
     let (states, elapsed) = run_batch_tasks(
@@ -2392,6 +2393,9 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         ));
     }
     let errors_row = format!("{} (+{lost}×409 expected)", race.errors_text());
+    // How many buyers the read-side refusal did not stop: they queued for
+    // the writer, and a refused one waited for its batch to be durable.
+    let to_writer = writer_commands(&mut admin)?.saturating_sub(commands_before);
     let (mut paid, pay_failures, pay_elapsed) = flash_pay(cfg, faka, &won);
     failures.extend(pay_failures);
     check_counts(
@@ -2425,12 +2429,17 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         format!("{lost} refusals"),
         &mut lost_lat,
     );
+    let writer_row = Row::info(
+        "  buyers that reached the writer",
+        format!("{to_writer} of {n}"),
+    );
     Ok(vec![
         ceiling,
         row,
         ratio,
         won_row,
         lost_row,
+        writer_row,
         Row::new(
             "  flash pay+get",
             rate(won.len() as f64, pay_elapsed, "orders"),
@@ -3192,8 +3201,8 @@ fn read_orders(
     (series, failures, elapsed)
 }
 
-/// Orders by status, as the store counts them (`faka_orders` in `/metrics`).
-fn order_statuses(admin: &mut Conn) -> Result<BTreeMap<String, u64>> {
+/// faka's `/metrics` text.
+fn metrics_text(admin: &mut Conn) -> Result<String> {
     let auth = format!("Bearer {ADMIN}");
     let r = admin
         .send("GET", "/metrics", &[("Authorization", &auth)], b"")
@@ -3201,8 +3210,23 @@ fn order_statuses(admin: &mut Conn) -> Result<BTreeMap<String, u64>> {
     if r.status != 200 {
         bail!("GET /metrics answered {}", r.status);
     }
+    Ok(String::from_utf8_lossy(&r.body).into_owned())
+}
+
+/// Commands the writer has run: the sum of `faka_writer_batch_size`.
+fn writer_commands(admin: &mut Conn) -> Result<u64> {
+    let text = metrics_text(admin)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("faka_writer_batch_size_sum "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .ok_or_else(|| anyhow!("no faka_writer_batch_size_sum in /metrics"))
+}
+
+/// Orders by status, as the store counts them (`faka_orders` in `/metrics`).
+fn order_statuses(admin: &mut Conn) -> Result<BTreeMap<String, u64>> {
     let mut by_status = BTreeMap::new();
-    for line in String::from_utf8_lossy(&r.body).lines() {
+    for line in metrics_text(admin)?.lines() {
         let Some(rest) = line.strip_prefix("faka_orders{status=\"") else {
             continue;
         };
