@@ -170,10 +170,17 @@ fn refuse_early(state: &State, product_id: &str, quantity: u32) -> Result<(), Er
             format!("must be between {} and {}", p.min_quantity, p.max_quantity),
         ));
     }
-    if p.counts.available < quantity as u64 {
+    // The writer's count is ahead of the stored one while the batch that
+    // claimed the last keys is made durable: buyers after it are refused
+    // here instead of queueing behind that batch.
+    let available = match state.store.early_available(product_id) {
+        Some(early) => early.min(p.counts.available),
+        None => p.counts.available,
+    };
+    if available < quantity as u64 {
         return Err(Error::OutOfStock(format!(
-            "only {} keys left for product {}",
-            p.counts.available, p.id
+            "only {available} keys left for product {}",
+            p.id
         )));
     }
     Ok(())

@@ -89,6 +89,7 @@ struct Inner {
     commit_hooks: CommitHooks,
     /// The data-dir lock; released by `close` so a CLI may follow.
     lock: Mutex<Option<std::fs::File>>,
+    early: Arc<writer::EarlyStock>,
 }
 
 /// A handle to the open store; cheap to clone.
@@ -98,6 +99,13 @@ pub struct Store {
 }
 
 impl Store {
+    /// A product's available count as the writer last computed it, ahead of
+    /// the stored one while its batch is made durable (see
+    /// `writer::EarlyStock`); `None` when the stored count is the answer.
+    pub fn early_available(&self, product_id: &str) -> Option<u64> {
+        self.inner.early.available(product_id)
+    }
+
     /// Opens (recovering or rebuilding as needed) and starts the writer.
     pub fn open(opts: &StoreOptions) -> Result<Store, OpenError> {
         let opened = recovery::open(&opts.data_dir, opts.cache_bytes)?;
@@ -118,6 +126,7 @@ impl Store {
         let files = Arc::new(Mutex::new(()));
         let commit_hooks: CommitHooks = Arc::default();
         let hooks = commit_hooks.clone();
+        let early: Arc<writer::EarlyStock> = Arc::default();
         let writer = Writer {
             trees: opened.trees.clone(),
             journal,
@@ -135,6 +144,7 @@ impl Store {
                 stats: stats.clone(),
             },
             min_free_bytes: opts.min_free_bytes,
+            early: early.clone(),
             on_commit: Some(Box::new(move || {
                 if let Ok(hooks) = hooks.lock() {
                     hooks.iter().for_each(|h| h());
@@ -159,6 +169,7 @@ impl Store {
                 outbox_hint: std::sync::atomic::AtomicU64::new(u64::MAX),
                 commit_hooks,
                 lock: Mutex::new(Some(opened.lock)),
+                early,
             }),
         })
     }

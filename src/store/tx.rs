@@ -125,6 +125,11 @@ pub struct Tx<'a> {
     cmd_fps: FingerprintIndex,
     /// This command's changes to the hold counts, applied at its commit.
     cmd_holds: HashMap<Vec<u8>, i64>,
+    /// Available counts of the products this command wrote.
+    cmd_stock: Vec<(String, u64)>,
+    /// Those of committed commands, for the writer to publish
+    /// (`writer::EarlyStock`).
+    stock: Vec<(String, u64)>,
     /// Earlier batches not yet in sled, oldest first (see `writer`).
     in_flight: &'a [Arc<Batch>],
     batch: Overlay,
@@ -158,6 +163,8 @@ impl<'a> Tx<'a> {
             cmd_floors: AvailFloors::new(),
             cmd_fps: HashMap::new(),
             cmd_holds: HashMap::new(),
+            cmd_stock: Vec::new(),
+            stock: Vec::new(),
             in_flight,
             batch: Overlay::new(),
             cmd: Overlay::new(),
@@ -197,7 +204,14 @@ impl<'a> Tx<'a> {
             }
         }
         self.cmd_holds.clear();
+        self.stock.append(&mut self.cmd_stock);
         self.saved_counters = self.counters;
+    }
+
+    /// Available counts of products written by the commands committed since
+    /// the last call, oldest first.
+    pub(crate) fn take_stock(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.stock)
     }
 
     pub(crate) fn rollback_cmd(&mut self) {
@@ -205,6 +219,7 @@ impl<'a> Tx<'a> {
         self.cmd_floors.clear();
         self.cmd_fps.clear();
         self.cmd_holds.clear();
+        self.cmd_stock.clear();
         self.events.clear();
         self.counters = self.saved_counters;
     }
@@ -344,6 +359,7 @@ impl<'a> Tx<'a> {
 
     pub fn put_product(&mut self, p: &Product) {
         self.put(Tree::Products, p.id.as_bytes().to_vec(), p);
+        self.cmd_stock.push((p.id.clone(), p.counts.available));
     }
 
     // ---- keys --------------------------------------------------------------

@@ -88,6 +88,56 @@ pub(crate) struct Writer {
     pub on_commit: Option<Box<dyn Fn() + Send>>,
     /// Batches are refused while the data dir's file system has less free.
     pub min_free_bytes: u64,
+    pub early: Arc<EarlyStock>,
+}
+
+/// Each product's available count as the writer last computed it: after
+/// commands it has run, before their batch is durable. `refuse_early`
+/// reads it, so that in a flash sale the buyers who come after the last
+/// key was claimed are refused at once instead of queueing behind the
+/// batch that claimed it. A count from a batch that failed is ignored from
+/// the moment the committer marks its epoch failed, and all counts are
+/// dropped when the writer starts again after a failure; then the stored
+/// counts answer until the writer has run a command for the product.
+pub(crate) struct EarlyStock {
+    /// product id → (epoch, available)
+    counts: std::sync::RwLock<std::collections::HashMap<String, (u64, u64)>>,
+    /// Set by the committer to the epoch of a batch that failed.
+    failed_epoch: Arc<AtomicU64>,
+}
+
+impl Default for EarlyStock {
+    fn default() -> Self {
+        EarlyStock {
+            counts: Default::default(),
+            failed_epoch: Arc::new(AtomicU64::new(u64::MAX)),
+        }
+    }
+}
+
+impl EarlyStock {
+    pub(crate) fn available(&self, product_id: &str) -> Option<u64> {
+        let counts = self.counts.read().unwrap_or_else(|p| p.into_inner());
+        let &(epoch, available) = counts.get(product_id)?;
+        (epoch != self.failed_epoch.load(Ordering::SeqCst)).then_some(available)
+    }
+
+    fn publish(&self, epoch: u64, stock: Vec<(String, u64)>) {
+        if stock.is_empty() {
+            return;
+        }
+        let mut counts = self.counts.write().unwrap_or_else(|p| p.into_inner());
+        for (id, available) in stock {
+            counts.insert(id, (epoch, available));
+        }
+    }
+
+    fn clear(&self) {
+        self.counts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
 }
 
 /// Batches handed to the committer and not yet in sled, oldest first.
@@ -131,6 +181,7 @@ struct Computer {
     /// Where each product's search for available keys starts, and the
     /// fingerprints its keys had (see `tx::WriterIndex`).
     index: WriterIndex,
+    early: Arc<EarlyStock>,
 }
 
 /// The durable stage: journal, fsync, sled, answers, snapshots.
@@ -285,7 +336,7 @@ impl Writer {
     /// shutdown (or until every sender is gone).
     pub fn run(self) {
         let in_flight: InFlight = Arc::default();
-        let failed_epoch = Arc::new(AtomicU64::new(u64::MAX));
+        let failed_epoch = self.early.failed_epoch.clone();
         let (to_commit, stages) = crossbeam_channel::bounded(1);
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
         let data_dir = self.snapshots.data_dir.clone();
@@ -331,6 +382,7 @@ impl Writer {
             epoch: 0,
             failed_epoch,
             index: WriterIndex::default(),
+            early: self.early,
         };
         computer.run();
         let _ = handle.join();
@@ -408,6 +460,7 @@ impl Computer {
         // Claims of the failed batches are undone: their keys are available
         // again below any floor raised over them; their imports are undone.
         self.index.clear();
+        self.early.clear();
         self.epoch += 1;
     }
 
@@ -417,6 +470,7 @@ impl Computer {
         let started = Instant::now();
         let trees = self.trees.clone();
         let in_flight: Vec<Arc<Batch>> = lock(&self.in_flight).iter().cloned().collect();
+        let (early, epoch) = (self.early.clone(), self.epoch);
         let mut tx = Tx::new(
             &trees,
             &in_flight,
@@ -428,6 +482,7 @@ impl Computer {
         let mut finishes: Vec<Finish> = Vec::new();
         let mut n = 1;
         run_job(&mut tx, first, &mut finishes);
+        early.publish(epoch, tx.take_stock());
         let end = loop {
             if n >= self.max_batch {
                 break Gathered::More;
@@ -438,6 +493,7 @@ impl Computer {
                     Ok(Msg::Job(job)) => {
                         n += 1;
                         run_job(&mut tx, job, &mut finishes);
+                        early.publish(epoch, tx.take_stock());
                         continue;
                     }
                     Ok(Msg::Shutdown(ack)) => break Gathered::Shutdown(ack),
@@ -452,6 +508,7 @@ impl Computer {
                     Ok(Msg::Job(job)) => {
                         n += 1;
                         run_job(&mut tx, job, &mut finishes);
+                        early.publish(epoch, tx.take_stock());
                     }
                     Ok(Msg::Shutdown(ack)) => break Gathered::Shutdown(ack),
                     Err(_) => break Gathered::Disconnected,
@@ -877,6 +934,93 @@ mod tests {
         let store = Store::open(&opts).unwrap();
         assert!(present(&store, 1) && present(&store, 4));
         assert!(!present(&store, 2) && !present(&store, 3));
+        store.close();
+    }
+
+    fn product_with(available: u64) -> crate::domain::model::Product {
+        crate::domain::model::Product {
+            id: "p".into(),
+            name: "p".into(),
+            description: String::new(),
+            price: 1,
+            min_quantity: 1,
+            max_quantity: 1,
+            active: true,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            counts: crate::domain::model::KeyCounts {
+                available,
+                imported: available,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn put_product(store: &Store, available: u64) -> Result<()> {
+        store.write_blocking(move |tx| {
+            tx.put_product(&product_with(available));
+            Ok(())
+        })
+    }
+
+    /// `refuse_early` reads the writer's count of a product before the
+    /// batch that changed it is durable; a rolled-back command publishes
+    /// nothing; a count from a batch that failed is ignored from the
+    /// failure on, so the product never looks sold out on the strength of
+    /// a claim that was undone.
+    #[test]
+    fn the_writers_stock_leads_the_store_and_a_failed_batch_leaves_none_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _opts) = one_job_per_batch(dir.path());
+        assert_eq!(store.early_available("p"), None, "nothing written yet");
+        put_product(&store, 5).unwrap();
+        assert_eq!(store.early_available("p"), Some(5));
+        let rolled_back = store.write_blocking(|tx| {
+            tx.put_product(&product_with(4));
+            Err::<(), _>(crate::error::Error::unavailable("no"))
+        });
+        assert!(rolled_back.is_err());
+        put(&store, 9).unwrap();
+        assert_eq!(store.early_available("p"), Some(5), "a rolled-back command");
+
+        // B sells the last key; its commit waits until C is computed on top
+        // of it, and then fails.
+        fail_next_batch_once_one_more_is_computed(&store);
+        let (b_tx, b_rx) = mpsc::channel();
+        store
+            .send(Store::job(
+                |tx| {
+                    tx.put_product(&product_with(0));
+                    Ok(())
+                },
+                move |r| b_tx.send(r).unwrap(),
+            ))
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.early_available("p") != Some(0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "B's count never showed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let stored = store.product("p").unwrap().unwrap().counts.available;
+        assert_eq!(stored, 5, "B is not durable yet, its count already leads");
+        let (c_tx, c_rx) = mpsc::channel();
+        store
+            .send(Store::job(|_tx| Ok(()), move |r| c_tx.send(r).unwrap()))
+            .unwrap();
+        assert!(b_rx.recv().unwrap().is_err(), "B failed");
+        let _ = c_rx.recv().unwrap();
+        assert_eq!(
+            store.early_available("p"),
+            None,
+            "the failed batch's count is ignored: the stored 5 answers"
+        );
+        put(&store, 1).unwrap();
+        assert_eq!(store.early_available("p"), None, "dropped at the restart");
+        put_product(&store, 3).unwrap();
+        assert_eq!(store.early_available("p"), Some(3));
         store.close();
     }
 
