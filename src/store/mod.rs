@@ -280,7 +280,8 @@ impl Store {
             })
     }
 
-    /// Runs `f` in the writer and answers once its batch is durable.
+    /// Runs `f` in the writer and answers once its batch is durable; an
+    /// `Err` from `f` changed nothing and is answered at once.
     pub async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,
