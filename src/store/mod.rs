@@ -280,8 +280,7 @@ impl Store {
             })
     }
 
-    /// Runs `f` in the writer and answers once its batch is durable; an
-    /// `Err` from `f` changed nothing and is answered at once.
+    /// Runs `f` in the writer and answers once its batch is durable.
     pub async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,

@@ -575,11 +575,8 @@ fn run_job(tx: &mut Tx, job: Job, finishes: &mut Vec<Finish>) {
             finishes.push(fin);
         }
         Ok((false, fin)) => {
-            // A refusal changes nothing, so it need not wait for the batch
-            // to be durable: in a flash sale the buyers the writer finds
-            // too late are answered now, not after the winners' fsync.
             tx.rollback_cmd();
-            fin(None);
+            finishes.push(fin);
         }
         Err(_) => {
             // The job's reply channel was dropped with it: its caller gets
@@ -1024,51 +1021,6 @@ mod tests {
         assert_eq!(store.early_available("p"), None, "dropped at the restart");
         put_product(&store, 3).unwrap();
         assert_eq!(store.early_available("p"), Some(3));
-        store.close();
-    }
-
-    /// A command that fails is answered as soon as the writer has run it,
-    /// not when the batch it was computed in is durable: it changed nothing.
-    #[test]
-    fn a_refused_command_is_answered_before_the_batch_is_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _opts) = one_job_per_batch(dir.path());
-        put(&store, 1).unwrap();
-        // A's commit waits until B is computed, then fails (injected).
-        fail_next_batch_once_one_more_is_computed(&store);
-        let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (seen, (done_tx, done_rx)) = (answered.clone(), mpsc::channel());
-        store
-            .send(Store::job(
-                |tx| {
-                    tx.put_idempotency(&[2; 32], &rec(2));
-                    Ok(())
-                },
-                move |r: Result<()>| {
-                    seen.lock().unwrap().push(("A", r.is_ok()));
-                    done_tx.send(()).unwrap();
-                },
-            ))
-            .unwrap();
-        let (seen, (b_tx, b_rx)) = (answered.clone(), mpsc::channel());
-        store
-            .send(Store::job(
-                |_tx| Err::<(), _>(crate::error::Error::OutOfStock("gone".into())),
-                move |r: Result<()>| {
-                    seen.lock().unwrap().push(("B", r.is_ok()));
-                    b_tx.send(r).unwrap();
-                },
-            ))
-            .unwrap();
-        let refused = b_rx.recv().unwrap();
-        assert!(matches!(refused, Err(crate::error::Error::OutOfStock(_))));
-        done_rx.recv().unwrap();
-        assert_eq!(
-            *answered.lock().unwrap(),
-            vec![("B", false), ("A", false)],
-            "B was answered before A's batch was done with"
-        );
-        put(&store, 3).unwrap();
         store.close();
     }
 
