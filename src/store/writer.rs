@@ -470,7 +470,7 @@ impl Computer {
         let started = Instant::now();
         let trees = self.trees.clone();
         let in_flight: Vec<Arc<Batch>> = lock(&self.in_flight).iter().cloned().collect();
-        let (early, epoch) = (self.early.clone(), self.epoch);
+        let early = (self.early.clone(), self.epoch);
         let mut tx = Tx::new(
             &trees,
             &in_flight,
@@ -481,8 +481,7 @@ impl Computer {
         );
         let mut finishes: Vec<Finish> = Vec::new();
         let mut n = 1;
-        run_job(&mut tx, first, &mut finishes);
-        early.publish(epoch, tx.take_stock());
+        run_job(&mut tx, first, &mut finishes, &early);
         let end = loop {
             if n >= self.max_batch {
                 break Gathered::More;
@@ -492,8 +491,7 @@ impl Computer {
                 match self.rx.try_recv() {
                     Ok(Msg::Job(job)) => {
                         n += 1;
-                        run_job(&mut tx, job, &mut finishes);
-                        early.publish(epoch, tx.take_stock());
+                        run_job(&mut tx, job, &mut finishes, &early);
                         continue;
                     }
                     Ok(Msg::Shutdown(ack)) => break Gathered::Shutdown(ack),
@@ -507,8 +505,7 @@ impl Computer {
                 recv(self.rx) -> m => match m {
                     Ok(Msg::Job(job)) => {
                         n += 1;
-                        run_job(&mut tx, job, &mut finishes);
-                        early.publish(epoch, tx.take_stock());
+                        run_job(&mut tx, job, &mut finishes, &early);
                     }
                     Ok(Msg::Shutdown(ack)) => break Gathered::Shutdown(ack),
                     Err(_) => break Gathered::Disconnected,
@@ -568,10 +565,14 @@ impl Computer {
 
 /// Runs one job in the batch: kept if it succeeds, rolled back alone if it
 /// fails or panics.
-fn run_job(tx: &mut Tx, job: Job, finishes: &mut Vec<Finish>) {
+/// Runs one command in the batch's `Tx`; a command that committed has its
+/// products' counts published to `early` (the store and this batch's epoch).
+fn run_job(tx: &mut Tx, job: Job, finishes: &mut Vec<Finish>, early: &(Arc<EarlyStock>, u64)) {
     match catch_unwind(AssertUnwindSafe(|| job(tx))) {
         Ok((true, fin)) => {
             tx.commit_cmd();
+            let (stock, epoch) = early;
+            stock.publish(*epoch, tx.take_stock());
             finishes.push(fin);
         }
         Ok((false, fin)) => {
