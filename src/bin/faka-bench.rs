@@ -2338,8 +2338,13 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     let mut admin = Conn::new(faka.addr, Duration::from_secs(60));
     create_product(&mut admin, "bench-flash", 1)?;
     import_range(&mut admin, "bench-flash", "FLASH", (0, m), m)?;
+    let trivial_cpu = ServerThreads::Trivial.cpu_time();
     let ceiling = ceiling_burst(cfg);
-    let commands_before = writer_commands(&mut admin)?;
+    let trivial_cpu = ServerThreads::Trivial
+        .cpu_time()
+        .saturating_sub(trivial_cpu);
+    let writer_before = writer_totals(&mut admin)?;
+    let faka_cpu = faka.cpu_time();
     // The race: every buyer wants one key, all at once.
     type Racer = (Series, Wrong, Vec<Placed>, u64, (Series, Series));
     let (states, elapsed) = run_batch_tasks(
@@ -2372,6 +2377,7 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
             }
         },
     );
+    let faka_cpu = faka.cpu_time().saturating_sub(faka_cpu);
     let (mut race, mut wrong, mut won, mut lost) =
         (Series::default(), Wrong::default(), Vec::new(), 0);
     let (mut won_lat, mut lost_lat) = (Series::default(), Series::default());
@@ -2395,7 +2401,8 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     let errors_row = format!("{} (+{lost}×409 expected)", race.errors_text());
     // How many buyers the read-side refusal did not stop: they queued for
     // the writer, and a refused one waited for its batch to be durable.
-    let to_writer = writer_commands(&mut admin)?.saturating_sub(commands_before);
+    let writer = writer_totals(&mut admin)?.since(writer_before);
+    let to_writer = writer.commands;
     let (mut paid, pay_failures, pay_elapsed) = flash_pay(cfg, faka, &won);
     failures.extend(pay_failures);
     check_counts(
@@ -2431,7 +2438,22 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     );
     let writer_row = Row::info(
         "  buyers that reached the writer",
-        format!("{to_writer} of {n}"),
+        format!(
+            "{to_writer} of {n}, in {} batches of {:.1} ms on average",
+            writer.batches,
+            writer.commit_secs * 1e3 / writer.batches.max(1) as f64
+        ),
+    );
+    // What a request of the burst costs the server, whatever share of the
+    // two cores the client took meanwhile.
+    let per_request = |cpu: Duration| format!("{:.1}", cpu.as_secs_f64() * 1e6 / n.max(1) as f64);
+    let cpu_row = Row::info(
+        "  server CPU µs/req",
+        format!(
+            "{} / {} (/ping, flash)",
+            per_request(trivial_cpu),
+            per_request(faka_cpu)
+        ),
     );
     Ok(vec![
         ceiling,
@@ -2440,6 +2462,7 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         won_row,
         lost_row,
         writer_row,
+        cpu_row,
         Row::new(
             "  flash pay+get",
             rate(won.len() as f64, pay_elapsed, "orders"),
@@ -3214,13 +3237,38 @@ fn metrics_text(admin: &mut Conn) -> Result<String> {
 }
 
 /// Commands the writer has run: the sum of `faka_writer_batch_size`.
-fn writer_commands(admin: &mut Conn) -> Result<u64> {
+/// The writer's totals so far, from `/metrics`: commands run, batches made
+/// durable, and the seconds those batches took (run, journal, fsync, apply).
+#[derive(Clone, Copy, Default)]
+struct WriterTotals {
+    commands: u64,
+    batches: u64,
+    commit_secs: f64,
+}
+
+impl WriterTotals {
+    fn since(self, before: WriterTotals) -> WriterTotals {
+        WriterTotals {
+            commands: self.commands.saturating_sub(before.commands),
+            batches: self.batches.saturating_sub(before.batches),
+            commit_secs: (self.commit_secs - before.commit_secs).max(0.0),
+        }
+    }
+}
+
+fn writer_totals(admin: &mut Conn) -> Result<WriterTotals> {
     let text = metrics_text(admin)?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("faka_writer_batch_size_sum "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .ok_or_else(|| anyhow!("no faka_writer_batch_size_sum in /metrics"))
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| anyhow!("no {name} in /metrics"))
+    };
+    Ok(WriterTotals {
+        commands: value("faka_writer_batch_size_sum")? as u64,
+        batches: value("faka_writer_batch_size_count")? as u64,
+        commit_secs: value("faka_writer_commit_seconds_sum")?,
+    })
 }
 
 /// Orders by status, as the store counts them (`faka_orders` in `/metrics`).

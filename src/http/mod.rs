@@ -53,9 +53,21 @@ impl ResponseError for Error {
         if let Some(secs) = self.retry_after() {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        res.json(serde_json::json!({
-            "error": {"code": self.code(), "message": self.to_string()}
-        }))
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            message: String,
+        }
+        res.json(Body {
+            error: Inner {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        })
     }
 }
 

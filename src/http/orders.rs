@@ -161,7 +161,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
 /// checks everything again; stock read here can only be stale in the buyer's
 /// favour of an earlier refusal, which is a valid answer at that moment.
 fn refuse_early(state: &State, product_id: &str, quantity: u32) -> Result<(), Error> {
-    let Some(p) = state.store.product(product_id)?.filter(|p| p.active) else {
+    let Some(p) = state.views.active_product(&state.store, product_id)? else {
         return Err(Error::not_found(format!("product {product_id} not found")));
     };
     if quantity < p.min_quantity || quantity > p.max_quantity {

@@ -74,6 +74,47 @@ fn out_of_stock_holds_nothing() {
     );
 }
 
+/// An order is checked against the product as it is at that moment, even
+/// though those checks are answered from a cache before the order queues:
+/// keys imported, bounds changed and a product withdrawn each count for the
+/// very next order.
+#[test]
+fn an_order_is_checked_against_the_product_as_it_is_now() {
+    let app = spawn();
+    app.product_with_keys("p", 100, 1);
+    app.order_ok("p", 1, "manual");
+    assert_eq!(
+        error_code(app.order("p", 1, "manual")),
+        (409, "out_of_stock".into())
+    );
+    app.import("p", &["p-MORE-1".into(), "p-MORE-2".into()]);
+    app.order_ok("p", 1, "manual");
+    let patch = |body: serde_json::Value| {
+        let r = app
+            .admin(app.client.patch(app.url("/api/v1/admin/products/p")))
+            .json(&body)
+            .send()
+            .expect("patch");
+        assert_eq!(r.status(), 200);
+    };
+    patch(serde_json::json!({"max_quantity": 1}));
+    assert_eq!(
+        error_code(app.order("p", 2, "manual")),
+        (422, "invalid_request".into())
+    );
+    patch(serde_json::json!({"active": false}));
+    assert_eq!(
+        error_code(app.order("p", 1, "manual")),
+        (404, "not_found".into())
+    );
+    patch(serde_json::json!({"active": true}));
+    app.order_ok("p", 1, "manual");
+    assert_eq!(
+        error_code(app.order("p", 1, "manual")),
+        (409, "out_of_stock".into())
+    );
+}
+
 #[test]
 fn order_requests_are_validated_field_by_field() {
     let app = spawn();
