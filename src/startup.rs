@@ -242,6 +242,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             // Runs once on each worker thread as it starts.
             lower_thread_priority(nice);
+            crate::store::courier::start();
             let m = metrics.clone();
             App::new()
                 .app_data(state.clone())

@@ -7,6 +7,7 @@
 //! after its batch is durable.
 
 pub mod codec;
+pub mod courier;
 pub mod journal;
 pub mod keyblock;
 mod reads;
@@ -295,8 +296,14 @@ impl Store {
         f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,
     ) -> Result<impl std::future::Future<Output = Result<T>>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let courier = courier::here();
         self.send(Self::job(f, move |r| {
-            let _ = tx.send(r);
+            courier::deliver(
+                courier,
+                Box::new(move || {
+                    let _ = tx.send(r);
+                }),
+            )
         }))?;
         Ok(async move {
             rx.await
