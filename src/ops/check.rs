@@ -6,9 +6,9 @@
 //! legal shape for its status, and every pending order's expiry is
 //! scheduled (the sweeper and the hold caps find pending orders there).
 
-use crate::domain::model::KeyState;
+use crate::domain::model::{KeyRecord, KeyState, Order};
 use crate::domain::order::OrderStatus;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{keyblock, Store};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -61,8 +61,87 @@ struct Counted {
     sold: u64,
 }
 
+/// From this many orders or keys on, each of the two passes reads its tree
+/// as two halves on two threads (the reading and decoding are most of a
+/// crash start's time at 1M keys + 1M orders).
+const PARALLEL_FROM: u64 = 20_000;
+
+/// Items handed from a reading thread to the checking one at a time.
+const CHUNK: usize = 512;
+
 /// Checks every invariant over the whole store.
 pub fn run(store: &Store) -> Result<Report> {
+    run_with(store, PARALLEL_FROM)
+}
+
+/// Reads two parts of a tree on two threads (`scan`) and hands every item
+/// to `visit` on this thread, in whatever order they come. The checks do
+/// not depend on that order. A part whose thread cannot be started is read
+/// here afterwards; an error in `visit` stops the readers.
+fn scan_in_two<P: Sync, T: Send>(
+    parts: &[P; 2],
+    scan: impl Fn(&P, &mut dyn FnMut(T) -> Result<()>) -> Result<()> + Sync,
+    mut visit: impl FnMut(T) -> Result<()>,
+) -> Result<()> {
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<T>>(8);
+    std::thread::scope(|s| {
+        let mut readers = Vec::new();
+        let mut left = Vec::new();
+        for part in parts {
+            let (tx, scan) = (tx.clone(), &scan);
+            let spawned = std::thread::Builder::new()
+                .name("faka-check".into())
+                .spawn_scoped(s, move || {
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    scan(part, &mut |t| {
+                        chunk.push(t);
+                        if chunk.len() == CHUNK {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                            tx.send(full)
+                                .map_err(|_| Error::unavailable("the check stopped"))?;
+                        }
+                        Ok(())
+                    })?;
+                    if !chunk.is_empty() {
+                        let _ = tx.send(chunk);
+                    }
+                    Ok(())
+                });
+            match spawned {
+                Ok(h) => readers.push(h),
+                Err(_) => left.push(part),
+            }
+        }
+        drop(tx);
+        let mut visited = Ok(());
+        'chunks: for chunk in &rx {
+            for t in chunk {
+                visited = visit(t);
+                if visited.is_err() {
+                    break 'chunks;
+                }
+            }
+        }
+        drop(rx);
+        let mut read = Ok(());
+        for h in readers {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(Error::unavailable("a check thread panicked")));
+            read = read.and(r);
+        }
+        visited?;
+        read?;
+        for part in left {
+            scan(part, &mut visit)?;
+        }
+        Ok(())
+    })
+}
+
+/// [`run`], reading each tree in two halves at once from `parallel_from`
+/// orders (the orders pass) or keys (the keys pass) on.
+fn run_with(store: &Store, parallel_from: u64) -> Result<Report> {
     let mut r = Report::default();
     // Pass 1: orders, and which order claims each key. Orders are numbered
     // in the order they are read (`seen`); a key's claim is that number.
@@ -80,7 +159,7 @@ pub fn run(store: &Store) -> Result<Report> {
     let mut twice: Vec<(u64, u32, String)> = Vec::new();
     let mut bad = Vec::new();
     let mut paid = Vec::new();
-    store.for_each_order(|o| {
+    let visit_order = |o: Order| {
         r.orders += 1;
         let with_keys = matches!(
             o.status,
@@ -138,16 +217,46 @@ pub fn run(store: &Store) -> Result<Report> {
         statuses.insert(o.order_no, (o.status, seen));
         seen += 1;
         Ok(())
-    })?;
+    };
+    if capacity as u64 >= parallel_from {
+        scan_in_two(
+            &store.halves_of_orders()?,
+            |part, f| store.for_each_order_in(part.clone(), f),
+            visit_order,
+        )?;
+    } else {
+        store.for_each_order(visit_order)?;
+    }
+    // The halves are read in no set order: name the two orders of a key
+    // listed twice, and the paid orders, in order-number order.
+    paid.sort();
     // Order numbers by their number in `seen`, for messages only.
     let mut names: Vec<&str> = vec![""; seen as usize];
     for (no, &(_, i)) in &statuses {
         names[i as usize] = no;
     }
     let name = |c: Option<u32>| c.and_then(|i| names.get(i as usize).copied());
-    for (k, prev, no) in twice {
-        let prev = name(Some(prev)).unwrap_or("?");
-        bad.push(format!("key {k} is owned by two orders: {prev} and {no}"));
+    // A key listed by several orders: named pairwise in order-number order,
+    // and owned (for the keys pass) by the last of them, as a scan in that
+    // order leaves it, whatever order the halves were read in.
+    let mut listed: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    for (k, prev, no) in &twice {
+        let nos = listed.entry(*k).or_default();
+        nos.push(name(Some(*prev)).unwrap_or("?"));
+        nos.push(no.as_str());
+    }
+    for (k, mut nos) in listed {
+        nos.sort_unstable();
+        nos.dedup();
+        for pair in nos.windows(2) {
+            bad.push(format!(
+                "key {k} is owned by two orders: {} and {}",
+                pair[0], pair[1]
+            ));
+        }
+        if let Some(&(_, last)) = nos.last().and_then(|no| statuses.get(*no)) {
+            owner.insert(k, last);
+        }
     }
     let mut by_status = [0u64; 6];
     for (s, _) in statuses.values() {
@@ -167,7 +276,12 @@ pub fn run(store: &Store) -> Result<Report> {
     // Pass 2: keys against their owners and the available-key index.
     let mut counted: BTreeMap<String, Counted> = BTreeMap::new();
     let mut index = store.available_index()?;
-    store.for_each_key(|id, k| {
+    let keys_recorded: u64 = store
+        .products()?
+        .iter()
+        .map(|p| p.counts.available + p.counts.held + p.counts.sold)
+        .sum();
+    let mut visit_key = |(id, k): (u64, KeyRecord)| {
         r.keys += 1;
         let c = counted.entry(k.product_id.clone()).or_default();
         let claimed = owner.remove(&id);
@@ -215,7 +329,17 @@ pub fn run(store: &Store) -> Result<Report> {
             }
         }
         Ok(())
-    })?;
+    };
+    if keys_recorded >= parallel_from {
+        let middle = store.middle_key_id()?;
+        scan_in_two(
+            &[(0, middle), (middle, u64::MAX)],
+            |&(start, end), f| store.for_each_key_in(start, end, |id, k| f((id, k))),
+            visit_key,
+        )?;
+    } else {
+        store.for_each_key(|id, k| visit_key((id, k)))?;
+    }
     for (k, o) in owner {
         let o = name(Some(o)).unwrap_or("?");
         bad.push(format!("order {o} lists key {k}, which does not exist"));
@@ -264,6 +388,115 @@ mod tests {
     use crate::store::tree::Tree;
     use crate::store::StoreOptions;
 
+    /// Runs the check reading each tree in one piece and in two halves at
+    /// once, asserts both find the same, and gives the first's report.
+    fn checked(store: &Store) -> Report {
+        let one = run_with(store, u64::MAX).unwrap();
+        let two = run_with(store, 0).unwrap();
+        let found = |r: &Report| {
+            let mut v = r.violations.clone();
+            v.sort();
+            (r.products, r.keys, r.orders, v, r.paid_undelivered.clone())
+        };
+        assert_eq!(found(&one), found(&two));
+        one
+    }
+
+    /// Read in two halves on two threads, the store yields the same report
+    /// as read in one scan: keys listed by orders in different halves, by
+    /// three orders, and keys on both sides of the middle key.
+    #[test]
+    fn two_halves_read_at_once_find_what_one_scan_finds() {
+        use crate::domain::model::{KeyState, Order};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        let (first, last) = store
+            .write_blocking(|tx| {
+                let keys = (0..300u16)
+                    .map(|i| (i.to_be_bytes().to_vec(), [(i % 251) as u8; 16]))
+                    .collect();
+                Ok(tx.insert_available_keys("p", keys))
+            })
+            .unwrap()
+            .unwrap();
+        let middle = store.middle_key_id().unwrap();
+        assert!(
+            first < middle && middle < last,
+            "{first} < {middle} < {last}"
+        );
+        store
+            .write_blocking(move |tx| {
+                let mut place = |no: &str, keys: Vec<u64>| {
+                    let mut o = Order::pending_for_test(no, "b@x.com", "10.0.0.1", 1);
+                    o.quantity = keys.len() as u32;
+                    o.key_ids = keys;
+                    tx.schedule_expiry(&o);
+                    tx.insert_order(&o);
+                };
+                // Order numbers from A to Z fall in both halves of the tree.
+                place("A0000000000000001", vec![first]);
+                place("Z0000000000000026", vec![first]);
+                place("B0000000000000002", vec![middle]);
+                place("M0000000000000013", vec![middle]);
+                place("Y0000000000000025", vec![middle]);
+                place("N0000000000000014", vec![last]);
+                place("C0000000000000003", vec![last + 10]);
+                // Held properly, one on each side of the middle key.
+                place("D0000000000000004", vec![first + 1]);
+                place("X0000000000000024", vec![last - 1]);
+                let held = |no: &str| KeyState::Held {
+                    order_no: no.into(),
+                };
+                tx.swap_key_state(first + 1, &KeyState::Available, held("D0000000000000004"))?;
+                tx.swap_key_state(last - 1, &KeyState::Available, held("X0000000000000024"))?;
+                tx.swap_key_state(middle, &KeyState::Available, held("B0000000000000002"))
+            })
+            .unwrap();
+        let halves = store.halves_of_orders().unwrap();
+        let mut in_halves = [0, 0];
+        for (n, part) in halves.iter().enumerate() {
+            store
+                .for_each_order_in(part.clone(), |_| {
+                    in_halves[n] += 1;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert!(in_halves[0] > 0 && in_halves[1] > 0, "{in_halves:?}");
+        assert_eq!(in_halves[0] + in_halves[1], 9);
+        let found = checked(&store).violations;
+        let has = |text: String| {
+            assert!(
+                found.iter().any(|v| v.contains(&text)),
+                "{text}: {found:#?}"
+            )
+        };
+        has(format!(
+            "key {first} is owned by two orders: A0000000000000001 and Z0000000000000026"
+        ));
+        has(format!(
+            "key {middle} is owned by two orders: B0000000000000002 and M0000000000000013"
+        ));
+        has(format!(
+            "key {middle} is owned by two orders: M0000000000000013 and Y0000000000000025"
+        ));
+        // The last of the orders that list a key is taken as its owner.
+        has(format!(
+            "key {middle} is held for order B0000000000000002 but that order does not list it"
+        ));
+        has(format!(
+            "order C0000000000000003 lists key {}, which does not exist",
+            last + 10
+        ));
+        for k in [first + 1, last - 1] {
+            assert!(
+                !found.iter().any(|v| v.starts_with(&format!("key {k} "))),
+                "{found:#?}"
+            );
+        }
+        store.close();
+    }
+
     /// Keys and the orders that list them are matched both ways, and each
     /// violation names the right orders: a key listed by two orders, an
     /// available key an order lists, a key no order lists, a listed key
@@ -305,7 +538,7 @@ mod tests {
                 tx.swap_key_state(k + 3, &KeyState::Available, held("E0000000000000005"))
             })
             .unwrap();
-        let found = run(&store).unwrap().violations;
+        let found = checked(&store).violations;
         let has = |text: &str| found.iter().any(|v| v.contains(text));
         assert!(
             has(&format!(
@@ -356,7 +589,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let found = run(&store).unwrap().violations;
+        let found = checked(&store).violations;
         assert!(
             !found
                 .iter()
@@ -384,8 +617,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let index_violations = |store: &Store| -> Vec<String> {
-            run(store)
-                .unwrap()
+            checked(store)
                 .violations
                 .into_iter()
                 .filter(|v| v.contains("available index"))

@@ -17,7 +17,7 @@ pub mod tree;
 mod tx;
 mod writer;
 
-pub use reads::{KeyPage, OrderFilter, OrderPage, RawRecord};
+pub use reads::{KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
 pub use recovery::OpenError;
 pub use tx::{Counters, FingerprintSet, Tx};
 pub use writer::{now_ms, WriterStats};

@@ -22,6 +22,14 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     codec::decode(bytes).map_err(storage)
 }
 
+/// A part of the order tree, by order number.
+#[derive(Debug, Clone)]
+pub enum OrderRange {
+    All,
+    Below(Vec<u8>),
+    From(Vec<u8>),
+}
+
 /// Filters for the admin order list.
 #[derive(Debug, Clone, Default)]
 pub struct OrderFilter {
@@ -94,6 +102,16 @@ impl Store {
     fn visit_keys(
         &self,
         start: u64,
+        f: impl FnMut(u64, KeyRecord) -> Result<bool>,
+    ) -> Result<()> {
+        self.visit_keys_in(start, u64::MAX, f)
+    }
+
+    /// [`Store::visit_keys`] for the ids in `start..end`.
+    fn visit_keys_in(
+        &self,
+        start: u64,
+        end: u64,
         mut f: impl FnMut(u64, KeyRecord) -> Result<bool>,
     ) -> Result<()> {
         let mut rows = self
@@ -115,6 +133,9 @@ impl Store {
                 let id = base + slot as u64;
                 if id < start {
                     continue;
+                }
+                if id >= end {
+                    return Ok(());
                 }
                 // Rows of ids no block holds (none are written) are skipped.
                 let mut own = None;
@@ -188,16 +209,78 @@ impl Store {
     }
 
     /// Visits every order (recovery and checks).
-    pub fn for_each_order(&self, mut f: impl FnMut(Order) -> Result<()>) -> Result<()> {
-        for v in self.trees().get(Tree::Orders).iter().values() {
+    pub fn for_each_order(&self, f: impl FnMut(Order) -> Result<()>) -> Result<()> {
+        self.for_each_order_in(OrderRange::All, f)
+    }
+
+    /// Visits the orders of one part of the order tree (see
+    /// [`Store::halves_of_orders`]).
+    pub fn for_each_order_in(
+        &self,
+        part: OrderRange,
+        mut f: impl FnMut(Order) -> Result<()>,
+    ) -> Result<()> {
+        let orders = self.trees().get(Tree::Orders);
+        let iter = match part {
+            OrderRange::All => orders.iter(),
+            OrderRange::Below(split) => orders.range(..split),
+            OrderRange::From(split) => orders.range(split..),
+        };
+        for v in iter.values() {
             f(decode(&v.map_err(storage)?)?)?;
         }
         Ok(())
     }
 
+    /// The order tree cut in two at about the middle of its key span, for
+    /// two threads to read at once. Order numbers begin with the time they
+    /// were made, so each half holds about the orders of half that time.
+    pub fn halves_of_orders(&self) -> Result<[OrderRange; 2]> {
+        let orders = self.trees().get(Tree::Orders);
+        let (first, last) = (
+            orders.first().map_err(storage)?,
+            orders.last().map_err(storage)?,
+        );
+        let prefix = |k: &[u8]| {
+            let mut b = [0u8; 8];
+            for (d, s) in b.iter_mut().zip(k) {
+                *d = *s;
+            }
+            u64::from_be_bytes(b)
+        };
+        let (lo, hi) = match (first, last) {
+            (Some((a, _)), Some((b, _))) => (prefix(&a), prefix(&b)),
+            _ => (0, 0),
+        };
+        let split = (lo + (hi - lo.min(hi)) / 2).to_be_bytes().to_vec();
+        Ok([OrderRange::Below(split.clone()), OrderRange::From(split)])
+    }
+
     /// Visits every key record with its id.
-    pub fn for_each_key(&self, mut f: impl FnMut(u64, KeyRecord) -> Result<()>) -> Result<()> {
-        self.visit_keys(0, |id, rec| f(id, rec).map(|()| true))
+    pub fn for_each_key(&self, f: impl FnMut(u64, KeyRecord) -> Result<()>) -> Result<()> {
+        self.for_each_key_in(0, u64::MAX, f)
+    }
+
+    /// Visits the key records with ids in `start..end`.
+    pub fn for_each_key_in(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(u64, KeyRecord) -> Result<()>,
+    ) -> Result<()> {
+        self.visit_keys_in(start, end, |id, rec| f(id, rec).map(|()| true))
+    }
+
+    /// A key id about halfway through the imported blocks, for two threads
+    /// to read the keys below and from it at once.
+    pub fn middle_key_id(&self) -> Result<u64> {
+        let blocks = self.trees().get(Tree::KeyBlocks);
+        let block = |kv: Option<(sled::IVec, sled::IVec)>| {
+            kv.and_then(|(k, _)| tree::read_u64(&k)).unwrap_or(0)
+        };
+        let first = block(blocks.first().map_err(storage)?);
+        let last = block(blocks.last().map_err(storage)?);
+        Ok(keyblock::first_id(first + last.saturating_sub(first) / 2))
     }
 
     /// Keys of a product in id order, optionally of one state, after `cursor`.
