@@ -99,11 +99,7 @@ impl Store {
     /// Visits every key from id `start` on, in id order: each block's slots,
     /// with the key's own row (if its state changed) in place of the slot,
     /// deleted keys left out. `f` returns false to stop.
-    fn visit_keys(
-        &self,
-        start: u64,
-        f: impl FnMut(u64, KeyRecord) -> Result<bool>,
-    ) -> Result<()> {
+    fn visit_keys(&self, start: u64, f: impl FnMut(u64, KeyRecord) -> Result<bool>) -> Result<()> {
         self.visit_keys_in(start, u64::MAX, f)
     }
 
