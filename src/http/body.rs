@@ -3,6 +3,7 @@
 //! fields are 422 `invalid_request` naming the field; oversized bodies 413.
 
 use crate::error::Error;
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 use futures_util::{FutureExt, StreamExt};
@@ -25,23 +26,24 @@ pub async fn read_body(
         return Err(too_large());
     }
     let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-    // A small body usually arrived with its headers: take what is already
-    // there without arming a timer, and only wait (under the deadline) for
-    // the rest.
-    let mut ended = false;
-    while let Some(next) = payload.next().now_or_never() {
-        let Some(chunk) = next else {
-            ended = true;
-            break;
-        };
-        let chunk = chunk.map_err(|e| unreadable(&e))?;
+    let append = |buf: &mut web::BytesMut, chunk: Result<web::Bytes, PayloadError>| {
+        let chunk = chunk
+            .map_err(|e| Error::invalid("body", format!("could not read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large());
         }
         buf.extend_from_slice(&chunk);
-    }
-    if ended {
-        return Ok(buf.freeze());
+        Ok(())
+    };
+    // A small body usually arrived with its headers: take what is already
+    // there without arming a timer, and only wait (under the deadline) for
+    // the rest.
+    loop {
+        match payload.next().now_or_never() {
+            Some(Some(chunk)) => append(&mut buf, chunk)?,
+            Some(None) => return Ok(buf.freeze()),
+            None => break,
+        }
     }
     // A client that trickles its body must not hold a worker forever.
     // `[server] request_timeout_secs` for ordinary bodies, 60 times that for
@@ -52,11 +54,7 @@ pub async fn read_body(
     let deadline = std::time::Duration::from_secs(if limit <= 1 << 20 { secs } else { secs * 60 });
     let read = async {
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| unreadable(&e))?;
-            if buf.len() + chunk.len() > limit {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&chunk);
+            append(&mut buf, chunk)?;
         }
         Ok(())
     };
@@ -111,10 +109,6 @@ fn parse_json_in_two_steps<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error
         };
         Error::invalid(&field, strip_position(&e.into_inner().to_string()))
     })
-}
-
-fn unreadable(e: &actix_web::error::PayloadError) -> Error {
-    Error::invalid("body", format!("could not read the request body: {e}"))
 }
 
 fn strip_position(msg: &str) -> String {

@@ -276,8 +276,8 @@ fn run_with(store: &Store, parallel_from: u64) -> Result<Report> {
     // Pass 2: keys against their owners and the available-key index.
     let mut counted: BTreeMap<String, Counted> = BTreeMap::new();
     let mut index = store.available_index()?;
-    let keys_recorded: u64 = store
-        .products()?
+    let products = store.products()?;
+    let keys_recorded: u64 = products
         .iter()
         .map(|p| p.counts.available + p.counts.held + p.counts.sold)
         .sum();
@@ -345,7 +345,7 @@ fn run_with(store: &Store, parallel_from: u64) -> Result<Report> {
         bad.push(format!("order {o} lists key {k}, which does not exist"));
     }
     // Pass 3: product counts.
-    for p in store.products()? {
+    for p in products {
         r.products += 1;
         let c = counted.remove(&p.id).unwrap_or_default();
         let s = p.counts;

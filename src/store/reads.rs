@@ -96,15 +96,10 @@ impl Store {
         }
     }
 
-    /// Visits every key from id `start` on, in id order: each block's slots,
-    /// with the key's own row (if its state changed) in place of the slot,
-    /// deleted keys left out. `f` returns false to stop.
-    fn visit_keys(&self, start: u64, f: impl FnMut(u64, KeyRecord) -> Result<bool>) -> Result<()> {
-        self.visit_keys_in(start, u64::MAX, f)
-    }
-
-    /// [`Store::visit_keys`] for the ids in `start..end`.
-    fn visit_keys_in(
+    /// Visits every key with an id in `start..end`, in id order: each
+    /// block's slots, with the key's own row (if its state changed) in place
+    /// of the slot, deleted keys left out. `f` returns false to stop.
+    fn visit_keys(
         &self,
         start: u64,
         end: u64,
@@ -248,7 +243,7 @@ impl Store {
             (Some((a, _)), Some((b, _))) => (prefix(&a), prefix(&b)),
             _ => (0, 0),
         };
-        let split = (lo + (hi - lo.min(hi)) / 2).to_be_bytes().to_vec();
+        let split = (lo + hi.saturating_sub(lo) / 2).to_be_bytes().to_vec();
         Ok([OrderRange::Below(split.clone()), OrderRange::From(split)])
     }
 
@@ -264,7 +259,7 @@ impl Store {
         end: u64,
         mut f: impl FnMut(u64, KeyRecord) -> Result<()>,
     ) -> Result<()> {
-        self.visit_keys_in(start, end, |id, rec| f(id, rec).map(|()| true))
+        self.visit_keys(start, end, |id, rec| f(id, rec).map(|()| true))
     }
 
     /// A key id about halfway through the imported blocks, for two threads
@@ -314,7 +309,7 @@ impl Store {
             }
             return Ok(KeyPage { keys, next_cursor });
         }
-        self.visit_keys(start, |id, rec| {
+        self.visit_keys(start, u64::MAX, |id, rec| {
             if rec.product_id != product_id || state.is_some_and(|s| s != rec.state.name()) {
                 return Ok(true);
             }
