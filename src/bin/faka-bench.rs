@@ -136,6 +136,16 @@ struct Args {
     /// yield alike to the load generator [default: faka's default, 5]
     #[arg(long)]
     worker_nice: Option<i32>,
+    /// faka's `server.workers` (HTTP worker threads) for every faka
+    /// started, and the trivial server's worker count [default: actix's,
+    /// one per core]
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Write one line per request of flash's `/ping` burst to FILE: the
+    /// request, its connection, when it was sent, reached the handler and
+    /// was answered (µs from the first), and the server thread that ran it
+    #[arg(long, value_name = "FILE")]
+    burst_trace: Option<PathBuf>,
 }
 
 /// `storage.cache_mb` written into faka's config, when `--cache-mb`.
@@ -143,6 +153,9 @@ static CACHE_MB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
 /// `server.worker_nice` written into faka's config, when `--worker-nice`.
 static WORKER_NICE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// `server.workers` written into faka's config, when `--workers`.
+static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 /// Gives the calling thread (a trivial-server worker) the same nice value
 /// as faka's HTTP workers, with faka's own function and default.
@@ -1467,10 +1480,14 @@ fn config_text(dir: &Path, hold_secs: u64) -> String {
         .get()
         .map(|n| format!("worker_nice = {n}\n"))
         .unwrap_or_default();
+    let workers = WORKERS
+        .get()
+        .map(|n| format!("workers = {n}\n"))
+        .unwrap_or_default();
     let text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
-{nice}[storage]
+{nice}{workers}[storage]
 data_dir = "{data}"
 key_file = "{key}"
 {cache}[admin]
@@ -2303,26 +2320,45 @@ fn ceiling_burst(cfg: &Settings) -> Row {
     };
     let n = cfg.flash_buyers;
     let ping = Req::get("/ping".into());
+    let tracing = burst_trace::on();
+    type Pinger = (Series, Wrong, Vec<burst_trace::Sent>);
     let (states, elapsed) = run_batch_tasks(
         addr,
         cfg.flash_conns,
         cfg.client_threads,
         n,
-        |_| (Series::default(), Wrong::default()),
-        async |(s, wrong): &mut (Series, Wrong), conn: &mut AConn, _| {
-            if let Some(r) = timed_call(s, conn, &ping).await {
+        |_| (Series::default(), Wrong::default(), Vec::new()),
+        async |(s, wrong, sent): &mut Pinger, conn: &mut AConn, i| {
+            let r = if tracing {
+                let sent_us = burst_trace::now_us();
+                let r = timed_call(s, conn, &Req::get(format!("/ping?i={i}"))).await;
+                sent.push(burst_trace::Sent {
+                    request: i as u64,
+                    conn: conn as *const AConn as usize,
+                    sent_us,
+                    answered_us: burst_trace::now_us(),
+                });
+                r
+            } else {
+                timed_call(s, conn, &ping).await
+            };
+            if let Some(r) = r {
                 if s.check(&r, 200) && r.body != PING_BODY {
                     wrong.add(String::from_utf8_lossy(&r.body).into_owned());
                 }
             }
         },
     );
-    let (mut series, mut wrong) = (Series::default(), Wrong::default());
-    for (s, w) in states {
+    let (mut series, mut wrong, mut sent) = (Series::default(), Wrong::default(), Vec::new());
+    for (s, w, t) in states {
         series.merge(s);
         wrong.merge(w);
+        sent.extend(t);
     }
     let mut failures = wrong.into_failures("GET /ping");
+    if let Err(e) = burst_trace::write(sent) {
+        failures.push(format!("writing --burst-trace: {e}"));
+    }
     if series.error_count() > 0 || series.lat_us.len() != n {
         failures.push(format!(
             "{} of {n} answered; errors: {}",
@@ -3358,8 +3394,122 @@ fn print_events(what: &str, events: &[(Duration, String)]) {
 
 const PING_BODY: &[u8] = br#"{"ok":true}"#;
 
-async fn ping() -> actix_web::HttpResponse {
+async fn ping(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    if burst_trace::on() {
+        burst_trace::handled(req.query_string());
+    }
     actix_web::HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+/// `--burst-trace`: a stamp per request of the `/ping` burst, to show where
+/// its slowest requests waited: before the handler ran, or after it.
+mod burst_trace {
+    use std::collections::HashMap;
+    use std::io::{self, Write};
+    use std::path::PathBuf;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+
+    pub static FILE: OnceLock<PathBuf> = OnceLock::new();
+    static START: OnceLock<Instant> = OnceLock::new();
+    /// Request number, µs when the handler ran, the server thread.
+    static HANDLED: Mutex<Vec<(u64, u64, String)>> = Mutex::new(Vec::new());
+
+    /// One request as the client saw it.
+    pub struct Sent {
+        pub request: u64,
+        /// Which connection: the address of its client state.
+        pub conn: usize,
+        pub sent_us: u64,
+        pub answered_us: u64,
+    }
+
+    pub fn on() -> bool {
+        FILE.get().is_some()
+    }
+
+    pub fn now_us() -> u64 {
+        START.get_or_init(Instant::now).elapsed().as_micros() as u64
+    }
+
+    /// The trivial server's handler, given its request's query `i=N`.
+    pub fn handled(query: &str) {
+        if let Some(i) = query.strip_prefix("i=").and_then(|v| v.parse().ok()) {
+            let t = now_us();
+            let thread = format!("{:?}", std::thread::current().id());
+            HANDLED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((i, t, thread));
+        }
+    }
+
+    /// Writes the file: one line per request, in the order they were sent,
+    /// times in µs from the first send; connections numbered from 0. Also
+    /// prints where the slowest 1 % waited, and on which server threads.
+    pub fn write(mut sent: Vec<Sent>) -> io::Result<()> {
+        let Some(path) = FILE.get() else {
+            return Ok(());
+        };
+        let handled: HashMap<u64, (u64, String)> =
+            std::mem::take(&mut *HANDLED.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .map(|(i, t, th)| (i, (t, th)))
+                .collect();
+        sent.sort_by_key(|s| s.sent_us);
+        let t0 = sent.first().map_or(0, |s| s.sent_us);
+        let mut conns: HashMap<usize, usize> = HashMap::new();
+        let mut out = io::BufWriter::new(std::fs::File::create(path)?);
+        writeln!(
+            out,
+            "# request connection sent_us handled_us answered_us server_thread"
+        )?;
+        for s in &sent {
+            let next = conns.len();
+            let conn = *conns.entry(s.conn).or_insert(next);
+            let (h, th) = match handled.get(&s.request) {
+                Some((t, th)) => (t.saturating_sub(t0).to_string(), th.as_str()),
+                None => ("-".to_string(), "-"),
+            };
+            writeln!(
+                out,
+                "{} {conn} {} {h} {} {th}",
+                s.request,
+                s.sent_us - t0,
+                s.answered_us.saturating_sub(t0)
+            )?;
+        }
+        out.flush()?;
+        eprintln!("{}", slowest(&sent, &handled));
+        Ok(())
+    }
+
+    /// The slowest 1 %: median µs before and after the handler, and how
+    /// many of them each server thread ran.
+    fn slowest(sent: &[Sent], handled: &HashMap<u64, (u64, String)>) -> String {
+        let mut by_latency: Vec<&Sent> = sent.iter().collect();
+        by_latency.sort_by_key(|s| std::cmp::Reverse(s.answered_us - s.sent_us));
+        by_latency.truncate(sent.len().div_ceil(100));
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        let mut threads: std::collections::BTreeMap<&str, usize> = Default::default();
+        for s in &by_latency {
+            if let Some((t, th)) = handled.get(&s.request) {
+                before.push(t.saturating_sub(s.sent_us));
+                after.push(s.answered_us.saturating_sub(*t));
+                *threads.entry(th.as_str()).or_default() += 1;
+            }
+        }
+        let median = |v: &mut Vec<u64>| {
+            v.sort_unstable();
+            v.get(v.len() / 2).map_or(0.0, |&us| us as f64 / 1000.0)
+        };
+        format!(
+            "burst trace: the slowest {} requests waited a median {:.1} ms before the handler and {:.1} ms after it; server threads {threads:?}",
+            by_latency.len(),
+            median(&mut before),
+            median(&mut after)
+        )
+    }
 }
 
 /// The trivial server, started on first use and shared by `read` and `flash`.
@@ -3377,7 +3527,7 @@ fn trivial() -> Result<SocketAddr> {
 }
 
 /// The ceiling: a trivial actix-web JSON endpoint on its own thread, with
-/// actix's default worker count (as faka's `workers = 0`).
+/// actix's default worker count (as faka's `workers = 0`) or `--workers`.
 fn start_trivial() -> Result<SocketAddr> {
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").context("binding the trivial server")?;
@@ -3387,13 +3537,15 @@ fn start_trivial() -> Result<SocketAddr> {
     server.spawn(move || {
         let sys = actix_web::rt::System::new();
         let run = sys.block_on(async move {
-            let s = actix_web::HttpServer::new(|| {
+            let mut s = actix_web::HttpServer::new(|| {
                 match_faka_worker_priority();
                 actix_web::App::new().route("/ping", actix_web::web::get().to(ping))
             })
-            .disable_signals()
-            .listen(listener)?
-            .run();
+            .disable_signals();
+            if let Some(&n) = WORKERS.get() {
+                s = s.workers(n);
+            }
+            let s = s.listen(listener)?.run();
             s.await
         });
         if let Err(e) = run {
@@ -3423,6 +3575,12 @@ fn main() {
     }
     if let Some(n) = args.worker_nice {
         let _ = WORKER_NICE.set(n);
+    }
+    if let Some(n) = args.workers {
+        let _ = WORKERS.set(n.max(1));
+    }
+    if let Some(path) = &args.burst_trace {
+        let _ = burst_trace::FILE.set(path.clone());
     }
     let cfg = match Settings::from_args(&args) {
         Ok(c) => c,
