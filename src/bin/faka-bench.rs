@@ -45,6 +45,11 @@
 //! ```
 
 use anyhow::{anyhow, bail, Context, Result};
+
+/// The same allocator as faka, for the load generator and the trivial
+/// server alike.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, ValueEnum};
 use faka::payments::hmac::HmacGateway;
 use futures_util::future::join_all;
