@@ -92,7 +92,7 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Client threads that share the non-blocking connections of `read`,
-    /// `flow` and `flash` (the others use a thread per connection)
+    /// `flow`, `flash` and `mixed` (`import` and `scale` use a thread per connection)
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
     /// `read` with a thread per connection, as its ratios were measured
@@ -2650,29 +2650,24 @@ struct Holder {
 const EXPIRY_GRACE: Duration = Duration::from_secs(30);
 
 impl Holder {
-    fn step(&mut self, conn: &mut Conn, hold: Duration) -> bool {
+    async fn step(&mut self, conn: &mut AConn, hold: Duration) -> bool {
         if let Some((at, _)) = self.waiting.front() {
             if at.elapsed() > hold + Duration::from_millis(1500) {
                 let (at, o) = self.waiting.pop_front().expect("front exists");
-                if let Some(o) = self.observe(conn, o, at.elapsed() > hold + EXPIRY_GRACE) {
+                let final_look = at.elapsed() > hold + EXPIRY_GRACE;
+                if let Some(o) = self.observe(conn, o, final_look).await {
                     // Not expired yet on a starved machine: look again later.
                     self.waiting.push_back((at, o));
-                    std::thread::sleep(Duration::from_millis(5));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 return true;
             }
         }
-        match ready(create_order(
-            conn,
-            &mut self.create,
-            &mut self.wrong,
-            MIX_HOLD,
-            1,
-        )) {
+        match create_order(conn, &mut self.create, &mut self.wrong, MIX_HOLD, 1).await {
             Created::Ok(o) => self.waiting.push_back((Instant::now(), o)),
             Created::OutOfStock => {
                 self.out_of_stock += 1;
-                std::thread::sleep(Duration::from_millis(10));
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Created::Failed => {}
         }
@@ -2683,8 +2678,13 @@ impl Holder {
     /// paid late. Gives the order back when it is still pending and `final_look`
     /// is false (the sweeper may lag on a machine starved of CPU: expiry is a
     /// correctness check here, its latency is not).
-    fn observe(&mut self, conn: &mut Conn, o: Placed, final_look: bool) -> Option<Placed> {
-        let (status, _) = ready(fetch_order(conn, &mut self.get, &mut self.wrong, &o))?;
+    async fn observe<H: Http>(
+        &mut self,
+        conn: &mut H,
+        o: Placed,
+        final_look: bool,
+    ) -> Option<Placed> {
+        let (status, _) = fetch_order(conn, &mut self.get, &mut self.wrong, &o).await?;
         if status == "pending" && !final_look {
             self.slow_expiries += 1;
             return Some(o);
@@ -2699,7 +2699,10 @@ impl Holder {
         }
         self.expired += 1;
         if self.expired % 10 == 1 {
-            match ready(pay(conn, &mut self.pay, &mut self.wrong, &o)).as_deref() {
+            match pay(conn, &mut self.pay, &mut self.wrong, &o)
+                .await
+                .as_deref()
+            {
                 Some("delivered" | "awaiting_stock") => self.late.push(o),
                 Some(other) => self
                     .wrong
@@ -2735,9 +2738,10 @@ fn scenario_mixed(cfg: &Settings) -> Result<Vec<Row>> {
         import_range(&mut admin, id, prefix, (0, n), cfg.setup_chunk)?;
     }
     let (readers, buyers) = (cfg.concurrency / 2, cfg.concurrency / 4);
-    let (states, elapsed) = run_timed(
+    let (states, elapsed) = run_tasks(
         faka.addr,
         cfg.concurrency,
+        cfg.client_threads,
         cfg.duration,
         |i| {
             if i < readers {
@@ -2752,14 +2756,14 @@ fn scenario_mixed(cfg: &Settings) -> Result<Vec<Row>> {
                 Mixer::Holder(Holder::default())
             }
         },
-        |m, conn| match m {
+        async |m: &mut Mixer, conn: &mut AConn| match m {
             Mixer::Reader { s, wrong, n } => {
                 *n += 1;
-                mixed_read(conn, s, wrong, n.is_multiple_of(50));
+                mixed_read(conn, s, wrong, n.is_multiple_of(50)).await;
                 true
             }
-            Mixer::Buyer(b) => ready(b.journey(conn, MIX_FLOW, "MFLOW-")),
-            Mixer::Holder(h) => h.step(conn, hold),
+            Mixer::Buyer(b) => b.journey(conn, MIX_FLOW, "MFLOW-").await,
+            Mixer::Holder(h) => h.step(conn, hold).await,
         },
     );
     let mut t = MixTotals {
@@ -2805,13 +2809,13 @@ fn scenario_mixed(cfg: &Settings) -> Result<Vec<Row>> {
 }
 
 /// GETs the read product (or, with `list`, the list) and checks what it says.
-fn mixed_read(conn: &mut Conn, s: &mut Series, wrong: &mut Wrong, list: bool) {
+async fn mixed_read<H: Http>(conn: &mut H, s: &mut Series, wrong: &mut Wrong, list: bool) {
     let path = if list {
         "/api/v1/products".to_string()
     } else {
         format!("/api/v1/products/{MIX_READ}")
     };
-    let Some(r) = timed(s, || conn.get(&path)) else {
+    let Some(r) = timed_call(s, conn, &Req::get(path.clone())).await else {
         return;
     };
     if !s.check(&r, 200) {
@@ -2872,7 +2876,7 @@ fn mixed_verify(
             // Poll each until it is expired or the grace period is over.
             let deadline = Instant::now() + EXPIRY_GRACE;
             let mut o = rest[i].clone();
-            while let Some(back) = h.observe(conn, o, Instant::now() > deadline) {
+            while let Some(back) = ready(h.observe(conn, o, Instant::now() > deadline)) {
                 o = back;
                 std::thread::sleep(Duration::from_millis(20));
             }
