@@ -63,7 +63,11 @@ impl Email {
         if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
             return Err(bad());
         }
-        Ok(Email(format!("{local}@{}", domain.to_ascii_lowercase())))
+        // One allocation: the local part as given, the domain lower-cased.
+        let mut e = String::with_capacity(s.len());
+        e.push_str(s);
+        e[local.len() + 1..].make_ascii_lowercase();
+        Ok(Email(e))
     }
 
     pub fn as_str(&self) -> &str {

@@ -23,7 +23,7 @@ fn request_id(req: &ServiceRequest) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_string)
-        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()))
+        .unwrap_or_else(|| hex::encode(rand::random::<u64>().to_be_bytes()))
 }
 
 pub async fn observe(
