@@ -2034,15 +2034,16 @@ fn own_cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// User + system CPU time of a process's threads whose name `pick` accepts,
-/// from `/proc/<pid>/task/*/stat` (zero where /proc cannot be read).
+/// CPU time of a process's threads whose name `pick` accepts, from
+/// `/proc/<pid>/task/*`: each thread's time on the CPU in ns (`schedstat`),
+/// or, where the kernel does not keep that, its user + system time in
+/// ticks of 10 ms (`stat`), too coarse for a burst of a fifth of a second.
+/// Zero where /proc cannot be read.
 fn threads_cpu_time(pid: &str, pick: impl Fn(&str) -> bool) -> Duration {
-    // /proc reports times in USER_HZ, 100 per second on Linux.
-    const TICKS_PER_SEC: u64 = 100;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Duration::ZERO;
     };
-    let mut ticks = 0;
+    let mut total = Duration::ZERO;
     for task in tasks.flatten() {
         // Threads can exit between listing and reading: skip those.
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
@@ -2054,17 +2055,30 @@ fn threads_cpu_time(pid: &str, pick: impl Fn(&str) -> bool) -> Duration {
         if !pick(&stat[open + 1..close]) {
             continue;
         }
-        // After the name: state, ppid, … utime is the 12th field, stime the 13th.
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
+        let on_cpu_ns = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+        total += match on_cpu_ns {
+            Some(ns) => Duration::from_nanos(ns),
+            None => stat_ticks(&stat[close + 1..]),
         };
-        ticks += field(11) + field(12);
     }
-    Duration::from_millis(ticks * 1000 / TICKS_PER_SEC)
+    total
+}
+
+/// User + system time from the part of a `stat` line after the name.
+fn stat_ticks(after_name: &str) -> Duration {
+    // /proc reports times in USER_HZ, 100 per second on Linux.
+    const TICKS_PER_SEC: u64 = 100;
+    // After the name: state, ppid, … utime is the 12th field, stime the 13th.
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((field(11) + field(12)) * 1000 / TICKS_PER_SEC)
 }
 
 /// One `read` target's slices added up.
@@ -3685,5 +3699,49 @@ fn run_main(cfg: &Settings, faka: Faka, wants: &dyn Fn(Scenario) -> bool, rows: 
     });
     for w in warnings.iter().take(5) {
         println!("faka logged: {w}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads_cpu_time;
+    use std::time::Duration;
+
+    /// This thread's CPU time, from the kernel's own clock for it.
+    fn thread_cpu() -> Duration {
+        // SAFETY: clock_gettime fills the zeroed timespec we own.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    #[test]
+    fn a_threads_cpu_time_is_counted_to_well_under_a_tick() {
+        let probe = std::thread::Builder::new()
+            .name("faka-cpu-probe".into())
+            .spawn(|| {
+                let seen = || threads_cpu_time("self", |name| name == "faka-cpu-probe");
+                let (before, t0) = (seen(), thread_cpu());
+                // 3 ms of CPU: a tick of /proc's `stat` is 10 ms.
+                while thread_cpu() - t0 < Duration::from_millis(3) {
+                    std::hint::black_box(0u64);
+                }
+                let spun = thread_cpu() - t0;
+                (seen() - before, spun)
+            })
+            .unwrap();
+        let (counted, spun) = probe.join().unwrap();
+        if std::path::Path::new("/proc/thread-self/schedstat").exists() {
+            assert!(
+                counted >= spun.mul_f64(0.9) && counted <= spun + Duration::from_millis(2),
+                "counted {counted:?} for {spun:?} spent"
+            );
+        } else {
+            // A kernel without schedstat: ticks, off by at most one each side.
+            assert!(
+                counted <= spun + Duration::from_millis(20),
+                "counted {counted:?} for {spun:?} spent"
+            );
+        }
     }
 }
