@@ -316,12 +316,23 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.submit_blocking(f)?
+            .recv()
+            .unwrap_or_else(|_| Err(Error::unavailable("the write was aborted")))
+    }
+
+    /// Queues `f` for the writer now, from a thread outside the async
+    /// runtime, and gives where its answer will arrive once its batch is
+    /// durable.
+    pub fn submit_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T> + Send + 'static,
+    ) -> Result<std::sync::mpsc::Receiver<Result<T>>> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.send(Self::job(f, move |r| {
             let _ = tx.send(r);
         }))?;
-        rx.recv()
-            .unwrap_or_else(|_| Err(Error::unavailable("the write was aborted")))
+        Ok(rx)
     }
 
     /// Stops accepting writes, drains the queue, flushes sled and writes the

@@ -357,6 +357,51 @@ fn an_order_left_paid_is_delivered_by_the_next_start_after_a_clean_stop() {
     assert!(faka::ops::check::run(&app.store).unwrap().ok());
 }
 
+/// With the start-up check on, the check runs as the writer's first command
+/// while the shop already serves, and the order it finds left `paid` is
+/// delivered after it (polled: the re-drive follows the check).
+#[test]
+fn an_order_left_paid_is_delivered_after_the_start_up_check_that_found_it() {
+    let app = spawn();
+    let keys = app.product_with_keys("checked-paid", 100, 2);
+    let order = app.order_ok("checked-paid", 1, "hmac");
+    let no = order["order_no"].as_str().unwrap().to_string();
+    let no2 = no.clone();
+    app.store
+        .write_blocking(move |tx| {
+            let mut o = tx.order(&no2)?.expect("the order exists");
+            o.status = faka::domain::order::OrderStatus::Paid;
+            o.paid_at_ms = Some(tx.now_ms());
+            o.paid_gateway = Some("hmac".into());
+            o.trade_no = Some("T-checked-paid".into());
+            tx.unschedule_expiry(&o);
+            tx.put_order(&o);
+            Ok(())
+        })
+        .unwrap();
+    let text = config_text(app.dir.path(), "")
+        .replace("[storage]\n", "[storage]\ncheck_on_start = true\n");
+    let dir = app.stop();
+
+    let app = start(dir, &text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = app.admin_order(&no);
+        if o["status"] == "delivered" {
+            break;
+        }
+        assert_eq!(o["status"], "paid", "{o}");
+        assert!(std::time::Instant::now() < deadline, "still {o}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let token = order["token"].as_str().unwrap();
+    let view: Value = app.buyer_view(&no, token).json().unwrap();
+    let delivered = view["keys"].as_array().expect("keys delivered");
+    assert_eq!(delivered.len(), 1);
+    assert!(keys.contains(&delivered[0].as_str().unwrap().to_string()));
+    assert!(faka::ops::check::run(&app.store).unwrap().ok());
+}
+
 /// The nice value of a thread of this process, from /proc (Linux).
 fn thread_nices(name_prefix: &str) -> Vec<i64> {
     let mut nices = Vec::new();
