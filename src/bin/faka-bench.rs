@@ -1403,6 +1403,35 @@ impl Faka {
         }
     }
 
+    /// A start that checks the store does it as the writer's first command
+    /// while it already serves: waits (polling, up to `limit` from now) for
+    /// the check's report in the log. Returns at once after a start without
+    /// the check.
+    fn wait_for_check(&self, limit: Duration) -> Result<()> {
+        let logged = |msg: &str| {
+            self.events().iter().any(|(_, l)| l.contains(msg))
+                || self.warnings().iter().any(|l| l.contains(msg))
+        };
+        if !logged("invariant check queued") {
+            return Ok(());
+        }
+        let deadline = Instant::now() + limit;
+        // Its report: a clean store, violations, or a check that could not run.
+        while !logged("store opened and checked")
+            && !logged("store invariants violated")
+            && !logged("start-up invariant check")
+        {
+            if Instant::now() > deadline {
+                bail!(
+                    "the start-up check did not report within {} s",
+                    limit.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
     /// The info log lines of the current process so far, with their times.
     fn events(&self) -> Vec<(Duration, String)> {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
@@ -3180,6 +3209,8 @@ fn restart_and_verify(
     rows: &mut Shown,
 ) -> Result<()> {
     let up = shop.restart(START_LIMIT)?;
+    // RSS once the check is done (its time is in the start-up row).
+    shop.wait_for_check(START_LIMIT)?;
     let mem = shop.memory()?;
     rows.push(Row::info(
         &format!("start-up after {after}"),
