@@ -47,8 +47,6 @@ fn idempotency(req: &HttpRequest, body: &[u8]) -> Result<Option<Idempotency>, Er
     }))
 }
 
-/// The client's address as the socket sees it (proxies are honoured only
-/// when trusted; see `[server] trusted_proxies`).
 /// An address as text, as `IpAddr`'s `Display` writes it; IPv4 (every
 /// buyer of most shops) without the formatting machinery, which showed in
 /// the profile of a flash sale's refusals.
@@ -72,6 +70,8 @@ fn ip_text(ip: std::net::IpAddr) -> String {
     s
 }
 
+/// The client's address as the socket sees it (proxies are honoured only
+/// when trusted; see `[server] trusted_proxies`).
 pub fn client_ip(req: &HttpRequest, trusted: &[String]) -> Option<String> {
     // IPv4 peers on a dual-stack socket arrive as ::ffff:a.b.c.d.
     let peer = req.peer_addr().map(|a| ip_text(a.ip().to_canonical()))?;
