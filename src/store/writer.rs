@@ -964,6 +964,42 @@ mod tests {
         })
     }
 
+    /// What the start-up check relies on: while one long command holds the
+    /// writer, reads are answered from the store, and a write queued behind
+    /// it is answered only once it is done.
+    #[test]
+    fn reads_are_answered_while_a_long_command_holds_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::new(dir.path().to_path_buf())).unwrap();
+        put_product(&store, 5).unwrap();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let long = store
+            .submit_blocking(move |_tx| {
+                released.recv().ok();
+                Ok(())
+            })
+            .unwrap();
+        let write = store
+            .submit_blocking(|tx| {
+                tx.put_product(&product_with(7));
+                Ok(())
+            })
+            .unwrap();
+        for _ in 0..3 {
+            let p = store.product("p").unwrap().expect("the product reads");
+            assert_eq!(p.counts.available, 5);
+            assert!(
+                write.try_recv().is_err(),
+                "the write waits behind the long command"
+            );
+        }
+        release.send(()).unwrap();
+        long.recv().unwrap().unwrap();
+        write.recv().unwrap().unwrap();
+        assert_eq!(store.product("p").unwrap().unwrap().counts.available, 7);
+        store.close();
+    }
+
     /// `refuse_early` reads the writer's count of a product before the
     /// batch that changed it is durable; a rolled-back command publishes
     /// nothing; a count from a batch that failed is ignored from the
