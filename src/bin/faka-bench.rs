@@ -1408,19 +1408,21 @@ impl Faka {
     /// the check's report in the log. Returns at once after a start without
     /// the check.
     fn wait_for_check(&self, limit: Duration) -> Result<()> {
-        let logged = |msg: &str| {
-            self.events().iter().any(|(_, l)| l.contains(msg))
-                || self.warnings().iter().any(|l| l.contains(msg))
+        let logged = |msgs: &[&str]| {
+            let (events, warnings) = (self.events(), self.warnings());
+            let mut lines = events.iter().map(|(_, l)| l).chain(warnings.iter());
+            lines.any(|l| msgs.iter().any(|m| l.contains(m)))
         };
-        if !logged("invariant check queued") {
+        if !logged(&["invariant check queued"]) {
             return Ok(());
         }
         let deadline = Instant::now() + limit;
         // Its report: a clean store, violations, or a check that could not run.
-        while !logged("store opened and checked")
-            && !logged("store invariants violated")
-            && !logged("start-up invariant check")
-        {
+        while !logged(&[
+            "store opened and checked",
+            "store invariants violated",
+            "start-up invariant check",
+        ]) {
             if Instant::now() > deadline {
                 bail!(
                     "the start-up check did not report within {} s",

@@ -31,21 +31,6 @@ pub struct Server {
     pub holds_counted: bool,
 }
 
-impl Server {
-    /// Polls until the start-up check has reported a clean store, for up to
-    /// a minute.
-    pub fn wait_checked(&self) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            if self.checked.load(Ordering::SeqCst) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-}
-
 impl Drop for Server {
     /// A failing test must not leave a server running (it would hold the
     /// test's output pipe open).
@@ -301,7 +286,9 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
             assert!(server.check_skipped, "cycle {cycle}: skipped as configured");
         } else {
             assert!(!server.check_skipped, "cycle {cycle}");
-            assert!(server.wait_checked(), "cycle {cycle}: checked");
+            eventually(Duration::from_secs(60), || {
+                server.checked.load(Ordering::SeqCst).then_some(())
+            });
         }
         let snapshot = acked.lock().unwrap().clone();
         eprintln!(
