@@ -2,7 +2,7 @@
 //! parse and never hold a secret, request ids, and a graceful stop on SIGTERM
 //! that loses no acknowledged write.
 
-use crate::crash::{seed, start_binary, unsafe_sigterm};
+use crate::crash::{seed, start_binary, unsafe_sigterm, write_config_with};
 use crate::helpers::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
@@ -431,4 +431,19 @@ fn http_workers_run_at_the_configured_nice_value() {
     assert!(workers.contains(&7), "actix workers at nice {workers:?}");
     let writers = thread_nices("faka-writer");
     assert!(!writers.is_empty() && !writers.contains(&7), "{writers:?}");
+}
+
+/// The shop turns transparent huge pages off for itself: with them, a 2 MiB
+/// page stays resident while any of it is in use, and a crash start's check
+/// of 1M orders left ~45 MiB more resident (docs/BENCHMARKS.md).
+#[test]
+fn the_shop_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_binary(&write_config_with(dir.path(), |text| text));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "{status}");
 }
