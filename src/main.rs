@@ -83,25 +83,31 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(Config::load(&cli.config, default, env)?)
 }
 
-/// Turns transparent huge pages off for this process. mimalloc asks for them
-/// by default, and where the kernel grants them (`madvise` or `always` in
+/// Turns transparent huge pages off for this process unless the config
+/// keeps them (`storage.huge_pages`). mimalloc asks for them by default, and
+/// where the kernel grants them (`madvise` or `always` in
 /// /sys/kernel/mm/transparent_hugepage/enabled) a 2 MiB page stays resident
 /// while any of its 4 KiB is in use: after the start-up check of 1M orders
-/// ~200 MiB of faka's RSS was such pages, 45 MiB more than with them off
-/// (docs/BENCHMARKS.md). Called first, before anything large is allocated.
-fn no_transparent_huge_pages() {
+/// ~170-200 MiB of faka's RSS was such pages, and RSS was 40-50 MiB higher
+/// than with them off (docs/BENCHMARKS.md). Called before the shop or the
+/// store allocates anything large.
+fn huge_pages(keep: bool) {
+    #[cfg(not(target_os = "linux"))]
+    let _ = keep;
     #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes no pointers; it sets a flag of this
-    // process. An error (an old kernel) leaves huge pages as they were.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    if !keep {
+        // SAFETY: PR_SET_THP_DISABLE takes no pointers; it sets a flag of
+        // this process. An error (an old kernel) leaves huge pages as they were.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    no_transparent_huge_pages();
     let cli = Cli::parse();
     let cfg = load_config(&cli)?;
+    huge_pages(cfg.storage.huge_pages);
     faka::telemetry::init(&cfg.log);
     match cli.command {
         None | Some(Command::Serve) => serve(cfg),
