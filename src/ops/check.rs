@@ -441,6 +441,32 @@ mod tests {
     use crate::store::tree::Tree;
     use crate::store::StoreOptions;
 
+    /// A store in `dir` with `n` available keys of product "p" (a product
+    /// record it does not have), and the first key's id.
+    fn store_with_keys(dir: &std::path::Path, n: u8) -> (Store, u64) {
+        let store = Store::open(&StoreOptions::for_test(dir)).unwrap();
+        let (first, _) = store
+            .write_blocking(move |tx| {
+                let keys = (0..n).map(|i| (vec![i], [i; 16])).collect();
+                Ok(tx.insert_available_keys("p", keys))
+            })
+            .unwrap()
+            .unwrap();
+        (store, first)
+    }
+
+    /// Stores a pending order `no` listing `keys`, with its expiry
+    /// scheduled or (to break that invariant) not.
+    fn place(tx: &mut crate::store::Tx, expiry: bool, no: &str, keys: Vec<u64>) {
+        let mut o = Order::pending_for_test(no, "b@x.com", "10.0.0.1", 1);
+        o.quantity = keys.len() as u32;
+        o.key_ids = keys;
+        if expiry {
+            tx.schedule_expiry(&o);
+        }
+        tx.insert_order(&o);
+    }
+
     /// Runs the check reading each tree in one piece and in two halves at
     /// once, asserts both find the same, and gives the first's report.
     fn checked(store: &Store) -> Report {
@@ -460,7 +486,6 @@ mod tests {
     /// three orders, and keys on both sides of the middle key.
     #[test]
     fn two_halves_read_at_once_find_what_one_scan_finds() {
-        use crate::domain::model::{KeyState, Order};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
         let (first, last) = store
@@ -479,24 +504,17 @@ mod tests {
         );
         store
             .write_blocking(move |tx| {
-                let mut place = |no: &str, keys: Vec<u64>| {
-                    let mut o = Order::pending_for_test(no, "b@x.com", "10.0.0.1", 1);
-                    o.quantity = keys.len() as u32;
-                    o.key_ids = keys;
-                    tx.schedule_expiry(&o);
-                    tx.insert_order(&o);
-                };
                 // Order numbers from A to Z fall in both halves of the tree.
-                place("A0000000000000001", vec![first]);
-                place("Z0000000000000026", vec![first]);
-                place("B0000000000000002", vec![middle]);
-                place("M0000000000000013", vec![middle]);
-                place("Y0000000000000025", vec![middle]);
-                place("N0000000000000014", vec![last]);
-                place("C0000000000000003", vec![last + 10]);
+                place(tx, true, "A0000000000000001", vec![first]);
+                place(tx, true, "Z0000000000000026", vec![first]);
+                place(tx, true, "B0000000000000002", vec![middle]);
+                place(tx, true, "M0000000000000013", vec![middle]);
+                place(tx, true, "Y0000000000000025", vec![middle]);
+                place(tx, true, "N0000000000000014", vec![last]);
+                place(tx, true, "C0000000000000003", vec![last + 10]);
                 // Held properly, one on each side of the middle key.
-                place("D0000000000000004", vec![first + 1]);
-                place("X0000000000000024", vec![last - 1]);
+                place(tx, true, "D0000000000000004", vec![first + 1]);
+                place(tx, true, "X0000000000000024", vec![last - 1]);
                 let held = |no: &str| KeyState::Held {
                     order_no: no.into(),
                 };
@@ -556,35 +574,20 @@ mod tests {
     /// that does not exist.
     #[test]
     fn keys_and_their_orders_must_name_each_other() {
-        use crate::domain::model::{KeyState, Order};
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions::for_test(dir.path());
-        let store = Store::open(&opts).unwrap();
-        let (k, _) = store
-            .write_blocking(|tx| {
-                let keys = (0..4u8).map(|i| (vec![i], [i; 16])).collect();
-                Ok(tx.insert_available_keys("p", keys))
-            })
-            .unwrap()
-            .unwrap();
+        let (store, k) = store_with_keys(dir.path(), 4);
         store
             .write_blocking(move |tx| {
                 let held = |no: &str| KeyState::Held {
                     order_no: no.into(),
                 };
-                let mut place = |no: &str, keys: Vec<u64>| {
-                    let mut o = Order::pending_for_test(no, "b@x.com", "10.0.0.1", 1);
-                    o.quantity = keys.len() as u32;
-                    o.key_ids = keys;
-                    tx.insert_order(&o);
-                };
                 // A and B both list k; C lists k+1, which stays available;
                 // D lists a key that does not exist; E lists k+2 properly.
-                place("A0000000000000001", vec![k]);
-                place("B0000000000000002", vec![k]);
-                place("C0000000000000003", vec![k + 1]);
-                place("D0000000000000004", vec![k + 1000]);
-                place("E0000000000000005", vec![k + 2]);
+                place(tx, false, "A0000000000000001", vec![k]);
+                place(tx, false, "B0000000000000002", vec![k]);
+                place(tx, false, "C0000000000000003", vec![k + 1]);
+                place(tx, false, "D0000000000000004", vec![k + 1000]);
+                place(tx, false, "E0000000000000005", vec![k + 2]);
                 tx.swap_key_state(k, &KeyState::Available, held("A0000000000000001"))?;
                 tx.swap_key_state(k + 2, &KeyState::Available, held("E0000000000000005"))?;
                 // k+3 is held for an order that does not list it.
@@ -660,30 +663,15 @@ mod tests {
     /// found, matched and named the same way.
     #[test]
     fn orders_numbered_unlike_faka_are_checked_alike() {
-        use crate::domain::model::{KeyState, Order};
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
-        let (k, _) = store
-            .write_blocking(|tx| {
-                let keys = (0..2u8).map(|i| (vec![i], [i; 16])).collect();
-                Ok(tx.insert_available_keys("p", keys))
-            })
-            .unwrap()
-            .unwrap();
+        let (store, k) = store_with_keys(dir.path(), 2);
         store
             .write_blocking(move |tx| {
-                let mut place = |no: &str, keys: Vec<u64>| {
-                    let mut o = Order::pending_for_test(no, "b@x.com", "10.0.0.1", 1);
-                    o.quantity = keys.len() as u32;
-                    o.key_ids = keys;
-                    tx.schedule_expiry(&o);
-                    tx.insert_order(&o);
-                };
                 // "legacy-7" holds k as it should; "x" and a faka-shaped
                 // number both list k+1, which stays available.
-                place("legacy-7", vec![k]);
-                place("x", vec![k + 1]);
-                place("A0000000000000001", vec![k + 1]);
+                place(tx, true, "legacy-7", vec![k]);
+                place(tx, true, "x", vec![k + 1]);
+                place(tx, true, "A0000000000000001", vec![k + 1]);
                 tx.swap_key_state(
                     k,
                     &KeyState::Available,
