@@ -77,6 +77,51 @@ struct Statuses {
 
 const ORDER_NO_LEN: usize = 17;
 
+/// Which order (its number in `seen`) lists each key. Key ids are handed
+/// out in blocks from a counter, so they are dense: the ids below the
+/// stored blocks' end are slots of a vector (4 bytes a key id: 4 MiB at 1M
+/// keys, where a hash map of 1M claims took ~26 MiB), up to about the size
+/// such a map would have. Any other id (one only a damaged store lists, or
+/// the tail of a store with far more keys than orders) goes in a map.
+struct Owners {
+    /// The order's number + 1; 0 = no order lists the key.
+    dense: Vec<u32>,
+    sparse: FxHashMap<u64, u32>,
+}
+
+impl Owners {
+    fn new(key_id_end: u64, orders: usize) -> Self {
+        let len = key_id_end.min(6 * orders as u64 + 65_536);
+        Owners {
+            dense: vec![0; len as usize],
+            sparse: FxHashMap::default(),
+        }
+    }
+
+    /// Records that order `o` lists key `k`; the order that listed it before.
+    fn insert(&mut self, k: u64, o: u32) -> Option<u32> {
+        match self.dense.get_mut(k as usize) {
+            Some(slot) => std::mem::replace(slot, o + 1).checked_sub(1),
+            None => self.sparse.insert(k, o),
+        }
+    }
+
+    fn remove(&mut self, k: u64) -> Option<u32> {
+        match self.dense.get_mut(k as usize) {
+            Some(slot) => std::mem::take(slot).checked_sub(1),
+            None => self.sparse.remove(&k),
+        }
+    }
+
+    /// The claims left, the dense ones in key order.
+    fn left(self) -> impl Iterator<Item = (u64, u32)> {
+        let dense = self.dense.into_iter().enumerate();
+        dense
+            .filter_map(|(k, o)| Some((k as u64, o.checked_sub(1)?)))
+            .chain(self.sparse)
+    }
+}
+
 impl Statuses {
     fn with_capacity(n: usize) -> Self {
         let mut ours = FxHashMap::default();
@@ -197,8 +242,7 @@ fn run_with(store: &Store, parallel_from: u64) -> Result<Report> {
     // most of a crash start's time.
     let recorded = store.order_counts();
     let capacity = (recorded.iter().sum::<u64>() as usize).min(1 << 26);
-    let mut owner: FxHashMap<u64, u32> = FxHashMap::default();
-    owner.reserve(capacity);
+    let mut owner = Owners::new(store.key_id_end()?, capacity);
     let mut statuses = Statuses::with_capacity(capacity);
     let mut seen = 0u32;
     // Keys listed by two orders: (key, the first order's number, the second).
@@ -337,7 +381,7 @@ fn run_with(store: &Store, parallel_from: u64) -> Result<Report> {
     let mut visit_key = |(id, k): (u64, KeyRecord)| {
         r.keys += 1;
         let c = counted.entry(k.product_id.clone()).or_default();
-        let claimed = owner.remove(&id);
+        let claimed = owner.remove(id);
         match &k.state {
             KeyState::Available => {
                 c.available += 1;
@@ -393,7 +437,7 @@ fn run_with(store: &Store, parallel_from: u64) -> Result<Report> {
     } else {
         store.for_each_key(|id, k| visit_key((id, k)))?;
     }
-    for (k, o) in owner {
+    for (k, o) in owner.left() {
         let o = name(Some(o)).unwrap_or("?");
         bad.push(format!("order {o} lists key {k}, which does not exist"));
     }

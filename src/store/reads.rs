@@ -274,6 +274,16 @@ impl Store {
         Ok(keyblock::first_id(first + last.saturating_sub(first) / 2))
     }
 
+    /// One past the last key id of the stored blocks: every stored key's id
+    /// is below it (ids are handed out in blocks, from a counter).
+    pub fn key_id_end(&self) -> Result<u64> {
+        let blocks = self.trees().get(Tree::KeyBlocks);
+        Ok(match blocks.last().map_err(storage)? {
+            Some((k, _)) => keyblock::first_id(tree::read_u64(&k).unwrap_or(0).saturating_add(1)),
+            None => 0,
+        })
+    }
+
     /// Keys of a product in id order, optionally of one state, after `cursor`.
     pub fn keys_page(
         &self,
