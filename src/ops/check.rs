@@ -62,9 +62,6 @@ struct Counted {
     sold: u64,
 }
 
-/// From this many orders or keys on, each of the two passes reads its tree
-/// as two halves on two threads (the reading and decoding are most of a
-/// crash start's time at 1M keys + 1M orders).
 /// Each order's status and its number in the order it was read, by order
 /// number. faka's order numbers (17 bytes) are kept inline, with no string
 /// of their own: at 1M orders that is ~45 MiB less at the check's peak (a
@@ -76,6 +73,40 @@ struct Statuses {
 }
 
 const ORDER_NO_LEN: usize = 17;
+
+impl Statuses {
+    fn with_capacity(n: usize) -> Self {
+        let mut ours = FxHashMap::default();
+        ours.reserve(n);
+        Statuses {
+            ours,
+            other: FxHashMap::default(),
+        }
+    }
+
+    fn insert(&mut self, no: String, v: (OrderStatus, u32)) {
+        match <[u8; ORDER_NO_LEN]>::try_from(no.as_bytes()) {
+            Ok(b) => self.ours.insert(b, v),
+            Err(_) => self.other.insert(no, v),
+        };
+    }
+
+    fn get(&self, no: &str) -> Option<&(OrderStatus, u32)> {
+        match <&[u8; ORDER_NO_LEN]>::try_from(no.as_bytes()) {
+            Ok(b) => self.ours.get(b),
+            Err(_) => self.other.get(no),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &(OrderStatus, u32))> {
+        // The inline bytes were a whole `String`, so they are UTF-8.
+        let ours = self
+            .ours
+            .iter()
+            .map(|(b, v)| (std::str::from_utf8(b).unwrap_or("?"), v));
+        ours.chain(self.other.iter().map(|(no, v)| (no.as_str(), v)))
+    }
+}
 
 /// Which order (its number in `seen`) lists each key. Key ids are handed
 /// out in blocks from a counter, so they are dense: the ids below the
@@ -122,40 +153,9 @@ impl Owners {
     }
 }
 
-impl Statuses {
-    fn with_capacity(n: usize) -> Self {
-        let mut ours = FxHashMap::default();
-        ours.reserve(n);
-        Statuses {
-            ours,
-            other: FxHashMap::default(),
-        }
-    }
-
-    fn insert(&mut self, no: String, v: (OrderStatus, u32)) {
-        match <[u8; ORDER_NO_LEN]>::try_from(no.as_bytes()) {
-            Ok(b) => self.ours.insert(b, v),
-            Err(_) => self.other.insert(no, v),
-        };
-    }
-
-    fn get(&self, no: &str) -> Option<&(OrderStatus, u32)> {
-        match <&[u8; ORDER_NO_LEN]>::try_from(no.as_bytes()) {
-            Ok(b) => self.ours.get(b),
-            Err(_) => self.other.get(no),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&str, &(OrderStatus, u32))> {
-        // The inline bytes were a whole `String`, so they are UTF-8.
-        let ours = self
-            .ours
-            .iter()
-            .map(|(b, v)| (std::str::from_utf8(b).unwrap_or("?"), v));
-        ours.chain(self.other.iter().map(|(no, v)| (no.as_str(), v)))
-    }
-}
-
+/// From this many orders or keys on, each of the two passes reads its tree
+/// as two halves on two threads (the reading and decoding are most of a
+/// crash start's time at 1M keys + 1M orders).
 const PARALLEL_FROM: u64 = 20_000;
 
 /// Items handed from a reading thread to the checking one at a time.
