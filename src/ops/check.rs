@@ -489,13 +489,7 @@ mod tests {
     /// record it does not have), and the first key's id.
     fn store_with_keys(dir: &std::path::Path, n: u8) -> (Store, u64) {
         let store = Store::open(&StoreOptions::for_test(dir)).unwrap();
-        let (first, _) = store
-            .write_blocking(move |tx| {
-                let keys = (0..n).map(|i| (vec![i], [i; 16])).collect();
-                Ok(tx.insert_available_keys("p", keys))
-            })
-            .unwrap()
-            .unwrap();
+        let (first, _) = store.add_test_keys(n);
         (store, first)
     }
 
@@ -751,15 +745,8 @@ mod tests {
     #[test]
     fn keys_and_the_available_index_must_agree_key_by_key() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions::for_test(dir.path());
-        let store = Store::open(&opts).unwrap();
-        let (first, last) = store
-            .write_blocking(|tx| {
-                let keys = (0..3u8).map(|i| (vec![i], [i; 16])).collect();
-                Ok(tx.insert_available_keys("p", keys))
-            })
-            .unwrap()
-            .unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        let (first, last) = store.add_test_keys(3);
         let index_violations = |store: &Store| -> Vec<String> {
             checked(store)
                 .violations

@@ -366,3 +366,18 @@ impl Store {
         &self.inner.trees
     }
 }
+
+#[cfg(test)]
+impl Store {
+    /// Unit tests' stock: `n` keys (texts and fingerprints 0..n) stored as
+    /// available for product "p" (which has no product record); the first
+    /// and last id.
+    pub(crate) fn add_test_keys(&self, n: u8) -> (u64, u64) {
+        self.write_blocking(move |tx| {
+            let keys = (0..n).map(|i| (vec![i], [i; 16])).collect();
+            Ok(tx.insert_available_keys("p", keys))
+        })
+        .unwrap()
+        .unwrap()
+    }
+}

@@ -262,26 +262,30 @@ impl Store {
         self.visit_keys(start, end, |id, rec| f(id, rec).map(|()| true))
     }
 
-    /// A key id about halfway through the imported blocks, for two threads
-    /// to read the keys below and from it at once.
-    pub fn middle_key_id(&self) -> Result<u64> {
+    /// The first and last stored block numbers (0 and 0 without blocks).
+    fn block_span(&self) -> Result<(u64, u64)> {
         let blocks = self.trees().get(Tree::KeyBlocks);
         let block = |kv: Option<(sled::IVec, sled::IVec)>| {
             kv.and_then(|(k, _)| tree::read_u64(&k)).unwrap_or(0)
         };
-        let first = block(blocks.first().map_err(storage)?);
-        let last = block(blocks.last().map_err(storage)?);
+        Ok((
+            block(blocks.first().map_err(storage)?),
+            block(blocks.last().map_err(storage)?),
+        ))
+    }
+
+    /// A key id about halfway through the imported blocks, for two threads
+    /// to read the keys below and from it at once.
+    pub fn middle_key_id(&self) -> Result<u64> {
+        let (first, last) = self.block_span()?;
         Ok(keyblock::first_id(first + last.saturating_sub(first) / 2))
     }
 
     /// One past the last key id of the stored blocks: every stored key's id
     /// is below it (ids are handed out in blocks, from a counter).
     pub fn key_id_end(&self) -> Result<u64> {
-        let blocks = self.trees().get(Tree::KeyBlocks);
-        Ok(match blocks.last().map_err(storage)? {
-            Some((k, _)) => keyblock::first_id(tree::read_u64(&k).unwrap_or(0).saturating_add(1)),
-            None => 0,
-        })
+        let (_, last) = self.block_span()?;
+        Ok(keyblock::first_id(last.saturating_add(1)))
     }
 
     /// Keys of a product in id order, optionally of one state, after `cursor`.

@@ -1353,13 +1353,7 @@ mod tests {
 
     /// Imports `n` keys into product "p"; returns their ids.
     fn add_keys(store: &Store, n: u8) -> Vec<u64> {
-        let (first, last) = store
-            .write_blocking(move |tx| {
-                let keys = (0..n).map(|i| (vec![i], [i; 16])).collect();
-                Ok(tx.insert_available_keys("p", keys))
-            })
-            .unwrap()
-            .unwrap();
+        let (first, last) = store.add_test_keys(n);
         (first..=last).collect()
     }
 
