@@ -2274,6 +2274,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         (0, cfg.flow_keys),
         cfg.setup_chunk,
     )?;
+    let writer_before = writer_totals(&mut admin)?;
     let cpu_before = faka.cpu_time();
     let client_before = own_cpu_time();
     let (states, elapsed) = run_tasks(
@@ -2285,6 +2286,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         async |b: &mut Buyer, conn: &mut AConn| b.journey(conn, "bench-flow", "FLOW-").await,
     );
     let cpu = faka.cpu_time().saturating_sub(cpu_before);
+    let writer = writer_totals(&mut admin)?.since(writer_before);
     let client_cpu = own_cpu_time().saturating_sub(client_before);
     let mut all = Buyer::default();
     states.into_iter().for_each(|b| all.merge(b));
@@ -2343,6 +2345,8 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
             "  client CPU µs/order",
             format!("{:.0}", client_cpu.as_secs_f64() * 1e6 / orders.max(1.0)),
         ),
+        // A slow p999 with a stall here is the disk's, not faka's.
+        Row::info("  journal fdatasyncs", writer.syncs_text()),
     ])
 }
 
@@ -2525,9 +2529,10 @@ fn scenario_flash(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     let writer_row = Row::info(
         "  buyers that reached the writer",
         format!(
-            "{to_writer} of {n}, in {} batches of {:.1} ms on average",
+            "{to_writer} of {n}, in {} batches of {:.1} ms on average; fdatasyncs: {}",
             writer.batches,
-            writer.commit_secs * 1e3 / writer.batches.max(1) as f64
+            writer.commit_secs * 1e3 / writer.batches.max(1) as f64,
+            writer.syncs_text()
         ),
     );
     // What a request of the burst costs the server, whatever share of the
@@ -3328,14 +3333,17 @@ fn metrics_text(admin: &mut Conn) -> Result<String> {
     Ok(String::from_utf8_lossy(&r.body).into_owned())
 }
 
-/// Commands the writer has run: the sum of `faka_writer_batch_size`.
 /// The writer's totals so far, from `/metrics`: commands run, batches made
-/// durable, and the seconds those batches took (run, journal, fsync, apply).
+/// durable, the seconds those batches took (run, journal, fsync, apply), and
+/// the journal's write + fdatasync calls, all and those over 50 ms (the
+/// disk's stalls, which hold every request of their batch).
 #[derive(Clone, Copy, Default)]
 struct WriterTotals {
     commands: u64,
     batches: u64,
     commit_secs: f64,
+    syncs: u64,
+    slow_syncs: u64,
 }
 
 impl WriterTotals {
@@ -3344,7 +3352,14 @@ impl WriterTotals {
             commands: self.commands.saturating_sub(before.commands),
             batches: self.batches.saturating_sub(before.batches),
             commit_secs: (self.commit_secs - before.commit_secs).max(0.0),
+            syncs: self.syncs.saturating_sub(before.syncs),
+            slow_syncs: self.slow_syncs.saturating_sub(before.slow_syncs),
         }
+    }
+
+    /// "N of M journal syncs over 50 ms".
+    fn syncs_text(&self) -> String {
+        format!("{} of {} over 50 ms", self.slow_syncs, self.syncs)
     }
 }
 
@@ -3356,10 +3371,14 @@ fn writer_totals(admin: &mut Conn) -> Result<WriterTotals> {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .ok_or_else(|| anyhow!("no {name} in /metrics"))
     };
+    let syncs = value("faka_writer_journal_sync_seconds_count")? as u64;
+    let fast = value(r#"faka_writer_journal_sync_seconds_bucket{le="0.05"}"#)? as u64;
     Ok(WriterTotals {
         commands: value("faka_writer_batch_size_sum")? as u64,
         batches: value("faka_writer_batch_size_count")? as u64,
         commit_secs: value("faka_writer_commit_seconds_sum")?,
+        syncs,
+        slow_syncs: syncs.saturating_sub(fast),
     })
 }
 

@@ -30,7 +30,13 @@ const LATENCY: &[f64] = &[
 ];
 
 /// The writer's histograms, created here and shared with the store.
-pub fn writer_histograms() -> (Histogram, Histogram) {
+pub struct WriterHistograms {
+    pub batch_size: Histogram,
+    pub commit_seconds: Histogram,
+    pub journal_sync_seconds: Histogram,
+}
+
+pub fn writer_histograms() -> WriterHistograms {
     let batch = Histogram::with_opts(
         HistogramOpts::new("faka_writer_batch_size", "Commands per group commit").buckets(vec![
             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
@@ -45,7 +51,21 @@ pub fn writer_histograms() -> (Histogram, Histogram) {
         .buckets(LATENCY.to_vec()),
     )
     .expect("valid histogram");
-    (batch, commit)
+    // The disk's share of a commit, apart from the CPU's: a stall here holds
+    // every request of the batch (and of the batches queued behind it).
+    let sync = Histogram::with_opts(
+        HistogramOpts::new(
+            "faka_writer_journal_sync_seconds",
+            "Time to write one batch to the journal and fdatasync it",
+        )
+        .buckets(LATENCY.to_vec()),
+    )
+    .expect("valid histogram");
+    WriterHistograms {
+        batch_size: batch,
+        commit_seconds: commit,
+        journal_sync_seconds: sync,
+    }
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -57,12 +77,10 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T
 impl Metrics {
     pub fn new(store: &Store) -> Self {
         let r = Registry::new();
-        let (batch, commit) = (
-            store.stats().batch_size.clone(),
-            store.stats().commit_seconds.clone(),
-        );
-        register(&r, batch);
-        register(&r, commit);
+        let stats = store.stats();
+        register(&r, stats.batch_size.clone());
+        register(&r, stats.commit_seconds.clone());
+        register(&r, stats.journal_sync_seconds.clone());
         Metrics {
             http_requests: register(
                 &r,

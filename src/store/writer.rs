@@ -44,6 +44,7 @@ pub(crate) enum Msg {
 pub struct WriterStats {
     pub batch_size: prometheus::Histogram,
     pub commit_seconds: prometheus::Histogram,
+    pub journal_sync_seconds: prometheus::Histogram,
     pub batches: AtomicU64,
     pub jobs: AtomicU64,
     pub applied_seq: AtomicU64,
@@ -709,7 +710,12 @@ impl Committer {
                 return Err(Error::unavailable("injected failure"));
             }
         }
-        if let Err(e) = self.journal.append(batch) {
+        let syncing = Instant::now();
+        let appended = self.journal.append(batch);
+        self.stats
+            .journal_sync_seconds
+            .observe(syncing.elapsed().as_secs_f64());
+        if let Err(e) = appended {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
             self.stats.failing.store(true, Ordering::SeqCst);
             tracing::error!(error = %e, "journal append failed; batch refused");
@@ -751,10 +757,11 @@ impl WriterStats {
 
 impl Default for WriterStats {
     fn default() -> Self {
-        let (batch_size, commit_seconds) = crate::ops::metrics::writer_histograms();
+        let h = crate::ops::metrics::writer_histograms();
         WriterStats {
-            batch_size,
-            commit_seconds,
+            batch_size: h.batch_size,
+            commit_seconds: h.commit_seconds,
+            journal_sync_seconds: h.journal_sync_seconds,
             batches: AtomicU64::new(0),
             jobs: AtomicU64::new(0),
             applied_seq: AtomicU64::new(0),

@@ -98,6 +98,16 @@ fn metrics_parse_as_prometheus_text_and_move_after_a_flow() {
     );
     assert!(find(&m, "faka_writer_batch_size_count", &[]) >= 3.0);
     assert!(find(&m, "faka_writer_commit_seconds_bucket", &[r#"le="+Inf""#]) >= 3.0);
+    // Every durable batch went through one journal write + fdatasync (a
+    // batch can be between its sync and its count while the page renders).
+    let (batches, syncs) = (
+        find(&m, "faka_writer_batch_size_count", &[]),
+        find(&m, "faka_writer_journal_sync_seconds_count", &[]),
+    );
+    assert!(
+        syncs >= batches && syncs <= batches + 1.0,
+        "{syncs} journal syncs for {batches} batches"
+    );
     assert!(find(&m, "faka_http_request_seconds_count", &[]) >= 5.0);
     assert!(m.contains_key("faka_writer_queue_depth"));
     assert!(find(&m, "faka_store_bytes", &[]) > 0.0);
