@@ -37,34 +37,25 @@ pub struct WriterHistograms {
 }
 
 pub fn writer_histograms() -> WriterHistograms {
-    let batch = Histogram::with_opts(
-        HistogramOpts::new("faka_writer_batch_size", "Commands per group commit").buckets(vec![
-            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
-        ]),
-    )
-    .expect("valid histogram");
-    let commit = Histogram::with_opts(
-        HistogramOpts::new(
+    let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+            .expect("valid histogram")
+    };
+    let sizes = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+    WriterHistograms {
+        batch_size: histogram("faka_writer_batch_size", "Commands per group commit", sizes),
+        commit_seconds: histogram(
             "faka_writer_commit_seconds",
             "Time to run, journal, fsync and apply one batch",
-        )
-        .buckets(LATENCY.to_vec()),
-    )
-    .expect("valid histogram");
-    // The disk's share of a commit, apart from the CPU's: a stall here holds
-    // every request of the batch (and of the batches queued behind it).
-    let sync = Histogram::with_opts(
-        HistogramOpts::new(
+            LATENCY.to_vec(),
+        ),
+        // The disk's share of a commit, apart from the CPU's: a stall here
+        // holds every request of the batch (and the batches queued behind it).
+        journal_sync_seconds: histogram(
             "faka_writer_journal_sync_seconds",
             "Time to write one batch to the journal and fdatasync it",
-        )
-        .buckets(LATENCY.to_vec()),
-    )
-    .expect("valid histogram");
-    WriterHistograms {
-        batch_size: batch,
-        commit_seconds: commit,
-        journal_sync_seconds: sync,
+            LATENCY.to_vec(),
+        ),
     }
 }
 
