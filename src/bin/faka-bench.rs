@@ -3369,7 +3369,10 @@ impl WriterTotals {
 }
 
 fn writer_totals(admin: &mut Conn) -> Result<WriterTotals> {
-    let text = metrics_text(admin)?;
+    parse_writer_totals(&metrics_text(admin)?)
+}
+
+fn parse_writer_totals(text: &str) -> Result<WriterTotals> {
     let value = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -3763,6 +3766,28 @@ fn run_main(cfg: &Settings, faka: Faka, wants: &dyn Fn(Scenario) -> bool, rows: 
 mod tests {
     use super::threads_cpu_time;
     use std::time::Duration;
+
+    #[test]
+    fn slow_journal_syncs_are_counted_from_faka_s_own_histogram() {
+        let h = faka::ops::metrics::writer_histograms();
+        for secs in [0.0004, 0.01, 0.05, 0.051, 0.3] {
+            h.journal_sync_seconds.observe(secs);
+        }
+        h.batch_size.observe(7.0);
+        h.commit_seconds.observe(0.02);
+        let families: Vec<_> = [&h.batch_size, &h.commit_seconds, &h.journal_sync_seconds]
+            .iter()
+            .flat_map(|m| prometheus::core::Collector::collect(*m))
+            .collect();
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &families, &mut text).unwrap();
+        let t = super::parse_writer_totals(&String::from_utf8(text).unwrap()).unwrap();
+        // 50 ms itself is within its bucket; 51 ms and 300 ms are over.
+        assert_eq!((t.syncs, t.slow_syncs), (5, 2));
+        assert_eq!((t.commands, t.batches), (7, 1));
+        assert!((t.commit_secs - 0.02).abs() < 1e-9);
+        assert_eq!(t.syncs_text(), "2 of 5 over 50 ms");
+    }
 
     /// This thread's CPU time, from the kernel's own clock for it.
     fn thread_cpu() -> Duration {
