@@ -2065,16 +2065,13 @@ fn own_cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// CPU time of a process's threads whose name `pick` accepts, from
-/// `/proc/<pid>/task/*`: each thread's time on the CPU in ns (`schedstat`),
-/// or, where the kernel does not keep that, its user + system time in
-/// ticks of 10 ms (`stat`), too coarse for a burst of a fifth of a second.
-/// Zero where /proc cannot be read.
-fn threads_cpu_time(pid: &str, pick: impl Fn(&str) -> bool) -> Duration {
+/// Calls `f` with the `stat` line (after the name) and the `schedstat`
+/// text (if the kernel keeps it) of each thread of process `pid` (a number,
+/// or `self`) whose name `pick` accepts. Nothing where /proc cannot be read.
+fn each_thread(pid: &str, pick: impl Fn(&str) -> bool, mut f: impl FnMut(&str, Option<&str>)) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Duration::ZERO;
+        return;
     };
-    let mut total = Duration::ZERO;
     for task in tasks.flatten() {
         // Threads can exit between listing and reading: skip those.
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
@@ -2086,15 +2083,104 @@ fn threads_cpu_time(pid: &str, pick: impl Fn(&str) -> bool) -> Duration {
         if !pick(&stat[open + 1..close]) {
             continue;
         }
-        let on_cpu_ns = std::fs::read_to_string(task.path().join("schedstat"))
-            .ok()
-            .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
-        total += match on_cpu_ns {
-            Some(ns) => Duration::from_nanos(ns),
-            None => stat_ticks(&stat[close + 1..]),
-        };
+        let sched = std::fs::read_to_string(task.path().join("schedstat")).ok();
+        f(&stat[close + 1..], sched.as_deref());
     }
+}
+
+/// A thread's `schedstat`: time on a CPU, time runnable but waiting for a
+/// CPU (both in ns), and how many times it was scheduled.
+fn schedstat_times(text: &str) -> Option<(Duration, Duration)> {
+    let mut f = text.split_whitespace().map(|n| n.parse::<u64>().ok());
+    let on_cpu = f.next()??;
+    let waiting = f.next()??;
+    Some((Duration::from_nanos(on_cpu), Duration::from_nanos(waiting)))
+}
+
+/// CPU time of a process's threads whose name `pick` accepts, from
+/// `/proc/<pid>/task/*`: each thread's time on the CPU in ns (`schedstat`),
+/// or, where the kernel does not keep that, its user + system time in
+/// ticks of 10 ms (`stat`), too coarse for a burst of a fifth of a second.
+/// Zero where /proc cannot be read.
+fn threads_cpu_time(pid: &str, pick: impl Fn(&str) -> bool) -> Duration {
+    let mut total = Duration::ZERO;
+    each_thread(pid, pick, |stat, sched| {
+        total += match sched.and_then(schedstat_times) {
+            Some((on_cpu, _)) => on_cpu,
+            None => stat_ticks(stat),
+        };
+    });
     total
+}
+
+/// Time on a CPU and time waiting for one (runnable, not running) of the
+/// threads `pick` accepts; zero without schedstat.
+fn threads_sched_times(pid: &str, pick: impl Fn(&str) -> bool) -> (Duration, Duration) {
+    let (mut on_cpu, mut waiting) = (Duration::ZERO, Duration::ZERO);
+    each_thread(pid, pick, |_, sched| {
+        if let Some((c, w)) = sched.and_then(schedstat_times) {
+            on_cpu += c;
+            waiting += w;
+        }
+    });
+    (on_cpu, waiting)
+}
+
+/// The machine's CPU time so far, in ticks, from the first line of
+/// `/proc/stat`: all of it, and the idle part (idle + iowait).
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+struct MachineCpu {
+    total: u64,
+    idle: u64,
+}
+
+impl MachineCpu {
+    fn now() -> MachineCpu {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|t| parse_proc_stat(&t))
+            .unwrap_or_default()
+    }
+
+    /// How much of the machine's cores were idle from `self` to `later`.
+    fn idle_text(self, later: MachineCpu) -> String {
+        let total = later.total.saturating_sub(self.total);
+        if total == 0 {
+            return "-".into();
+        }
+        let idle = later.idle.saturating_sub(self.idle);
+        format!("{:.0} % of the cores", idle as f64 * 100.0 / total as f64)
+    }
+}
+
+/// The `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq
+/// steal (guest time is already counted in user).
+fn parse_proc_stat(text: &str) -> Option<MachineCpu> {
+    let mut fields = text.lines().next()?.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    if ticks.len() < 5 {
+        return None;
+    }
+    Some(MachineCpu {
+        total: ticks.iter().sum(),
+        idle: ticks[3] + ticks[4],
+    })
+}
+
+/// Share of a run's wall time a thread spent on a CPU and waiting for one.
+fn sched_share_text((on_cpu, waiting): (Duration, Duration), elapsed: Duration) -> String {
+    let pct = |d: Duration| d.as_secs_f64() * 100.0 / elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "{:.0} % on a CPU, {:.0} % waiting for one",
+        pct(on_cpu),
+        pct(waiting)
+    )
 }
 
 /// User + system time from the part of a `stat` line after the name.
@@ -2277,6 +2363,8 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     let writer_before = writer_totals(&mut admin)?;
     let cpu_before = faka.cpu_time();
     let client_before = own_cpu_time();
+    let commit_thread = || threads_sched_times(&faka.pid().to_string(), |n| n == "faka-commit");
+    let (machine_before, commit_before) = (MachineCpu::now(), commit_thread());
     let (states, elapsed) = run_tasks(
         faka.addr,
         cfg.concurrency,
@@ -2284,6 +2372,12 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         cfg.duration,
         |_| Buyer::default(),
         async |b: &mut Buyer, conn: &mut AConn| b.journey(conn, "bench-flow", "FLOW-").await,
+    );
+    let idle = machine_before.idle_text(MachineCpu::now());
+    let commit = commit_thread();
+    let commit = (
+        commit.0.saturating_sub(commit_before.0),
+        commit.1.saturating_sub(commit_before.1),
     );
     let cpu = faka.cpu_time().saturating_sub(cpu_before);
     let writer = writer_totals(&mut admin)?.since(writer_before);
@@ -2347,6 +2441,10 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         ),
         // A slow p999 with a stall here is the disk's, not faka's.
         Row::info("  journal fdatasyncs", writer.syncs_text()),
+        // Idle cores with a busy commit thread: the run is bound by the
+        // batches' pace (latency), not by CPU.
+        Row::info("  machine CPU idle", idle),
+        Row::info("  commit thread", sched_share_text(commit, elapsed)),
     ])
 }
 
@@ -3764,8 +3862,40 @@ fn run_main(cfg: &Settings, faka: Faka, wants: &dyn Fn(Scenario) -> bool, rows: 
 
 #[cfg(test)]
 mod tests {
-    use super::threads_cpu_time;
+    use super::{parse_proc_stat, schedstat_times, threads_cpu_time, MachineCpu};
     use std::time::Duration;
+
+    #[test]
+    fn idle_cores_are_read_from_proc_stat_with_iowait_and_without_guest_time() {
+        let before = "cpu  100 10 50 800 40 0 0 0 7 0\ncpu0 50 5 25 400 20 0 0 0 0 0\n";
+        let after = "cpu  400 10 150 900 60 0 20 10 9 0\ncpu0 1 1 1 1 1 0 0 0 0 0\n";
+        let (b, a) = (
+            parse_proc_stat(before).unwrap(),
+            parse_proc_stat(after).unwrap(),
+        );
+        assert_eq!(
+            b,
+            MachineCpu {
+                total: 1000,
+                idle: 840
+            }
+        );
+        // 300 user + 100 system + 100 idle + 20 iowait + 20 softirq + 10 steal.
+        assert_eq!(a.total - b.total, 550);
+        assert_eq!(b.idle_text(a), "22 % of the cores");
+        assert_eq!(parse_proc_stat("intr 1 2 3\n"), None);
+        assert_eq!(b.idle_text(b), "-");
+    }
+
+    #[test]
+    fn schedstat_gives_time_on_a_cpu_and_time_waiting_for_one() {
+        assert_eq!(
+            schedstat_times("37000000 12500000 42\n"),
+            Some((Duration::from_millis(37), Duration::from_micros(12_500)))
+        );
+        assert_eq!(schedstat_times("37000000\n"), None);
+        assert_eq!(schedstat_times("x y z"), None);
+    }
 
     #[test]
     fn slow_journal_syncs_are_counted_from_faka_s_own_histogram() {
