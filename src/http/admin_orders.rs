@@ -30,8 +30,8 @@ fn order_no(req: &HttpRequest) -> Result<OrderNo, Error> {
 }
 
 /// AdminOrder JSON: keys included once the order has sold keys; the order's
-/// events merged, by time, with the audit trail of payment attempts that
-/// changed nothing (repeats and refusals).
+/// events merged with the audit trail of payment attempts that changed
+/// nothing (repeats and refusals), each where it happened among them.
 fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> {
     let keys = match order.status {
         OrderStatus::Delivered | OrderStatus::Refunded if !order.key_ids.is_empty() => {
@@ -47,29 +47,61 @@ fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> 
     .map_err(|_| Error::unavailable("rendering failed"))?;
     let attempts = state.store.payment_attempts(&order.order_no)?;
     if !attempts.is_empty() {
-        let mut timed: Vec<(i64, serde_json::Value)> = order
+        let events: Vec<(i64, serde_json::Value)> = order
             .events
             .iter()
             .zip(v["events"].as_array().cloned().unwrap_or_default())
             .map(|(e, j)| (e.at_ms, j))
             .collect();
-        for a in attempts {
-            timed.push((
-                a.at_ms,
-                serde_json::json!({
+        let attempts = attempts
+            .into_iter()
+            .map(|(a, seen)| {
+                let j = serde_json::json!({
                     "type": format!("payment_{}", a.result),
                     "at": render::rfc3339(a.at_ms),
                     "gateway": a.gateway,
                     "trade_no": a.trade_no,
                     "amount": a.amount,
                     "note": a.reason,
-                }),
-            ));
-        }
-        timed.sort_by_key(|(at, _)| *at);
-        v["events"] = serde_json::Value::Array(timed.into_iter().map(|(_, j)| j).collect());
+                });
+                (a.at_ms, seen, j)
+            })
+            .collect();
+        v["events"] = serde_json::Value::Array(merge_attempts(events, attempts));
     }
     Ok(v)
+}
+
+/// The order's events with the payment attempts placed among them: each
+/// attempt after the events the order had when it was decided (`seen`),
+/// and before the ones that came after. Attempts recorded before that count
+/// was kept go after every event of their millisecond or earlier.
+fn merge_attempts(
+    events: Vec<(i64, serde_json::Value)>,
+    attempts: Vec<(i64, Option<u32>, serde_json::Value)>,
+) -> Vec<serde_json::Value> {
+    let mut placed: Vec<(usize, i64, serde_json::Value)> = attempts
+        .into_iter()
+        .map(|(at, seen, j)| {
+            let after = match seen {
+                Some(n) => (n as usize).min(events.len()),
+                None => events.iter().filter(|(e_at, _)| *e_at <= at).count(),
+            };
+            (after, at, j)
+        })
+        .collect();
+    // Stable: attempts of one place keep their time order (the scan's).
+    placed.sort_by_key(|(after, at, _)| (*after, *at));
+    let mut out = Vec::with_capacity(events.len() + placed.len());
+    let mut placed = placed.into_iter().peekable();
+    for (i, (_, e)) in events.into_iter().enumerate() {
+        while let Some((_, _, j)) = placed.next_if(|(after, _, _)| *after <= i) {
+            out.push(j);
+        }
+        out.push(e);
+    }
+    out.extend(placed.map(|(_, _, j)| j));
+    out
 }
 
 pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
@@ -178,4 +210,58 @@ pub async fn refund(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .write(move |tx| shop::refund_order(tx, no.as_str(), note))
         .await?;
     Ok(HttpResponse::Ok().json(admin_view(&state, &order)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_attempts;
+    use serde_json::{json, Value};
+
+    fn names(v: &[Value]) -> Vec<&str> {
+        v.iter()
+            .map(|j| j["type"].as_str().unwrap_or("?"))
+            .collect()
+    }
+
+    #[test]
+    fn attempts_sit_among_the_events_they_were_decided_against_even_within_one_millisecond() {
+        let events = vec![
+            (100, json!({"type": "created"})),
+            (200, json!({"type": "paid"})),
+            (200, json!({"type": "delivered"})),
+        ];
+        let merged = merge_attempts(
+            events.clone(),
+            vec![
+                // Refused in the millisecond of the payment, before it.
+                (200, Some(1), json!({"type": "payment_refused"})),
+                // Repeated in the same millisecond, after the delivery.
+                (200, Some(3), json!({"type": "payment_repeated"})),
+                // A refusal before anything was paid, 50 ms earlier.
+                (150, Some(1), json!({"type": "payment_refused_early"})),
+            ],
+        );
+        assert_eq!(
+            names(&merged),
+            [
+                "created",
+                "payment_refused_early",
+                "payment_refused",
+                "paid",
+                "delivered",
+                "payment_repeated"
+            ]
+        );
+        // Attempts stored before the count was kept: by time, after the
+        // events of their millisecond.
+        let old = merge_attempts(
+            events,
+            vec![
+                (150, None, json!({"type": "a"})),
+                (200, None, json!({"type": "b"})),
+                (999, Some(99), json!({"type": "c"})),
+            ],
+        );
+        assert_eq!(names(&old), ["created", "a", "paid", "delivered", "b", "c"]);
+    }
 }

@@ -113,15 +113,24 @@ fn audit(
     v: &VerifiedPayment,
     result: &Result<PaymentApplied, Error>,
 ) {
-    let (outcome, reason) = match result {
-        Ok(a) if a.step == PaymentStep::Repeat => ("repeated", None),
-        Ok(_) => return,
-        Err(Error::Unavailable { .. } | Error::NotFound(_)) => return,
-        Err(e) => ("refused", Some(e.code().to_string())),
-    };
     let Ok(order_no) = OrderNo::parse(&v.order_no) else {
         return;
     };
+    // Where the attempt stands among the order's events: it was decided
+    // with these in place (a refusal changed nothing, so the order as it is
+    // now, before this callback is answered, is what it was checked
+    // against). The time alone cannot order it against an event of the
+    // same millisecond.
+    let (outcome, reason, seen) = match result {
+        Ok(a) if a.step == PaymentStep::Repeat => ("repeated", None, a.order.events.len()),
+        Ok(_) => return,
+        Err(Error::Unavailable { .. } | Error::NotFound(_)) => return,
+        Err(e) => match state.store.order(order_no.as_str()) {
+            Ok(Some(o)) => ("refused", Some(e.code().to_string()), o.events.len()),
+            _ => return,
+        },
+    };
+    let seen = u32::try_from(seen).unwrap_or(u32::MAX);
     let attempt = crate::domain::model::PaymentAttempt {
         at_ms: crate::store::now_ms(),
         gateway: gateway.as_str().to_string(),
@@ -136,7 +145,7 @@ fn audit(
         let r = store
             .write(move |tx| {
                 if tx.order(&no)?.is_some() {
-                    tx.record_attempt(&no, &attempt);
+                    tx.record_attempt(&no, &attempt, seen);
                 }
                 Ok(())
             })

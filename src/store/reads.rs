@@ -406,16 +406,27 @@ impl Store {
             .filter(move |e| e.as_ref().map_or(true, |e| e.seq >= from))
     }
 
-    /// The audit trail of payment attempts that changed nothing, oldest first.
+    /// The audit trail of payment attempts that changed nothing, oldest
+    /// first, each with how many of the order's events there were when it
+    /// was decided (`None` for attempts recorded before that was kept).
     pub fn payment_attempts(
         &self,
         order_no: &str,
-    ) -> Result<Vec<crate::domain::model::PaymentAttempt>> {
+    ) -> Result<Vec<(crate::domain::model::PaymentAttempt, Option<u32>)>> {
+        let prefix = tree::scope_prefix(order_no);
         self.trees()
             .get(Tree::Attempts)
-            .scan_prefix(tree::scope_prefix(order_no))
-            .values()
-            .map(|v| decode(&v.map_err(storage)?))
+            .scan_prefix(&prefix)
+            .map(|item| {
+                let (k, v) = item.map_err(storage)?;
+                // After the prefix: time (8 bytes), [events seen (4)], random (4).
+                let seen = k
+                    .get(prefix.len()..)
+                    .filter(|rest| rest.len() == 16)
+                    .and_then(|rest| rest[8..12].try_into().ok())
+                    .map(u32::from_be_bytes);
+                Ok((decode(&v)?, seen))
+            })
             .collect()
     }
 
@@ -527,4 +538,53 @@ pub(crate) fn outbox_counts_in(
         }
     }
     Ok((c.outbox_pending, c.outbox_dead))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Store, StoreOptions};
+    use crate::domain::model::PaymentAttempt;
+
+    fn attempt(at_ms: i64, result: &str) -> PaymentAttempt {
+        PaymentAttempt {
+            at_ms,
+            gateway: "hmac".into(),
+            trade_no: "T-1".into(),
+            amount: 100,
+            result: result.into(),
+            reason: None,
+        }
+    }
+
+    /// The event count an attempt was decided against comes back with it;
+    /// a key from before that count was kept (time and random tail only)
+    /// reads as `None`, in time order with the rest.
+    #[test]
+    fn payment_attempts_come_back_with_the_events_they_were_decided_against() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        store
+            .write_blocking(|tx| {
+                tx.record_attempt("F1", &attempt(300, "repeated"), 3);
+                tx.record_attempt("F1", &attempt(200, "refused"), 1);
+                tx.record_attempt("F2", &attempt(100, "refused"), 1);
+                Ok(())
+            })
+            .unwrap();
+        // Written the way attempts were before the count: time, random tail.
+        let mut old = super::tree::scoped("F1", &super::tree::time_key(250, ""));
+        old.extend_from_slice(&7u32.to_be_bytes());
+        store
+            .trees()
+            .get(super::Tree::Attempts)
+            .insert(old, super::codec::encode(&attempt(250, "refused")))
+            .unwrap();
+        let got: Vec<(i64, Option<u32>)> = store
+            .payment_attempts("F1")
+            .unwrap()
+            .into_iter()
+            .map(|(a, seen)| (a.at_ms, seen))
+            .collect();
+        assert_eq!(got, [(200, Some(1)), (250, None), (300, Some(3))]);
+    }
 }

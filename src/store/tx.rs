@@ -727,8 +727,18 @@ impl<'a> Tx<'a> {
 
     // ---- payment attempts (audit) -------------------------------------------
 
-    pub fn record_attempt(&mut self, order_no: &str, a: &crate::domain::model::PaymentAttempt) {
+    /// Records an attempt made when the order had `seen_events` events: the
+    /// key is the time, that count, and a random tail (keys written before
+    /// the count was kept have only the time and the tail; see
+    /// `Store::payment_attempts`).
+    pub fn record_attempt(
+        &mut self,
+        order_no: &str,
+        a: &crate::domain::model::PaymentAttempt,
+        seen_events: u32,
+    ) {
         let mut rest = tree::time_key(a.at_ms, "").to_vec();
+        rest.extend_from_slice(&seen_events.to_be_bytes());
         rest.extend_from_slice(&rand::random::<u32>().to_be_bytes());
         self.put(Tree::Attempts, tree::scoped(order_no, &rest), a);
     }
