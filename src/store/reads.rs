@@ -419,12 +419,7 @@ impl Store {
             .scan_prefix(&prefix)
             .map(|item| {
                 let (k, v) = item.map_err(storage)?;
-                // After the prefix: time (8 bytes), [events seen (4)], random (4).
-                let seen = k
-                    .get(prefix.len()..)
-                    .filter(|rest| rest.len() == 16)
-                    .and_then(|rest| rest[8..12].try_into().ok())
-                    .map(u32::from_be_bytes);
+                let seen = k.get(prefix.len()..).and_then(tree::attempt_seen_events);
                 Ok((decode(&v)?, seen))
             })
             .collect()

@@ -154,6 +154,26 @@ pub fn time_key(ms: i64, order_no: &str) -> Vec<u8> {
     k
 }
 
+/// A payment attempt's key: the order's scope, then the attempt's time, the
+/// number of the order's events it was decided against, and a random tail
+/// that keeps two attempts of one millisecond apart. Keys written before
+/// the count was kept hold only the time and the tail.
+pub fn attempt_key(order_no: &str, at_ms: i64, seen_events: u32) -> Vec<u8> {
+    let mut rest = time_key(at_ms, "");
+    rest.extend_from_slice(&seen_events.to_be_bytes());
+    rest.extend_from_slice(&rand::random::<u32>().to_be_bytes());
+    scoped(order_no, &rest)
+}
+
+/// The event count of an `attempt_key`, given the part after the scope;
+/// `None` for a key from before the count was kept.
+pub fn attempt_seen_events(rest: &[u8]) -> Option<u32> {
+    if rest.len() != 16 {
+        return None;
+    }
+    rest[8..12].try_into().ok().map(u32::from_be_bytes)
+}
+
 /// The order number of a `time_key`.
 pub fn time_key_order_no(key: &[u8]) -> Option<&str> {
     key.get(8..).and_then(|b| std::str::from_utf8(b).ok())

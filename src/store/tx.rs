@@ -727,20 +727,16 @@ impl<'a> Tx<'a> {
 
     // ---- payment attempts (audit) -------------------------------------------
 
-    /// Records an attempt made when the order had `seen_events` events: the
-    /// key is the time, that count, and a random tail (keys written before
-    /// the count was kept have only the time and the tail; see
-    /// `Store::payment_attempts`).
+    /// Records an attempt made when the order had `seen_events` events
+    /// (see `tree::attempt_key`).
     pub fn record_attempt(
         &mut self,
         order_no: &str,
         a: &crate::domain::model::PaymentAttempt,
         seen_events: u32,
     ) {
-        let mut rest = tree::time_key(a.at_ms, "").to_vec();
-        rest.extend_from_slice(&seen_events.to_be_bytes());
-        rest.extend_from_slice(&rand::random::<u32>().to_be_bytes());
-        self.put(Tree::Attempts, tree::scoped(order_no, &rest), a);
+        let key = tree::attempt_key(order_no, a.at_ms, seen_events);
+        self.put(Tree::Attempts, key, a);
     }
 
     // ---- outbox ------------------------------------------------------------
