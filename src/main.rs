@@ -108,7 +108,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = load_config(&cli)?;
     huge_pages(cfg.storage.huge_pages);
-    faka::telemetry::init(&cfg.log);
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    let _log = faka::telemetry::init(&cfg.log, serving);
     match cli.command {
         None | Some(Command::Serve) => serve(cfg),
         Some(Command::Check) => check(cfg),
