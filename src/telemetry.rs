@@ -21,8 +21,7 @@ use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tracing::{Event, Subscriber};
-use tracing::{Level, Metadata};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -85,8 +84,8 @@ where
 }
 
 /// Sets up logging to stdout; `gather` (for `faka serve`) gathers the info
-/// and debug lines of requests as [`Gather`] says. Keep the guard until the end of `main`:
-/// dropping it writes what is still gathered.
+/// and debug lines of requests as [`Gather`] says. Keep the guard until the
+/// end of `main`: dropping it writes what is still gathered.
 pub fn init(cfg: &LogConfig, gather: bool) -> LogGuard {
     let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match cfg.format.as_str() {
@@ -130,10 +129,11 @@ pub const GATHER_FOR: Duration = Duration::from_millis(10);
 /// Gathered bytes past which the line that goes over writes them itself.
 const GATHER_MAX: usize = 256 * 1024;
 
-/// Log lines on their way to one output. Gathered lines (a request's info and
-/// debug lines) are appended to `lines`; one thread (`faka-log`) writes them [`GATHER_FOR`] after the
-/// first of them came, in one write. Other lines are written at once by the
-/// thread that logs them, after whatever was gathered before them.
+/// Log lines on their way to one output. Gathered lines (a request's info
+/// and debug lines) are appended to `lines`; one thread (`faka-log`) writes
+/// them `every` ([`GATHER_FOR`]) after the first of them came, in one write.
+/// Other lines are written at once by the thread that logs them, after
+/// whatever was gathered before them.
 /// `out` is also the order lock: whoever writes holds it from taking the
 /// gathered lines until they and its own line are written, so lines reach
 /// the output in the order they were logged. A kill -9 can lose the info
