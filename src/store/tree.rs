@@ -103,6 +103,7 @@ pub struct Trees {
 
 impl Trees {
     pub fn open(dir: &Path, cache_bytes: u64) -> sled::Result<Trees> {
+        wait_for_sled_lock(dir, SLED_LOCK_WAIT);
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -121,6 +122,41 @@ impl Trees {
 
     pub fn get(&self, t: Tree) -> &sled::Tree {
         &self.trees[t as usize]
+    }
+}
+
+/// How long [`Trees::open`] waits for an earlier handle's lock to go.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (up to `limit`) until nothing holds the lock sled takes on its
+/// `db` file, so the open that follows does not fail on it.
+///
+/// Another faka process never holds it (the data directory's `LOCK` keeps
+/// a second process out before sled is touched); what does is this
+/// process's own sled handle that was just dropped: sled's background
+/// threads may still hold the file for a moment while they finish a write,
+/// and sled's lock is a non-blocking `flock`, so reopening right after a
+/// close (recovery reopening the files it just checked, a restart in the
+/// same process) fails with "could not acquire lock" on a busy machine.
+/// sled's own `testing` build blocks on the lock for the same reason. When
+/// the wait ends without the lock, the open reports sled's error.
+fn wait_for_sled_lock(dir: &Path, limit: std::time::Duration) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        let Ok(file) = std::fs::File::open(dir.join("db")) else {
+            return; // no files yet: nothing to wait for
+        };
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            // SAFETY: flock on a descriptor this function owns; closing it
+            // (when `file` drops) releases the lock taken here.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 || std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 }
 
@@ -177,4 +213,41 @@ pub fn attempt_seen_events(rest: &[u8]) -> Option<u32> {
 /// The order number of a `time_key`.
 pub fn time_key_order_no(key: &[u8]) -> Option<&str> {
     key.get(8..).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::io::AsRawFd;
+
+    /// A handle that still holds sled's file lock when the files are opened
+    /// again (sled's threads finishing a write after a close) delays the
+    /// open instead of failing it.
+    #[test]
+    fn opening_waits_for_a_lock_still_held_on_sleds_files() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let trees = Trees::open(dir.path(), 1 << 20).unwrap();
+            trees.get(Tree::Meta).insert(b"k", b"v").unwrap();
+            trees.db.flush().unwrap();
+        }
+        let holder = std::fs::File::open(dir.path().join("db")).unwrap();
+        // Blocking: the handle just dropped may itself still hold it.
+        // SAFETY: flock on a descriptor the test owns.
+        let rc = unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "the test must hold the lock first");
+        let opener = std::thread::spawn({
+            let dir = dir.path().to_path_buf();
+            move || Trees::open(&dir, 1 << 20).map(|t| t.get(Tree::Meta).get(b"k"))
+        });
+        // The open starts while the lock is held; how long it is held does
+        // not decide the outcome, only whether the wait is exercised.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(holder);
+        let got = opener
+            .join()
+            .unwrap()
+            .expect("opened once the lock was released");
+        assert_eq!(got.unwrap().as_deref(), Some(&b"v"[..]));
+    }
 }
