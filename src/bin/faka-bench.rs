@@ -2487,6 +2487,64 @@ impl Buyer {
     }
 }
 
+/// What one connection of the flow ceiling keeps: each `/ping`, each
+/// three-request journey, wrong answers.
+type PingJourneys = (Series, Series, Wrong);
+
+/// The ceiling of `flow`: journeys of three `/ping` requests to the
+/// trivial actix server, on flow's connections and client threads, run
+/// right before flow. Gives the journeys/s this machine and client allow
+/// at the moment, so flow's orders/s can be given as a ratio that moves
+/// less with the machine's own speed (the client builds, signs and parses
+/// less for `/ping`, so the ratio is a little below faka's share).
+fn flow_ceiling(cfg: &Settings) -> Result<(f64, Row)> {
+    let addr = trivial()?;
+    let ping = Req::get("/ping".into());
+    let (states, elapsed) = run_tasks(
+        addr,
+        cfg.concurrency,
+        cfg.client_threads,
+        cfg.duration,
+        |_| PingJourneys::default(),
+        async |(each, journeys, wrong): &mut PingJourneys, conn: &mut AConn| {
+            let t0 = Instant::now();
+            for _ in 0..3 {
+                let Some(r) = timed_call(each, conn, &ping).await else {
+                    return true;
+                };
+                if !each.check(&r, 200) {
+                    return true;
+                }
+                if r.body != PING_BODY {
+                    wrong.add(String::from_utf8_lossy(&r.body).into_owned());
+                    return true;
+                }
+            }
+            journeys.record(t0);
+            true
+        },
+    );
+    let (mut each, mut journeys, mut wrong) = PingJourneys::default();
+    for (e, j, w) in states {
+        each.merge(e);
+        journeys.merge(j);
+        wrong.merge(w);
+    }
+    let mut failures = wrong.into_failures("GET /ping");
+    if each.error_count() > 0 {
+        failures.push(format!("errors: {}", each.errors_text()));
+    }
+    let n = journeys.lat_us.len() as f64;
+    let mut row = Row::new(
+        "ceiling 3 × /ping journey",
+        rate(n, elapsed, "journeys"),
+        &mut journeys,
+    )
+    .verdict(failures);
+    row.ratio = Some(1.0);
+    Ok((n / elapsed.as_secs_f64().max(1e-9), row))
+}
+
 fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     let mut admin = Conn::new(faka.addr, Duration::from_secs(300));
     create_product(&mut admin, "bench-flow", 10)?;
@@ -2497,6 +2555,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         (0, cfg.flow_keys),
         cfg.setup_chunk,
     )?;
+    let (ceiling, ceiling_row) = flow_ceiling(cfg)?;
     let writer_before = writer_totals(&mut admin)?;
     let cpu_before = faka.cpu_time();
     let client_before = own_cpu_time();
@@ -2563,7 +2622,9 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
             "ms",
         ));
     }
+    journey.ratio = Some(orders / elapsed.as_secs_f64().max(1e-9) / ceiling.max(1e-9));
     Ok(vec![
+        ceiling_row,
         journey,
         Row::new(
             "  flow create",
