@@ -2,7 +2,7 @@
 //! and refund.
 
 use super::auth::Admin;
-use super::body::{cursor, limit, parse_json, parse_query, read_body};
+use super::body::{limit, parse_json, parse_query, read_body};
 use super::payments::trade_no;
 use super::{path_param, render, HttpResult, State};
 use crate::domain::ids::{printable, Gateway, OrderNo};
@@ -119,8 +119,13 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
         email: q.email.filter(|e| !e.is_empty()),
     };
     let limit = limit(q.limit.as_deref(), 50, 500)?;
-    let cursor = cursor(q.cursor.as_deref())?;
-    let page = state.store.orders_page(&filter, limit, cursor)?;
+    let cursor = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(OrderNo::parse(c).map_err(|_| {
+            Error::invalid("cursor", "must be a cursor returned by a previous page")
+        })?),
+    };
+    let page = state.store.orders_page(&filter, limit, cursor.as_ref())?;
     let currency = &state.config.shop.currency;
     let orders: Vec<_> = page
         .orders
@@ -129,7 +134,7 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "orders": orders,
-        "next_cursor": page.next_cursor.map(|c| c.to_string()),
+        "next_cursor": page.next_cursor,
     })))
 }
 

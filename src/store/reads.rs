@@ -7,6 +7,7 @@ use super::keyblock::{self, KeyBlock};
 use super::tree::{self, Tree};
 use super::tx::OUTBOX_GROUP_MAX;
 use super::Store;
+use crate::domain::ids::OrderNo;
 use crate::domain::model::{DeliveryState, KeyRecord, Order, OutboxEvent, Product};
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
@@ -39,8 +40,9 @@ pub struct OrderFilter {
 
 pub struct OrderPage {
     pub orders: Vec<Order>,
-    /// Pass back as `cursor` for the next (older) page.
-    pub next_cursor: Option<u64>,
+    /// Pass back as `cursor` for the next (older) page: the last order
+    /// number of this one.
+    pub next_cursor: Option<String>,
 }
 
 /// One stored record: tree id, key, value.
@@ -162,27 +164,30 @@ impl Store {
         Ok(())
     }
 
-    /// Orders newest first, from `cursor` (exclusive) down.
+    /// Orders newest first, from `cursor` (an order number, exclusive) down.
+    /// Order numbers begin with their creation time in ms, so the order tree
+    /// read backwards is the newest-first list with no index of its own;
+    /// orders made in the same ms list in the order of their random part.
     pub fn orders_page(
         &self,
         filter: &OrderFilter,
         limit: usize,
-        cursor: Option<u64>,
+        cursor: Option<&OrderNo>,
     ) -> Result<OrderPage> {
-        let seqs = self.trees().get(Tree::OrderSeq);
-        let upper = cursor.unwrap_or(u64::MAX);
-        let mut orders = Vec::new();
+        let orders_tree = self.trees().get(Tree::Orders);
+        let rows = match cursor {
+            Some(c) => orders_tree.range(..c.as_str().as_bytes()),
+            None => orders_tree.iter(),
+        };
+        let mut orders: Vec<Order> = Vec::new();
         let mut next_cursor = None;
-        for item in seqs.range(..tree::u64_key(upper)).rev() {
-            let (k, v) = item.map_err(storage)?;
-            let seq = tree::read_u64(&k).unwrap_or(0);
+        for item in rows.rev() {
+            let (_, v) = item.map_err(storage)?;
             if orders.len() == limit {
-                next_cursor = Some(seq + 1);
+                next_cursor = orders.last().map(|o| o.order_no.clone());
                 break;
             }
-            let Some(order) = self.read::<Order>(Tree::Orders, &v)? else {
-                continue;
-            };
+            let order: Order = decode(&v)?;
             if filter.status.is_some_and(|s| s != order.status)
                 || filter
                     .email

@@ -21,7 +21,9 @@ pub enum Tree {
     KeyFingerprints = 4,
     /// order no → Order
     Orders = 5,
-    /// order seq (u64 BE) → order no: newest-first listing
+    /// order seq (u64 BE) → order no: the newest-first listing until
+    /// 2026-11-27; no longer written (the order tree lists by itself), kept
+    /// so that older journals and data directories still read
     OrderSeq = 6,
     /// expires_at ms (u64 BE), order no → () for pending orders
     Expiry = 7,

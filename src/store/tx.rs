@@ -644,14 +644,11 @@ impl<'a> Tx<'a> {
             .collect())
     }
 
-    /// Stores a brand-new order and indexes it for listing.
+    /// Stores a brand-new order. Its number begins with its creation time,
+    /// so the order tree itself lists newest first (no index row: a new
+    /// row costs sled more than any other part of a journey's commit).
     pub fn insert_order(&mut self, o: &Order) {
         self.track(o, None);
-        self.put_raw(
-            Tree::OrderSeq,
-            tree::u64_key(o.seq).to_vec(),
-            o.order_no.as_bytes().to_vec(),
-        );
         self.put(Tree::Orders, o.order_no.as_bytes().to_vec(), o);
     }
 

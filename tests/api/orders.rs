@@ -262,6 +262,9 @@ fn admin_lists_orders_newest_first_with_filters_and_cursor() {
                 .unwrap()
                 .to_string(),
         );
+        // Orders list by their creation ms (same-ms orders in no set
+        // order): a different ms for each makes "newest first" one order.
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let pay = app.admin_post(&format!("/api/v1/admin/orders/{}/pay", nos[1]), json!({}));
     assert_eq!(pay.status(), 200);
@@ -296,6 +299,44 @@ fn admin_lists_orders_newest_first_with_filters_and_cursor() {
         .json()
         .unwrap();
     assert!(none["orders"].as_array().unwrap().is_empty());
+    // A filtered list pages too, and a page ending on the last match says
+    // so with no cursor.
+    let pending: Value = app
+        .admin_get("/api/v1/admin/orders?status=pending&limit=2")
+        .json()
+        .unwrap();
+    let expect_pending: Vec<&str> = [4, 3].iter().map(|&i| nos[i].as_str()).collect();
+    let got: Vec<&str> = pending["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_no"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, expect_pending);
+    let rest: Value = app
+        .admin_get(&format!(
+            "/api/v1/admin/orders?status=pending&limit=2&cursor={}",
+            pending["next_cursor"].as_str().unwrap()
+        ))
+        .json()
+        .unwrap();
+    let got: Vec<&str> = rest["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_no"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![nos[2].as_str(), nos[0].as_str()]);
+    assert!(rest["next_cursor"].is_null());
+    for bad in ["12", "", "F0000", "f0000000000000000"] {
+        let (status, code) =
+            error_code(app.admin_get(&format!("/api/v1/admin/orders?cursor={bad}")));
+        assert_eq!(
+            (status, code.as_str()),
+            (422, "invalid_request"),
+            "cursor {bad:?}"
+        );
+    }
     assert_eq!(error_code(app.get("/api/v1/admin/orders")).0, 401);
     assert_eq!(
         error_code(app.admin_get("/api/v1/admin/orders/F0000000000000000")).0,
