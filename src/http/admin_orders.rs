@@ -125,7 +125,9 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
             Error::invalid("cursor", "must be a cursor returned by a previous page")
         })?),
     };
-    let page = state.store.orders_page(&filter, limit, cursor.as_ref())?;
+    let st = state.clone();
+    let page =
+        super::off_worker(move || st.store.orders_page(&filter, limit, cursor.as_ref())).await?;
     let currency = &state.config.shop.currency;
     let orders: Vec<_> = page
         .orders

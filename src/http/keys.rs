@@ -167,7 +167,9 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     let q: PageQuery = parse_query(&req)?;
     let key_state = match q.state.as_deref() {
         None | Some("") => None,
-        Some(s @ ("available" | "held" | "sold")) => Some(s),
+        Some("available") => Some("available"),
+        Some("held") => Some("held"),
+        Some("sold") => Some("sold"),
         Some(_) => return Err(Error::invalid("state", "must be available, held or sold")),
     };
     let limit = limit(q.limit.as_deref(), 100, 1000)?;
@@ -175,30 +177,35 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     if state.store.product(pid.as_str())?.is_none() {
         return Err(Error::not_found(format!("product {pid} not found")));
     }
-    let page = state
-        .store
-        .keys_page(pid.as_str(), key_state, limit, cursor)?;
-    let keys: Vec<_> = page
-        .keys
-        .iter()
-        .map(|(id, rec)| {
-            let masked = state
-                .crypto
-                .open(&rec.sealed, rec.product_id.as_bytes())
-                .map(|plain| mask_key(&String::from_utf8_lossy(&plain)))
-                .unwrap_or_else(|_| "<sealed>".to_string());
-            serde_json::json!({
-                "id": id.to_string(),
-                "state": rec.state.name(),
-                "masked": masked,
-                "order_no": rec.state.order_no(),
+    let st = state.clone();
+    // Off the HTTP worker: a state filter walks every key, and each key on
+    // the page is opened to be masked.
+    let body = super::off_worker(move || {
+        let page = st.store.keys_page(pid.as_str(), key_state, limit, cursor)?;
+        let keys: Vec<_> = page
+            .keys
+            .iter()
+            .map(|(id, rec)| {
+                let masked = st
+                    .crypto
+                    .open(&rec.sealed, rec.product_id.as_bytes())
+                    .map(|plain| mask_key(&String::from_utf8_lossy(&plain)))
+                    .unwrap_or_else(|_| "<sealed>".to_string());
+                serde_json::json!({
+                    "id": id.to_string(),
+                    "state": rec.state.name(),
+                    "masked": masked,
+                    "order_no": rec.state.order_no(),
+                })
             })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "keys": keys,
-        "next_cursor": page.next_cursor.map(|c| c.to_string()),
-    })))
+            .collect();
+        Ok(serde_json::json!({
+            "keys": keys,
+            "next_cursor": page.next_cursor.map(|c| c.to_string()),
+        }))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[derive(Deserialize)]

@@ -73,6 +73,17 @@ impl ResponseError for Error {
 
 pub type HttpResult = Result<HttpResponse, Error>;
 
+/// Runs a read that may walk a whole tree (the filtered admin listings) on
+/// actix's blocking pool: an HTTP worker serves many connections, and a
+/// filter that matches nothing among 1M orders reads for seconds.
+pub(crate) async fn off_worker<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    web::block(read)
+        .await
+        .map_err(|_| Error::unavailable("server busy"))?
+}
+
 async fn not_found(req: HttpRequest) -> HttpResult {
     Err(Error::not_found(format!(
         "no route for {} {}",
