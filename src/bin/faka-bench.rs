@@ -2598,6 +2598,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         );
     }
     let orders = all.delivered.len() as f64;
+    let orders_per_s = orders / elapsed.as_secs_f64().max(1e-9);
     let mut journey = Row::new(
         "flow (journey)",
         rate(orders, elapsed, "orders"),
@@ -2606,7 +2607,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     .verdict(failures)
     .goal(Goal::at_least(
         "flow ≥ 10,000 orders/s",
-        orders / elapsed.as_secs_f64().max(1e-9),
+        orders_per_s,
         10_000.0,
         "orders/s",
     ));
@@ -2618,7 +2619,7 @@ fn scenario_flow(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
             "ms",
         ));
     }
-    journey.ratio = Some(orders / elapsed.as_secs_f64().max(1e-9) / ceiling.max(1e-9));
+    journey.ratio = Some(orders_per_s / ceiling.max(1e-9));
     Ok(vec![
         ceiling_row,
         journey,

@@ -2,7 +2,7 @@
 //! and refund.
 
 use super::auth::Admin;
-use super::body::{limit, parse_json, parse_query, read_body};
+use super::body::{limit, order_cursor, parse_json, parse_query, read_body};
 use super::payments::trade_no;
 use super::{path_param, render, HttpResult, State};
 use crate::domain::ids::{printable, Gateway, OrderNo};
@@ -119,12 +119,7 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
         email: q.email.filter(|e| !e.is_empty()),
     };
     let limit = limit(q.limit.as_deref(), 50, 500)?;
-    let cursor = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(OrderNo::parse(c).map_err(|_| {
-            Error::invalid("cursor", "must be a cursor returned by a previous page")
-        })?),
-    };
+    let cursor = order_cursor(q.cursor.as_deref())?;
     let st = state.clone();
     let page =
         super::off_worker(move || st.store.orders_page(&filter, limit, cursor.as_ref())).await?;

@@ -2,6 +2,7 @@
 //! syntax errors are 400 `invalid_json`; wrong types, missing or unknown
 //! fields are 422 `invalid_request` naming the field; oversized bodies 413.
 
+use crate::domain::ids::OrderNo;
 use crate::error::Error;
 use actix_web::error::PayloadError;
 use actix_web::http::header;
@@ -147,13 +148,20 @@ pub fn limit(raw: Option<&str>, def: usize, max: usize) -> Result<usize, Error> 
     }
 }
 
+fn bad_cursor() -> Error {
+    Error::invalid("cursor", "must be a cursor returned by a previous page")
+}
+
 /// Parses an optional numeric cursor.
 pub fn cursor(raw: Option<&str>) -> Result<Option<u64>, Error> {
-    raw.map(|s| {
-        s.parse::<u64>()
-            .map_err(|_| Error::invalid("cursor", "must be a cursor returned by a previous page"))
-    })
-    .transpose()
+    raw.map(|s| s.parse::<u64>().map_err(|_| bad_cursor()))
+        .transpose()
+}
+
+/// Parses an optional order-number cursor (the order list's).
+pub fn order_cursor(raw: Option<&str>) -> Result<Option<OrderNo>, Error> {
+    raw.map(|s| OrderNo::parse(s).map_err(|_| bad_cursor()))
+        .transpose()
 }
 
 #[cfg(test)]

@@ -37,9 +37,9 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     };
     let limit = limit(q.limit.as_deref(), 100, 1000)?;
     let cursor = cursor(q.cursor.as_deref())?;
-    let store = state.clone();
+    let shop = state.clone();
     let (events, next) =
-        super::off_worker(move || store.store.outbox_page(st, limit, cursor)).await?;
+        super::off_worker(move || shop.store.outbox_page(st, limit, cursor)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "webhooks": events.iter().map(view).collect::<Vec<_>>(),
         "next_cursor": next.map(|c| c.to_string()),
