@@ -2,13 +2,17 @@
 # Profiles faka while faka-bench drives one scenario: CPU per thread and the
 # hottest symbols, from `perf record` on the faka process (installed here
 # when missing). With FLAMEGRAPH=1 it also draws a flame graph with inferno
-# (installed with `cargo install inferno` when missing).
+# (installed with `cargo install inferno` when missing). With SCHED=1 it
+# then records the scheduler on every CPU for a second (`perf sched
+# record -a`) and tells where the machine's idle time goes
+# (scripts/sched_idle.py; python3 is installed when missing).
 #
 #   scripts/profile.sh [scenario] [seconds]     # default: flow 5
 #   FLAMEGRAPH=1 scripts/profile.sh import 10
+#   SCHED=1 scripts/profile.sh flow 5
 #
 # Output goes to target/profile/<scenario>/ (perf.data, threads.txt,
-# symbols.txt, bench.txt, flame.svg). See docs/BENCHMARKS.md, "Where the
+# symbols.txt, bench.txt, flame.svg, sched-idle.txt). See docs/BENCHMARKS.md, "Where the
 # time goes", for how the numbers there were taken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +20,18 @@ cd "$(dirname "$0")/.."
 scenario=${1:-flow}
 secs=${2:-5}
 # Each timed part runs for `run` seconds. Set-up before it: flow and mixed
-# first import 200,000 keys; read first measures the trivial ceiling for a
-# whole run (faka is idle meanwhile).
+# first import their keys; read and flow first measure the trivial ceiling
+# for a whole run (faka is idle meanwhile), so recording starts after it.
 run=$((secs + 9))
+extra=()
 case "$scenario" in
-flow | mixed) default_warmup=12 ;;
+flow)
+    run=$((secs + 6))
+    default_warmup=$((run + 6))
+    # Enough keys for the whole run at up to 15,000 keys/s.
+    extra=(--flow-keys $(((run + 2) * 15000)))
+    ;;
+mixed) default_warmup=12 ;;
 import) default_warmup=2 ;;
 read) default_warmup=$((run + 4)) ;;
 *) default_warmup=4 ;;
@@ -37,6 +48,11 @@ if ! command -v perf >/dev/null 2>&1 || ! perf --version >/dev/null 2>&1; then
     need_root apt-get install -y -qq linux-perf >/dev/null 2>&1 ||
         need_root apt-get install -y -qq linux-tools-generic >/dev/null
 fi
+if [ "${SCHED:-0}" = 1 ] && ! command -v python3 >/dev/null 2>&1; then
+    echo "profile: installing python3" >&2
+    need_root apt-get update -qq
+    need_root apt-get install -y -qq python3 >/dev/null
+fi
 if [ "${FLAMEGRAPH:-0}" = 1 ] && ! command -v inferno-flamegraph >/dev/null 2>&1; then
     echo "profile: installing inferno (flame graphs)" >&2
     cargo install inferno --locked >/dev/null
@@ -44,8 +60,9 @@ fi
 
 cargo build --release --bins
 # The bench runs longer than the recording, so faka is busy the whole time.
-if [ "$scenario" != read ]; then run=$((secs + warmup + 5)); fi
-target/release/faka-bench --scenario "$scenario" --duration "$run" \
+case "$scenario" in read | flow) ;; *) run=$((secs + warmup + 5)) ;; esac
+if [ "${SCHED:-0}" = 1 ]; then run=$((run + 3)); fi
+target/release/faka-bench --scenario "$scenario" --duration "$run" "${extra[@]}" \
     >"$out/bench.txt" 2>&1 &
 bench=$!
 trap 'kill "$bench" 2>/dev/null || true' EXIT
@@ -63,6 +80,11 @@ done
 echo "profile: faka pid $pid; $warmup s of set-up and warm-up, then $secs s recorded" >&2
 sleep "$warmup"
 perf record -F 999 -g -p "$pid" -o "$out/perf.data" -- sleep "$secs" 2>"$out/perf-record.txt"
+if [ "${SCHED:-0}" = 1 ]; then
+    perf sched record -a -o "$out/sched.data" -- sleep 1 2>>"$out/perf-record.txt"
+    perf script -i "$out/sched.data" -F cpu,time,event,trace 2>/dev/null |
+        python3 scripts/sched_idle.py >"$out/sched-idle.txt" || true
+fi
 
 perf report -i "$out/perf.data" --no-children --stdio --sort comm 2>/dev/null |
     grep -E '^ +[0-9]' >"$out/threads.txt" || true
@@ -83,5 +105,9 @@ echo "== CPU by thread (share of faka's samples)"
 head -15 "$out/threads.txt"
 echo "== hottest symbols"
 head -25 "$out/symbols.txt" | cut -c1-150
+if [ -s "$out/sched-idle.txt" ]; then
+    echo "== where the idle CPU time goes (1 s, every CPU)"
+    cat "$out/sched-idle.txt"
+fi
 echo "== files in $out"
 ls "$out"
