@@ -143,15 +143,18 @@ fn audit(
     actix_web::rt::spawn(async move {
         let no = order_no.as_str().to_string();
         let r = store
-            .write(move |tx| {
-                if tx.order(&no)?.is_some() {
-                    tx.record_attempt(&no, &attempt, seen);
-                }
-                Ok(())
+            .write(move |tx| match tx.order(&no)? {
+                Some(_) => tx.record_attempt(&no, &attempt, seen),
+                None => Ok(true),
             })
             .await;
-        if let Err(e) = r {
-            tracing::warn!(order_no = %order_no, error = %e, "could not record a payment attempt");
+        match r {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(order_no = %order_no,
+                "payment attempt not recorded: the order already has as many as are kept"),
+            Err(e) => {
+                tracing::warn!(order_no = %order_no, error = %e, "could not record a payment attempt")
+            }
         }
     });
 }

@@ -565,9 +565,9 @@ mod tests {
         let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
         store
             .write_blocking(|tx| {
-                tx.record_attempt("F1", &attempt(300, "repeated"), 3);
-                tx.record_attempt("F1", &attempt(200, "refused"), 1);
-                tx.record_attempt("F2", &attempt(100, "refused"), 1);
+                tx.record_attempt("F1", &attempt(300, "repeated"), 3)?;
+                tx.record_attempt("F1", &attempt(200, "refused"), 1)?;
+                tx.record_attempt("F2", &attempt(100, "refused"), 1)?;
                 Ok(())
             })
             .unwrap();
@@ -586,5 +586,54 @@ mod tests {
             .map(|(a, seen)| (a.at_ms, seen))
             .collect();
         assert_eq!(got, [(200, Some(1)), (250, None), (300, Some(3))]);
+    }
+
+    /// A callback replayed without end keeps at most
+    /// `MAX_ATTEMPTS_PER_ORDER` rows beside its order, counting those of
+    /// the same batch and command; other orders keep their own.
+    #[test]
+    fn payment_attempts_per_order_are_capped() {
+        use super::super::tx::MAX_ATTEMPTS_PER_ORDER as MAX;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        let kept = store
+            .write_blocking(|tx| {
+                let mut kept = 0;
+                for i in 0..MAX - 2 {
+                    kept += tx.record_attempt("F1", &attempt(i as i64, "repeated"), 3)? as usize;
+                }
+                Ok(kept)
+            })
+            .unwrap();
+        assert_eq!(kept, MAX - 2);
+        // Later commands, one attempt each, as the callbacks come.
+        let mut later = Vec::new();
+        for i in 0..5 {
+            later.push(
+                store
+                    .write_blocking(move |tx| {
+                        tx.record_attempt("F1", &attempt(1000 + i, "refused"), 4)
+                    })
+                    .unwrap(),
+            );
+        }
+        assert_eq!(later, [true, true, false, false, false]);
+        assert!(store
+            .write_blocking(|tx| tx.record_attempt("F2", &attempt(5, "refused"), 1))
+            .unwrap());
+        // Within one command too.
+        let kept_at_once = store
+            .write_blocking(|tx| {
+                let mut kept = 0;
+                for i in 0..MAX + 3 {
+                    kept += tx.record_attempt("F3", &attempt(i as i64, "refused"), 1)? as usize;
+                }
+                Ok(kept)
+            })
+            .unwrap();
+        assert_eq!(kept_at_once, MAX);
+        assert_eq!(store.payment_attempts("F3").unwrap().len(), MAX);
+        assert_eq!(store.payment_attempts("F1").unwrap().len(), MAX);
+        assert_eq!(store.payment_attempts("F2").unwrap().len(), 1);
     }
 }

@@ -23,6 +23,10 @@ use std::sync::Arc;
 
 type Overlay = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
 
+/// How many payment attempts that changed nothing (repeats, refusals) are
+/// kept beside one order.
+pub const MAX_ATTEMPTS_PER_ORDER: usize = 32;
+
 /// Counters the writer hands out; persisted in the meta tree with each batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
@@ -727,14 +731,28 @@ impl<'a> Tx<'a> {
 
     /// Records an attempt made when the order had `seen_events` events
     /// (see `tree::attempt_key`).
+    ///
+    /// At most [`MAX_ATTEMPTS_PER_ORDER`] are kept per order: a genuine
+    /// callback replayed without end (epay's carry no timestamp) must not
+    /// grow the store or the order's detail without end. Returns whether
+    /// this one was kept; the metrics count every attempt either way.
     pub fn record_attempt(
         &mut self,
         order_no: &str,
         a: &crate::domain::model::PaymentAttempt,
         seen_events: u32,
-    ) {
+    ) -> Result<bool> {
+        let kept = self.scan(
+            Tree::Attempts,
+            &tree::scope_prefix(order_no),
+            MAX_ATTEMPTS_PER_ORDER,
+        )?;
+        if kept.len() >= MAX_ATTEMPTS_PER_ORDER {
+            return Ok(false);
+        }
         let key = tree::attempt_key(order_no, a.at_ms, seen_events);
         self.put(Tree::Attempts, key, a);
+        Ok(true)
     }
 
     // ---- outbox ------------------------------------------------------------

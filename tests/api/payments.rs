@@ -370,3 +370,46 @@ fn repeated_and_refused_callbacks_are_recorded_beside_the_order() {
         "an unsigned callback is not recorded"
     );
 }
+
+/// A genuine callback replayed without end (a gateway retrying, or someone
+/// who kept a copy) is answered every time, changes no state, and leaves at
+/// most 32 records beside its order.
+#[test]
+fn a_replayed_callback_leaves_a_bounded_trail() {
+    let app = spawn();
+    app.product_with_keys("p", 100, 3);
+    let o = app.order_ok("p", 1, "hmac");
+    let no = o["order_no"].as_str().unwrap();
+    assert_eq!(app.hmac_notify(no, "T-1", 100).status(), 200);
+    let state = app.dump();
+    for _ in 0..40 {
+        assert_eq!(app.hmac_notify(no, "T-1", 100).status(), 200);
+    }
+    assert_eq!(app.dump(), state, "the repeats changed no state");
+    let repeated = |v: &Value| {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "payment_repeated")
+            .count()
+    };
+    eventually(std::time::Duration::from_secs(10), || {
+        (repeated(&app.admin_order(no)) >= 32).then_some(())
+    });
+    // Another order's refusal, sent after every repeat was answered, is
+    // recorded after them: once it shows, no repeat is still on its way.
+    let other = app.order_ok("p", 1, "hmac");
+    let other_no = other["order_no"].as_str().unwrap();
+    assert_eq!(app.hmac_notify(other_no, "T-2", 99).status(), 400);
+    eventually(std::time::Duration::from_secs(10), || {
+        let v = app.admin_order(other_no);
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "payment_refused")
+            .then_some(())
+    });
+    assert_eq!(repeated(&app.admin_order(no)), 32);
+}
