@@ -25,26 +25,52 @@ struct CreateBody {
     query_password: Option<String>,
 }
 
-fn idempotency(req: &HttpRequest, body: &[u8]) -> Result<Option<Idempotency>, Error> {
+/// The hash of the request's `Idempotency-Key`, if it has one: 1 to 64
+/// printable ASCII characters (spaces inside count; HTTP drops them at
+/// the ends).
+fn idempotency_key(req: &HttpRequest) -> Result<Option<[u8; 32]>, Error> {
     let Some(v) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
     let key = v
         .to_str()
         .ok()
-        .filter(|k| (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|k| {
+            (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        })
         .ok_or_else(|| {
             Error::invalid(
                 "Idempotency-Key",
-                "must be 1 to 64 visible ASCII characters",
+                "must be 1 to 64 printable ASCII characters",
             )
         })?;
     let mut scoped = b"idempotency-key:".to_vec();
     scoped.extend_from_slice(key.as_bytes());
-    Ok(Some(Idempotency {
-        key_hash: sha256(&scoped),
-        fingerprint: sha256(body),
-    }))
+    Ok(Some(sha256(&scoped)))
+}
+
+/// What a repeat must match: the request's fields as parsed, so the same
+/// JSON spaced or ordered differently is the same request.
+fn fingerprint(b: &CreateBody) -> [u8; 32] {
+    let mut buf = Vec::with_capacity(128);
+    let fields = [
+        Some(b.product_id.as_str()),
+        Some(b.email.as_str()),
+        Some(b.gateway.as_str()),
+        b.query_password.as_deref(),
+    ];
+    for field in fields {
+        match field {
+            Some(f) => {
+                buf.push(1);
+                buf.extend_from_slice(&(f.len() as u64).to_le_bytes());
+                buf.extend_from_slice(f.as_bytes());
+            }
+            None => buf.push(0),
+        }
+    }
+    buf.extend_from_slice(&b.quantity.to_le_bytes());
+    sha256(&buf)
 }
 
 /// An address as text, as `IpAddr`'s `Display` writes it; IPv4 (every
@@ -99,8 +125,12 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         .limits
         .take(Limit::Orders, ip.as_deref().unwrap_or("unknown"))?;
     let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
-    let idem = idempotency(&req, &bytes)?;
+    let idem_key = idempotency_key(&req)?;
     let b: CreateBody = parse_json(&bytes)?;
+    let idem = idem_key.map(|key_hash| Idempotency {
+        key_hash,
+        fingerprint: fingerprint(&b),
+    });
     let product_id = ProductId::parse(&b.product_id).map_err(|_| {
         Error::not_found(format!(
             "product {} not found",

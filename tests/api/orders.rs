@@ -187,7 +187,7 @@ fn order_requests_are_validated_field_by_field() {
 #[test]
 fn an_idempotent_retry_returns_the_first_response_and_creates_nothing() {
     let app = spawn();
-    app.product_with_keys("p", 100, 5);
+    app.product_with_keys("p", 100, 10);
     let body = json!({"product_id": "p", "quantity": 2, "email": "a@b.co", "gateway": "manual"});
     let send = |b: &Value, key: &str| {
         app.client
@@ -213,10 +213,34 @@ fn an_idempotent_retry_returns_the_first_response_and_creates_nothing() {
         "one order, not two"
     );
 
+    // The same fields spaced and ordered differently are the same request.
+    let respaced = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .header("Idempotency-Key", "retry-1")
+        .header("Content-Type", "application/json")
+        .body(r#"{ "gateway":"manual", "email": "a@b.co", "quantity": 2, "product_id": "p" }"#)
+        .send()
+        .unwrap();
+    assert_eq!(respaced.status(), 201);
+    assert_eq!(respaced.text().unwrap(), first);
+
     let other = json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual"});
     assert_eq!(
         error_code(send(&other, "retry-1")),
         (409, "conflict".into())
+    );
+    let with_password = json!({"product_id": "p", "quantity": 2, "email": "a@b.co",
+        "gateway": "manual", "query_password": "pw"});
+    assert_eq!(
+        error_code(send(&with_password, "retry-1")),
+        (409, "conflict".into()),
+        "a field added is another request"
+    );
+    assert_eq!(
+        send(&body, "retry 3").status(),
+        201,
+        "a space inside a key is allowed"
     );
     assert_eq!(error_code(send(&body, "")).0, 422);
     assert_eq!(error_code(send(&body, &"k".repeat(65))).0, 422);
@@ -225,6 +249,7 @@ fn an_idempotent_retry_returns_the_first_response_and_creates_nothing() {
         201,
         "a new key is a new order"
     );
+    assert_eq!(app.admin_product("p")["keys"]["held"], 6);
 }
 
 #[test]
