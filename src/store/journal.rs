@@ -229,32 +229,26 @@ pub fn replay(
 ) -> Result<u64, JournalError> {
     let segs = segments(dir)?;
     let mut last = after;
-    let mut expected: Option<u64> = None;
     for (i, (_, path)) in segs.iter().enumerate() {
         let mut reader = SegmentReader::open(path)?;
         while let Some(payload) = reader.next_record()? {
             let batch = decode_batch(payload).ok_or_else(|| JournalError::Damaged(path.clone()))?;
-            if let Some(exp) = expected {
-                if batch.seq != exp {
-                    return Err(JournalError::Gap {
-                        expected: exp,
-                        found: batch.seq,
-                        path: path.clone(),
-                    });
-                }
+            // Batches up to `after` are not needed, and neither is their
+            // numbering: a copy of a live directory may hold an old segment
+            // that a snapshot's prune removed along with the next one. From
+            // the first needed batch on, every batch follows the one before.
+            if batch.seq <= after && last == after {
+                continue;
             }
-            expected = Some(batch.seq + 1);
-            if batch.seq > after {
-                if batch.seq != last + 1 {
-                    return Err(JournalError::Gap {
-                        expected: last + 1,
-                        found: batch.seq,
-                        path: path.clone(),
-                    });
-                }
-                last = batch.seq;
-                apply(batch)?;
+            if batch.seq != last + 1 {
+                return Err(JournalError::Gap {
+                    expected: last + 1,
+                    found: batch.seq,
+                    path: path.clone(),
+                });
             }
+            last = batch.seq;
+            apply(batch)?;
         }
         if reader.valid != reader.len {
             if i + 1 != segs.len() {
@@ -278,6 +272,9 @@ pub struct Journal {
     buf: Vec<u8>,
     /// Bytes appended since the last segment rotation.
     pub segment_bytes: u64,
+    /// A failed append could not be cut back: bytes of a batch that failed
+    /// may sit at the end, so nothing may be appended after them.
+    broken: bool,
 }
 
 impl Journal {
@@ -301,12 +298,22 @@ impl Journal {
             len,
             buf: Vec::new(),
             segment_bytes: len,
+            broken: false,
         })
     }
 
     /// Appends one batch and makes it durable. On failure the file is cut back
-    /// to where it was, so a half-written record never precedes a later one.
+    /// to where it was and the cut is made durable, so neither a half record
+    /// nor a whole one whose sync failed precedes a later record or comes
+    /// back after a crash. If the cut fails too, the journal is broken: every
+    /// later append fails, since a record written after the failed one would
+    /// be dropped with it as a torn tail (or stop replay as damage).
     pub fn append(&mut self, batch: &Batch) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other(
+                "an earlier failed write could not be cut off the journal; restart faka",
+            ));
+        }
         self.buf.clear();
         frame(&encode_batch(batch), &mut self.buf);
         let result = self
@@ -320,10 +327,22 @@ impl Journal {
                 Ok(())
             }
             Err(e) => {
-                let _ = self.file.set_len(self.len);
+                let cut = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|_| self.file.sync_all());
+                if cut.is_err() {
+                    self.broken = true;
+                }
                 Err(e)
             }
         }
+    }
+
+    /// Whether a failed append could not be cut back (see [`Journal::append`]);
+    /// only a restart, which cuts the torn tail off, clears it.
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// Starts a new segment whose first batch will be `next_seq`.
@@ -410,6 +429,73 @@ mod tests {
         let mut j = Journal::open(dir.path(), 2).unwrap();
         j.append(&batch(2)).unwrap();
         assert_eq!(replayed(dir.path(), 0), vec![batch(1), batch(2)]);
+    }
+
+    fn gap_of(dir: &Path, after: u64) -> (u64, u64) {
+        match replay(dir, after, false, |_| Ok(())) {
+            Err(JournalError::Gap {
+                expected, found, ..
+            }) => (expected, found),
+            other => panic!("expected a gap, got {other:?}"),
+        }
+    }
+
+    /// Every batch after `after` must be there, one after the other; what
+    /// comes before is not needed, holes included (a copy of a live
+    /// directory can keep an old segment whose successor a prune removed).
+    #[test]
+    fn replay_needs_every_batch_after_its_start_and_nothing_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), 1).unwrap();
+        j.append(&batch(1)).unwrap();
+        j.append(&batch(2)).unwrap();
+        // Batches 3..=9 are gone with their segment.
+        j.rotate(10).unwrap();
+        for seq in 10..=12 {
+            j.append(&batch(seq)).unwrap();
+        }
+        assert_eq!(
+            replayed(dir.path(), 9),
+            vec![batch(10), batch(11), batch(12)]
+        );
+        assert_eq!(replayed(dir.path(), 11), vec![batch(12)]);
+        assert_eq!(gap_of(dir.path(), 8), (9, 10), "batch 9 is needed");
+        assert_eq!(gap_of(dir.path(), 0), (3, 10));
+        assert_eq!(replayed(dir.path(), 12), vec![]);
+
+        // A batch missing, or one going back, after the start is a gap.
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), 1).unwrap();
+        for seq in [1, 2, 4] {
+            j.append(&batch(seq)).unwrap();
+        }
+        assert_eq!(gap_of(dir.path(), 1), (3, 4));
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), 1).unwrap();
+        for seq in [1, 2, 3, 2] {
+            j.append(&batch(seq)).unwrap();
+        }
+        assert_eq!(gap_of(dir.path(), 1), (4, 2));
+    }
+
+    /// A failed append whose cut-back fails too leaves the journal refusing
+    /// every later append, so no batch is ever written after the failed
+    /// one's bytes (replay would drop it with them as a torn tail).
+    #[test]
+    fn a_failed_append_that_cannot_be_cut_back_breaks_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), 1).unwrap();
+        j.append(&batch(1)).unwrap();
+        let path = segment_path(dir.path(), 1);
+        let writable = std::mem::replace(&mut j.file, File::open(&path).unwrap());
+        assert!(
+            j.append(&batch(2)).is_err(),
+            "a read-only handle cannot write"
+        );
+        assert!(j.is_broken(), "nor cut back");
+        j.file = writable;
+        assert!(j.append(&batch(2)).is_err(), "broken until a restart");
+        assert_eq!(replayed(dir.path(), 0), vec![batch(1)]);
     }
 
     /// The records a segment reader returns, and its valid prefix.

@@ -444,8 +444,20 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
     let trees = Trees::open(&sled, cache_bytes).map_err(|e| err("creating sled", e))?;
     let mut applier = Applier::new(&trees);
     let mut base = 0;
-    let reach = journal_end(&journal_dir(data_dir))?.unwrap_or(0);
-    for (_, path) in snapshot::list(data_dir).map_err(|e| err("listing snapshots", e))? {
+    let snapshots = snapshot::list(data_dir).map_err(|e| err("listing snapshots", e))?;
+    let end = journal_end(&journal_dir(data_dir))?;
+    if end.is_none() && !snapshots.is_empty() {
+        // A shop always keeps its newest segment (and a backup copies it),
+        // so snapshots without any journal are a copy that left `journal/`
+        // out: starting would set the snapshots aside and serve an empty
+        // shop.
+        return Err(err(
+            "opening the data directory",
+            "it has snapshots but no journal segments; copy its journal/ directory too, or restore a backup",
+        ));
+    }
+    let reach = end.unwrap_or(0);
+    for (_, path) in snapshots {
         let info = match snapshot::read(&path, |_| Ok(())) {
             Ok(info) => info,
             Err(e) => {

@@ -674,9 +674,11 @@ impl Committer {
         if let Some(cb) = &self.on_commit {
             cb();
         }
-        self.snapshots
-            .maybe_start(&mut self.journal, self.durable_seq, &self.trees);
+        // A poisoned sled lacks part of a durable batch: neither a snapshot
+        // nor a flush marker may be taken of it.
         if !self.stats.poisoned.load(Ordering::SeqCst) {
+            self.snapshots
+                .maybe_start(&mut self.journal, self.durable_seq, &self.trees);
             self.sled_sync.maybe_start(self.durable_seq, &self.trees);
         }
     }
@@ -719,6 +721,12 @@ impl Committer {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
             self.stats.failing.store(true, Ordering::SeqCst);
             tracing::error!(error = %e, "journal append failed; batch refused");
+            if self.journal.is_broken() {
+                // Its tail may hold the failed batch: no later batch may
+                // follow it, and no clean-stop marker may vouch for it.
+                tracing::error!("the failed write could not be cut off the journal; refusing writes until a restart");
+                self.stats.poisoned.store(true, Ordering::SeqCst);
+            }
             return Err(Error::unavailable(
                 "storage is full or failing; nothing was changed",
             ));

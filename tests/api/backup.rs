@@ -354,3 +354,32 @@ fn a_copy_whose_journal_is_older_than_its_snapshot_still_restores_consistently()
     assert!(again.product("p99").unwrap().is_some());
     again.close();
 }
+
+/// A copy that left `journal/` out has snapshots and nothing to replay
+/// after them: it is refused with the reason, not opened as an empty shop.
+#[test]
+fn a_copy_without_its_journal_is_refused_not_served_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut opts = StoreOptions::new(&data);
+    opts.snapshot_bytes = 1; // a snapshot after every batch
+    let store = Store::open(&opts).unwrap();
+    write_until_snapshot(&store, &data, 0);
+    store.close();
+    drop(store);
+    let copy = dir.path().join("copy");
+    copy_dir(&data.join("snapshots"), &copy.join("snapshots"));
+    let refused = Store::open(&StoreOptions::new(&copy)).err().expect("refused");
+    let text = refused.to_string();
+    assert!(text.contains("no journal"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(copy.join("snapshots")).unwrap().count(),
+        1,
+        "the snapshot is left as it was"
+    );
+    // With the journal copied too, it opens with what it held.
+    copy_dir(&data.join("journal"), &copy.join("journal"));
+    let restored = open_and_check(&copy);
+    assert!(restored.product("p0").unwrap().is_some());
+    restored.close();
+}
