@@ -139,7 +139,11 @@ pub fn import_keys(tx: &mut Tx, product_id: &str, keys: Vec<SealedKey>) -> Resul
     product.counts.imported += added;
     tx.put_product(&product);
     backfill(tx, product_id)?;
-    let stock = load_product(tx, product_id)?.counts.available;
+    let stock = if tx.stock_is_spoken_for(product_id)? {
+        0
+    } else {
+        load_product(tx, product_id)?.counts.available
+    };
     Ok(ImportResult {
         added,
         duplicates,
@@ -240,6 +244,14 @@ pub fn create_order(
         .checked_mul(req.quantity as u64)
         .ok_or_else(|| Error::invalid("quantity", "order amount is too large"))?;
     check_hold_caps(tx, &req)?;
+    if tx.stock_is_spoken_for(&req.product_id)? {
+        // A paid buyer waits for keys: whatever is in stock is theirs
+        // first, and no new order may hold it meanwhile.
+        return Err(Error::OutOfStock(format!(
+            "paid orders are waiting for product {}'s next keys",
+            product.id
+        )));
+    }
     let Some(key_ids) = tx.available_keys(&req.product_id, req.quantity as usize)? else {
         return Err(Error::OutOfStock(format!(
             "only {} keys left for product {}",

@@ -103,10 +103,15 @@ pub async fn list_public(state: State) -> HttpResult {
     }
     let currency = &state.config.shop.currency;
     let products = state.store.products()?;
+    let stock: Vec<u64> = products
+        .iter()
+        .map(|p| state.store.stock(p))
+        .collect::<Result<_, _>>()?;
     let views: Vec<_> = products
         .iter()
-        .filter(|p| p.active)
-        .map(|p| render::product(p, currency))
+        .zip(stock)
+        .filter(|(p, _)| p.active)
+        .map(|(p, stock)| render::product(p, stock, currency))
         .collect();
     let body = render_json(&serde_json::json!({ "products": views }))?;
     state.views.keep(version, |v| v.list = Some(body.clone()));
@@ -129,7 +134,8 @@ pub async fn get_public(state: State, req: HttpRequest) -> HttpResult {
         .product(id.as_str())?
         .filter(|p| p.active)
         .ok_or_else(not_found)?;
-    let body = render_json(&render::product(&p, &state.config.shop.currency))?;
+    let stock = state.store.stock(&p)?;
+    let body = render_json(&render::product(&p, stock, &state.config.shop.currency))?;
     state.views.keep(version, |v| {
         v.one.insert(p.id.clone(), body.clone());
     });
@@ -139,9 +145,14 @@ pub async fn get_public(state: State, req: HttpRequest) -> HttpResult {
 pub async fn list_admin(_: Admin, state: State) -> HttpResult {
     let currency = &state.config.shop.currency;
     let products = state.store.products()?;
+    let stock: Vec<u64> = products
+        .iter()
+        .map(|p| state.store.stock(p))
+        .collect::<Result<_, _>>()?;
     let views: Vec<_> = products
         .iter()
-        .map(|p| render::admin_product(p, currency))
+        .zip(stock)
+        .map(|(p, stock)| render::admin_product(p, stock, currency))
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "products": views })))
 }
@@ -236,7 +247,12 @@ pub async fn create(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .store
         .write(move |tx| shop::create_product(tx, new))
         .await?;
-    Ok(HttpResponse::Created().json(render::admin_product(&p, &state.config.shop.currency)))
+    let stock = p.counts.available; // a new product: nobody waits for it
+    Ok(HttpResponse::Created().json(render::admin_product(
+        &p,
+        stock,
+        &state.config.shop.currency,
+    )))
 }
 
 pub async fn update(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
@@ -263,7 +279,12 @@ pub async fn update(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .store
         .write(move |tx| shop::update_product(tx, id.as_str(), patch))
         .await?;
-    Ok(HttpResponse::Ok().json(render::admin_product(&p, &state.config.shop.currency)))
+    let stock = state.store.stock(&p)?;
+    Ok(HttpResponse::Ok().json(render::admin_product(
+        &p,
+        stock,
+        &state.config.shop.currency,
+    )))
 }
 
 #[cfg(test)]

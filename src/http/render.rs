@@ -43,23 +43,25 @@ pub struct AdminProductView<'a> {
     pub keys: KeyCountsView,
 }
 
-pub fn product<'a>(p: &'a Product, currency: &'a str) -> ProductView<'a> {
+/// A product as buyers see it; `stock` from `Store::stock` (none while paid
+/// orders wait for its keys).
+pub fn product<'a>(p: &'a Product, stock: u64, currency: &'a str) -> ProductView<'a> {
     ProductView {
         id: &p.id,
         name: &p.name,
         description: &p.description,
         price: p.price,
         currency,
-        stock: p.counts.available,
+        stock,
         min_quantity: p.min_quantity,
         max_quantity: p.max_quantity,
         active: p.active,
     }
 }
 
-pub fn admin_product<'a>(p: &'a Product, currency: &'a str) -> AdminProductView<'a> {
+pub fn admin_product<'a>(p: &'a Product, stock: u64, currency: &'a str) -> AdminProductView<'a> {
     AdminProductView {
-        product: product(p, currency),
+        product: product(p, stock, currency),
         keys: KeyCountsView {
             available: p.counts.available,
             held: p.counts.held,

@@ -498,6 +498,25 @@ impl Store {
 
     /// Orders per status, in `OrderStatus::ALL` order, as the writer counts
     /// them (kept with every batch; no scan).
+    /// A product's stock as buyers see it: its available keys, or none
+    /// while a paid order of it waits for keys (they are that order's
+    /// first). Changes to the wait queue raise the products version.
+    pub fn stock(&self, p: &crate::domain::model::Product) -> Result<u64> {
+        let waiting = crate::domain::order::OrderStatus::AwaitingStock.index();
+        if p.counts.available == 0 || self.order_counts()[waiting] == 0 {
+            return Ok(p.counts.available);
+        }
+        let spoken_for = self
+            .trees()
+            .get(Tree::Awaiting)
+            .scan_prefix(tree::scope_prefix(&p.id))
+            .next()
+            .transpose()
+            .map_err(storage)?
+            .is_some();
+        Ok(if spoken_for { 0 } else { p.counts.available })
+    }
+
     pub fn order_counts(&self) -> [u64; 6] {
         self.stats()
             .orders_by_status

@@ -686,6 +686,16 @@ impl<'a> Tx<'a> {
         self.del_raw(Tree::Awaiting, awaiting_key(o));
     }
 
+    /// Whether a paid order of the product waits for keys. Keys it can
+    /// have belong to the queue first, so none of them is for sale.
+    pub fn stock_is_spoken_for(&self, product_id: &str) -> Result<bool> {
+        // No order waits anywhere (the usual case): no scan.
+        if self.counters.orders_by_status[OrderStatus::AwaitingStock.index()] == 0 {
+            return Ok(false);
+        }
+        Ok(self.oldest_awaiting(product_id)?.is_some())
+    }
+
     /// The oldest awaiting_stock order of a product, with its queue entry.
     pub fn oldest_awaiting(&self, product_id: &str) -> Result<Option<String>> {
         let prefix = tree::scope_prefix(product_id);

@@ -742,8 +742,14 @@ impl Committer {
             tracing::error!(error = %e, "sled apply failed after a durable commit; restart to rebuild");
             self.stats.poisoned.store(true, Ordering::SeqCst);
         }
-        let products = Tree::Products as u8;
-        if batch.writes.iter().any(|w| w.tree == products) {
+        // The catalogue's answers show a product's stock, which is none
+        // while paid orders wait for it (`Store::stock`).
+        let (products, awaiting) = (Tree::Products as u8, Tree::Awaiting as u8);
+        if batch
+            .writes
+            .iter()
+            .any(|w| w.tree == products || w.tree == awaiting)
+        {
             self.stats.products_version.fetch_add(1, Ordering::SeqCst);
         }
         Ok(())

@@ -369,7 +369,9 @@ fn a_copy_without_its_journal_is_refused_not_served_empty() {
     drop(store);
     let copy = dir.path().join("copy");
     copy_dir(&data.join("snapshots"), &copy.join("snapshots"));
-    let refused = Store::open(&StoreOptions::new(&copy)).err().expect("refused");
+    let refused = Store::open(&StoreOptions::new(&copy))
+        .err()
+        .expect("refused");
     let text = refused.to_string();
     assert!(text.contains("no journal"), "{text}");
     assert_eq!(

@@ -255,8 +255,23 @@ fn a_late_payment_without_stock_waits_and_is_backfilled_oldest_first() {
     // One key: not enough for A (2, first in line), so B must wait too.
     let added = app.import("p", &["NEW-1".to_string()]);
     assert_eq!(added["added"], 1);
+    assert_eq!(added["stock"], 0, "the key is the waiting orders'");
     assert_eq!(app.admin_order(na)["status"], "awaiting_stock");
     assert_eq!(app.admin_order(nb)["status"], "awaiting_stock");
+    // Nobody new may hold it while paid buyers wait, and no one is shown it.
+    let public: Value = app.get("/api/v1/products/p").json().unwrap();
+    assert_eq!(public["stock"], 0);
+    let listed: Value = app.get("/api/v1/products").json().unwrap();
+    assert_eq!(listed["products"][0]["stock"], 0);
+    let admin = app.admin_product("p");
+    assert_eq!(
+        (admin["stock"].clone(), admin["keys"]["available"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(
+        error_code(app.order("p", 1, "manual")),
+        (409, "out_of_stock".into())
+    );
     app.import("p", &["NEW-2".to_string(), "NEW-3".to_string()]);
     let va: Value = app
         .buyer_view(na, a["token"].as_str().unwrap())
@@ -273,6 +288,11 @@ fn a_late_payment_without_stock_waits_and_is_backfilled_oldest_first() {
         events(&app, na),
         ["created", "expired", "paid", "awaiting_stock", "delivered"]
     );
+    // Nobody waits any more: new keys are for sale again.
+    assert_eq!(app.import("p", &["NEW-4".to_string()])["stock"], 1);
+    let public: Value = app.get("/api/v1/products/p").json().unwrap();
+    assert_eq!(public["stock"], 1);
+    app.order_ok("p", 1, "manual");
 }
 
 #[test]
