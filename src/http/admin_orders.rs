@@ -56,14 +56,17 @@ fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> 
         let attempts = attempts
             .into_iter()
             .map(|(a, seen)| {
-                let j = serde_json::json!({
-                    "type": format!("payment_{}", a.result),
-                    "at": render::rfc3339(a.at_ms),
-                    "gateway": a.gateway,
-                    "trade_no": a.trade_no,
-                    "amount": a.amount,
-                    "note": a.reason,
-                });
+                // Shaped like the order's own events (no `note` when empty).
+                let kind = format!("payment_{}", a.result);
+                let j = serde_json::to_value(render::EventView {
+                    kind: &kind,
+                    at: render::rfc3339(a.at_ms),
+                    gateway: Some(&a.gateway),
+                    trade_no: Some(&a.trade_no),
+                    amount: Some(a.amount),
+                    note: a.reason.as_deref(),
+                })
+                .unwrap_or_default();
                 (a.at_ms, seen, j)
             })
             .collect();

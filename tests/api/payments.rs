@@ -386,6 +386,10 @@ fn repeated_and_refused_callbacks_are_recorded_beside_the_order() {
     assert_eq!(events[1]["gateway"], "hmac");
     assert_eq!(events[4]["amount"], 100);
     assert!(
+        events[4].get("note").is_none(),
+        "no empty note, as in the order's own events"
+    );
+    assert!(
         events.iter().all(|e| e["trade_no"] != "T-9"),
         "an unsigned callback is not recorded"
     );
