@@ -19,7 +19,7 @@ use crate::http::render;
 use crate::store::{now_ms, Store, Tx};
 use crossbeam_channel::{select, Receiver, Sender};
 use rand::Rng;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +38,18 @@ pub fn backoff_ms(base_ms: u64, attempts: u32) -> i64 {
     let capped = exp.min(3_600_000) as f64;
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     (capped * jitter) as i64
+}
+
+/// Events whose last attempt could not be recorded (the store refused the
+/// write: a full disk, a failed store), by seq: how many times in a row, and
+/// when the event may go again. The outbox still shows them due, so without
+/// this they would be sent again at once, in a loop.
+type HeldOff = Arc<Mutex<HashMap<u64, (u32, i64)>>>;
+
+/// How long an event waits after its attempt could not be recorded for the
+/// `n`th time in a row: 1 s, doubling, at most a minute.
+fn hold_off_ms(n: u32) -> i64 {
+    (1000i64 << n.saturating_sub(1).min(6)).min(60_000)
 }
 
 /// What one attempt did.
@@ -149,24 +161,26 @@ pub fn start(ctx: Context, workers: &mut super::Workers) {
     let (job_tx, job_rx) = crossbeam_channel::bounded::<OutboxEvent>(n);
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let held_off: HeldOff = Arc::default();
     let w = wake_tx.clone();
     ctx.store.on_commit(move || {
         let _ = w.try_send(());
     });
     for i in 0..n {
-        let (ctx, rx, wake, fl) = (
+        let (ctx, rx, wake, fl, held) = (
             ctx.clone(),
             job_rx.clone(),
             wake_tx.clone(),
             in_flight.clone(),
+            held_off.clone(),
         );
         workers.spawn(&format!("faka-webhook-{i}"), move || {
-            sender(ctx, rx, wake, fl)
+            sender(ctx, rx, wake, fl, held)
         });
     }
     let stop = workers.stop_signal();
     workers.spawn("faka-webhook-dispatch", move || {
-        dispatcher(ctx, job_tx, wake_rx, stop, in_flight)
+        dispatcher(ctx, job_tx, wake_rx, stop, in_flight, held_off)
     });
 }
 
@@ -175,6 +189,7 @@ fn sender(
     jobs: Receiver<OutboxEvent>,
     wake: Sender<()>,
     in_flight: Arc<Mutex<HashSet<String>>>,
+    held_off: HeldOff,
 ) {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(ctx.cfg.timeout_secs.max(1)))
@@ -188,11 +203,22 @@ fn sender(
             tracing::warn!(event = %e.id, attempt = e.attempts + 1, reason = %reason, "webhook not delivered; will retry");
         }
         let seq = e.seq;
-        if let Err(err) = ctx
+        let recorded = ctx
             .store
-            .write_blocking(move |tx| record_attempt(tx, seq, outcome, base, give_up))
-        {
-            tracing::warn!(event = %e.id, error = %err, "could not record a webhook attempt");
+            .write_blocking(move |tx| record_attempt(tx, seq, outcome, base, give_up));
+        if let Ok(mut held) = held_off.lock() {
+            match &recorded {
+                Ok(()) => {
+                    held.remove(&seq);
+                }
+                Err(err) => {
+                    let n = held.get(&seq).map_or(1, |&(n, _)| n + 1);
+                    let wait = hold_off_ms(n);
+                    held.insert(seq, (n, now_ms() + wait));
+                    tracing::warn!(event = %e.id, error = %err, retry_in_ms = wait,
+                        "could not record a webhook attempt; the event waits before it is sent again");
+                }
+            }
         }
         if let Ok(mut f) = in_flight.lock() {
             f.remove(&e.order_no);
@@ -207,10 +233,11 @@ fn dispatcher(
     wake: Receiver<()>,
     stop: Receiver<()>,
     in_flight: Arc<Mutex<HashSet<String>>>,
+    held_off: HeldOff,
 ) {
     let mut low = 0;
     loop {
-        dispatch_due(&ctx, &jobs, &in_flight, &mut low);
+        dispatch_due(&ctx, &jobs, &in_flight, &held_off, &mut low);
         select! {
             recv(stop) -> _ => return,
             recv(wake) -> _ => {},
@@ -226,6 +253,7 @@ fn dispatch_due(
     ctx: &Context,
     jobs: &Sender<OutboxEvent>,
     in_flight: &Mutex<HashSet<String>>,
+    held_off: &Mutex<HashMap<u64, (u32, i64)>>,
     low: &mut u64,
 ) {
     // Lock before reading the outbox: a sender clears its order from the
@@ -252,10 +280,17 @@ fn dispatch_due(
         }
     };
     let now = now_ms();
+    let held: HashMap<u64, i64> = held_off
+        .lock()
+        .map(|h| h.iter().map(|(&seq, &(_, until))| (seq, until)).collect())
+        .unwrap_or_default();
     // Only the oldest pending event of each order may go: per-order order.
     let mut seen: HashSet<String> = busy.clone();
     for e in pending {
-        if !seen.insert(e.order_no.clone()) || e.next_attempt_ms > now {
+        let not_before = held
+            .get(&e.seq)
+            .map_or(e.next_attempt_ms, |&h| h.max(e.next_attempt_ms));
+        if !seen.insert(e.order_no.clone()) || not_before > now {
             continue;
         }
         busy.insert(e.order_no.clone());

@@ -308,3 +308,36 @@ fn events_committed_before_a_kill_9_are_sent_after_restart() {
     server.child.kill().unwrap();
     let _ = server.child.wait();
 }
+
+/// When the store refuses writes (here: the disk counts as full), a sent
+/// event's attempt cannot be recorded and the outbox still shows it due.
+/// It must wait before it goes again, not be sent in a loop.
+#[test]
+fn an_attempt_that_cannot_be_recorded_is_not_resent_in_a_loop() {
+    // Events made while the receiver cannot be reached stay pending.
+    let app = spawn_with(|d| hook_config(d, "http://127.0.0.1:1/hook", ""));
+    app.product_with_keys("p", 100, 1);
+    let o = app.order_ok("p", 1, "hmac");
+    let no = o["order_no"].as_str().unwrap();
+    assert_eq!(app.hmac_notify(no, "T-1", 100).status(), 200);
+    assert_eq!(webhooks(&app, "pending").len(), 2);
+    let dir = app.stop();
+    let r = receiver(vec![Some(200)]);
+    let text = hook_config(dir.path(), &r.url, "")
+        .replace("[storage]\n", "[storage]\nmin_free_mb = 100000000\n");
+    let app = start(dir, &text);
+    eventually(Duration::from_secs(10), || {
+        (!r.got.lock().unwrap().is_empty()).then_some(())
+    });
+    // A measuring window, not a wait for something to happen: the first
+    // event goes again after 1 s, then 2 s (it used to go thousands of
+    // times a second). The second waits behind it (per-order order).
+    std::thread::sleep(Duration::from_millis(2500));
+    let sent = r.got.lock().unwrap().len();
+    assert!((1..=4).contains(&sent), "sent {sent} times in 2.5 s");
+    assert_eq!(
+        types(&r).iter().filter(|t| *t == "order.paid").count(),
+        sent
+    );
+    drop(app);
+}
