@@ -131,6 +131,12 @@ impl Metrics {
     }
 
     pub fn observe_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        // Any token is a valid HTTP method to actix: a label taken from the
+        // request as it is would let anyone add series without end.
+        let method = match method {
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => method,
+            _ => "other",
+        };
         self.http_requests
             .with_label_values(&[route, method, &status.to_string()])
             .inc();

@@ -463,3 +463,27 @@ fn the_shop_runs_without_transparent_huge_pages_unless_configured() {
     let kept = thp_of(|text| text.replace("[storage]\n", "[storage]\nhuge_pages = true\n"));
     assert_eq!(kept.as_deref(), Some("1"));
 }
+
+/// A request's method becomes a metrics label only when it is a standard
+/// one: any other token counts as `other`, so nobody can add series (and
+/// memory) by inventing methods.
+#[test]
+fn invented_http_methods_do_not_add_metric_series() {
+    let app = spawn();
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("ZZ{i}").as_bytes()).unwrap();
+        let r = app
+            .client
+            .request(method, app.url("/api/v1/products"))
+            .send()
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let text = app.admin_get("/metrics").text().unwrap();
+    assert!(!text.contains("ZZ"), "invented methods are not labels");
+    let m = parse_prometheus(&text);
+    assert_eq!(
+        find(&m, "faka_http_requests_total", &[r#"method="other""#]),
+        20.0
+    );
+}
