@@ -29,6 +29,14 @@ struct JsonKeys {
     keys: Vec<String>,
 }
 
+/// A key as stored: without surrounding white space, and without the byte
+/// order mark Windows tools put at the start of a "UTF-8" file (it would
+/// make the first key a different key: sold again under a new fingerprint,
+/// and handed over with an invisible prefix).
+fn trim_key(k: &str) -> &str {
+    k.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+}
+
 /// Splits an upload into trimmed keys, all or nothing: one bad key rejects
 /// the whole upload with its position.
 pub fn parse_upload(content_type: &str, body: &[u8]) -> Result<Vec<String>, Error> {
@@ -46,7 +54,7 @@ pub fn parse_upload(content_type: &str, body: &[u8]) -> Result<Vec<String>, Erro
             )
         })?;
         text.lines()
-            .map(str::trim)
+            .map(trim_key)
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect()
@@ -58,7 +66,7 @@ pub fn parse_upload(content_type: &str, body: &[u8]) -> Result<Vec<String>, Erro
     };
     let mut keys = Vec::with_capacity(raw.len());
     for (i, k) in raw.into_iter().enumerate() {
-        let t = k.trim();
+        let t = trim_key(&k);
         let field = if json {
             format!("keys[{i}]")
         } else {

@@ -568,3 +568,35 @@ fn a_key_repeated_chunks_apart_in_one_upload_is_one_duplicate() {
     assert!(report.ok(), "{report}");
     assert_eq!(report.keys, 24_998);
 }
+
+/// A file saved by a Windows tool starts with a byte order mark: it is not
+/// part of the first key, which stays one key (a duplicate when imported
+/// again without it) and reaches the buyer as it was written.
+#[test]
+fn a_byte_order_mark_is_not_part_of_a_key() {
+    let app = spawn();
+    app.product_with_keys("p", 100, 0);
+    let added = app.import("p", &["\u{feff}BOM-KEY-1".into(), "BOM-KEY-2".into()]);
+    assert_eq!(
+        (added["added"].clone(), added["duplicates"].clone()),
+        (json!(2), json!(0))
+    );
+    let again = app.import("p", &["BOM-KEY-1".into(), "\u{feff}BOM-KEY-2".into()]);
+    assert_eq!(
+        (again["added"].clone(), again["duplicates"].clone()),
+        (json!(0), json!(2))
+    );
+    let json_upload = app
+        .admin(app.client.post(app.url(&keys_path("p"))))
+        .json(&json!({"keys": ["\u{feff}BOM-KEY-1"]}))
+        .send()
+        .unwrap();
+    assert_eq!(json_upload.json::<Value>().unwrap()["duplicates"], 1);
+    let o = app.order_ok("p", 1, "manual");
+    let no = o["order_no"].as_str().unwrap();
+    let paid: Value = app
+        .admin_post(&format!("/api/v1/admin/orders/{no}/pay"), json!({}))
+        .json()
+        .unwrap();
+    assert_eq!(paid["keys"], json!(["BOM-KEY-1"]));
+}
