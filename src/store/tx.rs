@@ -131,6 +131,9 @@ pub struct Tx<'a> {
     cmd_holds: HashMap<Vec<u8>, i64>,
     /// Available counts of the products this command wrote.
     cmd_stock: Vec<(String, u64)>,
+    /// Bytes of keys and values written in this batch so far, rolled-back
+    /// commands included (an upper bound, for [`Tx::written_bytes`]).
+    written: usize,
     /// Those of committed commands, for the writer to publish
     /// (`writer::EarlyStock`).
     stock: Vec<(String, u64)>,
@@ -168,6 +171,7 @@ impl<'a> Tx<'a> {
             cmd_fps: HashMap::new(),
             cmd_holds: HashMap::new(),
             cmd_stock: Vec::new(),
+            written: 0,
             stock: Vec::new(),
             in_flight,
             batch: Overlay::new(),
@@ -264,11 +268,19 @@ impl<'a> Tx<'a> {
     }
 
     fn put_raw(&mut self, t: Tree, key: Vec<u8>, value: Vec<u8>) {
+        self.written += key.len() + value.len();
         self.cmd.insert((t as u8, key), Some(value));
     }
 
     fn del_raw(&mut self, t: Tree, key: Vec<u8>) {
+        self.written += key.len();
         self.cmd.insert((t as u8, key), None);
+    }
+
+    /// About how many bytes the batch writes (at least that many): the
+    /// writer closes a batch past [`super::writer::MAX_BATCH_BYTES`].
+    pub(crate) fn written_bytes(&self) -> usize {
+        self.written
     }
 
     fn get<T: DeserializeOwned>(&self, t: Tree, key: &[u8]) -> Result<Option<T>> {

@@ -282,6 +282,12 @@ pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> 
     apply_phase(trees, &writes[split..blocks])
 }
 
+/// A batch closes once it writes this much, whatever its count of commands:
+/// one journal record holds one batch and replay reads records up to 1 GiB,
+/// and no command writes more than ~50 MB (an import chunk of 10,000 of
+/// the biggest keys).
+pub(crate) const MAX_BATCH_BYTES: usize = 256 << 20;
+
 /// Below this many rows a batch is copied on the commit thread alone.
 const PARALLEL_MIN_ROWS: usize = 2048;
 
@@ -484,7 +490,7 @@ impl Computer {
         let mut n = 1;
         run_job(&mut tx, first, &mut finishes, &early);
         let end = loop {
-            if n >= self.max_batch {
+            if n >= self.max_batch || tx.written_bytes() >= MAX_BATCH_BYTES {
                 break Gathered::More;
             }
             if *idle {
