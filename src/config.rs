@@ -504,6 +504,21 @@ impl Config {
                     "must start with http:// or https://",
                 ));
             }
+            if !w.url.is_empty() && w.secret.is_empty() {
+                // Without a secret no event would be signed, so none would
+                // be recorded: a missing environment variable must not turn
+                // webhooks off without a word.
+                return Err(invalid(
+                    "webhooks.secret",
+                    "must be set when webhooks.url is (events are signed with it)",
+                ));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                "must be a level (info, debug, …) or a filter like \"info,faka=debug\"",
+            ));
         }
         if !["auto", "human", "json"].contains(&self.log.format.as_str()) {
             return Err(invalid("log.format", "must be auto, human or json"));
@@ -624,6 +639,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("orders.hold_secs"), "{e}");
+        // A webhook URL whose secret is missing (say, an environment
+        // variable not set) would record no event at all: refused.
+        let e = load("[webhooks]\nurl = \"https://example.com/hook\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("webhooks.secret"), "{e}");
+        let c = load(
+            "[webhooks]\nurl = \"https://example.com/hook\"\n",
+            &[("FAKA_WEBHOOKS_SECRET", "s")],
+        )
+        .unwrap();
+        assert!(c.webhooks().is_some());
+        assert!(load("[webhooks]\nurl = \"\"\n", &[])
+            .unwrap()
+            .webhooks()
+            .is_none());
+        let e = load("", &[("FAKA_LOG_LEVEL", "=[bogus")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.level"), "{e}");
+        assert!(load("", &[("FAKA_LOG_LEVEL", "info,faka=debug")]).is_ok());
     }
 
     #[test]

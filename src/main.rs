@@ -79,7 +79,22 @@ enum Command {
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let default = cli.config.as_os_str() == "config.toml";
-    let env = std::env::vars().filter(|(k, _)| k != "FAKA_IMPORT_TOKEN");
+    // `std::env::vars` panics on any variable that is not UTF-8, ours or
+    // not: only faka's own must be text.
+    let mut env = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if k == "FAKA_IMPORT_TOKEN" {
+            continue;
+        }
+        match v.into_string() {
+            Ok(v) => env.push((k.to_string(), v)),
+            Err(_) if k.starts_with("FAKA_") => {
+                anyhow::bail!("environment variable {k} is not valid UTF-8")
+            }
+            Err(_) => {}
+        }
+    }
     Ok(Config::load(&cli.config, default, env)?)
 }
 
@@ -147,6 +162,12 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
 }
 
 fn check(cfg: Config) -> anyhow::Result<()> {
+    if !faka::store::recovery::holds_a_shop(&cfg.storage.data_dir) {
+        bail!(
+            "{} holds no shop (no journal segment): check --config and [storage] data_dir",
+            cfg.storage.data_dir.display()
+        );
+    }
     let store = faka::store::Store::open(&startup::store_options(&cfg))?;
     let report = faka::ops::check::run(&store)?;
     store.close();

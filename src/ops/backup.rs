@@ -138,6 +138,12 @@ pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupResult, BackupError> 
             out.display()
         )));
     }
+    if !recovery::holds_a_shop(data_dir) {
+        return Err(BackupError::Invalid(format!(
+            "{} holds no shop (no journal segment): check --config and [storage] data_dir",
+            data_dir.display()
+        )));
+    }
     let mut last_err = None;
     for _ in 0..5 {
         match copy_once(data_dir, out) {

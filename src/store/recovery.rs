@@ -61,6 +61,14 @@ pub fn journal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("journal")
 }
 
+/// Whether `data_dir` holds a shop: one that has started keeps at least one
+/// journal segment for good. Commands that read a shop (`check`, `backup`)
+/// refuse a directory without one rather than report on an empty store (a
+/// wrong `--config` or `data_dir`).
+pub fn holds_a_shop(data_dir: &Path) -> bool {
+    journal::segments(&journal_dir(data_dir)).is_ok_and(|s| !s.is_empty())
+}
+
 fn marker_path(data_dir: &Path) -> PathBuf {
     data_dir.join("CLEAN")
 }

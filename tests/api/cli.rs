@@ -190,3 +190,54 @@ fn rotating_the_admin_token_replaces_it_at_once() {
     .success());
     let _ = json!({});
 }
+
+/// A wrong `--config` or `data_dir` is an error that says so: `check` and
+/// `backup` do not report on (or copy) an empty shop, nor create the
+/// directory they were pointed at.
+#[test]
+fn check_and_backup_refuse_a_directory_without_a_shop() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    let cfg = config.to_str().unwrap();
+    let check = faka(&["--config", cfg, "check"]);
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stderr).contains("holds no shop"));
+    let out = dir.path().join("backup");
+    let backup = faka(&["--config", cfg, "backup", "--out", out.to_str().unwrap()]);
+    assert!(!backup.status.success());
+    assert!(String::from_utf8_lossy(&backup.stderr).contains("holds no shop"));
+    assert!(!dir.path().join("data").exists(), "nothing created");
+    assert!(!out.join("MANIFEST.json").exists(), "no backup written");
+}
+
+/// A variable that is not UTF-8 is no reason to panic unless it is one of
+/// faka's, which is then named.
+#[test]
+fn environment_variables_that_are_not_utf8_are_handled() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    let theirs = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "check"])
+        .env("SOMEONE_ELSES", bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&theirs.stderr);
+    assert!(err.contains("holds no shop"), "the config loaded: {err}");
+    let ours = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "check"])
+        .env("SOMEONE_ELSES", bad)
+        .env("FAKA_LOG_LEVEL", bad)
+        .output()
+        .unwrap();
+    assert!(!ours.status.success());
+    let err = String::from_utf8_lossy(&ours.stderr);
+    assert!(
+        err.contains("FAKA_LOG_LEVEL") && err.contains("UTF-8"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
