@@ -87,7 +87,14 @@ where
 /// and debug lines of requests as [`Gather`] says. Keep the guard until the
 /// end of `main`: dropping it writes what is still gathered.
 pub fn init(cfg: &LogConfig, gather: bool) -> LogGuard {
-    let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // ureq's own debug lines carry the webhook URL whole (a receiver's
+    // `?apikey=` with it): kept at warn unless the filter names ureq.
+    let level = if cfg.level.contains("ureq") {
+        cfg.level.clone()
+    } else {
+        format!("{},ureq=warn", cfg.level)
+    };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match cfg.format.as_str() {
         "json" => true,
         "human" => false,

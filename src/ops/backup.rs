@@ -258,15 +258,35 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Manifest, BackupError> 
             data_dir.display()
         )));
     }
-    for f in &manifest.files {
-        let copied = copy_synced(&backup.join(&f.path), &data_dir.join(&f.path), f.bytes)?;
-        if copied.sha256 != f.sha256 {
-            return Err(BackupError::Invalid(format!(
-                "{} changed while it was restored",
-                f.path
-            )));
+    let existed = data_dir.exists();
+    let copy = || -> Result<(), BackupError> {
+        for f in &manifest.files {
+            let copied = copy_synced(&backup.join(&f.path), &data_dir.join(&f.path), f.bytes)?;
+            if copied.sha256 != f.sha256 {
+                return Err(BackupError::Invalid(format!(
+                    "{} changed while it was restored",
+                    f.path
+                )));
+            }
         }
+        Ok(sync_dirs(data_dir)?)
+    };
+    if let Err(e) = copy() {
+        // Half a restore must not be left to be served: a journal cut short
+        // (a full disk) would open as a shop missing its last batches.
+        if existed {
+            for entry in fs::read_dir(data_dir)?.flatten() {
+                let p = entry.path();
+                let _ = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+            }
+        } else {
+            let _ = fs::remove_dir_all(data_dir);
+        }
+        return Err(e);
     }
-    sync_dirs(data_dir)?;
     Ok(manifest)
 }
