@@ -78,6 +78,13 @@ pub fn update_product(tx: &mut Tx, id: &str, patch: ProductPatch) -> Result<Prod
     if let Some(v) = patch.active {
         p.active = v;
     }
+    if patch.max_quantity.is_none() && p.min_quantity > p.max_quantity {
+        // Only min_quantity was sent: name the field the caller set.
+        return Err(Error::invalid(
+            "min_quantity",
+            format!("must be at most max_quantity ({})", p.max_quantity),
+        ));
+    }
     check_quantities(p.min_quantity, p.max_quantity)?;
     p.updated_at_ms = tx.now_ms();
     tx.put_product(&p);

@@ -324,6 +324,19 @@ fn a_patch_cannot_change_the_id_or_set_unknown_or_invalid_fields() {
         );
         assert_unchanged(&app, &before, &body.to_string());
     }
+    // min above max (the product's max_quantity is 10): the message starts
+    // with the field that was sent.
+    for (body, field) in [
+        (json!({"min_quantity": 11}), "min_quantity:"),
+        (
+            json!({"max_quantity": 1, "min_quantity": 2}),
+            "max_quantity:",
+        ),
+    ] {
+        let msg = expect_error(patch(&app, "p", body.clone()), 422, "invalid_request");
+        assert!(msg.starts_with(field), "{body}: {msg:?}");
+        assert_unchanged(&app, &before, &body.to_string());
+    }
     let p = public_detail(&app, "p");
     assert_eq!(p["name"], "Product p");
     assert_eq!(p["price"], 500);
