@@ -237,8 +237,22 @@ mod tests {
 
     #[test]
     fn tokens_carry_at_least_128_bits() {
-        let t = new_token();
-        assert_eq!(t.len(), 32);
-        assert_ne!(t, new_token());
+        use base64::Engine;
+        let decode = |t: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .unwrap()
+        };
+        // 24 random bytes each (192 bits), URL-safe; over a thousand
+        // tokens every byte position takes many values (a counter or a
+        // constant would not), and no two tokens are equal.
+        let tokens: Vec<Vec<u8>> = (0..1000).map(|_| decode(&new_token())).collect();
+        assert!(tokens.iter().all(|t| t.len() == 24));
+        for i in 0..24 {
+            let values: std::collections::HashSet<u8> = tokens.iter().map(|t| t[i]).collect();
+            assert!(values.len() > 200, "byte {i} took {} values", values.len());
+        }
+        let distinct: std::collections::HashSet<&Vec<u8>> = tokens.iter().collect();
+        assert_eq!(distinct.len(), tokens.len());
     }
 }

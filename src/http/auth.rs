@@ -21,6 +21,11 @@ pub struct AdminAuth {
     configured: Option<[u8; 32]>,
     hash_file: PathBuf,
     verified: RwLock<Option<([u8; 32], String)>>,
+    /// One check at a time: a failure is counted before the next check
+    /// from that address is let through (concurrent guesses cannot pass
+    /// the per-minute cap together), and at most one argon2 (~19 MiB, tens
+    /// of ms) runs whatever the number of wrong tokens sent at once.
+    gate: std::sync::Mutex<()>,
 }
 
 /// Hashes a token for storage.
@@ -56,7 +61,26 @@ impl AdminAuth {
                 .map(|t| sha256(t.as_bytes())),
             hash_file: data_dir.join(HASH_FILE),
             verified: RwLock::new(None),
+            gate: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Checks one request's token from `client` against the per-minute cap
+    /// of failures and counts a failure, one request at a time. Blocks
+    /// (argon2, the gate): call off the async workers.
+    pub fn check(
+        &self,
+        limits: &super::limits::Limits,
+        client: &str,
+        token: Option<&str>,
+    ) -> Result<bool, Error> {
+        let _one_at_a_time = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        limits.admin_blocked(client)?;
+        let ok = token.is_some_and(|t| self.verify(t));
+        if !ok {
+            limits.admin_failed(client);
+        }
+        Ok(ok)
     }
 
     /// Whether `token` is the admin token. May run argon2: call off the
@@ -117,21 +141,17 @@ impl FromRequest for Admin {
             let Some(state) = state else {
                 return Err(unauthorized());
             };
+            // Refused at once while blocked; the authoritative check and
+            // count run one at a time in `AdminAuth::check`.
             state.limits.admin_blocked(&ip)?;
             let token = token.filter(|t| !t.is_empty() && t.len() <= 512);
-            let ok = match token {
-                Some(token) => {
-                    let st = state.clone();
-                    web::block(move || st.admin.verify(&token))
-                        .await
-                        .map_err(|_| Error::unavailable("server busy"))?
-                }
-                None => false,
-            };
+            let (st, client) = (state.clone(), ip.clone());
+            let ok = web::block(move || st.admin.check(&st.limits, &client, token.as_deref()))
+                .await
+                .map_err(|_| Error::unavailable("server busy"))??;
             if ok {
                 Ok(Admin)
             } else {
-                state.limits.admin_failed(&ip);
                 tracing::warn!(client = %ip, "admin authentication failed");
                 Err(unauthorized())
             }

@@ -102,16 +102,24 @@ pub fn client_ip(req: &HttpRequest, trusted: &[String]) -> Option<String> {
     // IPv4 peers on a dual-stack socket arrive as ::ffff:a.b.c.d.
     let peer = req.peer_addr().map(|a| ip_text(a.ip().to_canonical()))?;
     if trusted.contains(&peer) {
-        let forwarded = req
+        // Every header line, in order (a proxy may add its own line rather
+        // than append to the client's), entry by entry: bytes a client put
+        // in an entry of its own do not spoil the ones the proxies added.
+        let entries: Vec<&[u8]> = req
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.rsplit(',')
-                    .map(str::trim)
-                    .find(|ip| !trusted.iter().any(|t| t == ip))
-            })
-            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+            .get_all("x-forwarded-for")
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .collect();
+        let forwarded = entries
+            .into_iter()
+            .rev()
+            .map(|e| std::str::from_utf8(e).unwrap_or("").trim())
+            .find(|ip| !trusted.iter().any(|t| t == ip))
+            .and_then(|ip| {
+                ip.parse::<std::net::IpAddr>()
+                    .or_else(|_| ip.parse::<std::net::SocketAddr>().map(|s| s.ip()))
+                    .ok()
+            });
         if let Some(ip) = forwarded {
             return Some(ip.to_string());
         }

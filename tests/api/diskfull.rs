@@ -90,13 +90,22 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
         refused.json::<Value>().unwrap()["error"]["code"],
         "unavailable"
     );
-    let stock_full: Value = c
-        .get(format!("{base}/api/v1/products/p"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert!(stock_full["stock"].as_u64().unwrap() <= stock_before["stock"].as_u64().unwrap());
+    let stock = || -> u64 {
+        let v: Value = c
+            .get(format!("{base}/api/v1/products/p"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["stock"].as_u64().unwrap()
+    };
+    let stock_full = stock();
+    assert!(stock_full <= stock_before["stock"].as_u64().unwrap());
+    // Every refused order holds nothing: the stock stays where it was.
+    for _ in 0..5 {
+        assert_eq!(order().status(), 503);
+    }
+    assert_eq!(stock(), stock_full, "refused orders changed the stock");
     let health = c.get(format!("{base}/healthz")).send().unwrap();
     assert_eq!(health.status(), 503, "health tells the operator");
 

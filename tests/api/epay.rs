@@ -213,12 +213,20 @@ fn forged_and_inexact_epay_callbacks_are_refused() {
 
 #[test]
 fn epay_callbacks_are_refused_when_the_gateway_is_disabled() {
-    let app = spawn();
+    // A real epay order, then the merchant turns epay off (its key removed).
+    let app = epay_app();
     app.product_with_keys("vip", 100, 1);
+    let o = app.order_ok("vip", 1, "epay");
+    let no = o["order_no"].as_str().unwrap().to_string();
+    let dir = app.stop();
+    let text = config_text(dir.path(), "");
+    let app = start(dir, &text);
     assert_eq!(error_code(app.order("vip", 1, "epay")).0, 422);
-    let f = signed(
-        fields("F0000000000000000", "EP-1", "1.00", "TRADE_SUCCESS"),
-        KEY,
-    );
+    let before = app.dump();
+    // A callback signed with the key the gateway had: refused all the same.
+    let f = signed(fields(&no, "EP-1", "1.00", "TRADE_SUCCESS"), KEY);
     assert_eq!(notify_get(&app, &f).1, "fail");
+    assert_eq!(notify_post(&app, &f).1, "fail");
+    assert_eq!(app.dump(), before, "the refused callbacks changed nothing");
+    assert_eq!(app.admin_order(&no)["status"], "pending");
 }

@@ -135,3 +135,29 @@ fn repeated_admin_failures_are_throttled() {
         "the address is throttled, even with the right token"
     );
 }
+
+/// Guesses sent all at once pass the cap no better than one by one: of 40
+/// concurrent wrong tokens from one address, exactly the cap are checked.
+#[test]
+fn concurrent_admin_guesses_are_throttled_like_sequential_ones() {
+    let app = limited_app("admin_failures_per_minute = 5\norders_per_minute = 0\nmax_pending_per_ip = 0\nmax_pending_per_email = 0\nlookups_per_minute = 0");
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..40)
+            .map(|i| {
+                let app = &app;
+                s.spawn(move || {
+                    app.client
+                        .get(app.url("/api/v1/admin/products"))
+                        .bearer_auth(format!("guess-{i}"))
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let count = |code| statuses.iter().filter(|&&s| s == code).count();
+    assert_eq!((count(401), count(429)), (5, 35), "{statuses:?}");
+}

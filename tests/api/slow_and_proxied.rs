@@ -62,10 +62,44 @@ fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
         429,
         "the first buyer's cap"
     );
-    // A client-supplied chain: the right-most untrusted address is the buyer.
+    // A client-supplied chain: the right-most untrusted address is the buyer,
+    // so a capped buyer cannot get round the cap with a left-most address
+    // of its choice, and one who is not capped is not held to someone else's.
     assert_eq!(
-        order_from(&app, Some("198.51.100.1, 203.0.113.9"), "d@example.com"),
+        order_from(&app, Some("198.51.100.3, 203.0.113.7"), "e@example.com"),
+        429,
+        "the left-most address is the client's own claim"
+    );
+    assert_eq!(
+        order_from(&app, Some("203.0.113.7, 203.0.113.9"), "d@example.com"),
         201
+    );
+    // A proxy that adds a header line of its own instead of appending: the
+    // client's line comes first and does not count.
+    let two_lines = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .header("X-Forwarded-For", "198.51.100.4")
+        .header("X-Forwarded-For", "203.0.113.7")
+        .json(&json!({"product_id": "p", "quantity": 1, "email": "f@example.com", "gateway": "manual"}))
+        .send()
+        .unwrap();
+    assert_eq!(two_lines.status(), 429, "the proxy's line names the buyer");
+    // Bytes that are not text in the client's own entry change nothing.
+    let garbled = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .header(
+            "X-Forwarded-For",
+            reqwest::header::HeaderValue::from_bytes(b"\xe4\xb8\xad, 203.0.113.7").unwrap(),
+        )
+        .json(&json!({"product_id": "p", "quantity": 1, "email": "g@example.com", "gateway": "manual"}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        garbled.status(),
+        429,
+        "still the capped buyer, not the proxy"
     );
 
     let untrusted = capped("");

@@ -252,11 +252,20 @@ fn a_hanging_receiver_does_not_hold_up_orders_or_payments() {
     let r = receiver(vec![None]);
     let app = spawn_with(|d| hook_config(d, &r.url, "workers = 1\n"));
     app.product_with_keys("p", 100, 30);
+    // Each send waits 2 s for the hanging receiver: were webhooks sent on
+    // the payment's path, these 30 payments would take a minute at least.
+    // Off it, they take well under a second; the bound is generous.
+    let started = std::time::Instant::now();
     for i in 0..30 {
         let o = app.order_ok("p", 1, "hmac");
         let r = app.hmac_notify(o["order_no"].as_str().unwrap(), &format!("T-{i}"), 100);
         assert_eq!(r.json::<Value>().unwrap()["status"], "delivered");
     }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "payments waited for webhooks: {:?}",
+        started.elapsed()
+    );
     assert!(
         webhooks(&app, "pending").len() >= 59,
         "events wait in the outbox"
