@@ -73,4 +73,12 @@ fn every_route_is_documented_and_every_documented_route_exists() {
         assert!(paths[p][m].is_object(), "contract route {m} {p} missing");
     }
     assert_eq!(documented, faka::http::ROUTES.len());
+    // And nothing is documented that is not served: the document's
+    // operations are exactly the routes.
+    let operations = paths
+        .values()
+        .flat_map(|item| item.as_object().unwrap().keys())
+        .filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str()))
+        .count();
+    assert_eq!(operations, faka::http::ROUTES.len());
 }

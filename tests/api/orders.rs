@@ -154,12 +154,12 @@ fn order_requests_are_validated_field_by_field() {
         (
             json!({"product_id": "nope", "quantity": 1, "email": "a@b.co", "gateway": "manual"}),
             404,
-            "",
+            "product nope not found",
         ),
         (
             json!({"product_id": "off", "quantity": 1, "email": "a@b.co", "gateway": "manual"}),
             404,
-            "",
+            "product off not found",
         ),
         (
             json!({"product_id": "p", "quantity": -1, "email": "a@b.co", "gateway": "manual"}),
