@@ -122,6 +122,24 @@ fn the_backup_command_works_while_the_shop_serves() {
     let store = open_and_check(&restored);
     assert!(store.product("p").unwrap().is_some());
     store.close();
+    drop(store);
+    let listing = |dir: &std::path::Path| {
+        let mut files = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = listing(&restored);
     let into_existing = Command::new(bin_path())
         .args(["--config", config.to_str().unwrap(), "restore"])
         .arg(&out)
@@ -133,6 +151,11 @@ fn the_backup_command_works_while_the_shop_serves() {
         !into_existing.status.success(),
         "restore never overwrites a data dir"
     );
+    assert!(
+        listing(&restored) == before,
+        "the existing data dir is left exactly as it was"
+    );
+    open_and_check(&restored).close();
 }
 
 #[derive(Clone)]

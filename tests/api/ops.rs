@@ -269,9 +269,11 @@ fn sigterm_drains_in_flight_writes_and_exits_cleanly() {
         &keys,
     );
     let base = server.base.clone();
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let buyers: Vec<_> = (0..6)
         .map(|_| {
             let base = base.clone();
+            let acks = acks.clone();
             std::thread::spawn(move || {
                 let c = Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
                 let mut acked = Vec::new();
@@ -282,7 +284,8 @@ fn sigterm_drains_in_flight_writes_and_exits_cleanly() {
                         .send();
                     match r {
                         Ok(r) if r.status() == 201 => {
-                            acked.push(r.json::<Value>().unwrap()["order_no"].as_str().unwrap().to_string())
+                            acked.push(r.json::<Value>().unwrap()["order_no"].as_str().unwrap().to_string());
+                            acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                         Ok(r) if r.status() == 503 => {} // shutting down: refused, not lost
                         _ => return acked,
@@ -291,7 +294,10 @@ fn sigterm_drains_in_flight_writes_and_exits_cleanly() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(700));
+    // SIGTERM lands while the buyers are well under way.
+    eventually(Duration::from_secs(20), || {
+        (acks.load(std::sync::atomic::Ordering::SeqCst) >= 50).then_some(())
+    });
     unsafe_sigterm(&server.child);
     let started = Instant::now();
     let status = loop {
