@@ -73,6 +73,15 @@ impl Crypto {
         f.write_all(format!("{}\n", hex::encode(master)).as_bytes())
             .and_then(|_| f.sync_all())
             .map_err(|e| err(e.to_string()))?;
+        // The file's name too: a power cut must not keep the shop's first
+        // keys sealed under a key file that is gone.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err(e.to_string()))?;
         Ok((Self::from_master(&master), true))
     }
 

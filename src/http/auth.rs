@@ -134,7 +134,12 @@ impl FromRequest for Admin {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110).
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            })
             .map(|t| t.trim().to_string());
         Box::pin(async move {
             let unauthorized = || Error::Unauthorized("admin token missing or wrong".into());

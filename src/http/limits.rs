@@ -19,6 +19,8 @@ pub struct Limits {
     orders: Option<DefaultKeyedRateLimiter<String>>,
     lookups: Option<DefaultKeyedRateLimiter<String>>,
     admin_failures: Mutex<HashMap<String, (Instant, u32)>>,
+    /// When the failure map was last swept of clients past their window.
+    admin_swept: Mutex<Instant>,
     admin_max: u32,
 }
 
@@ -42,6 +44,7 @@ impl Limits {
             orders: per_minute(cfg.orders_per_minute),
             lookups: per_minute(cfg.lookups_per_minute),
             admin_failures: Mutex::new(HashMap::new()),
+            admin_swept: Mutex::new(Instant::now()),
             admin_max: cfg.admin_failures_per_minute,
         }
     }
@@ -88,8 +91,14 @@ impl Limits {
             .admin_failures
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // Many addresses failing at once (IPv6 makes that cheap): sweep at
+        // most once a second, not on every failure while the map is big.
         if map.len() > 10_000 {
-            map.retain(|_, (start, _)| start.elapsed() < WINDOW);
+            let mut swept = self.admin_swept.lock().unwrap_or_else(|p| p.into_inner());
+            if swept.elapsed() >= Duration::from_secs(1) {
+                map.retain(|_, (start, _)| start.elapsed() < WINDOW);
+                *swept = Instant::now();
+            }
         }
         let e = map.entry(client.to_string()).or_insert((Instant::now(), 0));
         if e.0.elapsed() >= WINDOW {

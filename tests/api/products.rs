@@ -473,3 +473,25 @@ fn admin_endpoints_refuse_a_missing_or_wrong_token() {
     assert_eq!(app.get("/api/v1/products").status(), 200);
     assert_eq!(app.get("/api/v1/products/p").status(), 200);
 }
+
+/// The authorization scheme is case-insensitive, as HTTP says.
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = app
+            .client
+            .get(app.url("/api/v1/admin/products"))
+            .header("Authorization", format!("{scheme} {ADMIN}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+    }
+    let r = app
+        .client
+        .get(app.url("/api/v1/admin/products"))
+        .header("Authorization", format!("Basic {ADMIN}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
