@@ -72,12 +72,16 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
             .unwrap()
     };
     let first: Value = order().json().unwrap();
-    let stock_before: Value = c
-        .get(format!("{base}/api/v1/products/p"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let stock = || -> u64 {
+        let v: Value = c
+            .get(format!("{base}/api/v1/products/p"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["stock"].as_u64().unwrap()
+    };
+    let stock_before = stock();
 
     let filler = fill(&fs.0);
     // Some writes may still fit in the last bytes; soon every one is refused.
@@ -90,17 +94,8 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
         refused.json::<Value>().unwrap()["error"]["code"],
         "unavailable"
     );
-    let stock = || -> u64 {
-        let v: Value = c
-            .get(format!("{base}/api/v1/products/p"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        v["stock"].as_u64().unwrap()
-    };
     let stock_full = stock();
-    assert!(stock_full <= stock_before["stock"].as_u64().unwrap());
+    assert!(stock_full <= stock_before);
     // Every refused order holds nothing: the stock stays where it was.
     for _ in 0..5 {
         assert_eq!(order().status(), 503);
