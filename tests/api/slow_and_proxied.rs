@@ -9,19 +9,37 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_client_trickling_its_body_gets_408_and_the_worker_back() {
+    // One HTTP worker: if the trickler kept it, /healthz would not answer.
     let app = spawn_with(|d| {
-        config_text(d, "").replace("[server]\n", "[server]\nrequest_timeout_secs = 1\n")
+        config_text(d, "").replace(
+            "[server]\n",
+            "[server]\nrequest_timeout_secs = 1\nworkers = 1\n",
+        )
     });
     let addr = app.base.trim_start_matches("http://").to_string();
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let started = Instant::now();
-    write!(s, "POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"pro").unwrap();
+    write!(s, "POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{").unwrap();
+    // A byte every 200 ms: never idle, so only a deadline on the whole body
+    // (not an idle timeout) cuts it off.
+    let mut w = s.try_clone().unwrap();
+    let trickler = std::thread::spawn(move || {
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(200));
+            if w.write_all(b" ").is_err() {
+                return;
+            }
+        }
+    });
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
+    let took = started.elapsed();
+    drop(s);
+    let _ = trickler.join();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(app.get("/healthz").status(), 200);
 }
 
