@@ -79,9 +79,7 @@ impl Crypto {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| err(e.to_string()))?;
+        crate::store::journal::sync_dir(dir).map_err(|e| err(e.to_string()))?;
         Ok((Self::from_master(&master), true))
     }
 

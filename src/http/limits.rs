@@ -15,12 +15,17 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Failed admin logins per client in its current minute, and when clients
+/// past their minute were last swept out.
+struct Failures {
+    by_client: HashMap<String, (Instant, u32)>,
+    swept: Instant,
+}
+
 pub struct Limits {
     orders: Option<DefaultKeyedRateLimiter<String>>,
     lookups: Option<DefaultKeyedRateLimiter<String>>,
-    admin_failures: Mutex<HashMap<String, (Instant, u32)>>,
-    /// When the failure map was last swept of clients past their window.
-    admin_swept: Mutex<Instant>,
+    admin_failures: Mutex<Failures>,
     admin_max: u32,
 }
 
@@ -43,8 +48,10 @@ impl Limits {
         Limits {
             orders: per_minute(cfg.orders_per_minute),
             lookups: per_minute(cfg.lookups_per_minute),
-            admin_failures: Mutex::new(HashMap::new()),
-            admin_swept: Mutex::new(Instant::now()),
+            admin_failures: Mutex::new(Failures {
+                by_client: HashMap::new(),
+                swept: Instant::now(),
+            }),
             admin_max: cfg.admin_failures_per_minute,
         }
     }
@@ -73,11 +80,11 @@ impl Limits {
         if self.admin_max == 0 {
             return Ok(());
         }
-        let map = self
+        let failures = self
             .admin_failures
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        match map.get(client) {
+        match failures.by_client.get(client) {
             Some((start, n)) if *n >= self.admin_max && start.elapsed() < WINDOW => {
                 Err(limited(Limit::AdminFailures, WINDOW - start.elapsed()))
             }
@@ -87,20 +94,20 @@ impl Limits {
 
     /// Counts a failed admin login from `client`.
     pub fn admin_failed(&self, client: &str) {
-        let mut map = self
+        let mut failures = self
             .admin_failures
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let Failures { by_client, swept } = &mut *failures;
         // Many addresses failing at once (IPv6 makes that cheap): sweep at
         // most once a second, not on every failure while the map is big.
-        if map.len() > 10_000 {
-            let mut swept = self.admin_swept.lock().unwrap_or_else(|p| p.into_inner());
-            if swept.elapsed() >= Duration::from_secs(1) {
-                map.retain(|_, (start, _)| start.elapsed() < WINDOW);
-                *swept = Instant::now();
-            }
+        if by_client.len() > 10_000 && swept.elapsed() >= Duration::from_secs(1) {
+            by_client.retain(|_, (start, _)| start.elapsed() < WINDOW);
+            *swept = Instant::now();
         }
-        let e = map.entry(client.to_string()).or_insert((Instant::now(), 0));
+        let e = by_client
+            .entry(client.to_string())
+            .or_insert((Instant::now(), 0));
         if e.0.elapsed() >= WINDOW {
             *e = (Instant::now(), 0);
         }

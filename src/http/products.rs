@@ -103,16 +103,11 @@ pub async fn list_public(state: State) -> HttpResult {
     }
     let currency = &state.config.shop.currency;
     let products = state.store.products()?;
-    let stock: Vec<u64> = products
+    let views = products
         .iter()
-        .map(|p| state.store.stock(p))
-        .collect::<Result<_, _>>()?;
-    let views: Vec<_> = products
-        .iter()
-        .zip(stock)
-        .filter(|(p, _)| p.active)
-        .map(|(p, stock)| render::product(p, stock, currency))
-        .collect();
+        .filter(|p| p.active)
+        .map(|p| Ok(render::product(p, state.store.stock(p)?, currency)))
+        .collect::<Result<Vec<_>, Error>>()?;
     let body = render_json(&serde_json::json!({ "products": views }))?;
     state.views.keep(version, |v| v.list = Some(body.clone()));
     Ok(json_body(body))
@@ -145,15 +140,10 @@ pub async fn get_public(state: State, req: HttpRequest) -> HttpResult {
 pub async fn list_admin(_: Admin, state: State) -> HttpResult {
     let currency = &state.config.shop.currency;
     let products = state.store.products()?;
-    let stock: Vec<u64> = products
+    let views = products
         .iter()
-        .map(|p| state.store.stock(p))
-        .collect::<Result<_, _>>()?;
-    let views: Vec<_> = products
-        .iter()
-        .zip(stock)
-        .map(|(p, stock)| render::admin_product(p, stock, currency))
-        .collect();
+        .map(|p| Ok(render::admin_product(p, state.store.stock(p)?, currency)))
+        .collect::<Result<Vec<_>, Error>>()?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "products": views })))
 }
 

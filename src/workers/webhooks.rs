@@ -44,7 +44,8 @@ pub fn backoff_ms(base_ms: u64, attempts: u32) -> i64 {
 /// write: a full disk, a failed store), by seq: how many times in a row, and
 /// when the event may go again. The outbox still shows them due, so without
 /// this they would be sent again at once, in a loop.
-type HeldOff = Arc<Mutex<HashMap<u64, (u32, i64)>>>;
+type Held = Mutex<HashMap<u64, (u32, i64)>>;
+type HeldOff = Arc<Held>;
 
 /// How long an event waits after its attempt could not be recorded for the
 /// `n`th time in a row: 1 s, doubling, at most a minute.
@@ -253,7 +254,7 @@ fn dispatch_due(
     ctx: &Context,
     jobs: &Sender<OutboxEvent>,
     in_flight: &Mutex<HashSet<String>>,
-    held_off: &Mutex<HashMap<u64, (u32, i64)>>,
+    held_off: &Held,
     low: &mut u64,
 ) {
     // Lock before reading the outbox: a sender clears its order from the
@@ -280,16 +281,13 @@ fn dispatch_due(
         }
     };
     let now = now_ms();
-    let held: HashMap<u64, i64> = held_off
-        .lock()
-        .map(|h| h.iter().map(|(&seq, &(_, until))| (seq, until)).collect())
-        .unwrap_or_default();
+    let held = held_off.lock().unwrap_or_else(|p| p.into_inner());
     // Only the oldest pending event of each order may go: per-order order.
     let mut seen: HashSet<String> = busy.clone();
     for e in pending {
-        let not_before = held
-            .get(&e.seq)
-            .map_or(e.next_attempt_ms, |&h| h.max(e.next_attempt_ms));
+        let not_before = held.get(&e.seq).map_or(e.next_attempt_ms, |&(_, until)| {
+            until.max(e.next_attempt_ms)
+        });
         if !seen.insert(e.order_no.clone()) || not_before > now {
             continue;
         }

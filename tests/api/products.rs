@@ -478,20 +478,18 @@ fn admin_endpoints_refuse_a_missing_or_wrong_token() {
 #[test]
 fn the_bearer_scheme_is_case_insensitive() {
     let app = spawn();
-    for scheme in ["Bearer", "bearer", "BEARER"] {
+    for (scheme, status) in [
+        ("Bearer", 200),
+        ("bearer", 200),
+        ("BEARER", 200),
+        ("Basic", 401),
+    ] {
         let r = app
             .client
             .get(app.url("/api/v1/admin/products"))
             .header("Authorization", format!("{scheme} {ADMIN}"))
             .send()
             .unwrap();
-        assert_eq!(r.status(), 200, "{scheme}");
+        assert_eq!(r.status(), status, "{scheme}");
     }
-    let r = app
-        .client
-        .get(app.url("/api/v1/admin/products"))
-        .header("Authorization", format!("Basic {ADMIN}"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 401);
 }
