@@ -23,6 +23,7 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct Crypto {
     aead: XChaCha20Poly1305,
     dedupe_key: [u8; 32],
+    check_value: [u8; 32],
 }
 
 impl std::fmt::Debug for Crypto {
@@ -44,7 +45,21 @@ impl Crypto {
         Crypto {
             aead: XChaCha20Poly1305::new(master.into()),
             dedupe_key: derive(master, b"faka/dedupe/v1"),
+            check_value: derive(master, b"faka/key-check/v1"),
         }
+    }
+
+    /// A value that identifies the master key without revealing it: the
+    /// shop stores it when it is created and refuses another key at start
+    /// (a wrong key would seal new keys unreadably beside the old ones and
+    /// miss every duplicate on import).
+    pub fn check_value(&self) -> [u8; 32] {
+        self.check_value
+    }
+
+    /// Whether `stored` is this key's [`Crypto::check_value`] (constant time).
+    pub fn matches_check_value(&self, stored: &[u8]) -> bool {
+        bool::from(self.check_value.ct_eq(stored))
     }
 
     /// Loads the master key (64 hex characters) from `path`, creating it with

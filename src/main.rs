@@ -38,10 +38,21 @@ struct Cli {
 enum Command {
     /// Serve the shop (the default when no command is given).
     Serve,
-    /// Check the store's invariants: every key in one state with one owner,
-    /// counts that add up. Exits non-zero with a report of every violation.
-    /// Run it while the shop is stopped (it needs the data directory to itself).
-    Check,
+    /// Check the store: the journal end to end, the invariants (every key in
+    /// one state with one owner, counts that add up) and the master key.
+    /// Exits non-zero with a report of every problem. Changes nothing: it
+    /// checks a copy made in the scratch directory. Run it while the shop is
+    /// stopped (it needs the data directory to itself).
+    Check {
+        /// Where to copy the store while checking it (needs room for it).
+        #[arg(long, env = "TMPDIR", default_value = "/tmp")]
+        scratch: PathBuf,
+    },
+    /// Set aside a damaged part of the store that `faka serve` refuses, and
+    /// serve what comes before it. Renames (never deletes) every file it sets
+    /// aside and reports every batch and order it drops. Restoring the newest
+    /// backup loses less: repair only when there is none.
+    Repair,
     /// Write a consistent, checksummed copy of the store to OUT. Works while
     /// the shop is running. faka.key is not included: back it up separately.
     Backup {
@@ -127,7 +138,8 @@ fn main() -> anyhow::Result<()> {
     let _log = faka::telemetry::init(&cfg.log, serving);
     match cli.command {
         None | Some(Command::Serve) => serve(cfg),
-        Some(Command::Check) => check(cfg),
+        Some(Command::Check { scratch }) => check(cfg, &scratch),
+        Some(Command::Repair) => repair(cfg),
         Some(Command::Backup { out }) => backup(cfg, &out),
         Some(Command::Restore { backup, data_dir }) => restore(cfg, &backup, &data_dir),
         Some(Command::Import {
@@ -161,19 +173,30 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     })
 }
 
-fn check(cfg: Config) -> anyhow::Result<()> {
+fn check(cfg: Config, scratch: &Path) -> anyhow::Result<()> {
+    require_a_shop(&cfg)?;
+    let checked = faka::ops::offline::check(&cfg, scratch)?;
+    print!("{}", checked.text);
+    if !checked.ok {
+        bail!("the store is not sound (see above)");
+    }
+    Ok(())
+}
+
+fn repair(cfg: Config) -> anyhow::Result<()> {
+    require_a_shop(&cfg)?;
+    print!("{}", faka::ops::offline::repair(&cfg)?);
+    Ok(())
+}
+
+/// Refuses a directory that holds no shop (a wrong `--config` or
+/// `data_dir`) rather than report on an empty store.
+fn require_a_shop(cfg: &Config) -> anyhow::Result<()> {
     if !faka::store::recovery::holds_a_shop(&cfg.storage.data_dir) {
         bail!(
             "{} holds no shop (no journal segment): check --config and [storage] data_dir",
             cfg.storage.data_dir.display()
         );
-    }
-    let store = faka::store::Store::open(&startup::store_options(&cfg))?;
-    let report = faka::ops::check::run(&store)?;
-    store.close();
-    print!("{report}");
-    if !report.ok() {
-        bail!("{} invariant violation(s)", report.violations.len());
     }
     Ok(())
 }
@@ -194,6 +217,14 @@ fn restore(cfg: Config, backup: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let mut opts = startup::store_options(&cfg);
     opts.data_dir = data_dir.to_path_buf();
     let store = faka::store::Store::open(&opts).context("opening the restored store")?;
+    let mut restored = cfg.clone();
+    restored.storage.data_dir = data_dir.to_path_buf();
+    let key = startup::load_crypto(&restored)
+        .and_then(|(crypto, _)| startup::verify_master_key(&store, &crypto, &restored));
+    if let Err(e) = key {
+        store.close();
+        bail!("{e}\nthe backup was restored into {}, but it will not serve with this key", data_dir.display());
+    }
     let report = faka::ops::check::run(&store)?;
     store.close();
     print!("{report}");

@@ -65,6 +65,46 @@ pub fn load_crypto(cfg: &Config) -> Result<(Crypto, bool), StartError> {
     Crypto::load_or_create(&cfg.storage.key_file).map_err(|e| StartError(e.to_string()))
 }
 
+/// Binds the master key to the store: a store that has no check value yet
+/// (a new shop, or one from before check values) stores this key's; one
+/// that has another key's is refused. A wrong but well-formed key file (an
+/// operator restoring onto a new server with another shop's file) would
+/// otherwise serve: payments answered `delivered` with keys that cannot be
+/// opened, and re-imported keys not recognised as duplicates.
+pub fn verify_master_key(store: &Store, crypto: &Crypto, cfg: &Config) -> Result<(), StartError> {
+    let stored = store
+        .key_check()
+        .map_err(|e| fail("reading the master key's check value")(e.to_string()))?;
+    match stored {
+        Some(v) if crypto.matches_check_value(&v) => Ok(()),
+        Some(_) => Err(StartError(format!(
+            "the master key ({}) is not the key this shop's card keys are sealed with: \
+             put back the key file that belongs to {} (from the server it ran on, or where you \
+             keep its backup) and start again; nothing was changed",
+            key_source(cfg),
+            cfg.storage.data_dir.display()
+        ))),
+        None => {
+            let check = crypto.check_value();
+            store
+                .write_blocking(move |tx| {
+                    tx.put_key_check(&check);
+                    Ok(())
+                })
+                .map_err(|e| fail("storing the master key's check value")(e.to_string()))
+        }
+    }
+}
+
+/// Where the master key came from, for messages (never the key itself).
+fn key_source(cfg: &Config) -> String {
+    if cfg.storage.master_key.as_deref().is_some_and(|k| !k.is_empty()) {
+        "storage.master_key / FAKA_STORAGE_MASTER_KEY".to_string()
+    } else {
+        format!("key file {}", cfg.storage.key_file.display())
+    }
+}
+
 /// Opens the store and runs the start-up recovery that must come before
 /// serving. Gives the store, and whether the invariant check is still to
 /// run ([`start_check`]): after an unclean stop unless
@@ -230,6 +270,10 @@ impl Application {
         set_listen_backlog(&listener).map_err(|e| fail("listening")(e.to_string()))?;
         let (crypto, created_key_file) = load_crypto(&cfg)?;
         let (store, check) = open_store(&cfg)?;
+        if let Err(e) = verify_master_key(&store, &crypto, &cfg) {
+            store.close();
+            return Err(e);
+        }
         // The hold caps' counts are counted from the pending orders once
         // per start: do it now, before serving, not inside the first
         // buyer's order (about 4 µs per pending order). The command writes

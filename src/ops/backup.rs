@@ -165,6 +165,12 @@ pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupResult, BackupError> 
 }
 
 fn copy_once(data_dir: &Path, out: &Path) -> Result<BackupResult, BackupError> {
+    // A damaged journal is refused, never copied up to the damage: the copy
+    // would restore as a shop without the batches after it.
+    journal::scan(&recovery::journal_dir(data_dir)).map_err(|e| match e {
+        journal::JournalError::Io(e) => BackupError::Io(e),
+        damage => BackupError::Invalid(format!("the shop's journal is damaged: {damage}")),
+    })?;
     fs::create_dir_all(out)?;
     let mut files = Vec::new();
     let mut base = 0;
@@ -201,7 +207,7 @@ fn copy_once(data_dir: &Path, out: &Path) -> Result<BackupResult, BackupError> {
         files.push(f);
     }
     // The copy must replay from its snapshot without a gap.
-    let last_batch = journal::replay(&recovery::journal_dir(out), base, false, |_| Ok(()))
+    let last_batch = journal::replay(&recovery::journal_dir(out), base, |_| Ok(()))
         .map_err(|e| BackupError::Invalid(format!("the copied journal does not verify: {e}")))?;
     let manifest = Manifest {
         format: 1,
@@ -259,6 +265,10 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Manifest, BackupError> 
         )));
     }
     let existed = data_dir.exists();
+    fs::create_dir_all(data_dir)?;
+    // Held until the restore is done: a shop started on the directory
+    // meanwhile would serve half a store.
+    let _lock = recovery::lock_data_dir(data_dir).map_err(|e| BackupError::Invalid(e.0))?;
     let copy = || -> Result<(), BackupError> {
         for f in &manifest.files {
             let copied = copy_synced(&backup.join(&f.path), &data_dir.join(&f.path), f.bytes)?;

@@ -69,6 +69,10 @@ fn import_direct(
 ) -> anyhow::Result<(u64, u64)> {
     let (crypto, _) = startup::load_crypto(cfg)?;
     let store = Store::open(&startup::store_options(cfg))?;
+    if let Err(e) = startup::verify_master_key(&store, &crypto, cfg) {
+        store.close();
+        return Err(e.into());
+    }
     if store.product(pid.as_str())?.is_none() {
         store.close();
         bail!("product {pid} does not exist");

@@ -5,4 +5,5 @@ pub mod backup;
 pub mod check;
 pub mod import;
 pub mod metrics;
+pub mod offline;
 pub mod recovery;

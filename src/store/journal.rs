@@ -5,8 +5,10 @@
 //! sled is a materialised view that can always be rebuilt from the newest
 //! snapshot plus the journal after it; this is what makes a `cp -a` of a live
 //! data directory restorable (sled's own files copied live are not). A torn
-//! tail — a record cut short by a crash or by a copy taken mid-write — fails
-//! its length or checksum and is dropped.
+//! tail — the newest segment's last record, cut short by a crash or by a
+//! copy taken mid-write, with nothing intact after it — fails its length or
+//! checksum and was never acknowledged. Any other bad byte is damage: see
+//! [`scan`], which every start and `faka check` run, and which refuses it.
 //!
 //! Segments are files `journal/<first seq, 20 digits>.log`; a new one starts
 //! whenever a snapshot is taken, so old ones can be deleted whole.
@@ -187,9 +189,13 @@ fn decode_batch(payload: &[u8]) -> Option<Batch> {
 pub enum JournalError {
     #[error("journal i/o: {0}")]
     Io(#[from] io::Error),
-    #[error("journal segment {0} is damaged before its end (not a torn tail): refusing to guess")]
-    Damaged(PathBuf),
-    #[error("journal has a gap: expected batch {expected}, found {found} in {path}")]
+    #[error("journal segment {} is damaged at byte {offset}: {why}", path.display())]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+    #[error("journal has a gap: expected batch {expected}, found {found} in {}", path.display())]
     Gap {
         expected: u64,
         found: u64,
@@ -222,21 +228,30 @@ pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.log"))
 }
 
-/// Replays every batch with `seq > after` to `apply`, in order. A torn tail
-/// of the last segment is cut off when `repair` is set (the caller owns the
-/// directory); damage anywhere else is an error. Returns the last seq seen.
+/// Replays every batch with `seq > after` to `apply`, in order, up to the
+/// end of each segment's intact records. It never changes a file: callers
+/// run [`scan`] first, which refuses damage and leaves only a torn tail of
+/// the newest segment (never acknowledged) for replay to stop at. Returns
+/// the last seq seen.
 pub fn replay(
     dir: &Path,
     after: u64,
-    repair: bool,
     mut apply: impl FnMut(Batch) -> io::Result<()>,
 ) -> Result<u64, JournalError> {
     let segs = segments(dir)?;
     let mut last = after;
     for (i, (_, path)) in segs.iter().enumerate() {
         let mut reader = SegmentReader::open(path)?;
-        while let Some(payload) = reader.next_record()? {
-            let batch = decode_batch(payload).ok_or_else(|| JournalError::Damaged(path.clone()))?;
+        loop {
+            let offset = reader.valid;
+            let Some(payload) = reader.next_record()? else {
+                break;
+            };
+            let batch = decode_batch(payload).ok_or_else(|| JournalError::Damaged {
+                path: path.clone(),
+                offset,
+                why: "a record whose checksum holds does not decode".into(),
+            })?;
             // Batches up to `after` are not needed, and neither is their
             // numbering: a copy of a live directory may hold an old segment
             // that a snapshot's prune removed along with the next one. From
@@ -254,18 +269,175 @@ pub fn replay(
             last = batch.seq;
             apply(batch)?;
         }
-        if reader.valid != reader.len {
-            if i + 1 != segs.len() {
-                return Err(JournalError::Damaged(path.clone()));
-            }
-            if repair {
-                let f = OpenOptions::new().write(true).open(path)?;
-                f.set_len(reader.valid)?;
-                f.sync_all()?;
-            }
+        if reader.valid != reader.len && i + 1 != segs.len() {
+            return Err(JournalError::Damaged {
+                path: path.clone(),
+                offset: reader.valid,
+                why: "a segment that is not the newest ends in a bad record".into(),
+            });
         }
     }
     Ok(last)
+}
+
+/// The end of an interrupted last write: bytes after the newest segment's
+/// last intact record with no intact record after them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub path: PathBuf,
+    /// Where the intact records end.
+    pub offset: u64,
+    /// The file's length: `len - offset` bytes are torn.
+    pub len: u64,
+}
+
+/// What [`scan`] found: the journal verified end to end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// The newest segment's last batch (its first seq − 1 when it holds
+    /// none); `None` without segments.
+    pub end: Option<u64>,
+    /// The newest segment's torn tail, if it has one.
+    pub torn: Option<TornTail>,
+    /// Intact batches in all segments.
+    pub batches: u64,
+}
+
+/// Reads every segment's records and decides what each bad byte is. The
+/// journal is append-only with one fsync per batch, so only the newest
+/// segment's last record can be torn by a crash: a bad record with an
+/// intact one anywhere after it, a bad record in an older segment, or a
+/// record that passes its checksum but does not decode is damage, an error
+/// naming the file and offset. Reads only; changes nothing.
+pub fn scan(dir: &Path) -> Result<Scan, JournalError> {
+    let segs = segments(dir)?;
+    let mut out = Scan::default();
+    for (i, (first, path)) in segs.iter().enumerate() {
+        let mut reader = SegmentReader::open(path)?;
+        let mut last = first.saturating_sub(1);
+        loop {
+            let offset = reader.valid;
+            let Some(payload) = reader.next_record()? else {
+                break;
+            };
+            match payload.get(..8).and_then(|b| b.try_into().ok()) {
+                Some(seq) if payload.len() >= 12 => last = u64::from_le_bytes(seq),
+                _ => {
+                    return Err(JournalError::Damaged {
+                        path: path.clone(),
+                        offset,
+                        why: "a record whose checksum holds is too short to be a batch".into(),
+                    })
+                }
+            }
+            out.batches += 1;
+        }
+        let newest = i + 1 == segs.len();
+        if reader.valid != reader.len {
+            if !newest {
+                return Err(JournalError::Damaged {
+                    path: path.clone(),
+                    offset: reader.valid,
+                    why: "a segment that is not the newest ends in a bad record".into(),
+                });
+            }
+            if let Some(at) = intact_record_after(path, reader.valid, last)? {
+                return Err(JournalError::Damaged {
+                    path: path.clone(),
+                    offset: reader.valid,
+                    why: format!("a bad record with an intact batch after it (at offset {at})"),
+                });
+            }
+            out.torn = Some(TornTail {
+                path: path.clone(),
+                offset: reader.valid,
+                len: reader.len,
+            });
+        }
+        if newest {
+            out.end = Some(last);
+        }
+    }
+    Ok(out)
+}
+
+/// The offset of an intact record that starts after `from` in the file at
+/// `path` and carries a batch after `last`, if there is one. Looks at
+/// every byte offset: the bad record's own length may be what is damaged.
+/// A candidate must name a later batch before its checksum is computed,
+/// so random bytes cost one comparison each.
+pub fn intact_record_after(path: &Path, from: u64, last: u64) -> io::Result<Option<u64>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let plausible = last + 1..=last.saturating_add(1 << 32);
+    for o in 1..tail.len().saturating_sub(HEADER + 12) + 1 {
+        let at = |a: usize| -> [u8; 4] { [tail[a], tail[a + 1], tail[a + 2], tail[a + 3]] };
+        let len = u32::from_le_bytes(at(o)) as usize;
+        if !(12..=MAX_RECORD).contains(&len) || o + HEADER + len > tail.len() {
+            continue;
+        }
+        let payload = &tail[o + HEADER..o + HEADER + len];
+        let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
+        if plausible.contains(&seq) && crc32fast::hash(payload) == u32::from_le_bytes(at(o + 4)) {
+            return Ok(Some(from + o as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// Every intact batch after `last` in the file at `path` from byte `from`
+/// on, skipping bad bytes: what a repair drops, read as far as it can be.
+pub fn intact_batches_after(path: &Path, from: u64, last: u64) -> io::Result<Vec<Batch>> {
+    let bytes = fs::read(path)?;
+    let mut out = Vec::new();
+    let mut at = from as usize;
+    let mut last = last;
+    while at + HEADER <= bytes.len() {
+        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        let end = at + HEADER + len as usize;
+        let batch = (len as usize <= MAX_RECORD && end <= bytes.len())
+            .then(|| &bytes[at + HEADER..end])
+            .filter(|p| crc32fast::hash(p) == crc)
+            .and_then(decode_batch)
+            .filter(|b| b.seq > last);
+        match batch {
+            Some(b) => {
+                last = b.seq;
+                out.push(b);
+                at = end;
+            }
+            None => at += 1,
+        }
+    }
+    Ok(out)
+}
+
+/// Sets a torn tail aside and cuts the segment back to its intact records,
+/// so appends continue after them: the torn bytes are first copied, durably,
+/// to `<segment>.torn-<offset>` beside it (an operator can look at them;
+/// nothing is thrown away). Call only once the store has shown the tail was
+/// never acknowledged (no marker or sled names a batch past the intact
+/// records). Returns the side file.
+pub fn set_aside_torn_tail(torn: &TornTail) -> io::Result<PathBuf> {
+    let mut file = OpenOptions::new().read(true).write(true).open(&torn.path)?;
+    file.seek(SeekFrom::Start(torn.offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let mut name = torn.path.clone().into_os_string();
+    name.push(format!(".torn-{}", torn.offset));
+    let side = PathBuf::from(name);
+    let mut out = File::create(&side)?;
+    out.write_all(&bytes)?;
+    out.sync_all()?;
+    file.set_len(torn.offset)?;
+    file.sync_all()?;
+    if let Some(dir) = torn.path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(side)
 }
 
 /// The open tail of the journal, owned by the writer thread.
@@ -352,7 +524,7 @@ impl Journal {
     }
 
     /// Whether a failed append could not be cut back (see [`Journal::append`]);
-    /// only a restart, which cuts the torn tail off, clears it.
+    /// only a restart, which sets the torn tail aside, clears it.
     pub fn is_broken(&self) -> bool {
         self.broken
     }
@@ -402,7 +574,7 @@ mod tests {
 
     fn replayed(dir: &Path, after: u64) -> Vec<Batch> {
         let mut v = Vec::new();
-        replay(dir, after, true, |b| {
+        replay(dir, after, |b| {
             v.push(b);
             Ok(())
         })
@@ -423,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_tail_is_dropped_and_appends_continue_after_it() {
+    fn a_torn_tail_is_set_aside_and_appends_continue_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), 1).unwrap();
         j.append(&batch(1)).unwrap();
@@ -438,13 +610,22 @@ mod tests {
             .set_len(len - 3)
             .unwrap();
         assert_eq!(replayed(dir.path(), 0), vec![batch(1)]);
+        let found = scan(dir.path()).unwrap();
+        assert_eq!(found.end, Some(1));
+        let torn = found.torn.expect("a torn tail");
+        let intact = len / 2; // two records of one size
+        assert_eq!((torn.offset, torn.len), (intact, len - 3));
+        let side = set_aside_torn_tail(&torn).unwrap();
+        assert_eq!(fs::metadata(&side).unwrap().len(), len - 3 - intact);
+        assert_eq!(fs::metadata(&path).unwrap().len(), intact);
         let mut j = Journal::open(dir.path(), 2).unwrap();
         j.append(&batch(2)).unwrap();
         assert_eq!(replayed(dir.path(), 0), vec![batch(1), batch(2)]);
+        assert_eq!(scan(dir.path()).unwrap().torn, None);
     }
 
     fn gap_of(dir: &Path, after: u64) -> (u64, u64) {
-        match replay(dir, after, false, |_| Ok(())) {
+        match replay(dir, after, |_| Ok(())) {
             Err(JournalError::Gap {
                 expected, found, ..
             }) => (expected, found),

@@ -12,6 +12,7 @@ pub mod journal;
 pub mod keyblock;
 mod reads;
 pub mod recovery;
+pub mod repair;
 pub mod snapshot;
 pub mod tree;
 mod tx;

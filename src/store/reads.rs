@@ -65,6 +65,11 @@ impl Store {
         self.read(Tree::Products, id.as_bytes())
     }
 
+    /// The master key's check value stored with the shop, if one was.
+    pub fn key_check(&self) -> Result<Option<Vec<u8>>> {
+        self.read(Tree::Meta, super::tree::META_KEY_CHECK)
+    }
+
     /// Every product, ordered by id.
     pub fn products(&self) -> Result<Vec<Product>> {
         self.trees()

@@ -17,7 +17,7 @@ use super::snapshot;
 use super::tree::{self, Tree, Trees};
 use super::tx::Counters;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ pub(crate) struct Opened {
     pub seq: u64,
     pub counters: Counters,
     pub recovery: Recovery,
-    /// The journal's last batch as the store was opened (`journal_end`),
+    /// The journal's last batch as the store was opened ([`journal::scan`]),
     /// so the caller need not read the newest segment again.
     pub journal_end: Option<u64>,
     pub lock: File,
@@ -69,7 +69,7 @@ pub fn holds_a_shop(data_dir: &Path) -> bool {
     journal::segments(&journal_dir(data_dir)).is_ok_and(|s| !s.is_empty())
 }
 
-fn marker_path(data_dir: &Path) -> PathBuf {
+pub(crate) fn marker_path(data_dir: &Path) -> PathBuf {
     data_dir.join("CLEAN")
 }
 
@@ -78,7 +78,7 @@ pub(crate) fn write_clean_marker(data_dir: &Path, seq: u64) -> io::Result<()> {
 }
 
 /// Replaces the marker file `name` with `text`, durably.
-fn write_marker(data_dir: &Path, name: &str, text: &str) -> io::Result<()> {
+pub(crate) fn write_marker(data_dir: &Path, name: &str, text: &str) -> io::Result<()> {
     let tmp = data_dir.join(format!("{name}.tmp"));
     fs::write(&tmp, text)?;
     File::open(&tmp)?.sync_all()?;
@@ -86,7 +86,7 @@ fn write_marker(data_dir: &Path, name: &str, text: &str) -> io::Result<()> {
     journal::sync_dir(data_dir)
 }
 
-const SYNCED: &str = "SLED_SYNCED";
+pub(crate) const SYNCED: &str = "SLED_SYNCED";
 
 /// Which sled files a `SLED_SYNCED` marker was written for: the device,
 /// inode and change time of sled's `conf`, which sled writes once when it
@@ -114,7 +114,7 @@ pub(crate) fn write_synced_marker(data_dir: &Path, seq: u64) -> io::Result<()> {
 
 /// The batch a `SLED_SYNCED` marker names, if it was written for the sled
 /// files now in the directory.
-fn synced_batch(data_dir: &Path) -> Option<u64> {
+pub(crate) fn synced_batch(data_dir: &Path) -> Option<u64> {
     let text = fs::read_to_string(data_dir.join(SYNCED)).ok()?;
     let (seq, id) = text.trim().split_once(' ')?;
     let current = sled_identity(&sled_dir(data_dir)).ok()?;
@@ -128,19 +128,20 @@ fn synced_batch(data_dir: &Path) -> Option<u64> {
 }
 
 /// Takes an exclusive lock on the data directory for this process's lifetime.
+///
+/// The lock is an `flock` on the directory itself, not on a file in it: a
+/// lock file can be deleted (`rm data/LOCK`) under a running shop, and the
+/// next process would lock a new file of the same name and serve the same
+/// data beside it. A directory cannot be swapped under an open descriptor;
+/// removing and re-creating it gives a new, empty directory, not this shop.
 pub fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
-    let path = data_dir.join("LOCK");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| err(&format!("cannot open {}", path.display()), e))?;
+    let dir = File::open(data_dir)
+        .map_err(|e| err(&format!("cannot open {}", data_dir.display()), e))?;
     #[cfg(unix)]
     {
         use std::os::unix::io::AsRawFd;
         // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             return Err(OpenError(format!(
                 "data directory {} is in use by another faka process",
@@ -148,7 +149,7 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
             )));
         }
     }
-    Ok(f)
+    Ok(dir)
 }
 
 /// sled leaves `snap.*.generating` behind when killed while snapshotting; a
@@ -168,28 +169,71 @@ fn remove_stale_sled_snapshots(sled: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The last batch in the journal's newest segment (cutting a torn tail), or
-/// that segment's first seq − 1 when it is empty.
-pub(crate) fn journal_end(jdir: &Path) -> Result<Option<u64>, OpenError> {
-    let segs = journal::segments(jdir).map_err(|e| err("reading journal", e))?;
-    let Some((first, path)) = segs.last() else {
-        return Ok(None);
-    };
-    let mut reader = journal::SegmentReader::open(path).map_err(|e| err("reading journal", e))?;
-    let mut last = None;
-    while let Some(payload) = reader
-        .next_record()
-        .map_err(|e| err("reading journal", e))?
-    {
-        last = payload
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes);
-    }
-    Ok(Some(last.unwrap_or(first.saturating_sub(1))))
+/// What a start would refuse, found without changing a byte: journal
+/// damage, or a journal that ends before a batch a marker vouches for.
+/// `faka check` runs it on the data directory itself before it checks a
+/// copy.
+pub fn verify(data_dir: &Path) -> Result<journal::Scan, OpenError> {
+    let scan = scan_journal(&journal_dir(data_dir))?;
+    let marker = fs::read_to_string(marker_path(data_dir))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    vouched_end(marker, synced_batch(data_dir), scan.end)?;
+    Ok(scan)
 }
 
-fn read_meta(trees: &Trees) -> Result<(u64, Counters), OpenError> {
+/// Verifies the whole journal ([`journal::scan`]): damage is refused with
+/// the file, the offset and what to do.
+pub(crate) fn scan_journal(jdir: &Path) -> Result<journal::Scan, OpenError> {
+    journal::scan(jdir).map_err(|e| match e {
+        journal::JournalError::Io(e) => err("reading journal", e),
+        damage => refusal(&damage.to_string()),
+    })
+}
+
+/// A refusal to open: the data is damaged or does not add up, and serving
+/// it would roll back acknowledged payments. Says what to do.
+pub(crate) fn refusal(what: &str) -> OpenError {
+    OpenError(format!(
+        "refusing to open the store: {what}. Nothing was changed. Stop here and keep every \
+         file as it is; see docs/OPERATIONS.md (\"The store refuses to open\"): restore the \
+         newest backup, or run `faka repair` to set the damaged part aside and serve what \
+         comes before it (it reports every batch and order it drops)"
+    ))
+}
+
+/// The newest batch that something other than the journal vouches for:
+/// the clean-shutdown marker, or the `SLED_SYNCED` marker of these very
+/// sled files. The journal must reach it; if it does not, acknowledged
+/// batches are missing from it.
+pub(crate) fn vouched_end(clean: Option<u64>, synced: Option<u64>, end: Option<u64>) -> Result<(), OpenError> {
+    let have = end.unwrap_or(0);
+    for (what, seq) in [("the clean-shutdown marker", clean), ("sled's last flush", synced)] {
+        if let Some(seq) = seq.filter(|&s| s > have) {
+            return Err(refusal(&format!(
+                "the journal ends at batch {have}, but {what} records batch {seq}: \
+                 acknowledged batches are missing from the journal"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// sled never holds a batch the journal lacks (a batch is fsynced into the
+/// journal before sled sees it), so sled ahead of the journal means the
+/// journal lost acknowledged batches.
+pub(crate) fn sled_within_journal(sled_seq: u64, end: Option<u64>) -> Result<(), OpenError> {
+    let have = end.unwrap_or(0);
+    if sled_seq > have {
+        return Err(refusal(&format!(
+            "sled holds batch {sled_seq}, but the journal ends at batch {have}: \
+             acknowledged batches are missing from the journal"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn read_meta(trees: &Trees) -> Result<(u64, Counters), OpenError> {
     let meta = trees.get(Tree::Meta);
     let seq = meta
         .get(tree::META_APPLIED_SEQ)
@@ -238,17 +282,15 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
     let lock = lock_data_dir(data_dir)?;
     let sled = sled_dir(data_dir);
     let jdir = journal_dir(data_dir);
-    remove_stale_sled_snapshots(&sled).map_err(|e| err("cleaning sled directory", e))?;
-
+    let scan = scan_journal(&jdir)?;
+    let end = scan.end;
     let marker = fs::read_to_string(marker_path(data_dir))
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
-    if marker_path(data_dir).exists() {
-        fs::remove_file(marker_path(data_dir)).map_err(|e| err("removing CLEAN marker", e))?;
-        journal::sync_dir(data_dir).map_err(|e| err("syncing data dir", e))?;
-    }
-    let end = journal_end(&jdir)?;
+    vouched_end(marker, synced_batch(data_dir), end)?;
+    remove_stale_sled_snapshots(&sled).map_err(|e| err("cleaning sled directory", e))?;
 
+    let mut opened = None;
     if let (Some(clean), true) = (marker, sled.exists()) {
         match Trees::open(&sled, cache_bytes) {
             Ok(trees) => {
@@ -260,21 +302,13 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
                     return Err(OpenError(LEGACY_LAYOUT.to_string()));
                 }
                 let (seq, counters) = read_meta(&trees)?;
+                sled_within_journal(seq, end)?;
                 if seq == clean && end.is_none_or(|e| e == clean) {
-                    // sled was flushed at the clean stop: it holds `seq`.
-                    write_synced_marker(data_dir, seq)
-                        .map_err(|e| err("writing SLED_SYNCED marker", e))?;
-                    return Ok(Opened {
-                        trees: Arc::new(trees),
-                        seq,
-                        counters,
-                        recovery: Recovery::Clean,
-                        journal_end: end,
-                        lock,
-                    });
+                    opened = Some((Arc::new(trees), seq, counters, Recovery::Clean));
+                } else {
+                    tracing::warn!(sled = seq, marker = clean, journal = ?end,
+                        "sled disagrees with the clean-shutdown marker; rebuilding");
                 }
-                tracing::warn!(sled = seq, marker = clean, journal = ?end,
-                    "sled disagrees with the clean-shutdown marker; rebuilding");
             }
             Err(e) => tracing::warn!(error = %e, "sled did not open; rebuilding"),
         }
@@ -284,28 +318,55 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
         let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             resume(data_dir, cache_bytes, end)
         }))
-        .unwrap_or_else(|_| Err(OpenError("sled panicked while opening".into())));
+        .unwrap_or_else(|_| Ok(Resume::Rebuild("sled panicked while opening".into())))?;
         match resumed {
-            Ok(Some(opened)) => {
-                return Ok(Opened {
-                    trees: opened.0,
-                    seq: opened.1,
-                    counters: opened.2,
-                    recovery: opened.3,
-                    journal_end: journal_end(&jdir)?,
-                    lock,
-                })
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "sled cannot be resumed"),
+            Resume::Done(r) => opened = Some(r),
+            Resume::Rebuild(why) if why.is_empty() => {}
+            Resume::Rebuild(why) => tracing::warn!(error = %why, "sled cannot be resumed"),
         }
-        tracing::warn!("rebuilding the store from snapshot + journal");
     }
-    rebuild(data_dir, cache_bytes, lock)
+    // Every check that could refuse has passed: from here on the directory
+    // is changed. The marker belongs to the stop it describes.
+    if marker_path(data_dir).exists() {
+        fs::remove_file(marker_path(data_dir)).map_err(|e| err("removing CLEAN marker", e))?;
+        journal::sync_dir(data_dir).map_err(|e| err("syncing data dir", e))?;
+    }
+    let (trees, seq, counters, recovery) = match opened {
+        Some(o) => o,
+        None => {
+            tracing::warn!("rebuilding the store from snapshot + journal");
+            rebuild(data_dir, cache_bytes, end)?
+        }
+    };
+    if recovery == Recovery::Clean {
+        write_synced_marker(data_dir, seq).map_err(|e| err("writing SLED_SYNCED marker", e))?;
+    }
+    if let Some(torn) = &scan.torn {
+        let side =
+            journal::set_aside_torn_tail(torn).map_err(|e| err("setting a torn tail aside", e))?;
+        tracing::warn!(file = %torn.path.display(), offset = torn.offset,
+            bytes = torn.len - torn.offset, set_aside = %side.display(),
+            "the journal ended in an interrupted write (never acknowledged); its bytes were set aside");
+    }
+    Ok(Opened {
+        trees,
+        seq,
+        counters,
+        recovery,
+        journal_end: end,
+        lock,
+    })
 }
 
 /// A resumed sled view: trees, applied seq, counters, how.
 type Resumed = (Arc<Trees>, u64, Counters, Recovery);
+
+/// What [`resume`] found: sled resumed, or a reason to rebuild it instead
+/// (empty when there was simply no marker for these files).
+enum Resume {
+    Done(Resumed),
+    Rebuild(String),
+}
 
 /// After an unclean stop, sled holds every batch up to the one the
 /// `SLED_SYNCED` marker names (it was flushed after they were applied) and
@@ -315,28 +376,25 @@ type Resumed = (Arc<Trees>, u64, Counters, Recovery);
 /// puts each such row to its final value whatever sled kept of it, and rows
 /// not written since are as the flush left them. The result is the journal's
 /// state, as a rebuild would make it, after replaying seconds of batches
-/// instead of loading the whole store. `None` when there is no marker for
-/// these sled files; an error when anything does not add up (the caller
-/// then rebuilds).
-fn resume(
-    data_dir: &Path,
-    cache_bytes: u64,
-    end: Option<u64>,
-) -> Result<Option<Resumed>, OpenError> {
+/// instead of loading the whole store. A rebuild when there is no marker
+/// for these sled files or sled lost what it flushed; an error (refusal)
+/// when sled holds batches the journal lacks.
+fn resume(data_dir: &Path, cache_bytes: u64, end: Option<u64>) -> Result<Resume, OpenError> {
     let Some(synced) = synced_batch(data_dir) else {
-        return Ok(None);
+        return Ok(Resume::Rebuild(String::new()));
     };
     let started = std::time::Instant::now();
-    if end.is_some_and(|e| e < synced) {
-        return Err(OpenError(format!(
-            "the journal ends at batch {end:?}, before batch {synced} sled was flushed after"
-        )));
-    }
-    let trees =
-        Trees::open(&sled_dir(data_dir), cache_bytes).map_err(|e| err("opening sled", e))?;
-    let (at, _) = read_meta(&trees)?;
+    let trees = match Trees::open(&sled_dir(data_dir), cache_bytes) {
+        Ok(t) => t,
+        Err(e) => return Ok(Resume::Rebuild(format!("opening sled: {e}"))),
+    };
+    let at = match read_meta(&trees) {
+        Ok((at, _)) => at,
+        Err(e) => return Ok(Resume::Rebuild(e.0)),
+    };
+    sled_within_journal(at, end)?;
     if at < synced {
-        return Err(OpenError(format!(
+        return Ok(Resume::Rebuild(format!(
             "sled holds batch {at}, not batch {synced} it was flushed after"
         )));
     }
@@ -350,7 +408,7 @@ fn resume(
         millis = started.elapsed().as_millis() as u64,
         "store resumed from sled + journal"
     );
-    Ok(Some((
+    Ok(Resume::Done((
         Arc::new(trees),
         seq,
         counters,
@@ -396,7 +454,7 @@ impl<'a> Applier<'a> {
     /// sled. Returns the last batch and how many were replayed.
     fn replay_journal(mut self, data_dir: &Path, after: u64) -> Result<(u64, u64), OpenError> {
         let mut batches = 0u64;
-        let last = journal::replay(&journal_dir(data_dir), after, true, |b| {
+        let last = journal::replay(&journal_dir(data_dir), after, |b| {
             batches += 1;
             self.apply(b.writes)
         })
@@ -439,7 +497,9 @@ impl<'a> Applier<'a> {
     }
 }
 
-fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, OpenError> {
+/// Rebuilds sled from the newest snapshot that verifies and the journal
+/// after its base; `end` is the journal's last batch ([`journal::scan`]).
+fn rebuild(data_dir: &Path, cache_bytes: u64, end: Option<u64>) -> Result<Resumed, OpenError> {
     let started = std::time::Instant::now();
     let sled = sled_dir(data_dir);
     // The marker belongs to the sled about to be removed.
@@ -453,7 +513,6 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
     let mut applier = Applier::new(&trees);
     let mut base = 0;
     let snapshots = snapshot::list(data_dir).map_err(|e| err("listing snapshots", e))?;
-    let end = journal_end(&journal_dir(data_dir))?;
     if end.is_none() && !snapshots.is_empty() {
         // A shop always keeps its newest segment (and a backup copies it),
         // so snapshots without any journal are a copy that left `journal/`
@@ -498,14 +557,7 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, lock: File) -> Result<Opened, Open
         millis = started.elapsed().as_millis() as u64,
         "store rebuilt from snapshot + journal"
     );
-    Ok(Opened {
-        trees: Arc::new(trees),
-        seq,
-        counters,
-        recovery: Recovery::Rebuilt,
-        journal_end: journal_end(&journal_dir(data_dir))?,
-        lock,
-    })
+    Ok((Arc::new(trees), seq, counters, Recovery::Rebuilt))
 }
 
 #[cfg(test)]
@@ -638,9 +690,16 @@ mod tests {
         copy_dir(at_flush.path(), &sled_dir(dir.path()));
         crash(synced + 5);
         reopened(Recovery::Rebuilt);
-        // A marker past the journal's end.
+        // A marker past the journal's end: the journal lost batches sled
+        // was flushed after. Refused, not rebuilt from what is left.
         crash(end + 5);
-        reopened(Recovery::Rebuilt);
+        let refused = Store::open(&opts).err().expect("refused");
+        assert!(refused.0.contains("missing from the journal"), "{}", refused.0);
+        write_synced_marker(dir.path(), end).unwrap();
+        reopened(Recovery::Resumed {
+            synced: end,
+            replayed: 0,
+        });
         // A copy of the data directory: its sled files are not the ones the
         // marker was written for.
         crash(synced);

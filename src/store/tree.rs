@@ -164,6 +164,8 @@ fn wait_for_sled_lock(dir: &Path, limit: std::time::Duration) {
 
 pub const META_APPLIED_SEQ: &[u8] = b"applied_seq";
 pub const META_COUNTERS: &[u8] = b"counters";
+/// The master key's check value (`crypto::Crypto::check_value`).
+pub const META_KEY_CHECK: &[u8] = b"key_check";
 
 pub fn u64_key(v: u64) -> [u8; 8] {
     v.to_be_bytes()

@@ -367,6 +367,14 @@ impl<'a> Tx<'a> {
         Ok(out)
     }
 
+    // ---- the shop's identity ------------------------------------------------
+
+    /// Records the master key's check value, which binds the key to this
+    /// store (see `startup::verify_master_key`).
+    pub fn put_key_check(&mut self, check: &[u8; 32]) {
+        self.put(Tree::Meta, tree::META_KEY_CHECK.to_vec(), &check.to_vec());
+    }
+
     // ---- products ----------------------------------------------------------
 
     pub fn product(&self, id: &str) -> Result<Option<Product>> {
