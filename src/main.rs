@@ -223,7 +223,10 @@ fn restore(cfg: Config, backup: &Path, data_dir: &Path) -> anyhow::Result<()> {
         .and_then(|(crypto, _)| startup::verify_master_key(&store, &crypto, &restored));
     if let Err(e) = key {
         store.close();
-        bail!("{e}\nthe backup was restored into {}, but it will not serve with this key", data_dir.display());
+        bail!(
+            "{e}\nthe backup was restored into {}, but it will not serve with this key",
+            data_dir.display()
+        );
     }
     let report = faka::ops::check::run(&store)?;
     store.close();

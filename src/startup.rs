@@ -98,7 +98,12 @@ pub fn verify_master_key(store: &Store, crypto: &Crypto, cfg: &Config) -> Result
 
 /// Where the master key came from, for messages (never the key itself).
 fn key_source(cfg: &Config) -> String {
-    if cfg.storage.master_key.as_deref().is_some_and(|k| !k.is_empty()) {
+    if cfg
+        .storage
+        .master_key
+        .as_deref()
+        .is_some_and(|k| !k.is_empty())
+    {
         "storage.master_key / FAKA_STORAGE_MASTER_KEY".to_string()
     } else {
         format!("key file {}", cfg.storage.key_file.display())

@@ -301,6 +301,8 @@ pub struct Scan {
     pub torn: Option<TornTail>,
     /// Intact batches in all segments.
     pub batches: u64,
+    /// The newest segment, if there is one.
+    pub newest: Option<PathBuf>,
 }
 
 /// Reads every segment's records and decides what each bad byte is. The
@@ -356,6 +358,7 @@ pub fn scan(dir: &Path) -> Result<Scan, JournalError> {
         }
         if newest {
             out.end = Some(last);
+            out.newest = Some(path.clone());
         }
     }
     Ok(out)

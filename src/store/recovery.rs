@@ -135,8 +135,8 @@ pub(crate) fn synced_batch(data_dir: &Path) -> Option<u64> {
 /// data beside it. A directory cannot be swapped under an open descriptor;
 /// removing and re-creating it gives a new, empty directory, not this shop.
 pub fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
-    let dir = File::open(data_dir)
-        .map_err(|e| err(&format!("cannot open {}", data_dir.display()), e))?;
+    let dir =
+        File::open(data_dir).map_err(|e| err(&format!("cannot open {}", data_dir.display()), e))?;
     #[cfg(unix)]
     {
         use std::os::unix::io::AsRawFd;
@@ -178,7 +178,7 @@ pub fn verify(data_dir: &Path) -> Result<journal::Scan, OpenError> {
     let marker = fs::read_to_string(marker_path(data_dir))
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
-    vouched_end(marker, synced_batch(data_dir), scan.end)?;
+    vouched_end(marker, synced_batch(data_dir), &scan)?;
     Ok(scan)
 }
 
@@ -206,28 +206,48 @@ pub(crate) fn refusal(what: &str) -> OpenError {
 /// the clean-shutdown marker, or the `SLED_SYNCED` marker of these very
 /// sled files. The journal must reach it; if it does not, acknowledged
 /// batches are missing from it.
-pub(crate) fn vouched_end(clean: Option<u64>, synced: Option<u64>, end: Option<u64>) -> Result<(), OpenError> {
-    let have = end.unwrap_or(0);
-    for (what, seq) in [("the clean-shutdown marker", clean), ("sled's last flush", synced)] {
+pub(crate) fn vouched_end(
+    clean: Option<u64>,
+    synced: Option<u64>,
+    scan: &journal::Scan,
+) -> Result<(), OpenError> {
+    let have = scan.end.unwrap_or(0);
+    for (what, seq) in [
+        ("the clean-shutdown marker", clean),
+        ("sled's last flush", synced),
+    ] {
         if let Some(seq) = seq.filter(|&s| s > have) {
             return Err(refusal(&format!(
-                "the journal ends at batch {have}, but {what} records batch {seq}: \
-                 acknowledged batches are missing from the journal"
+                "the journal ends at batch {have}{}, but {what} records batch {seq}: \
+                 acknowledged batches are missing from the journal (cut short, or a segment lost)",
+                newest_named(scan)
             )));
         }
     }
     Ok(())
 }
 
+/// ", in <newest segment> (<n> bytes)", for refusals about the journal's end.
+fn newest_named(scan: &journal::Scan) -> String {
+    match &scan.newest {
+        Some(p) => {
+            let len = fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            format!(" in {} ({len} bytes)", p.display())
+        }
+        None => " (no journal segment)".to_string(),
+    }
+}
+
 /// sled never holds a batch the journal lacks (a batch is fsynced into the
 /// journal before sled sees it), so sled ahead of the journal means the
 /// journal lost acknowledged batches.
-pub(crate) fn sled_within_journal(sled_seq: u64, end: Option<u64>) -> Result<(), OpenError> {
-    let have = end.unwrap_or(0);
+pub(crate) fn sled_within_journal(sled_seq: u64, scan: &journal::Scan) -> Result<(), OpenError> {
+    let have = scan.end.unwrap_or(0);
     if sled_seq > have {
         return Err(refusal(&format!(
-            "sled holds batch {sled_seq}, but the journal ends at batch {have}: \
-             acknowledged batches are missing from the journal"
+            "sled holds batch {sled_seq}, but the journal ends at batch {have}{}: \
+             acknowledged batches are missing from the journal",
+            newest_named(scan)
         )));
     }
     Ok(())
@@ -287,7 +307,7 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
     let marker = fs::read_to_string(marker_path(data_dir))
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
-    vouched_end(marker, synced_batch(data_dir), end)?;
+    vouched_end(marker, synced_batch(data_dir), &scan)?;
     remove_stale_sled_snapshots(&sled).map_err(|e| err("cleaning sled directory", e))?;
 
     let mut opened = None;
@@ -302,7 +322,7 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
                     return Err(OpenError(LEGACY_LAYOUT.to_string()));
                 }
                 let (seq, counters) = read_meta(&trees)?;
-                sled_within_journal(seq, end)?;
+                sled_within_journal(seq, &scan)?;
                 if seq == clean && end.is_none_or(|e| e == clean) {
                     opened = Some((Arc::new(trees), seq, counters, Recovery::Clean));
                 } else {
@@ -316,7 +336,7 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
         tracing::warn!("last shutdown was not clean (or this is a copy)");
         // sled's own recovery runs here; if it panics, rebuild instead.
         let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            resume(data_dir, cache_bytes, end)
+            resume(data_dir, cache_bytes, &scan)
         }))
         .unwrap_or_else(|_| Ok(Resume::Rebuild("sled panicked while opening".into())))?;
         match resumed {
@@ -379,7 +399,7 @@ enum Resume {
 /// instead of loading the whole store. A rebuild when there is no marker
 /// for these sled files or sled lost what it flushed; an error (refusal)
 /// when sled holds batches the journal lacks.
-fn resume(data_dir: &Path, cache_bytes: u64, end: Option<u64>) -> Result<Resume, OpenError> {
+fn resume(data_dir: &Path, cache_bytes: u64, scan: &journal::Scan) -> Result<Resume, OpenError> {
     let Some(synced) = synced_batch(data_dir) else {
         return Ok(Resume::Rebuild(String::new()));
     };
@@ -392,7 +412,7 @@ fn resume(data_dir: &Path, cache_bytes: u64, end: Option<u64>) -> Result<Resume,
         Ok((at, _)) => at,
         Err(e) => return Ok(Resume::Rebuild(e.0)),
     };
-    sled_within_journal(at, end)?;
+    sled_within_journal(at, scan)?;
     if at < synced {
         return Ok(Resume::Rebuild(format!(
             "sled holds batch {at}, not batch {synced} it was flushed after"
@@ -694,7 +714,11 @@ mod tests {
         // was flushed after. Refused, not rebuilt from what is left.
         crash(end + 5);
         let refused = Store::open(&opts).err().expect("refused");
-        assert!(refused.0.contains("missing from the journal"), "{}", refused.0);
+        assert!(
+            refused.0.contains("missing from the journal"),
+            "{}",
+            refused.0
+        );
         write_synced_marker(dir.path(), end).unwrap();
         reopened(Recovery::Resumed {
             synced: end,

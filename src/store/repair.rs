@@ -52,9 +52,9 @@ pub fn set_aside_damage(data_dir: &Path) -> Result<Option<SetAside>, OpenError> 
             let clean = fs::read_to_string(recovery::marker_path(data_dir))
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok());
-            let vouched = recovery::vouched_end(clean, recovery::synced_batch(data_dir), scan.end)
+            let vouched = recovery::vouched_end(clean, recovery::synced_batch(data_dir), &scan)
                 .and_then(|_| match sled_seq {
-                    Some(seq) => recovery::sled_within_journal(seq, scan.end),
+                    Some(seq) => recovery::sled_within_journal(seq, &scan),
                     None => Ok(()),
                 });
             match vouched {
@@ -89,7 +89,10 @@ pub fn set_aside_damage(data_dir: &Path) -> Result<Option<SetAside>, OpenError> 
     let mut kept_end = segs.last().map_or(0, |(first, _)| first.saturating_sub(1));
     let mut dropped: Vec<Batch> = Vec::new();
     if let Some((path, offset)) = &cut {
-        let at = segs.iter().position(|(_, p)| p == path).unwrap_or(segs.len());
+        let at = segs
+            .iter()
+            .position(|(_, p)| p == path)
+            .unwrap_or(segs.len());
         let (first, _) = segs.get(at).cloned().unwrap_or((1, path.clone()));
         let (kept, end) = intact_prefix(path, *offset, first.saturating_sub(1))
             .map_err(|e| err("reading the damaged segment", e))?;

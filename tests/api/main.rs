@@ -15,6 +15,7 @@ mod diskfull;
 mod epay;
 mod errors;
 mod fuzz;
+mod integrity;
 mod keys;
 mod limits;
 mod openapi;
