@@ -130,7 +130,19 @@ fn huge_pages(keep: bool) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes, never a stack trace: an operator
+            // with RUST_BACKTRACE=1 set reads what went wrong, not where.
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = load_config(&cli)?;
     huge_pages(cfg.storage.huge_pages);

@@ -118,7 +118,9 @@ fn key_source(cfg: &Config) -> String {
 /// orders are re-driven here.
 pub fn open_store(cfg: &Config) -> Result<(Store, bool), StartError> {
     let store = Store::open(&store_options(cfg)).map_err(|e| StartError(e.to_string()))?;
-    let clean = store.recovery() == crate::store::recovery::Recovery::Clean;
+    use crate::store::recovery::Recovery;
+    // A new shop has nothing to check: its first start is not a crash.
+    let clean = matches!(store.recovery(), Recovery::Clean | Recovery::New);
     let check = cfg.storage.check_on_start || (!clean && cfg.storage.check_after_crash);
     if check {
         return Ok((store, true));
@@ -128,7 +130,9 @@ pub fn open_store(cfg: &Config) -> Result<(Store, bool), StartError> {
     // 6-9 s at 1M keys + 1M orders. `faka check` does it on demand.
     let redriven = crate::ops::recovery::redrive_left_paid(&store)
         .map_err(|e| fail("re-driving paid orders")(e.to_string()))?;
-    if clean {
+    if store.recovery() == Recovery::New {
+        tracing::info!("serving a new, empty shop");
+    } else if clean {
         tracing::info!(
             redriven,
             "store opened after a clean stop (invariant check skipped; `faka check` or storage.check_on_start runs it)"

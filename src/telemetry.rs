@@ -104,8 +104,11 @@ pub fn init(cfg: &LogConfig, gather: bool) -> LogGuard {
         .then(|| Gather::start(Box::new(std::io::stdout()), GATHER_FOR))
         .flatten();
     let writer = StdoutLines(gathered.clone());
+    // Colour codes only on a terminal: `format = "human"` into a file or
+    // journald must read as plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_writer(writer);
     let format = tracing_subscriber::fmt::format().with_target(false);
     let _ = if json {

@@ -60,7 +60,7 @@ pub fn check(cfg: &Config, scratch: &Path) -> anyhow::Result<Checked> {
     drop(store);
     let report = report?;
     text.push_str(&report.to_string());
-    let key_ok = key.as_ref().map_or(true, |(ok, _)| *ok);
+    let key_ok = key.as_ref().is_none_or(|(ok, _)| *ok);
     if let Some((_, line)) = key {
         text.push_str(&line);
     }

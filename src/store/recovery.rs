@@ -51,6 +51,8 @@ pub enum Recovery {
     Resumed { synced: u64, replayed: u64 },
     /// sled rebuilt from the newest snapshot and the journal after it.
     Rebuilt,
+    /// A new shop: nothing was there, an empty store was made.
+    New,
 }
 
 pub fn sled_dir(data_dir: &Path) -> PathBuf {
@@ -351,8 +353,16 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
         fs::remove_file(marker_path(data_dir)).map_err(|e| err("removing CLEAN marker", e))?;
         journal::sync_dir(data_dir).map_err(|e| err("syncing data dir", e))?;
     }
+    let new_shop = !sled.exists()
+        && scan.newest.is_none()
+        && snapshot::list(data_dir).is_ok_and(|s| s.is_empty());
     let (trees, seq, counters, recovery) = match opened {
         Some(o) => o,
+        None if new_shop => {
+            let (trees, seq, counters, _) = rebuild(data_dir, cache_bytes, end)?;
+            tracing::info!(data_dir = %data_dir.display(), "a new shop: created an empty store");
+            (trees, seq, counters, Recovery::New)
+        }
         None => {
             tracing::warn!("rebuilding the store from snapshot + journal");
             rebuild(data_dir, cache_bytes, end)?
@@ -570,13 +580,15 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, end: Option<u64>) -> Result<Resume
     let (last, batches) = applier.replay_journal(data_dir, base)?;
     write_synced_marker(data_dir, last).map_err(|e| err("writing SLED_SYNCED marker", e))?;
     let (seq, counters) = read_meta(&trees)?;
-    tracing::info!(
-        snapshot_base = base,
-        replayed_batches = batches,
-        applied_seq = seq,
-        millis = started.elapsed().as_millis() as u64,
-        "store rebuilt from snapshot + journal"
-    );
+    if base > 0 || batches > 0 {
+        tracing::info!(
+            snapshot_base = base,
+            replayed_batches = batches,
+            applied_seq = seq,
+            millis = started.elapsed().as_millis() as u64,
+            "store rebuilt from snapshot + journal"
+        );
+    }
     Ok((Arc::new(trees), seq, counters, Recovery::Rebuilt))
 }
 

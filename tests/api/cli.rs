@@ -241,3 +241,60 @@ fn environment_variables_that_are_not_utf8_are_handled() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A merchant's first start says it made a new shop, not that it recovers
+/// from a crash; human logs into a file or pipe carry no colour codes; a
+/// CLI error is its message, not a stack trace, even with RUST_BACKTRACE=1.
+#[test]
+fn a_first_start_and_its_errors_read_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::crash::write_config_with(dir.path(), |t| {
+        t.replace("format = \"json\"", "format = \"human\"")
+    });
+    let mut child = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("faka is serving") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+            break;
+        }
+        log.push_str(&line);
+    }
+    // SIGTERM drains only once the server answers.
+    let port = log
+        .split("port=")
+        .nth(1)
+        .and_then(|p| p.split(' ').next())
+        .unwrap_or("0");
+    eventually(std::time::Duration::from_secs(30), || {
+        let r = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).ok()?;
+        (r.status() == 200).then_some(())
+    });
+    crate::crash::unsafe_sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("a new shop"), "{log}");
+    for crash_words in ["rebuil", "invariant check queued", "not clean"] {
+        assert!(!log.contains(crash_words), "{crash_words}: {log}");
+    }
+    assert!(!log.contains('\x1b'), "no colour codes: {log}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let config = empty.path().join("config.toml");
+    std::fs::write(&config, config_text(empty.path(), "")).unwrap();
+    let out = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "check"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("holds no shop"), "{err}");
+    assert!(!err.contains("backtrace") && !err.contains("  0:"), "{err}");
+}

@@ -220,6 +220,8 @@ fn assert_refused(shop: &Shop, seg: &Path, what: &str, damage: impl FnOnce(&mut 
     std::fs::write(seg, &original).unwrap();
 }
 
+// Every damage takes the segment as a Vec: cutting it needs one.
+#[allow(clippy::ptr_arg)]
 fn flip_middle(b: &mut Vec<u8>) {
     let at = b.len() / 2;
     b[at] ^= 0x10;
@@ -229,6 +231,7 @@ fn truncate_half(b: &mut Vec<u8>) {
     b.truncate(b.len() / 2);
 }
 
+#[allow(clippy::ptr_arg)]
 fn zeros_in_middle(b: &mut Vec<u8>) {
     let from = b.len() / 2 - 2048;
     b[from..from + 4096].fill(0);
