@@ -23,5 +23,6 @@ mod ops;
 mod orders;
 mod payments;
 mod products;
+mod readme;
 mod slow_and_proxied;
 mod webhooks;
