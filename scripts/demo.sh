@@ -2,13 +2,20 @@
 # From zero to a delivered order, with curl: the README's walk-through as a
 # script (a test runs it). Starts its own faka on a free port in a temp dir.
 #
-#   scripts/demo.sh                 # uses target/release/faka (builds it if missing)
+#   scripts/demo.sh                 # uses target/release/faka (builds it if missing);
+#                                   # $CARGO_TARGET_DIR/release/faka when that is set
 #   DEMO_BIN=path/to/faka scripts/demo.sh
 set -euo pipefail
 
+# Cargo reads a relative CARGO_TARGET_DIR from the caller's directory.
+case ${CARGO_TARGET_DIR:-} in
+  '' | /*) ;;
+  *) export CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR" ;;
+esac
 cd "$(dirname "$0")/.."
-BIN=${DEMO_BIN:-target/release/faka}
+BIN=${DEMO_BIN:-${CARGO_TARGET_DIR:-target}/release/faka}
 [ -x "$BIN" ] || cargo build --release --quiet
+echo "faka: $BIN"
 WORK=$(mktemp -d)
 ADMIN=demo-admin-token
 SECRET=demo-hmac-secret
