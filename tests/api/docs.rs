@@ -1,8 +1,9 @@
-//! The README's walk-through pastes and runs as written: its `sh` blocks
-//! between the `walkthrough` markers, run in order in one bash (as one
-//! terminal would), against the real binary started with the token and
-//! secret the README starts it with, answer what the README shows under
-//! `# →` and never with an error.
+//! The newcomer's docs hold. The README's walk-through pastes and runs as
+//! written: its `sh` blocks between the `walkthrough` markers, run in order
+//! in one bash (as one terminal would), against the real binary started
+//! with the token and secret the README starts it with, answer what the
+//! README shows under `# →` and never with an error. And `docs/API.md`'s
+//! endpoint table names exactly the routes faka serves.
 
 use crate::crash::start_binary;
 use std::process::Command;
@@ -217,4 +218,27 @@ fn promised_answers_are_read_through_elisions() {
     let mut parts = Vec::new();
     promised(r#"{"note": "a, b: c", "keys": ["A", "B"]}"#, &mut parts);
     assert_eq!(parts, [r#""note":"a, b: c""#, r#""keys":["A","B"]"#]);
+}
+
+/// `docs/API.md`'s endpoint table: a row per route, `` `METHOD /path` ``.
+#[test]
+fn api_md_lists_exactly_the_routes_faka_serves() {
+    let api = include_str!("../../docs/API.md");
+    let table = &api[api.find("## Endpoints").expect("API.md has ## Endpoints")..];
+    let table = &table[..table[3..].find("\n## ").map_or(table.len(), |i| i + 3)];
+    let mut documented: Vec<String> = table
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("| `")?
+                .split_once('`')
+                .map(|(r, _)| r.to_string())
+        })
+        .collect();
+    let mut served: Vec<String> = faka::http::ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    documented.sort();
+    served.sort();
+    assert_eq!(documented, served);
 }
