@@ -8,10 +8,12 @@
 //! thread (`--client-threads`; tokio, non-blocking), the other scenarios on
 //! a std `TcpStream` per worker thread:
 //!
-//! - `read`   GET a product and the product list, against a ceiling: a trivial
-//!   actix-web `GET /ping` server run in this process with the same client
-//!   settings, so `read` is reported as the ratio faka_rps / trivial_rps
-//!   (the three take turns in 1 s slices), with each server's CPU time per
+//! - `read`   GET a product and the product list, against two ceilings: a
+//!   trivial actix-web `GET /ping` server run in this process with faka's
+//!   worker count and nice value, and the same server as a process of its
+//!   own sharing nothing with faka (`servers`), both with the same client
+//!   settings, so `read` is reported as the ratios faka_rps / trivial_rps
+//!   (the four take turns in 1 s slices), with each server's CPU time per
 //!   request;
 //! - `flow`   the buyer's journey: create order (hmac) → signed payment → GET
 //!   the order with its token and keys; no key may appear twice; faka's CPU
@@ -19,8 +21,8 @@
 //! - `flash`  N buyers race for M keys: exactly M orders, the rest 409
 //!   `out_of_stock`, then all M paid and M distinct keys delivered; the
 //!   same burst (N requests on as many connections, all released at once)
-//!   is first sent to the trivial `GET /ping`, and flash's p99 is reported
-//!   as a ratio to that burst's p99;
+//!   is first sent to both trivial `GET /ping` servers, and flash's p99 is
+//!   reported as a ratio to each burst's p99;
 //! - `import` 1,000,000 keys as text/plain in a few requests;
 //! - `mixed`  reads + flow + unpaid orders expiring (a second faka with
 //!   `hold_secs = 1`), late payments, and counts that add up at the end;
@@ -31,7 +33,7 @@
 //!
 //! Every faka instance is stopped with SIGTERM and its store verified with
 //! `faka check`. The table at the end has throughput, p50/p99/p999 latency,
-//! errors by status, the ratio to the ceiling and a correctness verdict; any
+//! errors by status, the ratios to both ceilings and a correctness verdict; any
 //! failed verdict (a fast wrong answer) makes the exit status non-zero.
 //! `--smoke` runs every scenario for about a second with small sizes, for CI:
 //! it checks correctness only, never timing.
@@ -49,8 +51,8 @@
 //! drive many connections) and `measure` (what they record), `report` (the
 //! table and the targets), `process` (a faka process and its log), `admin`
 //! and `metrics` (set-up and faka's counters), `buyer` (the order journey's
-//! steps), `cpu` (CPU accounting from /proc), `servers` (the trivial
-//! ceiling and the hanging webhook receiver), `burst_trace`, and one module
+//! steps), `cpu` (CPU accounting from /proc), `servers` (the two trivial
+//! ceilings and the hanging webhook receiver), `burst_trace`, and one module
 //! per scenario under `scenarios/`.
 
 mod admin;
@@ -84,6 +86,13 @@ const PRICE: u64 = 100;
 
 fn main() {
     let args = Args::parse();
+    if args.serve_trivial {
+        if let Err(e) = servers::serve_outside(args.workers) {
+            eprintln!("faka-bench: the outside trivial server failed: {e:#}");
+            std::process::exit(2);
+        }
+        return;
+    }
     let mut webhook_url = None;
     if args.hanging_webhooks {
         match servers::start_hanging_receiver() {
@@ -158,8 +167,8 @@ fn run_all(cfg: &Settings, which: Scenario) -> Vec<Row> {
 /// read, flow, flash and import on one faka, then its store check.
 fn run_main(cfg: &Settings, faka: Faka, wants: &dyn Fn(Scenario) -> bool, rows: &mut Vec<Row>) {
     if wants(Scenario::Read) {
-        progress("read (and the trivial ceiling)");
-        let result = servers::trivial(cfg).and_then(|addr| scenarios::read::run(cfg, &faka, addr));
+        progress("read (and the trivial ceilings)");
+        let result = scenarios::read::run(cfg, &faka);
         rows.extend(result.unwrap_or_else(|e| vec![Row::failed("read", e)]));
     }
     type Run = fn(&Settings, &Faka) -> Result<Vec<Row>>;
@@ -184,6 +193,7 @@ fn run_main(cfg: &Settings, faka: Faka, wants: &dyn Fn(Scenario) -> bool, rows: 
         lat: None,
         errors: format!("{} warn/error log lines", warnings.len()),
         ratio: None,
+        outside: None,
         failures: Some(check),
         goals: Vec::new(),
     });

@@ -1,9 +1,14 @@
 //! The servers the bench runs besides faka. The trivial server is the
-//! ceiling: an actix-web `GET /ping` answering `{"ok":true}`, in this
-//! process, with faka's worker count and its workers' nice value, so that
+//! ceiling: an actix-web `GET /ping` answering `{"ok":true}`, so that
 //! `read`, `flow` and `flash` can be given as ratios to what this machine
-//! and client allow any server at the moment. The hanging receiver is
-//! `--hanging-webhooks`' webhook target: it accepts and never answers.
+//! and client allow any server at the moment. It runs twice. In this
+//! process, with faka's worker count and its workers' nice value, it shares
+//! faka's handicap: a penalty on faka's workers cancels out of the ratio.
+//! The outside one is this binary again (`--serve-trivial`), a process of
+//! its own at the nice value the bench was started with, sharing nothing
+//! with faka; ratios to it show what a client outside sees. The hanging
+//! receiver is `--hanging-webhooks`' webhook target: it accepts and never
+//! answers.
 
 use crate::burst_trace;
 use crate::cpu::threads_cpu_time;
@@ -11,7 +16,9 @@ use crate::process::Faka;
 use crate::settings::Settings;
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -69,6 +76,91 @@ fn start_trivial(workers: Option<usize>, worker_nice: Option<i32>) -> Result<Soc
     Ok(addr)
 }
 
+/// The outside trivial server as the bench sees it.
+#[derive(Clone, Copy)]
+pub struct Outside {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    /// Its nice value, as it reported it.
+    pub nice: i32,
+}
+
+/// The outside trivial server, started on first use and shared by `read`,
+/// `flow` and `flash`. Its stdin is a pipe kept open here until this
+/// process exits: when it closes, the server exits too.
+pub fn outside(cfg: &Settings) -> Result<Outside> {
+    static RUNNING: Mutex<Option<(Outside, Child)>> = Mutex::new(None);
+    let mut running = RUNNING
+        .lock()
+        .map_err(|_| anyhow!("the outside server's lock is poisoned"))?;
+    if let Some((o, _)) = &*running {
+        return Ok(*o);
+    }
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--serve-trivial");
+    if let Some(n) = cfg.workers {
+        cmd.arg("--workers").arg(n.to_string());
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the outside trivial server")?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out).read_line(&mut line)?;
+    }
+    let mut fields = line.split_whitespace().map(|f| f.parse::<i32>().ok());
+    let (Some(Some(port)), Some(Some(nice))) = (fields.next(), fields.next()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(anyhow!(
+            "the outside trivial server did not say its port: {line:?}"
+        ));
+    };
+    let o = Outside {
+        addr: SocketAddr::from(([127, 0, 0, 1], u16::try_from(port)?)),
+        pid: child.id(),
+        nice,
+    };
+    *running = Some((o, child));
+    Ok(o)
+}
+
+/// `--serve-trivial`: the outside server's side. Binds a loopback port,
+/// prints "PORT NICE", and serves `GET /ping` (actix's worker count, or
+/// `workers`; its workers left at this process's nice value) until stdin
+/// closes.
+pub fn serve_outside(workers: Option<usize>) -> Result<()> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding the outside server")?;
+    let port = listener.local_addr()?.port();
+    faka::startup::set_listen_backlog(&listener)?;
+    // SAFETY: getpriority(2) on this process; -1 is also a valid nice value,
+    // and an error (which cannot happen for our own pid) would read as it.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{port} {nice}")?;
+    stdout.flush()?;
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    actix_web::rt::System::new().block_on(async move {
+        let mut s = actix_web::HttpServer::new(|| {
+            actix_web::App::new().route("/ping", actix_web::web::get().to(ping))
+        })
+        .disable_signals();
+        if let Some(n) = workers {
+            s = s.workers(n.max(1));
+        }
+        s.listen(listener)?.run().await
+    })?;
+    Ok(())
+}
+
 /// Gives the calling thread (a trivial-server worker) the same nice value
 /// as faka's HTTP workers, with faka's own function and default.
 fn match_faka_worker_priority(worker_nice: Option<i32>) {
@@ -95,6 +187,8 @@ pub enum ServerThreads<'a> {
     Trivial,
     /// Every thread of this faka.
     Faka(&'a Faka),
+    /// Every thread of the outside trivial server (its pid).
+    Outside(u32),
 }
 
 impl ServerThreads<'_> {
@@ -106,6 +200,7 @@ impl ServerThreads<'_> {
                     || name == "trivial-actix"
             }),
             ServerThreads::Faka(faka) => faka.cpu_time(),
+            ServerThreads::Outside(pid) => threads_cpu_time(&pid.to_string(), |_| true),
         }
     }
 }

@@ -79,15 +79,19 @@ pub struct Args {
     #[arg(long)]
     worker_nice: Option<i32>,
     /// faka's `server.workers` (HTTP worker threads) for every faka
-    /// started, and the trivial server's worker count [default: actix's,
+    /// started, and the trivial servers' worker count [default: actix's,
     /// one per core]
     #[arg(long)]
-    workers: Option<usize>,
+    pub workers: Option<usize>,
     /// Write one line per request of flash's `/ping` burst to FILE: the
     /// request, its connection, when it was sent, reached the handler and
     /// was answered (µs from the first), and the server thread that ran it
     #[arg(long, value_name = "FILE")]
     burst_trace: Option<PathBuf>,
+    /// Internal: serve the outside ceiling (`GET /ping`) in this process
+    /// until stdin closes, after printing its port and nice value
+    #[arg(long, hide = true)]
+    pub serve_trivial: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

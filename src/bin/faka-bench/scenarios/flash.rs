@@ -1,8 +1,8 @@
 //! `flash`: N buyers race for M keys, all released at once on as many
 //! connections: exactly M orders, the rest 409 `out_of_stock`, then all M
 //! paid and M distinct keys delivered. The same burst is first sent to the
-//! trivial `GET /ping`, and flash's p99 is also given as a ratio to that
-//! burst's p99. Beside them: the winners' and losers' latencies apart, how
+//! trivial `GET /ping` in this process and outside it, and flash's p99 is
+//! also given as a ratio to each burst's p99. Beside them: the winners' and losers' latencies apart, how
 //! many buyers reached the writer, the journal's slow syncs and each
 //! server's CPU time per request of the burst.
 
@@ -16,23 +16,25 @@ use crate::measure::{timed_call, Series, Wrong};
 use crate::metrics::{writer_totals, WriterTotals};
 use crate::process::Faka;
 use crate::report::{ms, rate, Goal, Row};
-use crate::servers::{trivial, ServerThreads, PING_BODY};
+use crate::servers::{outside, trivial, ServerThreads, PING_BODY};
 use crate::settings::Settings;
 use anyhow::Result;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// The flash burst against the trivial `GET /ping`: as many requests on as
-/// many connections, all released at once, with the same client code; its
-/// p99 is what this machine gives any server for such a burst.
-fn ceiling_burst(cfg: &Settings) -> Row {
-    let name = "ceiling burst /ping";
-    let addr = match trivial(cfg) {
+/// The flash burst against a trivial `GET /ping` at `addr`: as many
+/// requests on as many connections, all released at once, with the same
+/// client code; its p99 is what this machine gives any server for such a
+/// burst. With `trace`, `--burst-trace` stamps its requests (the handler's
+/// side of the stamps is only seen in this process).
+fn ceiling_burst(cfg: &Settings, name: &str, addr: Result<SocketAddr>, trace: bool) -> Row {
+    let addr = match addr {
         Ok(a) => a,
         Err(e) => return Row::failed(name, e),
     };
     let n = cfg.flash_buyers;
     let ping = Req::get("/ping".into());
-    let tracing = burst_trace::on();
+    let tracing = trace && burst_trace::on();
     type Pinger = (Series, Wrong, Vec<burst_trace::Sent>);
     let (states, elapsed) = run_batch_tasks(
         addr,
@@ -68,8 +70,10 @@ fn ceiling_burst(cfg: &Settings) -> Row {
         sent.extend(t);
     }
     let mut failures = wrong.into_failures("GET /ping");
-    if let Err(e) = burst_trace::write(sent) {
-        failures.push(format!("writing --burst-trace: {e}"));
+    if tracing {
+        if let Err(e) = burst_trace::write(sent) {
+            failures.push(format!("writing --burst-trace: {e}"));
+        }
     }
     if series.error_count() > 0 || series.lat_us.len() != n {
         failures.push(format!(
@@ -87,10 +91,12 @@ pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     create_product(&mut admin, "bench-flash", 1)?;
     import_range(&mut admin, "bench-flash", "FLASH", (0, m), m)?;
     let trivial_cpu = ServerThreads::Trivial.cpu_time();
-    let ceiling = ceiling_burst(cfg);
+    let ceiling = ceiling_burst(cfg, "ceiling burst /ping", trivial(cfg), true);
     let trivial_cpu = ServerThreads::Trivial
         .cpu_time()
         .saturating_sub(trivial_cpu);
+    let outside = outside(cfg).map(|o| o.addr);
+    let outside = ceiling_burst(cfg, "outside burst /ping", outside, false);
     let writer_before = writer_totals(&mut admin)?;
     let faka_cpu = faka.cpu_time();
     let (mut race, elapsed) = race(cfg, faka);
@@ -112,6 +118,7 @@ pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         cfg,
         Outcome {
             ceiling,
+            outside,
             race,
             elapsed,
             failures,
@@ -193,8 +200,9 @@ fn race(cfg: &Settings, faka: &Faka) -> (Racer, Duration) {
 
 /// What a flash run gives its rows.
 struct Outcome {
-    /// The `/ping` burst's row.
+    /// The `/ping` bursts' rows: in this process, and outside it.
     ceiling: Row,
+    outside: Row,
     race: Racer,
     elapsed: Duration,
     failures: Vec<String>,
@@ -233,6 +241,9 @@ fn rows(cfg: &Settings, mut o: Outcome) -> Vec<Row> {
     if let (Some(f), Some(c)) = (row.lat, o.ceiling.lat) {
         ratio.throughput = format!("{} / {}", ms(f[1]), ms(c[1]));
         ratio.ratio = Some(f[1].as_secs_f64() / c[1].as_secs_f64().max(1e-9));
+    }
+    if let (Some(f), Some(c)) = (row.lat, o.outside.lat) {
+        ratio.outside = Some(f[1].as_secs_f64() / c[1].as_secs_f64().max(1e-9));
     }
     // Which side of the race is slow: the winners wait for a durable
     // commit, the losers are refused from a read.
@@ -274,7 +285,8 @@ fn rows(cfg: &Settings, mut o: Outcome) -> Vec<Row> {
         &mut o.paid,
     );
     vec![
-        o.ceiling, row, ratio, won_row, lost_row, writer_row, syncs_row, cpu_row, paid_row,
+        o.ceiling, o.outside, row, ratio, won_row, lost_row, writer_row, syncs_row, cpu_row,
+        paid_row,
     ]
 }
 

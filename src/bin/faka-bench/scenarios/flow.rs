@@ -1,8 +1,9 @@
 //! `flow`: the buyer's journey on every connection for the run's duration
 //! (create order → signed payment → GET the order with its keys), no key
 //! delivered twice and the counts adding up at the end. Right before it,
-//! the same connections make journeys of three `/ping`s to the trivial
-//! server: flow's orders/s is also given as a ratio to those journeys/s.
+//! the same connections make journeys of three `/ping`s to each trivial
+//! server, in this process and outside it: flow's orders/s is also given
+//! as a ratio to each one's journeys/s.
 //! Beside the table, faka's and the client's CPU time per order, the
 //! journal's slow syncs, the machine's idle cores and the commit thread's
 //! share of a CPU say what bound the run.
@@ -16,23 +17,24 @@ use crate::measure::{timed_call, Series, Wrong};
 use crate::metrics::{writer_totals, WriterTotals};
 use crate::process::Faka;
 use crate::report::{rate, Goal, Row};
-use crate::servers::{trivial, PING_BODY};
+use crate::servers::{outside, trivial, PING_BODY};
 use crate::settings::Settings;
 use anyhow::Result;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// What one connection of the flow ceiling keeps: each `/ping`, each
 /// three-request journey, wrong answers.
 type PingJourneys = (Series, Series, Wrong);
 
-/// The ceiling of `flow`: journeys of three `/ping` requests to the
-/// trivial actix server, on flow's connections and client threads, run
+/// A ceiling of `flow`: journeys of three `/ping` requests to a trivial
+/// actix server at `addr`, on flow's connections and client threads, run
 /// right before flow. Gives the journeys/s this machine and client allow
 /// at the moment, so flow's orders/s can be given as a ratio that moves
 /// less with the machine's own speed (the client builds, signs and parses
-/// less for `/ping`, so the ratio is a little below faka's share).
-fn flow_ceiling(cfg: &Settings) -> Result<(f64, Row)> {
-    let addr = trivial(cfg)?;
+/// less for `/ping`, so the ratio is a little below faka's share), and
+/// the row `name`.
+fn ping_journeys(cfg: &Settings, addr: SocketAddr, name: &str) -> (f64, Row) {
     let ping = Req::get("/ping".into());
     let (states, elapsed) = run_tasks(
         addr,
@@ -69,14 +71,32 @@ fn flow_ceiling(cfg: &Settings) -> Result<(f64, Row)> {
         failures.push(format!("errors: {}", each.errors_text()));
     }
     let n = journeys.lat_us.len() as f64;
-    let mut row = Row::new(
-        "ceiling 3 × /ping journey",
-        rate(n, elapsed, "journeys"),
-        &mut journeys,
-    )
-    .verdict(failures);
-    row.ratio = Some(1.0);
-    Ok((n / elapsed.as_secs_f64().max(1e-9), row))
+    let row = Row::new(name, rate(n, elapsed, "journeys"), &mut journeys).verdict(failures);
+    (n / elapsed.as_secs_f64().max(1e-9), row)
+}
+
+/// Both ceilings' journeys/s and rows, each row with its ratios.
+struct Ceilings {
+    trivial: f64,
+    outside: f64,
+    rows: [Row; 2],
+}
+
+/// The journeys to the trivial server in this process, then to the
+/// outside one.
+fn ceilings(cfg: &Settings) -> Result<Ceilings> {
+    let (trivial, mut trivial_row) = ping_journeys(cfg, trivial(cfg)?, "ceiling 3 × /ping journey");
+    let (outside, mut outside_row) =
+        ping_journeys(cfg, outside(cfg)?.addr, "outside 3 × /ping journey");
+    trivial_row.ratio = Some(1.0);
+    trivial_row.outside = Some(trivial / outside.max(1e-9));
+    outside_row.ratio = Some(outside / trivial.max(1e-9));
+    outside_row.outside = Some(1.0);
+    Ok(Ceilings {
+        trivial,
+        outside,
+        rows: [trivial_row, outside_row],
+    })
 }
 
 pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
@@ -89,10 +109,10 @@ pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         (0, cfg.flow_keys),
         cfg.setup_chunk,
     )?;
-    let (ceiling, ceiling_row) = flow_ceiling(cfg)?;
+    let ceilings = ceilings(cfg)?;
     let mut m = journeys(cfg, faka, &mut admin)?;
     let failures = verify(cfg, &mut admin, &mut m)?;
-    Ok(rows(m, failures, ceiling, ceiling_row))
+    Ok(rows(m, failures, ceilings))
 }
 
 /// What the timed part of flow measured.
@@ -175,9 +195,9 @@ fn verify(cfg: &Settings, admin: &mut Conn, m: &mut Measured) -> Result<Vec<Stri
     Ok(failures)
 }
 
-/// flow's rows: the ceiling, the journey with its targets and its ratio to
-/// the ceiling, each request, and what bound the run.
-fn rows(mut m: Measured, failures: Vec<String>, ceiling: f64, ceiling_row: Row) -> Vec<Row> {
+/// flow's rows: the ceilings, the journey with its targets and its ratios
+/// to the ceilings, each request, and what bound the run.
+fn rows(mut m: Measured, failures: Vec<String>, ceilings: Ceilings) -> Vec<Row> {
     let (all, elapsed) = (&mut m.all, m.elapsed);
     let orders = all.delivered.len() as f64;
     let orders_per_s = orders / elapsed.as_secs_f64().max(1e-9);
@@ -201,9 +221,21 @@ fn rows(mut m: Measured, failures: Vec<String>, ceiling: f64, ceiling_row: Row) 
             "ms",
         ));
     }
-    journey.ratio = Some(orders_per_s / ceiling.max(1e-9));
+    // Issue 29's target: orders/s against the outside server's requests/s
+    // (three per journey) on the same connections.
+    let outside_rps = 3.0 * ceilings.outside;
+    journey = journey.goal(Goal::at_least(
+        "flow ≥ 0.10 × outside /ping req/s",
+        orders_per_s / outside_rps.max(1e-9),
+        0.10,
+        "×",
+    ));
+    journey.ratio = Some(orders_per_s / ceilings.trivial.max(1e-9));
+    journey.outside = Some(orders_per_s / ceilings.outside.max(1e-9));
+    let [trivial_row, outside_row] = ceilings.rows;
     vec![
-        ceiling_row,
+        trivial_row,
+        outside_row,
         journey,
         Row::new(
             "  flow create",

@@ -1,8 +1,8 @@
-//! `read`: GET a product and the product list against the ceiling, the
-//! trivial `GET /ping`, the three taking turns in slices of about a second;
-//! every body must equal the one read before (nothing writes meanwhile).
-//! Each is reported as req/s with its ratio to the ceiling's, and each
-//! server's CPU time per request.
+//! `read`: GET a product and the product list against the two ceilings,
+//! the trivial `GET /ping` in this process and outside it, the four taking
+//! turns in slices of about a second; every body must equal the one read
+//! before (nothing writes meanwhile). Each is reported as req/s with its
+//! ratios to both ceilings, and each server's CPU time per request.
 
 use crate::admin::{create_product, import_range};
 use crate::client::{AConn, Conn, Req, Resp};
@@ -10,29 +10,38 @@ use crate::load::{run_tasks, run_timed};
 use crate::measure::{timed, timed_call, Series, Wrong};
 use crate::process::Faka;
 use crate::report::{thousands, Goal, Row};
-use crate::servers::{ServerThreads, PING_BODY};
+use crate::servers::{outside, trivial, ServerThreads, PING_BODY};
 use crate::settings::Settings;
 use anyhow::{bail, Result};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub fn run(cfg: &Settings, faka: &Faka, trivial: SocketAddr) -> Result<Vec<Row>> {
+pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
+    let (trivial, outside) = (trivial(cfg)?, outside(cfg)?);
     let (product, list) = expected_bodies(faka)?;
-    // The three targets take turns in slices of about a second, so a change
-    // in the machine's background load hits all of them alike and the ratios
+    // The targets take turns in slices of about a second, so a change in
+    // the machine's background load hits all of them alike and the ratios
     // stay comparable (run one after the other, a ratio moved by tens of per
     // cent from run to run on this shared machine).
     // Each target's server is also charged the CPU time its threads used
     // during its slices: the trivial server's actix threads in this process,
-    // every thread of faka's. CPU per request does not depend on how much of
-    // the two cores the load generator took meanwhile.
-    let targets: [(&str, SocketAddr, &str, &[u8], ServerThreads); 3] = [
+    // every thread of the outside server's and of faka's. CPU per request
+    // does not depend on how much of the two cores the load generator took
+    // meanwhile.
+    let targets: [Target; 4] = [
         (
             "ceiling /ping",
             trivial,
             "/ping",
             PING_BODY,
             ServerThreads::Trivial,
+        ),
+        (
+            "outside /ping",
+            outside.addr,
+            "/ping",
+            PING_BODY,
+            ServerThreads::Outside(outside.pid),
         ),
         (
             "read product",
@@ -59,13 +68,24 @@ pub fn run(cfg: &Settings, faka: &Faka, trivial: SocketAddr) -> Result<Vec<Row>>
             run.cpu += server.cpu_time().saturating_sub(cpu);
         }
     }
-    let ceiling = runs[0].rps();
-    let cpu_per_request: Vec<String> = runs
+    Ok(rows(runs, &targets, outside.nice))
+}
+
+/// A `read` target: its row's name, the server, the path, the body every
+/// answer must have, and whose CPU time it is charged.
+type Target<'a> = (&'a str, SocketAddr, &'a str, &'a [u8], ServerThreads<'a>);
+
+/// A row per target, with its ratios to both ceilings (the first two
+/// targets) and, for faka's, the targets; then each server's CPU time per
+/// request.
+fn rows(runs: Vec<ReadRun>, targets: &[Target], outside_nice: i32) -> Vec<Row> {
+    let (ceiling, outside) = (runs[0].rps(), runs[1].rps());
+    let cpu: Vec<String> = runs
         .iter()
         .map(|r| format!("{:.1}", r.cpu_us_per_request()))
         .collect();
     let mut rows = Vec::new();
-    for (run, (name, _, path, _, server)) in runs.into_iter().zip(&targets) {
+    for (run, (name, _, path, _, server)) in runs.into_iter().zip(targets) {
         let rps = run.rps();
         let mut fails = run.wrong.into_failures(&format!("GET {path}"));
         if run.series.error_count() > 0 {
@@ -75,18 +95,29 @@ pub fn run(cfg: &Settings, faka: &Faka, trivial: SocketAddr) -> Result<Vec<Row>>
         let mut row =
             Row::new(name, format!("{} req/s", thousands(rps)), &mut series).verdict(fails);
         let ratio = rps / ceiling.max(1e-9);
+        let to_outside = rps / outside.max(1e-9);
         row.ratio = Some(ratio);
+        row.outside = Some(to_outside);
         if let ServerThreads::Faka(_) = server {
             let what = format!("{name} ≥ 0.8 × trivial");
             row.goals.push(Goal::at_least(what, ratio, 0.8, "×"));
+            let what = format!("{name} ≥ 0.8 × outside trivial");
+            row.goals.push(Goal::at_least(what, to_outside, 0.8, "×"));
         }
         rows.push(row);
     }
     rows.push(Row::info(
         "  server CPU µs/req",
-        format!("{} (/ping, product, list)", cpu_per_request.join(" / ")),
+        format!(
+            "{} / {} / {} (/ping, product, list)",
+            cpu[0], cpu[2], cpu[3]
+        ),
     ));
-    Ok(rows)
+    rows.push(Row::info(
+        "  outside CPU µs/req",
+        format!("{} (outside /ping, nice {outside_nice})", cpu[1]),
+    ));
+    rows
 }
 
 /// Sets up the read product and reads it and the list once: the answers
