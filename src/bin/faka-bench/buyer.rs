@@ -1,0 +1,292 @@
+//! The buyer's side of the shop, written once against `Http` so it runs
+//! on either client: create an order (hmac), pay it with the gateway's
+//! signed callback, GET it with its token and keys; the checks on what
+//! came back (the right number of keys, distinct, from the product, none
+//! delivered twice); and `Buyer`, one connection's record of complete
+//! journeys, used by `flow`, `flash`, `mixed` and `scale`.
+
+use crate::client::{Http, Req, Resp};
+use crate::measure::{timed_call, Series, Wrong};
+use crate::{PRICE, SECRET};
+use anyhow::{anyhow, bail, Result};
+use faka::payments::hmac::HmacGateway;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// An order as created: what its buyer keeps.
+#[derive(Clone)]
+pub struct Placed {
+    pub order_no: String,
+    token: String,
+    pub quantity: u32,
+    amount: u64,
+}
+
+/// What creating an order gave.
+pub enum Created {
+    Ok(Placed),
+    OutOfStock,
+    Failed,
+}
+
+pub async fn create_order<H: Http>(
+    conn: &mut H,
+    s: &mut Series,
+    wrong: &mut Wrong,
+    product: &str,
+    quantity: u32,
+) -> Created {
+    // Every buyer has an e-mail of their own, as in a real shop: faka keeps
+    // a pending-orders count per e-mail (and per IP), so one shared address
+    // would make those rows look cheaper than they are.
+    static BUYER: AtomicUsize = AtomicUsize::new(0);
+    let email = format!("buyer{}@example.com", BUYER.fetch_add(1, Ordering::Relaxed));
+    let body =
+        json!({"product_id": product, "quantity": quantity, "email": email, "gateway": "hmac"});
+    let req = Req::post(
+        "/api/v1/orders",
+        vec![("Content-Type", "application/json".into())],
+        body.to_string().into_bytes(),
+    );
+    let Some(r) = timed_call(s, conn, &req).await else {
+        return Created::Failed;
+    };
+    if r.status == 409 && r.label() == "409 out_of_stock" {
+        return Created::OutOfStock;
+    }
+    if !s.check(&r, 201) {
+        return Created::Failed;
+    }
+    match parse_created(&r, product, quantity) {
+        Ok(p) => Created::Ok(p),
+        Err(e) => {
+            wrong.add(format!("create: {e:#}"));
+            Created::Failed
+        }
+    }
+}
+
+fn parse_created(r: &Resp, product: &str, quantity: u32) -> Result<Placed> {
+    let v = r.json()?;
+    let text = |k: &str| {
+        v[k].as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no {k} in {v}"))
+    };
+    let p = Placed {
+        order_no: text("order_no")?,
+        token: text("token")?,
+        quantity,
+        amount: v["amount"].as_u64().unwrap_or(0),
+    };
+    if v["status"] != "pending" || v["product_id"] != product || v["quantity"] != quantity {
+        bail!("unexpected order {v}");
+    }
+    if p.amount != PRICE * quantity as u64 {
+        bail!("amount {} for {quantity} × {PRICE}", p.amount);
+    }
+    Ok(p)
+}
+
+/// Sends the gateway's signed hmac callback; the order's status after it.
+pub async fn pay<H: Http>(
+    conn: &mut H,
+    s: &mut Series,
+    wrong: &mut Wrong,
+    o: &Placed,
+) -> Option<String> {
+    let body = json!({"order_no": o.order_no, "trade_no": format!("T-{}", o.order_no),
+        "amount": o.amount, "status": "paid"})
+    .to_string();
+    let ts = now_secs().to_string();
+    let sig = HmacGateway::sign(SECRET.as_bytes(), &ts, body.as_bytes());
+    let headers = vec![
+        ("Content-Type", "application/json".into()),
+        ("X-Faka-Timestamp", ts),
+        ("X-Faka-Signature", sig),
+    ];
+    let req = Req::post("/api/v1/payments/hmac/notify", headers, body.into_bytes());
+    let r = timed_call(s, conn, &req).await?;
+    if !s.check(&r, 200) {
+        return None;
+    }
+    match r.json() {
+        Ok(v) if v["ok"] == true && v["status"].is_string() => {
+            v["status"].as_str().map(str::to_string)
+        }
+        Ok(v) => {
+            wrong.add(format!("pay {}: {v}", o.order_no));
+            None
+        }
+        Err(e) => {
+            wrong.add(format!("pay {}: {e:#}", o.order_no));
+            None
+        }
+    }
+}
+
+/// GETs the order with its token: its status and, if delivered, its keys.
+pub async fn fetch_order<H: Http>(
+    conn: &mut H,
+    s: &mut Series,
+    wrong: &mut Wrong,
+    o: &Placed,
+) -> Option<(String, Vec<String>)> {
+    let req = Req::get(format!("/api/v1/orders/{}?token={}", o.order_no, o.token));
+    let r = timed_call(s, conn, &req).await?;
+    if !s.check(&r, 200) {
+        return None;
+    }
+    let v = match r.json() {
+        Ok(v) => v,
+        Err(e) => {
+            wrong.add(format!("get {}: {e:#}", o.order_no));
+            return None;
+        }
+    };
+    let status = v["status"].as_str().unwrap_or("").to_string();
+    let keys: Vec<String> = v["keys"]
+        .as_array()
+        .map(|ks| {
+            ks.iter()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if v["order_no"] != o.order_no.as_str() || (status == "delivered") != v.get("keys").is_some() {
+        wrong.add(format!("get {}: {v}", o.order_no));
+        return None;
+    }
+    Some((status, keys))
+}
+
+/// Checks a delivered order's keys: `quantity` of them, distinct, from `prefix`.
+pub fn check_delivered(o: &Placed, keys: &[String], prefix: &str, wrong: &mut Wrong) -> bool {
+    let distinct: HashSet<&String> = keys.iter().collect();
+    let ours = keys.iter().all(|k| k.starts_with(prefix));
+    if keys.len() != o.quantity as usize || distinct.len() != keys.len() || !ours {
+        wrong.add(format!(
+            "order {} of {} delivered keys {keys:?}",
+            o.order_no, o.quantity
+        ));
+        return false;
+    }
+    true
+}
+
+/// Every key delivered at most once across orders.
+pub fn check_unique<'a>(
+    keys: impl Iterator<Item = &'a String>,
+    failures: &mut Vec<String>,
+) -> usize {
+    let mut seen = HashSet::new();
+    let mut twice = Vec::new();
+    for k in keys {
+        if !seen.insert(k) && twice.len() < 5 {
+            twice.push(k.clone());
+        }
+    }
+    if !twice.is_empty() {
+        failures.push(format!("keys delivered twice: {twice:?}"));
+    }
+    seen.len()
+}
+
+/// One buyer thread's record of complete journeys.
+#[derive(Default)]
+pub struct Buyer {
+    pub create: Series,
+    pub pay: Series,
+    pub get: Series,
+    pub journey: Series,
+    pub wrong: Wrong,
+    pub delivered: Vec<(Placed, Vec<String>)>,
+    pub out_of_stock: bool,
+    n: u64,
+}
+
+impl Buyer {
+    pub fn merge(&mut self, o: Buyer) {
+        self.create.merge(o.create);
+        self.pay.merge(o.pay);
+        self.get.merge(o.get);
+        self.journey.merge(o.journey);
+        self.wrong.merge(o.wrong);
+        self.delivered.extend(o.delivered);
+        self.out_of_stock |= o.out_of_stock;
+        self.n += o.n;
+    }
+
+    /// One journey: create → pay → GET with keys. False once stock ran out.
+    /// Every fourth order is for two keys.
+    pub async fn journey<H: Http>(&mut self, conn: &mut H, product: &str, prefix: &str) -> bool {
+        let quantity = if (self.n + 1).is_multiple_of(4) { 2 } else { 1 };
+        self.journey_of(conn, product, prefix, quantity).await
+    }
+
+    /// One journey for `quantity` keys.
+    pub async fn journey_of<H: Http>(
+        &mut self,
+        conn: &mut H,
+        product: &str,
+        prefix: &str,
+        quantity: u32,
+    ) -> bool {
+        self.n += 1;
+        let t0 = Instant::now();
+        let o = match create_order(conn, &mut self.create, &mut self.wrong, product, quantity).await
+        {
+            Created::Ok(o) => o,
+            Created::OutOfStock => {
+                self.out_of_stock = true;
+                return false;
+            }
+            Created::Failed => return true,
+        };
+        match pay(conn, &mut self.pay, &mut self.wrong, &o)
+            .await
+            .as_deref()
+        {
+            Some("delivered") => {}
+            Some(other) => {
+                self.wrong
+                    .add(format!("payment of {} left it {other}", o.order_no));
+                return true;
+            }
+            None => return true,
+        }
+        let Some((status, keys)) = fetch_order(conn, &mut self.get, &mut self.wrong, &o).await
+        else {
+            return true;
+        };
+        self.journey.record(t0);
+        if status != "delivered" {
+            self.wrong
+                .add(format!("paid order {} shows {status}", o.order_no));
+        } else if check_delivered(&o, &keys, prefix, &mut self.wrong) {
+            self.delivered.push((o, keys));
+        }
+        true
+    }
+}
+
+/// A failure for unexpected statuses of create / pay / get, if any.
+pub fn flow_errors(series: &[&Series], failures: &mut Vec<String>) {
+    let n: u64 = series.iter().map(|s| s.error_count()).sum();
+    if n > 0 {
+        let texts: Vec<String> = series.iter().map(|s| s.errors_text()).collect();
+        failures.push(format!(
+            "{n} unexpected status(es): create {} / pay {} / get {}",
+            texts[0], texts[1], texts[2]
+        ));
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
