@@ -70,9 +70,10 @@ pub fn load_crypto(cfg: &Config) -> Result<(Crypto, bool), StartError> {
 /// run ([`start_check`]): after an unclean stop unless
 /// `storage.check_after_crash` is off, or always with
 /// `storage.check_on_start`. Without the check, paid-but-undelivered
-/// orders are re-driven here.
+/// orders are re-driven here. Key uploads a stop cut short are discarded.
 pub fn open_store(cfg: &Config) -> Result<(Store, bool), StartError> {
     let store = Store::open(&store_options(cfg)).map_err(|e| StartError(e.to_string()))?;
+    crate::ops::upload::discard_unfinished(&store);
     let clean = store.recovery() == crate::store::recovery::Recovery::Clean;
     let check = cfg.storage.check_on_start || (!clean && cfg.storage.check_after_crash);
     if check {

@@ -21,6 +21,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
+mod staging;
+pub use staging::Published;
+
 type Overlay = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
 
 /// How many payment attempts that changed nothing (repeats, refusals) are
@@ -109,6 +112,9 @@ pub(crate) struct WriterIndex {
     pub fingerprints: FingerprintIndex,
     /// `None` until first needed.
     pub holds: Option<HoldCounts>,
+    /// Per staged upload, the fingerprints it staged (see `staging`);
+    /// loaded from the store when first needed.
+    pub uploads: HashMap<u64, FingerprintSet>,
 }
 
 impl WriterIndex {
@@ -116,6 +122,7 @@ impl WriterIndex {
         self.floors.clear();
         self.fingerprints.clear();
         self.holds = None;
+        self.uploads.clear();
     }
 }
 
@@ -131,6 +138,8 @@ pub struct Tx<'a> {
     cmd_holds: HashMap<Vec<u8>, i64>,
     /// Available counts of the products this command wrote.
     cmd_stock: Vec<(String, u64)>,
+    /// This command's staged uploads, kept at its commit.
+    cmd_uploads: staging::UploadChanges,
     /// Bytes of keys and values written in this batch so far, rolled-back
     /// commands included (an upper bound, for [`Tx::written_bytes`]).
     written: usize,
@@ -171,6 +180,7 @@ impl<'a> Tx<'a> {
             cmd_fps: HashMap::new(),
             cmd_holds: HashMap::new(),
             cmd_stock: Vec::new(),
+            cmd_uploads: Default::default(),
             written: 0,
             stock: Vec::new(),
             in_flight,
@@ -212,6 +222,7 @@ impl<'a> Tx<'a> {
             }
         }
         self.cmd_holds.clear();
+        self.cmd_uploads.commit(self.index);
         self.stock.append(&mut self.cmd_stock);
         self.saved_counters = self.counters;
     }
@@ -228,6 +239,7 @@ impl<'a> Tx<'a> {
         self.cmd_fps.clear();
         self.cmd_holds.clear();
         self.cmd_stock.clear();
+        self.cmd_uploads.clear();
         self.events.clear();
         self.counters = self.saved_counters;
     }
@@ -402,24 +414,36 @@ impl<'a> Tx<'a> {
         {
             return Ok(true);
         }
-        if !self.index.fingerprints.contains_key(product_id) {
-            let mut set = FingerprintSet::default();
-            let prefix = tree::scope_prefix(product_id);
-            for (_, v) in self.scan(Tree::KeyFingerprints, &prefix, usize::MAX)? {
-                set.extend(keyblock::fingerprints(&v));
-            }
-            // The scan also saw this command's own writes, which join the
-            // index only if it commits.
-            for fp in self.cmd_fps.get(product_id).into_iter().flatten() {
-                set.remove(fp);
-            }
-            self.index.fingerprints.insert(product_id.to_string(), set);
-        }
+        self.load_fingerprints(product_id)?;
         Ok(self
             .index
             .fingerprints
             .get(product_id)
             .is_some_and(|set| set.contains(fp)))
+    }
+
+    /// Loads the fingerprints of the keys a product has (not those of its
+    /// staged uploads), once after a start or a failed batch.
+    fn load_fingerprints(&mut self, product_id: &str) -> Result<()> {
+        if self.index.fingerprints.contains_key(product_id) {
+            return Ok(());
+        }
+        let staged = self.staged_runs(product_id)?;
+        let mut set = FingerprintSet::default();
+        let prefix = tree::scope_prefix(product_id);
+        for (k, v) in self.scan(Tree::KeyFingerprints, &prefix, usize::MAX)? {
+            let block = keyblock::block_of_product_key(&k).unwrap_or(0);
+            if !keyblock::in_runs(&staged, block) {
+                set.extend(keyblock::fingerprints(&v));
+            }
+        }
+        // The scan also saw this command's own writes, which join the
+        // index only if it commits.
+        for fp in self.cmd_fps.get(product_id).into_iter().flatten() {
+            set.remove(fp);
+        }
+        self.index.fingerprints.insert(product_id.to_string(), set);
+        Ok(())
     }
 
     /// Stores new available keys of one product (sealed text, fingerprint),
@@ -430,11 +454,26 @@ impl<'a> Tx<'a> {
         product_id: &str,
         keys: Vec<(Vec<u8>, [u8; FP_LEN])>,
     ) -> Option<(u64, u64)> {
+        let mut new_fps = self.cmd_fps.remove(product_id).unwrap_or_default();
+        let range = self.put_blocks(product_id, keys, true, &mut new_fps);
+        self.cmd_fps.insert(product_id.to_string(), new_fps);
+        range
+    }
+
+    /// Writes keys into new blocks with their fingerprints (also added to
+    /// `new_fps`) and, when `available`, their availability bits. Returns
+    /// the first and last id handed out.
+    fn put_blocks(
+        &mut self,
+        product_id: &str,
+        keys: Vec<(Vec<u8>, [u8; FP_LEN])>,
+        available: bool,
+        new_fps: &mut FingerprintSet,
+    ) -> Option<(u64, u64)> {
         let cuts = keyblock::cut(keys.iter().map(|(sealed, _)| sealed.len()));
         let mut block = keyblock::block_at_or_after(self.counters.next_key_id.max(1));
         let mut keys = keys.into_iter();
         let mut range = None;
-        let mut new_fps = self.cmd_fps.remove(product_id).unwrap_or_default();
         for n in cuts {
             let mut sealed = Vec::with_capacity(n);
             let mut fps = Vec::with_capacity(n * FP_LEN);
@@ -457,13 +496,20 @@ impl<'a> Tx<'a> {
                 &KeyBlock::new(product_id, self.now_ms, &sealed),
             );
             let pk = keyblock::product_block_key(product_id, block);
-            self.put_raw(Tree::Avail, pk.clone(), keyblock::bits_value(bits));
+            if available {
+                self.put_raw(Tree::Avail, pk.clone(), keyblock::bits_value(bits));
+            }
             self.put_raw(Tree::KeyFingerprints, pk, fps);
             block += 1;
         }
         self.counters.next_key_id = keyblock::first_id(block);
-        self.cmd_fps.insert(product_id.to_string(), new_fps);
         range
+    }
+
+    fn has_available_bit(&self, product_id: &str, id: u64) -> Result<bool> {
+        let (block, slot) = keyblock::locate(id);
+        let pk = keyblock::product_block_key(product_id, block);
+        Ok(keyblock::bits(self.get_raw(Tree::Avail, &pk)?.as_deref()) & (1 << slot) != 0)
     }
 
     /// Sets (`true`) or clears a key's bit in its block's availability row.
@@ -563,7 +609,12 @@ impl<'a> Tx<'a> {
     /// slot's sealed text is cut out of the block.
     pub fn delete_available_key(&mut self, id: u64, product_id: &str) -> Result<bool> {
         match self.key(id)? {
-            Some(rec) if rec.product_id == product_id && rec.state == KeyState::Available => {
+            Some(rec)
+                if rec.product_id == product_id
+                    && rec.state == KeyState::Available
+                    // A staged upload's key is not available yet.
+                    && self.has_available_bit(product_id, id)? =>
+            {
                 self.put_raw(Tree::Keys, tree::u64_key(id).to_vec(), Vec::new());
                 self.set_available(product_id, id, false)?;
                 let (block, slot) = keyblock::locate(id);

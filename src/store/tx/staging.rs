@@ -1,0 +1,279 @@
+//! The writer's side of a staged upload (see `ops::upload`): key blocks
+//! stored under an upload id that make no key available, and the one
+//! command that publishes them.
+//!
+//! A staged upload is an `uploads` row (upload id → [`StagedUpload`], the
+//! runs of blocks it holds) over ordinary `key_blocks` and
+//! `key_fingerprints` rows, without `avail` rows: nothing can claim its
+//! keys, and readers skip its blocks. Its fingerprints are kept apart from
+//! the product's: a key staged by one upload is not yet a key the product
+//! has. So two uploads staged at once stay exact: the one published second
+//! finds the keys the first one published, and counts them as duplicates
+//! then (their slots become deleted keys, never available).
+
+use super::{Tx, WriterIndex};
+use crate::error::{Error, Result};
+use crate::store::keyblock::{self, StagedUpload, FP_LEN};
+use crate::store::tree::{self, Tree};
+use crate::store::FingerprintSet;
+use std::collections::HashMap;
+
+/// What the current command did to staged uploads, kept at its commit.
+#[derive(Default)]
+pub(crate) struct UploadChanges {
+    begun: Vec<u64>,
+    staged: HashMap<u64, FingerprintSet>,
+    /// Published (with their product) or discarded (`None`).
+    ended: Vec<(u64, Option<String>)>,
+}
+
+impl UploadChanges {
+    pub(super) fn commit(&mut self, index: &mut WriterIndex) {
+        for id in self.begun.drain(..) {
+            index.uploads.insert(id, FingerprintSet::default());
+        }
+        for (id, fps) in self.staged.drain() {
+            // Not loaded: loaded later from the store, which has them.
+            if let Some(set) = index.uploads.get_mut(&id) {
+                set.extend(fps);
+            }
+        }
+        for (id, product) in self.ended.drain(..) {
+            let ours = index.uploads.remove(&id);
+            let theirs = product.and_then(|p| index.fingerprints.get_mut(&p));
+            if let (Some(mut ours), Some(theirs)) = (ours, theirs) {
+                // A big upload into a new product: move, do not copy.
+                if ours.len() > theirs.len() {
+                    std::mem::swap(&mut ours, theirs);
+                }
+                theirs.extend(ours);
+            }
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.begun.clear();
+        self.staged.clear();
+        self.ended.clear();
+    }
+}
+
+/// An upload made available by [`Tx::publish_upload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub product_id: String,
+    /// Keys now available.
+    pub added: u64,
+    /// Keys skipped: repeated in the upload, or the product had them
+    /// (some maybe published by another upload while this one was staged).
+    pub duplicates: u64,
+}
+
+fn record_key(id: u64) -> Vec<u8> {
+    tree::u64_key(id).to_vec()
+}
+
+fn gone() -> Error {
+    Error::unavailable("the upload was discarded before it was complete; send it again")
+}
+
+impl Tx<'_> {
+    fn staged_upload(&self, id: u64) -> Result<Option<StagedUpload>> {
+        self.get(Tree::Uploads, &record_key(id))
+    }
+
+    fn open_upload(&self, id: u64) -> Result<StagedUpload> {
+        self.staged_upload(id)?.ok_or_else(gone)
+    }
+
+    /// Opens upload `id` for `product_id`, with nothing staged.
+    pub fn begin_upload(&mut self, id: u64, product_id: &str) -> Result<()> {
+        if self.staged_upload(id)?.is_some() {
+            return Err(Error::unavailable("upload id in use, try again"));
+        }
+        let rec = StagedUpload {
+            product_id: product_id.to_string(),
+            started_at_ms: self.now_ms,
+            runs: Vec::new(),
+            keys: 0,
+            duplicates: 0,
+        };
+        self.put(Tree::Uploads, record_key(id), &rec);
+        self.cmd_uploads.begun.push(id);
+        Ok(())
+    }
+
+    /// The product upload `id` is for.
+    pub fn upload_product(&self, id: u64) -> Result<String> {
+        Ok(self.open_upload(id)?.product_id)
+    }
+
+    /// Ids of every staged upload.
+    pub fn staged_uploads(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .scan(Tree::Uploads, &[], usize::MAX)?
+            .into_iter()
+            .filter_map(|(k, _)| tree::read_u64(&k))
+            .collect())
+    }
+
+    /// The blocks of `product_id`'s staged uploads, as sorted runs.
+    pub(super) fn staged_runs(&self, product_id: &str) -> Result<Vec<(u64, u64)>> {
+        let mut runs = Vec::new();
+        for (_, v) in self.scan(Tree::Uploads, &[], usize::MAX)? {
+            let rec: StagedUpload = crate::store::codec::decode(&v).map_err(super::internal)?;
+            if rec.product_id == product_id {
+                runs.extend(rec.runs);
+            }
+        }
+        runs.sort_unstable();
+        Ok(runs)
+    }
+
+    /// Whether the product has a key with this fingerprint, or upload `id`
+    /// staged one.
+    pub fn upload_knows(&mut self, id: u64, product_id: &str, fp: &[u8; FP_LEN]) -> Result<bool> {
+        if self.key_fingerprint_known(product_id, fp)? {
+            return Ok(true);
+        }
+        if self
+            .cmd_uploads
+            .staged
+            .get(&id)
+            .is_some_and(|s| s.contains(fp))
+        {
+            return Ok(true);
+        }
+        self.load_upload_fingerprints(id)?;
+        Ok(self.index.uploads.get(&id).is_some_and(|s| s.contains(fp)))
+    }
+
+    /// Loads the fingerprints upload `id` staged (after a start or a failed
+    /// batch the writer knows none).
+    fn load_upload_fingerprints(&mut self, id: u64) -> Result<()> {
+        if self.index.uploads.contains_key(&id) {
+            return Ok(());
+        }
+        let rec = self.open_upload(id)?;
+        let mut set = FingerprintSet::default();
+        for block in rec.blocks() {
+            let pk = keyblock::product_block_key(&rec.product_id, block);
+            if let Some(v) = self.get_raw(Tree::KeyFingerprints, &pk)? {
+                set.extend(keyblock::fingerprints(&v));
+            }
+        }
+        // This command's own rows join only if it commits.
+        for fp in self.cmd_uploads.staged.get(&id).into_iter().flatten() {
+            set.remove(fp);
+        }
+        self.index.uploads.insert(id, set);
+        Ok(())
+    }
+
+    /// Stores keys (sealed text, fingerprint) for upload `id` in blocks that
+    /// make none of them available; `duplicates` were skipped.
+    pub fn stage_keys(
+        &mut self,
+        id: u64,
+        keys: Vec<(Vec<u8>, [u8; FP_LEN])>,
+        duplicates: u64,
+    ) -> Result<()> {
+        let mut rec = self.open_upload(id)?;
+        let n = keys.len() as u64;
+        let mut fps = self.cmd_uploads.staged.remove(&id).unwrap_or_default();
+        if let Some((first, last)) = self.put_blocks(&rec.product_id, keys, false, &mut fps) {
+            rec.runs
+                .push((keyblock::locate(first).0, keyblock::locate(last).0 + 1));
+        }
+        self.cmd_uploads.staged.insert(id, fps);
+        rec.keys += n;
+        rec.duplicates += duplicates;
+        self.put(Tree::Uploads, record_key(id), &rec);
+        Ok(())
+    }
+
+    /// Makes every key upload `id` staged available, but those whose key
+    /// the product got meanwhile (they become deleted keys), and ends the
+    /// upload. The caller counts them into the product.
+    pub fn publish_upload(&mut self, id: u64) -> Result<Published> {
+        let rec = self.open_upload(id)?;
+        let product = rec.product_id.clone();
+        // Both sets are loaded before this command writes anything.
+        self.load_fingerprints(&product)?;
+        self.load_upload_fingerprints(id)?;
+        let taken: FingerprintSet = match (
+            self.index.uploads.get(&id),
+            self.index.fingerprints.get(&product),
+        ) {
+            (Some(ours), Some(theirs)) if !theirs.is_empty() => ours
+                .iter()
+                .filter(|fp| theirs.contains(*fp))
+                .copied()
+                .collect(),
+            _ => FingerprintSet::default(),
+        };
+        let mut first = None;
+        for block in rec.blocks() {
+            let pk = keyblock::product_block_key(&product, block);
+            let fps = self
+                .get_raw(Tree::KeyFingerprints, &pk)?
+                .unwrap_or_default();
+            let mut bits = 0u64;
+            for (slot, fp) in keyblock::fingerprints(&fps).enumerate() {
+                if taken.contains(&fp) {
+                    self.delete_staged_key(block, slot)?;
+                } else {
+                    bits |= 1 << slot;
+                }
+            }
+            if bits != 0 {
+                first.get_or_insert(keyblock::first_id(block));
+                self.put_raw(Tree::Avail, pk, keyblock::bits_value(bits));
+            }
+        }
+        if let Some(first) = first {
+            // Its ids may lie below where the search for available keys
+            // starts (uploads staged since took higher ones).
+            let floor = self.avail_floor(&product).min(first);
+            self.cmd_floors.insert(product.clone(), floor);
+        }
+        self.del_raw(Tree::Uploads, record_key(id));
+        self.cmd_uploads.ended.push((id, Some(product.clone())));
+        let taken = taken.len() as u64;
+        Ok(Published {
+            product_id: product,
+            added: rec.keys - taken,
+            duplicates: rec.duplicates + taken,
+        })
+    }
+
+    /// A staged key that turned out to be a duplicate: an empty row hides
+    /// its slot, as a deleted key's does, and its text is cut out.
+    fn delete_staged_key(&mut self, block: u64, slot: usize) -> Result<()> {
+        let id = keyblock::first_id(block) + slot as u64;
+        self.put_raw(Tree::Keys, tree::u64_key(id).to_vec(), Vec::new());
+        let bk = keyblock::block_key(block);
+        if let Some(b) = self.get::<keyblock::KeyBlock>(Tree::KeyBlocks, &bk)? {
+            self.put(Tree::KeyBlocks, bk.to_vec(), &b.without(slot));
+        }
+        Ok(())
+    }
+
+    /// Removes upload `id` and every block it staged; false if there is no
+    /// such upload (already published or discarded).
+    pub fn discard_upload(&mut self, id: u64) -> Result<bool> {
+        let Some(rec) = self.staged_upload(id)? else {
+            return Ok(false);
+        };
+        for block in rec.blocks() {
+            self.del_raw(Tree::KeyBlocks, keyblock::block_key(block).to_vec());
+            self.del_raw(
+                Tree::KeyFingerprints,
+                keyblock::product_block_key(&rec.product_id, block),
+            );
+        }
+        self.del_raw(Tree::Uploads, record_key(id));
+        self.cmd_uploads.ended.push((id, None));
+        Ok(true)
+    }
+}
