@@ -185,3 +185,103 @@ pub fn discard_unfinished(store: &Store) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    const N: u64 = 25_000;
+
+    fn shop(dir: &std::path::Path) -> (Store, Crypto) {
+        let store = Store::open(&StoreOptions::for_test(dir)).unwrap();
+        store
+            .write_blocking(|tx| {
+                shop::create_product(
+                    tx,
+                    shop::NewProduct {
+                        id: "p".into(),
+                        name: "P".into(),
+                        description: String::new(),
+                        price: 100,
+                        min_quantity: 1,
+                        max_quantity: 10,
+                        active: true,
+                    },
+                )
+            })
+            .unwrap();
+        (store, Crypto::from_master(&[7; 32]))
+    }
+
+    /// Keys K-0 .. K-(N-1); the source fails at key `fail_at`, if given.
+    fn send(store: &Store, crypto: &Crypto, fail_at: Option<u64>) -> Result<ImportResult> {
+        import(store, crypto, "p", N, &mut |each| {
+            for i in 0..N {
+                if Some(i) == fail_at {
+                    return Err(Error::unavailable("storage is full; nothing was changed"));
+                }
+                each(&format!("K-{i}"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn available(store: &Store) -> u64 {
+        store.product("p").unwrap().unwrap().counts.available
+    }
+
+    /// An upload of three chunks that fails in its last one adds none of
+    /// its keys, says so, and leaves nothing staged; sent again it adds
+    /// every key (none is a duplicate of the failed one's).
+    #[test]
+    fn an_upload_that_fails_part_way_adds_none_of_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, crypto) = shop(dir.path());
+        let e = send(&store, &crypto, Some(22_000)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "storage is full; none of the upload's keys were added"
+        );
+        assert_eq!(available(&store), 0);
+        // The discard was queued behind the upload's chunks.
+        store.write_blocking(|_| Ok(())).unwrap();
+        assert!(!store.has_staged_uploads());
+        let r = send(&store, &crypto, None).unwrap();
+        assert_eq!((r.added, r.duplicates, r.stock), (N, 0, N));
+        let report = crate::ops::check::run(&store).unwrap();
+        assert!(report.ok(), "{report}");
+        assert_eq!(report.keys, N as usize);
+        store.close();
+    }
+
+    /// An upload nobody finishes (its sender died without a discard) is
+    /// discarded by the next upload's first command, or at a start.
+    #[test]
+    fn an_abandoned_upload_is_discarded_by_the_next_upload_or_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, crypto) = shop(dir.path());
+        let abandon = |store: &Store| {
+            let chunk = vec![seal(&crypto, "p", "K-1"), seal(&crypto, "p", "LOST")];
+            store
+                .write_blocking(move |tx| {
+                    shop::begin_upload(tx, 42, "p", &|_| true)?;
+                    shop::stage_keys(tx, 42, chunk)
+                })
+                .unwrap();
+            assert!(store.has_staged_uploads());
+        };
+        abandon(&store);
+        let r = send(&store, &crypto, None).unwrap();
+        assert_eq!((r.added, r.duplicates), (N, 0));
+        assert!(!store.has_staged_uploads());
+        abandon(&store);
+        store.close();
+        drop(store);
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        discard_unfinished(&store);
+        assert!(!store.has_staged_uploads());
+        assert_eq!(available(&store), N);
+        store.close();
+    }
+}

@@ -277,3 +277,150 @@ impl Tx<'_> {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Published;
+    use crate::store::{keyblock, Store, StoreOptions};
+    use std::sync::atomic::Ordering;
+
+    fn keys(texts: &[u8]) -> Vec<(Vec<u8>, [u8; 16])> {
+        texts.iter().map(|&i| (vec![i], [i; 16])).collect()
+    }
+
+    fn begin(store: &Store, id: u64) {
+        store
+            .write_blocking(move |tx| tx.begin_upload(id, "p"))
+            .unwrap();
+    }
+
+    fn stage(store: &Store, id: u64, texts: &'static [u8]) {
+        store
+            .write_blocking(move |tx| {
+                let (mut new, mut dups) = (Vec::new(), 0);
+                for k in keys(texts) {
+                    match tx.upload_knows(id, "p", &k.1)? {
+                        true => dups += 1,
+                        false => new.push(k),
+                    }
+                }
+                tx.stage_keys(id, new, dups)
+            })
+            .unwrap();
+    }
+
+    fn publish(store: &Store, id: u64) -> Published {
+        store
+            .write_blocking(move |tx| tx.publish_upload(id))
+            .unwrap()
+    }
+
+    /// The texts of the keys readers see, in id order.
+    fn seen(store: &Store) -> Vec<u8> {
+        let mut out = Vec::new();
+        store
+            .for_each_key(|_, rec| {
+                out.extend(rec.sealed);
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    fn available(store: &Store) -> u32 {
+        let index = store.available_index().unwrap();
+        index.values().map(|bits| bits.count_ones()).sum()
+    }
+
+    /// Until its publish, a staged upload's keys are nobody's: not listed,
+    /// not available, not claimable, not deletable; the publish makes them
+    /// all available at once.
+    #[test]
+    fn staged_keys_are_nobodys_until_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        store.add_test_keys(1);
+        begin(&store, 7);
+        stage(&store, 7, &[1, 2, 3]);
+        assert!(store.has_staged_uploads());
+        assert_eq!((seen(&store), available(&store)), (vec![0], 1));
+        let first_staged = keyblock::first_id(2);
+        let (claim, deleted) = store
+            .write_blocking(move |tx| {
+                Ok((
+                    tx.available_keys("p", 2)?,
+                    tx.delete_available_key(first_staged, "p")?,
+                ))
+            })
+            .unwrap();
+        assert_eq!((claim, deleted), (None, false));
+        let p = publish(&store, 7);
+        assert_eq!((p.added, p.duplicates), (3, 0));
+        assert!(!store.has_staged_uploads());
+        assert_eq!((seen(&store), available(&store)), (vec![0, 1, 2, 3], 4));
+        let claim = store
+            .write_blocking(|tx| tx.available_keys("p", 4))
+            .unwrap();
+        assert_eq!(claim.map(|ids| ids.len()), Some(4));
+        store.close();
+    }
+
+    /// Two uploads staged at once, both holding key 3: neither counts it
+    /// while staging (the other may yet fail); the one published second
+    /// counts it as a duplicate, and its slot never becomes a key. A key
+    /// repeated in a later chunk of one upload is a duplicate at once.
+    #[test]
+    fn the_upload_published_second_counts_the_keys_of_the_first_as_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions::for_test(dir.path());
+        let store = Store::open(&opts).unwrap();
+        begin(&store, 1);
+        begin(&store, 2);
+        stage(&store, 1, &[1, 2, 3]);
+        stage(&store, 2, &[3, 4]);
+        stage(&store, 2, &[4]);
+        let p = publish(&store, 1);
+        assert_eq!((p.added, p.duplicates), (3, 0));
+        let p = publish(&store, 2);
+        assert_eq!((p.added, p.duplicates), (1, 2), "3 taken, 4 repeated");
+        let mut texts = seen(&store);
+        texts.sort_unstable();
+        assert_eq!((texts, available(&store)), (vec![1, 2, 3, 4], 4));
+        store.close();
+        drop(store);
+        // After a restart the product's keys are known again, and only them.
+        let store = Store::open(&opts).unwrap();
+        begin(&store, 3);
+        stage(&store, 3, &[4, 5]);
+        assert_eq!(publish(&store, 3).added, 1);
+        store.close();
+    }
+
+    /// A discarded upload leaves no row behind, and its keys can be sent
+    /// again as new; an upload whose batch failed is reloaded from the
+    /// store (its keys stay known to it).
+    #[test]
+    fn a_discarded_upload_leaves_nothing_and_a_failed_batch_forgets_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        let before = store.dump().unwrap();
+        begin(&store, 1);
+        stage(&store, 1, &[1, 2]);
+        let gone = store.write_blocking(|tx| tx.discard_upload(1)).unwrap();
+        assert!(gone);
+        assert_eq!(store.dump().unwrap(), before);
+        begin(&store, 2);
+        stage(&store, 2, &[1, 2]);
+        let computed = store.stats().computed.load(Ordering::SeqCst);
+        store
+            .stats()
+            .fail_next_commit_at
+            .store(computed + 1, Ordering::SeqCst);
+        let failed = store.write_blocking(|tx| tx.begin_upload(99, "p"));
+        assert!(failed.is_err(), "the injected failure");
+        stage(&store, 2, &[2, 3]);
+        let p = publish(&store, 2);
+        assert_eq!((p.added, p.duplicates), (3, 1));
+        store.close();
+    }
+}
