@@ -200,8 +200,9 @@ pub fn discard_upload(tx: &mut Tx, upload_id: u64) -> Result<bool> {
     tx.discard_upload(upload_id)
 }
 
-/// Stages a chunk of upload `upload_id`: keys that neither the product nor
-/// the upload has are stored, not yet available; the rest are duplicates.
+/// Stages a chunk of upload `upload_id`: keys the product does not have
+/// are stored, not yet available; the rest are duplicates. (A key repeated
+/// in another chunk is found at the publish.)
 pub fn stage_keys(tx: &mut Tx, upload_id: u64, keys: Vec<SealedKey>) -> Result<()> {
     let product_id = tx.upload_product(upload_id)?;
     let mut duplicates = 0u64;
@@ -209,7 +210,7 @@ pub fn stage_keys(tx: &mut Tx, upload_id: u64, keys: Vec<SealedKey>) -> Result<(
     seen.reserve(keys.len());
     let mut new = Vec::with_capacity(keys.len());
     for k in keys {
-        if !seen.insert(k.fingerprint) || tx.upload_knows(upload_id, &product_id, &k.fingerprint)? {
+        if !seen.insert(k.fingerprint) || tx.key_fingerprint_known(&product_id, &k.fingerprint)? {
             duplicates += 1;
             continue;
         }

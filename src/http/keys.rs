@@ -47,7 +47,7 @@ pub async fn import(_: Admin, state: State, req: HttpRequest, payload: web::Payl
             &crypto,
             pid.as_str(),
             checked.total(),
-            &mut |each| checked.for_each_key(&bytes, each),
+            move |each| checked.for_each_key(&bytes, each),
         )
     })
     .await

@@ -53,7 +53,7 @@ pub fn run(cfg: &Config, product: &str, file: &Path, token: Option<String>) -> a
     let (added, duplicates) = match crate::store::recovery::lock_data_dir(&cfg.storage.data_dir) {
         Ok(lock) => {
             drop(lock);
-            import_direct(cfg, &pid, &keys, checked, &bar)?
+            import_direct(cfg, &pid, keys, checked, &bar)?
         }
         Err(_) => import_via_api(cfg, &pid, keys, token)?,
     };
@@ -68,7 +68,7 @@ const BAR_STEP: u64 = 1000;
 fn import_direct(
     cfg: &Config,
     pid: &ProductId,
-    keys: &[u8],
+    keys: Vec<u8>,
     checked: Checked,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<(u64, u64)> {
@@ -80,8 +80,8 @@ fn import_direct(
     }
     let mut seen = 0u64;
     let total = checked.total();
-    let result = upload::import(&store, &crypto, pid.as_str(), total, &mut |each| {
-        checked.for_each_key(keys, &mut |k| {
+    let result = upload::import(&store, &crypto, pid.as_str(), total, move |each| {
+        checked.for_each_key(&keys, &mut |k| {
             seen += 1;
             if seen.is_multiple_of(BAR_STEP) {
                 bar.inc(BAR_STEP);

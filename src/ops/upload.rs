@@ -33,19 +33,18 @@ pub fn seal(crypto: &Crypto, product_id: &str, key: &str) -> SealedKey {
     }
 }
 
-/// Hands every key of an upload, checked and trimmed, to the consumer it is
-/// given (an error from the consumer ends it, and is returned).
-pub type KeySource<'a> = &'a mut dyn FnMut(&mut dyn FnMut(&str) -> Result<()>) -> Result<()>;
-
 /// Stores the `total` keys `keys` hands over as one upload for
-/// `product_id`: all of them (but the duplicates), or none. Blocks until
-/// the answer; call it off the async workers.
+/// `product_id`: all of them (but the duplicates), or none. `keys` hands
+/// every key of the upload, checked and trimmed, to the consumer it is
+/// given (an error from the consumer ends it, and is returned); it is
+/// dropped (with the body it reads) before the upload is published. Blocks
+/// until the answer; call it off the async workers.
 pub fn import(
     store: &Store,
     crypto: &Crypto,
     product_id: &str,
     total: u64,
-    keys: KeySource<'_>,
+    keys: impl FnOnce(&mut dyn FnMut(&str) -> Result<()>) -> Result<()>,
 ) -> Result<ImportResult> {
     if total <= IMPORT_CHUNK as u64 {
         let mut sealed = Vec::with_capacity(total as usize);
@@ -77,7 +76,7 @@ fn staged(
     store: &Store,
     crypto: &Crypto,
     product_id: &str,
-    keys: KeySource<'_>,
+    keys: impl FnOnce(&mut dyn FnMut(&str) -> Result<()>) -> Result<()>,
 ) -> Result<ImportResult> {
     let mut upload = Staging::begin(store, product_id)?;
     let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
@@ -216,7 +215,7 @@ mod tests {
 
     /// Keys K-0 .. K-(N-1); the source fails at key `fail_at`, if given.
     fn send(store: &Store, crypto: &Crypto, fail_at: Option<u64>) -> Result<ImportResult> {
-        import(store, crypto, "p", N, &mut |each| {
+        import(store, crypto, "p", N, |each| {
             for i in 0..N {
                 if Some(i) == fail_at {
                     return Err(Error::unavailable("storage is full; nothing was changed"));

@@ -112,9 +112,6 @@ pub(crate) struct WriterIndex {
     pub fingerprints: FingerprintIndex,
     /// `None` until first needed.
     pub holds: Option<HoldCounts>,
-    /// Per staged upload, the fingerprints it staged (see `staging`);
-    /// loaded from the store when first needed.
-    pub uploads: HashMap<u64, FingerprintSet>,
 }
 
 impl WriterIndex {
@@ -122,7 +119,6 @@ impl WriterIndex {
         self.floors.clear();
         self.fingerprints.clear();
         self.holds = None;
-        self.uploads.clear();
     }
 }
 
@@ -138,8 +134,9 @@ pub struct Tx<'a> {
     cmd_holds: HashMap<Vec<u8>, i64>,
     /// Available counts of the products this command wrote.
     cmd_stock: Vec<(String, u64)>,
-    /// This command's staged uploads, kept at its commit.
-    cmd_uploads: staging::UploadChanges,
+    /// Products whose fingerprints this command's publish of an upload
+    /// added to the index (see `staging`): dropped if it is rolled back.
+    cmd_published: Vec<String>,
     /// Bytes of keys and values written in this batch so far, rolled-back
     /// commands included (an upper bound, for [`Tx::written_bytes`]).
     written: usize,
@@ -180,7 +177,7 @@ impl<'a> Tx<'a> {
             cmd_fps: HashMap::new(),
             cmd_holds: HashMap::new(),
             cmd_stock: Vec::new(),
-            cmd_uploads: Default::default(),
+            cmd_published: Vec::new(),
             written: 0,
             stock: Vec::new(),
             in_flight,
@@ -222,7 +219,7 @@ impl<'a> Tx<'a> {
             }
         }
         self.cmd_holds.clear();
-        self.cmd_uploads.commit(self.index);
+        self.cmd_published.clear();
         self.stock.append(&mut self.cmd_stock);
         self.saved_counters = self.counters;
     }
@@ -239,7 +236,9 @@ impl<'a> Tx<'a> {
         self.cmd_fps.clear();
         self.cmd_holds.clear();
         self.cmd_stock.clear();
-        self.cmd_uploads.clear();
+        for product in self.cmd_published.drain(..) {
+            self.index.fingerprints.remove(&product);
+        }
         self.events.clear();
         self.counters = self.saved_counters;
     }

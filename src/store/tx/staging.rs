@@ -5,58 +5,20 @@
 //! A staged upload is an `uploads` row (upload id → [`StagedUpload`], the
 //! runs of blocks it holds) over ordinary `key_blocks` and
 //! `key_fingerprints` rows, without `avail` rows: nothing can claim its
-//! keys, and readers skip its blocks. Its fingerprints are kept apart from
-//! the product's: a key staged by one upload is not yet a key the product
-//! has. So two uploads staged at once stay exact: the one published second
-//! finds the keys the first one published, and counts them as duplicates
-//! then (their slots become deleted keys, never available).
+//! keys, and readers skip its blocks. Its keys are de-duplicated against
+//! the product's when staged (cheap, and they need not be stored), but
+//! whether a key repeats within the upload, or was published meanwhile by
+//! another upload staged at the same time, is decided at the publish, from
+//! the fingerprints stored with its blocks: a key staged by one upload is
+//! not yet a key the product has, since that upload may still fail. Such a
+//! key's slot becomes a deleted key, never available. So the writer keeps
+//! no set of its own per upload (it would double the memory of a big one:
+//! ~23 bytes a key, next to the body being read).
 
-use super::{Tx, WriterIndex};
+use super::Tx;
 use crate::error::{Error, Result};
 use crate::store::keyblock::{self, StagedUpload, FP_LEN};
 use crate::store::tree::{self, Tree};
-use crate::store::FingerprintSet;
-use std::collections::HashMap;
-
-/// What the current command did to staged uploads, kept at its commit.
-#[derive(Default)]
-pub(crate) struct UploadChanges {
-    begun: Vec<u64>,
-    staged: HashMap<u64, FingerprintSet>,
-    /// Published (with their product) or discarded (`None`).
-    ended: Vec<(u64, Option<String>)>,
-}
-
-impl UploadChanges {
-    pub(super) fn commit(&mut self, index: &mut WriterIndex) {
-        for id in self.begun.drain(..) {
-            index.uploads.insert(id, FingerprintSet::default());
-        }
-        for (id, fps) in self.staged.drain() {
-            // Not loaded: loaded later from the store, which has them.
-            if let Some(set) = index.uploads.get_mut(&id) {
-                set.extend(fps);
-            }
-        }
-        for (id, product) in self.ended.drain(..) {
-            let ours = index.uploads.remove(&id);
-            let theirs = product.and_then(|p| index.fingerprints.get_mut(&p));
-            if let (Some(mut ours), Some(theirs)) = (ours, theirs) {
-                // A big upload into a new product: move, do not copy.
-                if ours.len() > theirs.len() {
-                    std::mem::swap(&mut ours, theirs);
-                }
-                theirs.extend(ours);
-            }
-        }
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.begun.clear();
-        self.staged.clear();
-        self.ended.clear();
-    }
-}
 
 /// An upload made available by [`Tx::publish_upload`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +61,6 @@ impl Tx<'_> {
             duplicates: 0,
         };
         self.put(Tree::Uploads, record_key(id), &rec);
-        self.cmd_uploads.begun.push(id);
         Ok(())
     }
 
@@ -130,46 +91,6 @@ impl Tx<'_> {
         Ok(runs)
     }
 
-    /// Whether the product has a key with this fingerprint, or upload `id`
-    /// staged one.
-    pub fn upload_knows(&mut self, id: u64, product_id: &str, fp: &[u8; FP_LEN]) -> Result<bool> {
-        if self.key_fingerprint_known(product_id, fp)? {
-            return Ok(true);
-        }
-        if self
-            .cmd_uploads
-            .staged
-            .get(&id)
-            .is_some_and(|s| s.contains(fp))
-        {
-            return Ok(true);
-        }
-        self.load_upload_fingerprints(id)?;
-        Ok(self.index.uploads.get(&id).is_some_and(|s| s.contains(fp)))
-    }
-
-    /// Loads the fingerprints upload `id` staged (after a start or a failed
-    /// batch the writer knows none).
-    fn load_upload_fingerprints(&mut self, id: u64) -> Result<()> {
-        if self.index.uploads.contains_key(&id) {
-            return Ok(());
-        }
-        let rec = self.open_upload(id)?;
-        let mut set = FingerprintSet::default();
-        for block in rec.blocks() {
-            let pk = keyblock::product_block_key(&rec.product_id, block);
-            if let Some(v) = self.get_raw(Tree::KeyFingerprints, &pk)? {
-                set.extend(keyblock::fingerprints(&v));
-            }
-        }
-        // This command's own rows join only if it commits.
-        for fp in self.cmd_uploads.staged.get(&id).into_iter().flatten() {
-            set.remove(fp);
-        }
-        self.index.uploads.insert(id, set);
-        Ok(())
-    }
-
     /// Stores keys (sealed text, fingerprint) for upload `id` in blocks that
     /// make none of them available; `duplicates` were skipped.
     pub fn stage_keys(
@@ -180,50 +101,66 @@ impl Tx<'_> {
     ) -> Result<()> {
         let mut rec = self.open_upload(id)?;
         let n = keys.len() as u64;
-        let mut fps = self.cmd_uploads.staged.remove(&id).unwrap_or_default();
+        // The fingerprints join the product's at the publish, not now.
+        let mut fps = crate::store::FingerprintSet::default();
         if let Some((first, last)) = self.put_blocks(&rec.product_id, keys, false, &mut fps) {
             rec.runs
                 .push((keyblock::locate(first).0, keyblock::locate(last).0 + 1));
         }
-        self.cmd_uploads.staged.insert(id, fps);
         rec.keys += n;
         rec.duplicates += duplicates;
         self.put(Tree::Uploads, record_key(id), &rec);
         Ok(())
     }
 
-    /// Makes every key upload `id` staged available, but those whose key
-    /// the product got meanwhile (they become deleted keys), and ends the
-    /// upload. The caller counts them into the product.
+    /// Makes every key upload `id` staged available, but those the product
+    /// has by now or the upload repeats (they become deleted keys), and
+    /// ends the upload. The caller counts them into the product.
+    ///
+    /// The keys join the writer's set of the product's fingerprints at once,
+    /// not at the commit (a copy of a big upload's set would double its
+    /// memory); if this command is rolled back, the product's set is
+    /// dropped, to be loaded again from the store.
     pub fn publish_upload(&mut self, id: u64) -> Result<Published> {
         let rec = self.open_upload(id)?;
         let product = rec.product_id.clone();
-        // Both sets are loaded before this command writes anything.
+        // Loaded before this command writes anything.
         self.load_fingerprints(&product)?;
-        self.load_upload_fingerprints(id)?;
-        let taken: FingerprintSet = match (
-            self.index.uploads.get(&id),
-            self.index.fingerprints.get(&product),
-        ) {
-            (Some(ours), Some(theirs)) if !theirs.is_empty() => ours
-                .iter()
-                .filter(|fp| theirs.contains(*fp))
-                .copied()
-                .collect(),
-            _ => FingerprintSet::default(),
-        };
-        let mut first = None;
+        self.cmd_published.push(product.clone());
+        let mut fps = self.index.fingerprints.remove(&product).unwrap_or_default();
+        fps.reserve(rec.keys as usize);
+        let published = self.publish_blocks(&rec, &mut fps);
+        self.index.fingerprints.insert(product.clone(), fps);
+        let taken = published?;
+        self.del_raw(Tree::Uploads, record_key(id));
+        Ok(Published {
+            product_id: product,
+            added: rec.keys - taken,
+            duplicates: rec.duplicates + taken,
+        })
+    }
+
+    /// Writes the availability rows of an upload's blocks, adding each
+    /// key's fingerprint to `fps`; a key already there is deleted instead.
+    /// Returns how many were.
+    fn publish_blocks(
+        &mut self,
+        rec: &StagedUpload,
+        fps: &mut crate::store::FingerprintSet,
+    ) -> Result<u64> {
+        let (product, mut taken, mut first) = (&rec.product_id, 0, None);
         for block in rec.blocks() {
-            let pk = keyblock::product_block_key(&product, block);
-            let fps = self
+            let pk = keyblock::product_block_key(product, block);
+            let row = self
                 .get_raw(Tree::KeyFingerprints, &pk)?
                 .unwrap_or_default();
             let mut bits = 0u64;
-            for (slot, fp) in keyblock::fingerprints(&fps).enumerate() {
-                if taken.contains(&fp) {
-                    self.delete_staged_key(block, slot)?;
-                } else {
+            for (slot, fp) in keyblock::fingerprints(&row).enumerate() {
+                if fps.insert(fp) {
                     bits |= 1 << slot;
+                } else {
+                    taken += 1;
+                    self.delete_staged_key(block, slot)?;
                 }
             }
             if bits != 0 {
@@ -234,17 +171,10 @@ impl Tx<'_> {
         if let Some(first) = first {
             // Its ids may lie below where the search for available keys
             // starts (uploads staged since took higher ones).
-            let floor = self.avail_floor(&product).min(first);
+            let floor = self.avail_floor(product).min(first);
             self.cmd_floors.insert(product.clone(), floor);
         }
-        self.del_raw(Tree::Uploads, record_key(id));
-        self.cmd_uploads.ended.push((id, Some(product.clone())));
-        let taken = taken.len() as u64;
-        Ok(Published {
-            product_id: product,
-            added: rec.keys - taken,
-            duplicates: rec.duplicates + taken,
-        })
+        Ok(taken)
     }
 
     /// A staged key that turned out to be a duplicate: an empty row hides
@@ -273,7 +203,6 @@ impl Tx<'_> {
             );
         }
         self.del_raw(Tree::Uploads, record_key(id));
-        self.cmd_uploads.ended.push((id, None));
         Ok(true)
     }
 }
@@ -299,7 +228,7 @@ mod tests {
             .write_blocking(move |tx| {
                 let (mut new, mut dups) = (Vec::new(), 0);
                 for k in keys(texts) {
-                    match tx.upload_knows(id, "p", &k.1)? {
+                    match tx.key_fingerprint_known("p", &k.1)? {
                         true => dups += 1,
                         false => new.push(k),
                     }
