@@ -229,6 +229,11 @@ fn a_big_upload_refused_for_a_full_disk_stores_none_of_its_keys() {
     assert_eq!(refused.status(), 503);
     let body: Value = refused.json().unwrap();
     assert_eq!(body["error"]["code"], "unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("none of the upload's keys were added"),
+        "the answer says what became of the upload: {message}"
+    );
     assert_eq!(stock(), 500, "the refused upload put keys on sale");
     assert_eq!(
         counts(),
