@@ -454,20 +454,20 @@ impl<'a> Tx<'a> {
         keys: Vec<(Vec<u8>, [u8; FP_LEN])>,
     ) -> Option<(u64, u64)> {
         let mut new_fps = self.cmd_fps.remove(product_id).unwrap_or_default();
-        let range = self.put_blocks(product_id, keys, true, &mut new_fps);
+        let range = self.put_blocks(product_id, keys, Some(&mut new_fps));
         self.cmd_fps.insert(product_id.to_string(), new_fps);
         range
     }
 
-    /// Writes keys into new blocks with their fingerprints (also added to
-    /// `new_fps`) and, when `available`, their availability bits. Returns
-    /// the first and last id handed out.
+    /// Writes keys into new blocks with their fingerprints. Given the set
+    /// of the product's new fingerprints, the keys are available: their
+    /// fingerprints join it and their availability bits are written (a
+    /// staged upload's are not). Returns the first and last id handed out.
     fn put_blocks(
         &mut self,
         product_id: &str,
         keys: Vec<(Vec<u8>, [u8; FP_LEN])>,
-        available: bool,
-        new_fps: &mut FingerprintSet,
+        mut new_fps: Option<&mut FingerprintSet>,
     ) -> Option<(u64, u64)> {
         let cuts = keyblock::cut(keys.iter().map(|(sealed, _)| sealed.len()));
         let mut block = keyblock::block_at_or_after(self.counters.next_key_id.max(1));
@@ -479,7 +479,9 @@ impl<'a> Tx<'a> {
             for (s, fp) in keys.by_ref().take(n) {
                 sealed.push(s);
                 fps.extend_from_slice(&fp);
-                new_fps.insert(fp);
+                if let Some(set) = new_fps.as_deref_mut() {
+                    set.insert(fp);
+                }
             }
             let first = keyblock::first_id(block);
             let last = first + n as u64 - 1;
@@ -495,7 +497,7 @@ impl<'a> Tx<'a> {
                 &KeyBlock::new(product_id, self.now_ms, &sealed),
             );
             let pk = keyblock::product_block_key(product_id, block);
-            if available {
+            if new_fps.is_some() {
                 self.put_raw(Tree::Avail, pk.clone(), keyblock::bits_value(bits));
             }
             self.put_raw(Tree::KeyFingerprints, pk, fps);

@@ -102,8 +102,7 @@ impl Tx<'_> {
         let mut rec = self.open_upload(id)?;
         let n = keys.len() as u64;
         // The fingerprints join the product's at the publish, not now.
-        let mut fps = crate::store::FingerprintSet::default();
-        if let Some((first, last)) = self.put_blocks(&rec.product_id, keys, false, &mut fps) {
+        if let Some((first, last)) = self.put_blocks(&rec.product_id, keys, None) {
             rec.runs
                 .push((keyblock::locate(first).0, keyblock::locate(last).0 + 1));
         }
