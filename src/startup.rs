@@ -115,9 +115,10 @@ fn key_source(cfg: &Config) -> String {
 /// run ([`start_check`]): after an unclean stop unless
 /// `storage.check_after_crash` is off, or always with
 /// `storage.check_on_start`. Without the check, paid-but-undelivered
-/// orders are re-driven here.
+/// orders are re-driven here. Key uploads a stop cut short are discarded.
 pub fn open_store(cfg: &Config) -> Result<(Store, bool), StartError> {
     let store = Store::open(&store_options(cfg)).map_err(|e| StartError(e.to_string()))?;
+    crate::ops::upload::discard_unfinished(&store);
     use crate::store::recovery::Recovery;
     // A new shop has nothing to check: its first start is not a crash.
     let clean = matches!(store.recovery(), Recovery::Clean | Recovery::New);

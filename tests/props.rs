@@ -9,7 +9,7 @@
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use faka::config::Config;
 use faka::domain::ids::{Email, Gateway, OrderNo, ProductId};
-use faka::http::keys::parse_upload;
+use faka::http::key_parse::parse_upload;
 use faka::http::parse_json;
 use faka::payments::epay::{format_money, parse_money, sign, EpayGateway};
 use faka::payments::hmac::HmacGateway;

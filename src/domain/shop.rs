@@ -128,7 +128,7 @@ pub struct ImportResult {
 /// Adds keys the product never had; counts the rest as duplicates. Waiting
 /// orders are back-filled from the new stock at once, oldest first.
 pub fn import_keys(tx: &mut Tx, product_id: &str, keys: Vec<SealedKey>) -> Result<ImportResult> {
-    let mut product = load_product(tx, product_id)?;
+    let product = load_product(tx, product_id)?;
     let mut duplicates = 0u64;
     let mut seen = crate::store::FingerprintSet::default();
     seen.reserve(keys.len());
@@ -142,20 +142,89 @@ pub fn import_keys(tx: &mut Tx, product_id: &str, keys: Vec<SealedKey>) -> Resul
     }
     let added = new.len() as u64;
     tx.insert_available_keys(product_id, new);
+    put_on_sale(tx, product, added, duplicates)
+}
+
+/// Counts `added` new available keys into `product` and back-fills waiting
+/// orders from them.
+fn put_on_sale(
+    tx: &mut Tx,
+    mut product: Product,
+    added: u64,
+    duplicates: u64,
+) -> Result<ImportResult> {
     product.counts.available += added;
     product.counts.imported += added;
     tx.put_product(&product);
-    backfill(tx, product_id)?;
-    let stock = if tx.stock_is_spoken_for(product_id)? {
+    backfill(tx, &product.id)?;
+    let stock = if tx.stock_is_spoken_for(&product.id)? {
         0
     } else {
-        load_product(tx, product_id)?.counts.available
+        load_product(tx, &product.id)?.counts.available
     };
     Ok(ImportResult {
         added,
         duplicates,
         stock,
     })
+}
+
+/// Opens upload `upload_id` of keys for `product_id`, staged chunk by chunk
+/// and published as a whole (see `ops::upload`). First discards what
+/// uploads no longer running (`is_live` names those that are) left staged.
+pub fn begin_upload(
+    tx: &mut Tx,
+    upload_id: u64,
+    product_id: &str,
+    is_live: &dyn Fn(u64) -> bool,
+) -> Result<()> {
+    load_product(tx, product_id)?;
+    discard_abandoned_uploads(tx, is_live)?;
+    tx.begin_upload(upload_id, product_id)
+}
+
+/// Discards every staged upload `is_live` does not name (at a start: all);
+/// returns how many.
+pub fn discard_abandoned_uploads(tx: &mut Tx, is_live: &dyn Fn(u64) -> bool) -> Result<u64> {
+    let mut discarded = 0;
+    for id in tx.staged_uploads()? {
+        if !is_live(id) && tx.discard_upload(id)? {
+            discarded += 1;
+        }
+    }
+    Ok(discarded)
+}
+
+/// Discards upload `upload_id` and what it staged; false if it is gone.
+pub fn discard_upload(tx: &mut Tx, upload_id: u64) -> Result<bool> {
+    tx.discard_upload(upload_id)
+}
+
+/// Stages a chunk of upload `upload_id`: keys the product does not have
+/// are stored, not yet available; the rest are duplicates. (A key repeated
+/// in another chunk is found at the publish.)
+pub fn stage_keys(tx: &mut Tx, upload_id: u64, keys: Vec<SealedKey>) -> Result<()> {
+    let product_id = tx.upload_product(upload_id)?;
+    let mut duplicates = 0u64;
+    let mut seen = crate::store::FingerprintSet::default();
+    seen.reserve(keys.len());
+    let mut new = Vec::with_capacity(keys.len());
+    for k in keys {
+        if !seen.insert(k.fingerprint) || tx.key_fingerprint_known(&product_id, &k.fingerprint)? {
+            duplicates += 1;
+            continue;
+        }
+        new.push((k.sealed, k.fingerprint));
+    }
+    tx.stage_keys(upload_id, new, duplicates)
+}
+
+/// Publishes upload `upload_id`: all its keys become available at once,
+/// as one import, and waiting orders are back-filled from them.
+pub fn publish_upload(tx: &mut Tx, upload_id: u64) -> Result<ImportResult> {
+    let p = tx.publish_upload(upload_id)?;
+    let product = load_product(tx, &p.product_id)?;
+    put_on_sale(tx, product, p.added, p.duplicates)
 }
 
 /// Removes available keys by id; ids that are unknown, of another product or

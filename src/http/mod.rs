@@ -7,6 +7,7 @@ mod admin_orders;
 pub mod auth;
 mod body;
 mod health;
+pub mod key_parse;
 pub mod keys;
 pub mod limits;
 pub mod middleware;

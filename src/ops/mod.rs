@@ -1,5 +1,6 @@
 //! Operating the shop: the invariant checker (`faka check`, also run at
-//! start-up) and start-up recovery.
+//! start-up), start-up recovery, and key uploads as a whole (the admin
+//! API's and `faka import`'s).
 
 pub mod backup;
 pub mod check;
@@ -7,3 +8,4 @@ pub mod import;
 pub mod metrics;
 pub mod offline;
 pub mod recovery;
+pub mod upload;

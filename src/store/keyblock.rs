@@ -18,6 +18,10 @@
 //!   in-memory set per product, loaded from these rows on the product's
 //!   first import after a start (see `tx::FingerprintIndex`).
 //!
+//! A staged upload (see `tx::staging`) writes `key_blocks` and
+//! `key_fingerprints` rows but no `avail` rows, and lists its blocks in
+//! `uploads` ([`StagedUpload`]); until it is published, readers skip them.
+//!
 //! A key gets its own `keys` row (id → `KeyRecord`) only when its state first
 //! changes; from then on that row is the key. A deleted key's row is empty (a
 //! tombstone over its block slot), and its sealed text is cut out of the
@@ -109,6 +113,31 @@ impl KeyBlock {
             imported_at_ms: self.imported_at_ms,
         })
     }
+}
+
+/// An upload staged and not yet published (`uploads`: upload id → this):
+/// its blocks hold keys that are not the product's yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedUpload {
+    pub product_id: String,
+    pub started_at_ms: i64,
+    /// Its blocks, as runs `first..end` of block numbers, one per chunk.
+    pub runs: Vec<(u64, u64)>,
+    /// Keys staged so far, and keys skipped as duplicates.
+    pub keys: u64,
+    pub duplicates: u64,
+}
+
+impl StagedUpload {
+    pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.runs.iter().flat_map(|&(first, end)| first..end)
+    }
+}
+
+/// Whether `block` is in one of `runs` (sorted, not overlapping).
+pub fn in_runs(runs: &[(u64, u64)], block: u64) -> bool {
+    let i = runs.partition_point(|&(_, end)| end <= block);
+    runs.get(i).is_some_and(|&(first, _)| first <= block)
 }
 
 /// A key's own `keys` row: its record, or `None` for the empty row a
@@ -241,6 +270,14 @@ mod tests {
         assert_eq!(crate::store::codec::encode(&Bulk(bytes.clone(), -3)), plain);
         let back: Bulk = crate::store::codec::decode(&plain).unwrap();
         assert_eq!(back, Bulk(bytes, -3));
+    }
+
+    #[test]
+    fn a_block_is_in_a_run_from_its_first_block_to_before_its_end() {
+        let runs = [(3, 5), (9, 10)];
+        let inside: Vec<u64> = (0..12).filter(|&b| in_runs(&runs, b)).collect();
+        assert_eq!(inside, vec![3, 4, 9]);
+        assert!(!in_runs(&[], 0));
     }
 
     #[test]

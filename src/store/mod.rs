@@ -20,7 +20,7 @@ mod writer;
 
 pub use reads::{KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
 pub use recovery::OpenError;
-pub use tx::{Counters, FingerprintSet, Tx};
+pub use tx::{Counters, FingerprintSet, Published, Tx};
 pub use writer::{now_ms, WriterStats};
 
 use crate::error::{Error, Result};
@@ -92,6 +92,36 @@ struct Inner {
     /// The data-dir lock; released by `close` so a CLI may follow.
     lock: Mutex<Option<std::fs::File>>,
     early: Arc<writer::EarlyStock>,
+    live_uploads: Arc<LiveUploads>,
+}
+
+/// The key uploads this process is staging now (see `ops::upload`): any
+/// other staged upload in the store was abandoned, and may be discarded.
+#[derive(Default)]
+pub struct LiveUploads(Mutex<std::collections::HashSet<u64>>);
+
+impl LiveUploads {
+    fn ids(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new upload id, live until [`LiveUploads::end`].
+    pub fn start(&self) -> u64 {
+        loop {
+            let id = rand::random::<u64>();
+            if self.ids().insert(id) {
+                return id;
+            }
+        }
+    }
+
+    pub fn end(&self, id: u64) {
+        self.ids().remove(&id);
+    }
+
+    pub fn is_live(&self, id: u64) -> bool {
+        self.ids().contains(&id)
+    }
 }
 
 /// A handle to the open store; cheap to clone.
@@ -172,8 +202,14 @@ impl Store {
                 commit_hooks,
                 lock: Mutex::new(Some(opened.lock)),
                 early,
+                live_uploads: Arc::default(),
             }),
         })
+    }
+
+    /// The uploads this process is staging.
+    pub fn live_uploads(&self) -> Arc<LiveUploads> {
+        self.inner.live_uploads.clone()
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -103,9 +103,27 @@ impl Store {
         }
     }
 
+    /// The blocks of staged, unpublished uploads, as sorted runs: their
+    /// keys are nobody's yet (see `keyblock::StagedUpload`).
+    pub(crate) fn staged_runs(&self) -> Result<Vec<(u64, u64)>> {
+        let mut runs = Vec::new();
+        for item in self.trees().get(Tree::Uploads).iter() {
+            let (_, v) = item.map_err(storage)?;
+            runs.extend(decode::<keyblock::StagedUpload>(&v)?.runs);
+        }
+        runs.sort_unstable();
+        Ok(runs)
+    }
+
+    /// Whether an upload is staged and not yet published.
+    pub fn has_staged_uploads(&self) -> bool {
+        !self.trees().get(Tree::Uploads).is_empty()
+    }
+
     /// Visits every key with an id in `start..end`, in id order: each
     /// block's slots, with the key's own row (if its state changed) in place
-    /// of the slot, deleted keys left out. `f` returns false to stop.
+    /// of the slot, deleted keys and staged uploads left out. `f` returns
+    /// false to stop.
     fn visit_keys(
         &self,
         start: u64,
@@ -118,6 +136,7 @@ impl Store {
             .range(tree::u64_key(start)..)
             .peekable();
         let first_block = keyblock::locate(start).0;
+        let staged = self.staged_runs()?;
         for item in self
             .trees()
             .get(Tree::KeyBlocks)
@@ -125,6 +144,9 @@ impl Store {
         {
             let (k, v) = item.map_err(storage)?;
             let block = tree::read_u64(&k).unwrap_or(0);
+            if keyblock::in_runs(&staged, block) {
+                continue;
+            }
             let b: KeyBlock = decode(&v)?;
             let base = keyblock::first_id(block);
             for slot in 0..b.len() {

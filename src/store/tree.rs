@@ -46,9 +46,13 @@ pub enum Tree {
     /// block (u64 BE) → KeyBlock: imported keys, `keyblock::BLOCK_KEYS` ids
     /// per block. Copied into sled before every other tree.
     KeyBlocks = 14,
+    /// upload id (u64 BE) → `keyblock::StagedUpload`: uploads staged and
+    /// not yet published. Written before the rest of its batch, removed
+    /// after it (`writer::apply_writes`).
+    Uploads = 15,
 }
 
-pub const ALL: [Tree; 15] = [
+pub const ALL: [Tree; 16] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
@@ -64,6 +68,7 @@ pub const ALL: [Tree; 15] = [
     Tree::Holds,
     Tree::Attempts,
     Tree::KeyBlocks,
+    Tree::Uploads,
 ];
 
 /// sled trees of the key layout before key blocks (a key per row). A data
@@ -93,6 +98,7 @@ impl Tree {
             Tree::Holds => "holds",
             Tree::Attempts => "payment_attempts",
             Tree::KeyBlocks => "key_blocks",
+            Tree::Uploads => "uploads",
         }
     }
 }

@@ -21,6 +21,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
+mod staging;
+pub use staging::Published;
+
 type Overlay = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
 
 /// How many payment attempts that changed nothing (repeats, refusals) are
@@ -131,6 +134,9 @@ pub struct Tx<'a> {
     cmd_holds: HashMap<Vec<u8>, i64>,
     /// Available counts of the products this command wrote.
     cmd_stock: Vec<(String, u64)>,
+    /// Products whose fingerprints this command's publish of an upload
+    /// added to the index (see `staging`): dropped if it is rolled back.
+    cmd_published: Vec<String>,
     /// Bytes of keys and values written in this batch so far, rolled-back
     /// commands included (an upper bound, for [`Tx::written_bytes`]).
     written: usize,
@@ -171,6 +177,7 @@ impl<'a> Tx<'a> {
             cmd_fps: HashMap::new(),
             cmd_holds: HashMap::new(),
             cmd_stock: Vec::new(),
+            cmd_published: Vec::new(),
             written: 0,
             stock: Vec::new(),
             in_flight,
@@ -212,6 +219,7 @@ impl<'a> Tx<'a> {
             }
         }
         self.cmd_holds.clear();
+        self.cmd_published.clear();
         self.stock.append(&mut self.cmd_stock);
         self.saved_counters = self.counters;
     }
@@ -228,6 +236,9 @@ impl<'a> Tx<'a> {
         self.cmd_fps.clear();
         self.cmd_holds.clear();
         self.cmd_stock.clear();
+        for product in self.cmd_published.drain(..) {
+            self.index.fingerprints.remove(&product);
+        }
         self.events.clear();
         self.counters = self.saved_counters;
     }
@@ -410,24 +421,36 @@ impl<'a> Tx<'a> {
         {
             return Ok(true);
         }
-        if !self.index.fingerprints.contains_key(product_id) {
-            let mut set = FingerprintSet::default();
-            let prefix = tree::scope_prefix(product_id);
-            for (_, v) in self.scan(Tree::KeyFingerprints, &prefix, usize::MAX)? {
-                set.extend(keyblock::fingerprints(&v));
-            }
-            // The scan also saw this command's own writes, which join the
-            // index only if it commits.
-            for fp in self.cmd_fps.get(product_id).into_iter().flatten() {
-                set.remove(fp);
-            }
-            self.index.fingerprints.insert(product_id.to_string(), set);
-        }
+        self.load_fingerprints(product_id)?;
         Ok(self
             .index
             .fingerprints
             .get(product_id)
             .is_some_and(|set| set.contains(fp)))
+    }
+
+    /// Loads the fingerprints of the keys a product has (not those of its
+    /// staged uploads), once after a start or a failed batch.
+    fn load_fingerprints(&mut self, product_id: &str) -> Result<()> {
+        if self.index.fingerprints.contains_key(product_id) {
+            return Ok(());
+        }
+        let staged = self.staged_runs(product_id)?;
+        let mut set = FingerprintSet::default();
+        let prefix = tree::scope_prefix(product_id);
+        for (k, v) in self.scan(Tree::KeyFingerprints, &prefix, usize::MAX)? {
+            let block = keyblock::block_of_product_key(&k).unwrap_or(0);
+            if !keyblock::in_runs(&staged, block) {
+                set.extend(keyblock::fingerprints(&v));
+            }
+        }
+        // The scan also saw this command's own writes, which join the
+        // index only if it commits.
+        for fp in self.cmd_fps.get(product_id).into_iter().flatten() {
+            set.remove(fp);
+        }
+        self.index.fingerprints.insert(product_id.to_string(), set);
+        Ok(())
     }
 
     /// Stores new available keys of one product (sealed text, fingerprint),
@@ -438,18 +461,35 @@ impl<'a> Tx<'a> {
         product_id: &str,
         keys: Vec<(Vec<u8>, [u8; FP_LEN])>,
     ) -> Option<(u64, u64)> {
+        let mut new_fps = self.cmd_fps.remove(product_id).unwrap_or_default();
+        let range = self.put_blocks(product_id, keys, Some(&mut new_fps));
+        self.cmd_fps.insert(product_id.to_string(), new_fps);
+        range
+    }
+
+    /// Writes keys into new blocks with their fingerprints. Given the set
+    /// of the product's new fingerprints, the keys are available: their
+    /// fingerprints join it and their availability bits are written (a
+    /// staged upload's are not). Returns the first and last id handed out.
+    fn put_blocks(
+        &mut self,
+        product_id: &str,
+        keys: Vec<(Vec<u8>, [u8; FP_LEN])>,
+        mut new_fps: Option<&mut FingerprintSet>,
+    ) -> Option<(u64, u64)> {
         let cuts = keyblock::cut(keys.iter().map(|(sealed, _)| sealed.len()));
         let mut block = keyblock::block_at_or_after(self.counters.next_key_id.max(1));
         let mut keys = keys.into_iter();
         let mut range = None;
-        let mut new_fps = self.cmd_fps.remove(product_id).unwrap_or_default();
         for n in cuts {
             let mut sealed = Vec::with_capacity(n);
             let mut fps = Vec::with_capacity(n * FP_LEN);
             for (s, fp) in keys.by_ref().take(n) {
                 sealed.push(s);
                 fps.extend_from_slice(&fp);
-                new_fps.insert(fp);
+                if let Some(set) = new_fps.as_deref_mut() {
+                    set.insert(fp);
+                }
             }
             let first = keyblock::first_id(block);
             let last = first + n as u64 - 1;
@@ -465,13 +505,20 @@ impl<'a> Tx<'a> {
                 &KeyBlock::new(product_id, self.now_ms, &sealed),
             );
             let pk = keyblock::product_block_key(product_id, block);
-            self.put_raw(Tree::Avail, pk.clone(), keyblock::bits_value(bits));
+            if new_fps.is_some() {
+                self.put_raw(Tree::Avail, pk.clone(), keyblock::bits_value(bits));
+            }
             self.put_raw(Tree::KeyFingerprints, pk, fps);
             block += 1;
         }
         self.counters.next_key_id = keyblock::first_id(block);
-        self.cmd_fps.insert(product_id.to_string(), new_fps);
         range
+    }
+
+    fn has_available_bit(&self, product_id: &str, id: u64) -> Result<bool> {
+        let (block, slot) = keyblock::locate(id);
+        let pk = keyblock::product_block_key(product_id, block);
+        Ok(keyblock::bits(self.get_raw(Tree::Avail, &pk)?.as_deref()) & (1 << slot) != 0)
     }
 
     /// Sets (`true`) or clears a key's bit in its block's availability row.
@@ -571,7 +618,12 @@ impl<'a> Tx<'a> {
     /// slot's sealed text is cut out of the block.
     pub fn delete_available_key(&mut self, id: u64, product_id: &str) -> Result<bool> {
         match self.key(id)? {
-            Some(rec) if rec.product_id == product_id && rec.state == KeyState::Available => {
+            Some(rec)
+                if rec.product_id == product_id
+                    && rec.state == KeyState::Available
+                    // A staged upload's key is not available yet.
+                    && self.has_available_bit(product_id, id)? =>
+            {
                 self.put_raw(Tree::Keys, tree::u64_key(id).to_vec(), Vec::new());
                 self.set_available(product_id, id, false)?;
                 let (block, slot) = keyblock::locate(id);

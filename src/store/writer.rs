@@ -273,13 +273,21 @@ pub fn now_ms() -> i64 {
 /// not be atomic; the writer's own reads see the batch through its in-flight
 /// overlay until the copy is complete.
 pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> {
+    // A staged upload's record names blocks readers must skip: written
+    // before the blocks it names, removed after they are published or gone.
+    let uploads = writes.partition_point(|w| w.tree < Tree::Uploads as u8);
+    let (writes, uploads) = writes.split_at(uploads);
+    let (added, removed): (Vec<Write>, Vec<Write>) =
+        uploads.iter().cloned().partition(|w| w.value.is_some());
+    apply_rows(trees, &added)?;
     // Key blocks, then keys (and the trees before them), then orders and the
     // rest: a reader that finds a key's id finds the key.
     let split = writes.partition_point(|w| w.tree < Tree::Orders as u8);
     let blocks = writes.partition_point(|w| w.tree < Tree::KeyBlocks as u8);
     apply_phase(trees, &writes[blocks..])?;
     apply_phase(trees, &writes[..split])?;
-    apply_phase(trees, &writes[split..blocks])
+    apply_phase(trees, &writes[split..blocks])?;
+    apply_rows(trees, &removed)
 }
 
 /// A batch closes once it writes this much, whatever its count of commands:
@@ -1489,7 +1497,7 @@ mod tests {
         // Sizes below and above PARALLEL_MIN_ROWS; the big one has one tree
         // with most rows (the half point falls in the first tree).
         let shapes: [&[(Tree, u32)]; 3] = [
-            &[(Tree::Keys, 10), (Tree::Orders, 5)],
+            &[(Tree::Keys, 10), (Tree::Orders, 5), (Tree::Uploads, 2)],
             &[
                 (Tree::Keys, 3000),
                 (Tree::Avail, 1000),

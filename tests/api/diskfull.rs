@@ -135,3 +135,131 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
     }
     store.close();
 }
+
+/// Makes the free space on the file system of `dir` about `free` bytes,
+/// with a filler file; returns its path.
+fn leave_free(dir: &Path, free: u64) -> PathBuf {
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let avail: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df gives the free bytes");
+    let filler = dir.join("filler");
+    let mib = avail.saturating_sub(free) / (1 << 20);
+    let ok = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", &format!("count={mib}")])
+        .arg(format!("of={}", filler.display()))
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "filler written");
+    filler
+}
+
+/// A 100,000-key upload that runs out of disk part-way is refused as a
+/// whole: 503, and none of its keys is stored or on sale; once space
+/// returns the same upload adds every key (none counts as a duplicate of
+/// a key left behind by the refused one), and the store checks clean.
+#[test]
+fn a_big_upload_refused_for_a_full_disk_stores_none_of_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&dir.path().join("disk"), "128m") else {
+        eprintln!("disk-full test skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let config = write_config_with(dir.path(), |text| {
+        text.replace(
+            &dir.path().join("data").display().to_string(),
+            &fs.0.join("data").display().to_string(),
+        )
+    });
+    let mut server = start_binary(&config);
+    let c = Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let base = server.base.clone();
+    let seeded: Vec<String> = (0..500).map(|i| format!("SEED-{i}")).collect();
+    crate::crash::seed(
+        &base,
+        json!({"id": "p", "name": "P", "price": 100}),
+        &seeded,
+    );
+    let counts = || -> Value {
+        let v: Value = c
+            .get(format!("{base}/api/v1/admin/products"))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["products"][0]["keys"].clone()
+    };
+    let stock = || -> u64 {
+        let v: Value = c
+            .get(format!("{base}/api/v1/products/p"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["stock"].as_u64().unwrap()
+    };
+    assert_eq!(stock(), 500);
+    let upload: Vec<String> = (0..100_000)
+        .map(|i| format!("BIG-{i:06}-ABCDEFGHIJ"))
+        .collect();
+    let send = || {
+        c.post(format!("{base}/api/v1/admin/products/p/keys"))
+            .bearer_auth(ADMIN)
+            .header("Content-Type", "text/plain")
+            .body(upload.join("\n"))
+            .send()
+            .unwrap()
+    };
+    // Room (above the 16 MiB the shop keeps free) for a chunk or two of
+    // the upload, not for all of it.
+    let filler = leave_free(&fs.0, 19 << 20);
+    let refused = send();
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("none of the upload's keys were added"),
+        "the answer says what became of the upload: {message}"
+    );
+    assert_eq!(stock(), 500, "the refused upload put keys on sale");
+    assert_eq!(
+        counts(),
+        json!({"available": 500, "held": 0, "sold": 0}),
+        "the refused upload stored keys"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let done = eventually(Duration::from_secs(60), || {
+        let r = send();
+        (r.status() == 200).then_some(r)
+    });
+    let done: Value = done.json().unwrap();
+    assert_eq!(
+        done,
+        json!({"added": 100_000, "duplicates": 0, "stock": 100_500})
+    );
+    unsafe_sigterm(&server.child);
+    assert!(server.child.wait().unwrap().success());
+    let check = Command::new(bin_path())
+        .args(["--config", config.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

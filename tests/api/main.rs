@@ -25,4 +25,5 @@ mod orders;
 mod payments;
 mod products;
 mod slow_and_proxied;
+mod uploads;
 mod webhooks;
