@@ -392,6 +392,7 @@ impl Store {
         }
         let trees = self.inner.view.get()?;
         let got = trees.get(t).get(key).map_err(|e| {
+            let e = trees.note_error(e);
             tracing::error!(error = %e, "store read failed");
             Error::unavailable("storage error, try again")
         })?;

@@ -263,7 +263,7 @@ impl<'a> Tx<'a> {
             .trees
             .get(t)
             .get(key)
-            .map_err(internal)?
+            .map_err(|e| internal(self.trees.note_error(e)))?
             .map(|v| v.to_vec()))
     }
 
@@ -324,14 +324,14 @@ impl<'a> Tx<'a> {
                 .map(|w| Ok((w.key.clone(), w.value.clone())));
             sources.push((Box::new(it) as Box<dyn Iterator<Item = _>>).peekable());
         }
-        let sled = self
-            .trees
+        let trees = self.trees;
+        let sled = trees
             .get(t)
             .range(from..)
             .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
             .map(|r| {
                 r.map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
-                    .map_err(internal)
+                    .map_err(|e| internal(trees.note_error(e)))
             });
         sources.push((Box::new(sled) as Box<dyn Iterator<Item = _>>).peekable());
         let mut out = Vec::new();

@@ -3,7 +3,8 @@
 //!
 //! sled remembers its first I/O error (a full disk) and refuses every write
 //! after it for as long as the database is open, so after such an error the
-//! journal is ahead of sled until sled is opened again. Until then the
+//! journal is ahead of sled until sled is opened again (an error sled gave
+//! a read or its flush is treated the same way). Until then the
 //! batches sled lacks are kept here ([`Unapplied`]): point reads look in
 //! them before sled, so an acknowledged order reads as it is; scans, which
 //! cannot merge them, answer 503; writes are refused. Once the disk has room
@@ -74,6 +75,12 @@ impl Unapplied {
     /// are answered, so that no read after the answer misses it.
     pub(crate) fn push(&self, batch: Arc<Batch>) {
         self.lock().push(batch);
+        self.behind.store(true, Ordering::SeqCst);
+    }
+
+    /// sled failed without a batch to keep (a read or its flush): writes
+    /// are refused until it is opened again, as after a failed batch.
+    pub(crate) fn mark_failed(&self) {
         self.behind.store(true, Ordering::SeqCst);
     }
 

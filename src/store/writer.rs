@@ -251,7 +251,7 @@ impl SledSync {
                 let synced = trees
                     .db
                     .flush()
-                    .map_err(std::io::Error::other)
+                    .map_err(|e| std::io::Error::other(trees.note_error(e)))
                     .and_then(|_| super::recovery::write_synced_marker(&dir, seq));
                 if let Err(e) = synced {
                     tracing::warn!(error = %e, "sled flush failed; a start after a crash replays from an earlier batch, or rebuilds");
@@ -498,10 +498,16 @@ impl Computer {
         self.epoch += 1;
     }
 
-    /// While sled is behind the journal, asks the committer (between
+    /// While sled is behind the journal (or failed), asks the committer (between
     /// batches, so no batch holds the old sled) to open it again, at most
     /// once per [`RESUME_EVERY`].
     fn try_resume(&mut self, idle: &mut bool) {
+        if !self.unapplied.is_behind() && self.view.get().is_ok_and(|t| t.failed()) {
+            // sled failed a read or its flush: it takes no write before it
+            // is opened again.
+            tracing::error!("sled answered an error; writes are refused until it is opened again");
+            self.unapplied.mark_failed();
+        }
         if !self.unapplied.is_behind() || self.last_resume.elapsed() < RESUME_EVERY {
             return;
         }
