@@ -19,7 +19,7 @@ mod tx;
 mod view;
 mod writer;
 
-pub use reads::{KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
+pub use reads::{Expired, KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
 pub use recovery::OpenError;
 pub use tx::{Counters, FingerprintSet, Tx};
 pub use writer::{now_ms, WriterStats};

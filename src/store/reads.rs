@@ -8,10 +8,12 @@
 use super::codec;
 use super::keyblock::{self, KeyBlock};
 use super::tree::{self, Tree};
-use super::tx::OUTBOX_GROUP_MAX;
+use super::tx::{outbox_group_expired, OUTBOX_GROUP_MAX};
 use super::Store;
 use crate::domain::ids::OrderNo;
-use crate::domain::model::{DeliveryState, KeyRecord, Order, OutboxEvent, Product};
+use crate::domain::model::{
+    DeliveryState, IdempotencyRecord, KeyRecord, Order, OutboxEvent, Product,
+};
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -541,6 +543,62 @@ impl Store {
     /// itself (reads every event: for the checker).
     pub fn outbox_counts_scanned(&self) -> Result<(u64, u64)> {
         outbox_counts_in(&*self.trees()?).map_err(storage)
+    }
+}
+
+/// One step of the retention pruner's walk over a tree.
+pub struct Expired {
+    /// Keys of the records past their age.
+    pub keys: Vec<Vec<u8>>,
+    /// Where the next step starts; `None` at the end of the tree.
+    pub next: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// Idempotency records made before `cutoff_ms`, among at most `scan`
+    /// rows from key `from` on.
+    pub fn expired_idempotency(&self, cutoff_ms: i64, from: &[u8], scan: usize) -> Result<Expired> {
+        self.expired_in(Tree::Idem, from, scan, |v| {
+            Ok(decode::<IdempotencyRecord>(v)?.created_at_ms < cutoff_ms)
+        })
+    }
+
+    /// Outbox records (keyed by their first event's seq) whose events were
+    /// all delivered and made before `cutoff_ms`, among at most `scan` rows
+    /// from key `from` on.
+    pub fn expired_outbox(&self, cutoff_ms: i64, from: &[u8], scan: usize) -> Result<Expired> {
+        self.expired_in(Tree::Outbox, from, scan, |v| {
+            Ok(outbox_group_expired(
+                &decode::<Vec<OutboxEvent>>(v)?,
+                cutoff_ms,
+            ))
+        })
+    }
+
+    fn expired_in(
+        &self,
+        t: Tree,
+        from: &[u8],
+        scan: usize,
+        expired: impl Fn(&[u8]) -> Result<bool>,
+    ) -> Result<Expired> {
+        let mut keys = Vec::new();
+        let (mut seen, mut last) = (0, None);
+        for item in self.trees()?.get(t).range(from..).take(scan) {
+            let (k, v) = item.map_err(storage)?;
+            if expired(&v)? {
+                keys.push(k.to_vec());
+            }
+            seen += 1;
+            last = Some(k);
+        }
+        // The smallest key after the last one read.
+        let next = last.filter(|_| seen == scan).map(|k| {
+            let mut next = k.to_vec();
+            next.push(0);
+            next
+        });
+        Ok(Expired { keys, next })
     }
 }
 

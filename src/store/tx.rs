@@ -855,10 +855,33 @@ impl<'a> Tx<'a> {
         self.put(Tree::Outbox, tree::u64_key(first).to_vec(), &group);
         Ok(())
     }
+
+    /// Deletes the outbox record keyed `first` (its first event's seq) if
+    /// it expired (see [`outbox_group_expired`]); whether it did. Delivered
+    /// events are in no count, so the counters stay.
+    pub fn prune_outbox_group(&mut self, first: u64, cutoff_ms: i64) -> Result<bool> {
+        let key = tree::u64_key(first).to_vec();
+        let Some(group) = self.get::<Vec<OutboxEvent>>(Tree::Outbox, &key)? else {
+            return Ok(false);
+        };
+        if !outbox_group_expired(&group, cutoff_ms) {
+            return Ok(false);
+        }
+        self.del_raw(Tree::Outbox, key);
+        Ok(true)
+    }
 }
 
 /// Most events one outbox record holds (one command, one order).
 pub const OUTBOX_GROUP_MAX: usize = 4;
+
+/// Whether an outbox record may go by retention: every event in it was
+/// delivered and created before `cutoff_ms`.
+pub(crate) fn outbox_group_expired(group: &[OutboxEvent], cutoff_ms: i64) -> bool {
+    group
+        .iter()
+        .all(|e| e.state == DeliveryState::Delivered && e.created_at_ms < cutoff_ms)
+}
 
 fn new_event(seq: u64, order_no: &str, kind: EventKind, now: i64) -> OutboxEvent {
     OutboxEvent {
