@@ -125,6 +125,19 @@ struct Args {
     /// connections and never answers (to show it does not slow orders)
     #[arg(long)]
     hanging_webhooks: bool,
+    /// Configure faka's outbound webhooks to a receiver that answers 200
+    /// to every event (so events end delivered)
+    #[arg(long, conflicts_with = "hanging_webhooks")]
+    accepting_webhooks: bool,
+    /// Send an `Idempotency-Key` with every order (one key per order), as
+    /// a careful client does
+    #[arg(long)]
+    idempotency_keys: bool,
+    /// faka's `[retention]` idempotency_hours and delivered_events_hours
+    /// for every faka started, with a sweep every 5 s [default: faka's,
+    /// 168 and 720 hours, a sweep every 60 s]
+    #[arg(long)]
+    retention_hours: Option<u64>,
     /// scale: keys imported [default: 1000000; smoke: 2000]
     #[arg(long)]
     scale_keys: Option<usize>,
@@ -170,6 +183,60 @@ fn match_faka_worker_priority() {
         .copied()
         .unwrap_or_else(|| faka::config::ServerConfig::default().worker_nice);
     faka::startup::lower_thread_priority(nice);
+}
+
+/// `[retention]` hours written into faka's config, when `--retention-hours`.
+static RETENTION_HOURS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Whether orders carry an `Idempotency-Key` (`--idempotency-keys`).
+static IDEMPOTENCY_KEYS: AtomicBool = AtomicBool::new(false);
+
+/// A webhook receiver that answers every request with an empty 200,
+/// keeping the connection open; its URL.
+fn start_accepting_receiver() -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || answer_ok(stream));
+        }
+    });
+    Ok(url)
+}
+
+/// Reads requests (headers and a `Content-Length` body) off `stream` and
+/// answers each 200, until the client closes it.
+fn answer_ok(stream: TcpStream) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let (mut reader, mut out) = (BufReader::new(read_half), stream);
+    loop {
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err()
+            || out
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// The webhook URL of the hanging receiver, when `--hanging-webhooks`.
@@ -1662,6 +1729,12 @@ level = "warn,faka=info"
         key = dir.join("faka.key").display(),
         sweep = if hold_secs <= 5 { 100 } else { 500 },
     );
+    let text = match RETENTION_HOURS.get() {
+        Some(h) => format!(
+            "{text}[retention]\nidempotency_hours = {h}\ndelivered_events_hours = {h}\nsweep_interval_secs = 5\n"
+        ),
+        None => text,
+    };
     match WEBHOOK_URL.get() {
         Some(url) => format!(
             "{text}[webhooks]\nurl = \"{url}\"\nsecret = \"bench-hook\"\nworkers = 4\ntimeout_secs = 30\n"
@@ -1929,11 +2002,11 @@ async fn create_order<H: Http>(
     let email = format!("buyer{}@example.com", BUYER.fetch_add(1, Ordering::Relaxed));
     let body =
         json!({"product_id": product, "quantity": quantity, "email": email, "gateway": "hmac"});
-    let req = Req::post(
-        "/api/v1/orders",
-        vec![("Content-Type", "application/json".into())],
-        body.to_string().into_bytes(),
-    );
+    let mut headers = vec![("Content-Type", "application/json".into())];
+    if IDEMPOTENCY_KEYS.load(Ordering::Relaxed) {
+        headers.push(("Idempotency-Key", format!("bench-{email}")));
+    }
+    let req = Req::post("/api/v1/orders", headers, body.to_string().into_bytes());
     let Some(r) = timed_call(s, conn, &req).await else {
         return Created::Failed;
     };
@@ -3522,6 +3595,10 @@ fn scale_run(cfg: &Settings, rows: &mut Shown) -> Result<()> {
         .verdict(failures),
     );
     rows.push(Row::info(
+        "  data dir",
+        data_dir_text(&shop.dir.join("data"), no)?,
+    ));
+    rows.push(Row::info(
         "  faka log",
         format!("{} warn/error lines", warnings.len()),
     ));
@@ -3529,6 +3606,46 @@ fn scale_run(cfg: &Settings, rows: &mut Shown) -> Result<()> {
         println!("faka logged: {w}");
     }
     Ok(())
+}
+
+/// The data dir's size on disk (allocated blocks, as `du` counts them), by
+/// top-level entry, and per order.
+fn data_dir_text(data: &Path, orders: usize) -> Result<String> {
+    let mut parts = BTreeMap::new();
+    for entry in std::fs::read_dir(data).with_context(|| format!("reading {}", data.display()))? {
+        let entry = entry?;
+        let name = if entry.file_type()?.is_dir() {
+            entry.file_name().to_string_lossy().into_owned()
+        } else {
+            "files".to_string()
+        };
+        *parts.entry(name).or_insert(0) += disk_bytes(&entry.path())?;
+    }
+    let total: u64 = parts.values().sum();
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    let shown: Vec<String> = parts
+        .iter()
+        .map(|(k, &b)| format!("{k} {}", mib(b)))
+        .collect();
+    Ok(format!(
+        "{} ({}); {} bytes per order",
+        mib(total),
+        shown.join(", "),
+        thousands((total / orders.max(1) as u64) as f64)
+    ))
+}
+
+fn disk_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    if !m.is_dir() {
+        return Ok(m.blocks() * 512);
+    }
+    let mut total = m.blocks() * 512;
+    for entry in std::fs::read_dir(path)? {
+        total += disk_bytes(&entry?.path())?;
+    }
+    Ok(total)
 }
 
 /// Creates and pays `scale_orders` orders of one key on `concurrency`
@@ -3990,6 +4107,21 @@ fn main() {
                 std::process::exit(2);
             }
         }
+    }
+    if args.accepting_webhooks {
+        match start_accepting_receiver() {
+            Ok(url) => {
+                let _ = WEBHOOK_URL.set(url);
+            }
+            Err(e) => {
+                eprintln!("faka-bench: cannot start the webhook receiver: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
+    IDEMPOTENCY_KEYS.store(args.idempotency_keys, Ordering::Relaxed);
+    if let Some(h) = args.retention_hours {
+        let _ = RETENTION_HOURS.set(h);
     }
     if let Some(mb) = args.cache_mb {
         let _ = CACHE_MB.set(mb);
