@@ -173,7 +173,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             idempotency_hours: 7 * 24,
             delivered_events_hours: 30 * 24,
-            sweep_interval_secs: 60,
+            sweep_interval_secs: 600,
         }
     }
 }

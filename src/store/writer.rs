@@ -527,8 +527,9 @@ impl Computer {
         self.try_resume(idle);
         let started = Instant::now();
         let Ok(trees) = self.view.get() else {
-            // sled is being opened again and failed: the job is dropped
-            // unrun, and its caller answered 503 (`Store::submit`).
+            // The last try to open sled again failed, so there is none to
+            // run on: the job is dropped unrun and its caller answered 503
+            // (`Store::submit`); a later try brings sled back.
             drop(first);
             return Gathered::More;
         };
