@@ -269,8 +269,11 @@ impl Store {
             let ok = r.is_ok();
             let finish: Finish = Box::new(move |commit_err| {
                 reply(match (r, commit_err) {
-                    (Ok(_), Some(e)) => Err(e),
-                    (r, _) => r,
+                    // A batch that failed answers only its failure: a
+                    // command's refusal (an order not found) may rest on
+                    // what did not become durable, or on a sled behind.
+                    (_, Some(e)) => Err(e),
+                    (r, None) => r,
                 })
             });
             (ok, finish)

@@ -59,9 +59,13 @@ pub struct KeyPage {
 }
 
 impl Store {
+    /// A record, or `None` when the store has none. While sled lacks a
+    /// durable batch, a miss answers 503 instead: what sled lost with its
+    /// error may be in the journal, and a 404 would deny it.
     fn read<T: DeserializeOwned>(&self, t: Tree, key: &[u8]) -> Result<Option<T>> {
         match self.read_raw(t, key)? {
             Some(v) => decode(&v).map(Some),
+            None if self.inner.unapplied.is_behind() => Err(super::view::catching_up()),
             None => Ok(None),
         }
     }

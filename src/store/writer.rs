@@ -711,6 +711,9 @@ impl Committer {
             ))
         } else {
             match &c.batch {
+                // While sled is behind, a batch that writes nothing is
+                // refused too: its answers rest on reads of that sled.
+                None if self.unapplied.is_behind() => Err(refused_while_behind()),
                 None => Ok(true),
                 Some(b) => self.make_durable(b, c.counters),
             }
@@ -774,10 +777,7 @@ impl Committer {
         }
         if self.unapplied.is_behind() {
             self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::Unavailable {
-                message: "storage could not take an earlier change; writes resume once the disk has room, nothing was changed".into(),
-                retry_after: RESUME_EVERY * 2,
-            });
+            return Err(refused_while_behind());
         }
         // Stop short of a full disk: refusing here leaves room for sled's own
         // files, so nothing fails half-way and service resumes by itself.
@@ -915,6 +915,13 @@ impl Committer {
                 false
             }
         }
+    }
+}
+
+fn refused_while_behind() -> Error {
+    Error::Unavailable {
+        message: "storage could not take an earlier change; writes resume once the disk has room, nothing was changed".into(),
+        retry_after: RESUME_EVERY * 2,
     }
 }
 
@@ -1270,6 +1277,17 @@ mod tests {
         let available = |store: &Store| store.product("p").unwrap().unwrap().counts.available;
         for _ in 0..3 {
             assert_eq!(available(&store), 4, "the acknowledged state, not sled's");
+            let miss = store.order("unknown").unwrap_err();
+            assert_eq!(miss.status(), 503, "a miss may be what sled lost: {miss}");
+            let not_found = store.write_blocking(|tx| {
+                tx.order("unknown")?
+                    .ok_or_else(|| crate::error::Error::not_found("no such order"))
+            });
+            assert_eq!(
+                not_found.unwrap_err().status(),
+                503,
+                "never 404 while behind"
+            );
             let walk = store.products().unwrap_err();
             assert_eq!(walk.status(), 503, "a walk cannot see the batch: {walk}");
             assert!(!store.healthy());
