@@ -39,6 +39,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +150,30 @@ impl Default for OrdersConfig {
         OrdersConfig {
             hold_secs: 900,
             sweep_interval_ms: 500,
+        }
+    }
+}
+
+/// How long records kept only for repeats and history stay in the store
+/// before the pruner (`workers::retention`) deletes them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Hours an `Idempotency-Key` of `POST /api/v1/orders` is remembered;
+    /// a repeat after its record was pruned creates a new order.
+    pub idempotency_hours: u64,
+    /// Hours a delivered webhook event is kept after it was created.
+    pub delivered_events_hours: u64,
+    /// How often the pruner looks for records past their age.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            idempotency_hours: 7 * 24,
+            delivered_events_hours: 30 * 24,
+            sweep_interval_secs: 600,
         }
     }
 }
@@ -338,6 +364,9 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("limits.max_pending_per_email", Kind::Int),
     ("limits.lookups_per_minute", Kind::Int),
     ("limits.admin_failures_per_minute", Kind::Int),
+    ("retention.idempotency_hours", Kind::Int),
+    ("retention.delivered_events_hours", Kind::Int),
+    ("retention.sweep_interval_secs", Kind::Int),
 ];
 
 fn env_name(path: &str) -> String {

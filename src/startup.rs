@@ -307,6 +307,12 @@ impl Application {
         workers.spawn("faka-expiry", move || {
             workers::expiry::run(s, interval, stop)
         });
+        let (s, stop) = (store.clone(), workers.stop_signal());
+        let ages = workers::retention::Ages::of(&cfg.retention);
+        let interval = Duration::from_secs(cfg.retention.sweep_interval_secs.max(1));
+        workers.spawn("faka-retention", move || {
+            workers::retention::run(s, ages, interval, stop)
+        });
 
         let crypto = Arc::new(crypto);
         if let Some(hooks) = cfg.webhooks() {

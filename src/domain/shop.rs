@@ -13,6 +13,37 @@ use super::order::{self, OrderStatus, PaymentSource, PaymentStep};
 use crate::error::{Error, Result};
 use crate::store::Tx;
 
+/// Retention: forgets the idempotency records among `keys` that were made
+/// before `cutoff_ms` (checked again here, as the pruner found them outside
+/// the writer); how many. A repeat of such a key creates a new order.
+pub fn prune_idempotency(tx: &mut Tx, keys: &[Vec<u8>], cutoff_ms: i64) -> Result<usize> {
+    let mut pruned = 0;
+    for key in keys {
+        let Ok(hash) = <[u8; 32]>::try_from(key.as_slice()) else {
+            continue;
+        };
+        if tx
+            .idempotency(&hash)?
+            .is_some_and(|r| r.created_at_ms < cutoff_ms)
+        {
+            tx.delete_idempotency(key);
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}
+
+/// Retention: deletes the outbox records among `groups` (their first
+/// event's seq) whose events were all delivered and made before
+/// `cutoff_ms`; how many.
+pub fn prune_delivered_events(tx: &mut Tx, groups: &[u64], cutoff_ms: i64) -> Result<usize> {
+    let mut pruned = 0;
+    for &first in groups {
+        pruned += usize::from(tx.prune_outbox_group(first, cutoff_ms)?);
+    }
+    Ok(pruned)
+}
+
 /// A validated new product.
 #[derive(Debug, Clone)]
 pub struct NewProduct {

@@ -759,7 +759,8 @@ mod tests {
         let (block, slot) = keyblock::locate(first);
         assert_eq!(keyblock::locate(last).0, block);
         let row = keyblock::product_block_key("p", block);
-        let avail = store.trees().get(Tree::Avail);
+        let trees = store.trees().unwrap();
+        let avail = trees.get(Tree::Avail);
         let bits = keyblock::bits(avail.get(&row).unwrap().as_deref());
         let moved = (bits & !(1 << slot)) | (1 << (slot + 3));
         avail.insert(row, keyblock::bits_value(moved)).unwrap();

@@ -4,7 +4,8 @@
 //! Domain and HTTP code see [`Store`] (typed reads, `write` of a closure over
 //! [`Tx`]) and never sled. Reads go straight to sled and never wait for the
 //! writer; every write goes through the bounded queue and is answered only
-//! after its batch is durable.
+//! after its batch is durable. After sled failed to take a durable batch,
+//! reads see it through `view::Unapplied` until sled is opened again.
 
 pub mod codec;
 pub mod courier;
@@ -16,9 +17,10 @@ pub mod repair;
 pub mod snapshot;
 pub mod tree;
 mod tx;
+mod view;
 mod writer;
 
-pub use reads::{KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
+pub use reads::{Expired, KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
 pub use recovery::OpenError;
 pub use tx::{Counters, FingerprintSet, Published, Tx};
 pub use writer::{now_ms, WriterStats};
@@ -77,7 +79,8 @@ impl StoreOptions {
 type CommitHooks = Arc<Mutex<Vec<Box<dyn Fn() + Send>>>>;
 
 struct Inner {
-    trees: Arc<Trees>,
+    view: Arc<view::View>,
+    unapplied: Arc<view::Unapplied>,
     sender: Sender<Msg>,
     stats: Arc<WriterStats>,
     data_dir: PathBuf,
@@ -159,8 +162,12 @@ impl Store {
         let commit_hooks: CommitHooks = Arc::default();
         let hooks = commit_hooks.clone();
         let early: Arc<writer::EarlyStock> = Arc::default();
+        let view = Arc::new(view::View::new(opened.trees));
+        let unapplied: Arc<view::Unapplied> = Arc::default();
         let writer = Writer {
-            trees: opened.trees.clone(),
+            view: view.clone(),
+            unapplied: unapplied.clone(),
+            cache_bytes: opts.cache_bytes,
             journal,
             seq: opened.seq,
             counters: opened.counters,
@@ -189,7 +196,8 @@ impl Store {
             .map_err(|e| OpenError(format!("starting writer thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
-                trees: opened.trees,
+                view,
+                unapplied,
                 sender,
                 stats,
                 data_dir: opts.data_dir.clone(),
@@ -268,10 +276,14 @@ impl Store {
     }
 
     /// True when the store accepts writes. After a refused batch, healthy
-    /// again as soon as the disk has room, without waiting for a write.
+    /// again as soon as the disk has room, without waiting for a write;
+    /// after sled failed to take a durable batch, once it is opened again.
     pub fn healthy(&self) -> bool {
         let stats = &self.inner.stats;
-        if self.inner.closing.load(Ordering::SeqCst) || stats.poisoned.load(Ordering::SeqCst) {
+        if self.inner.closing.load(Ordering::SeqCst)
+            || stats.poisoned.load(Ordering::SeqCst)
+            || self.inner.unapplied.is_behind()
+        {
             return false;
         }
         if stats.failing.load(Ordering::SeqCst) {
@@ -294,8 +306,11 @@ impl Store {
             let ok = r.is_ok();
             let finish: Finish = Box::new(move |commit_err| {
                 reply(match (r, commit_err) {
-                    (Ok(_), Some(e)) => Err(e),
-                    (r, _) => r,
+                    // A batch that failed answers only its failure: a
+                    // command's refusal (an order not found) may rest on
+                    // what did not become durable, or on a sled behind.
+                    (_, Some(e)) => Err(e),
+                    (r, None) => r,
                 })
             });
             (ok, finish)
@@ -399,8 +414,29 @@ impl Store {
         Arc::strong_count(&self.inner)
     }
 
-    pub(crate) fn trees(&self) -> &Trees {
-        &self.inner.trees
+    /// The sled trees for a read that walks them: 503 while sled lacks a
+    /// durable batch, which a walk could not merge in (point reads go
+    /// through [`Store::read_raw`] instead).
+    pub(crate) fn trees(&self) -> Result<Arc<Trees>> {
+        if self.inner.unapplied.is_behind() {
+            return Err(view::catching_up());
+        }
+        self.inner.view.get()
+    }
+
+    /// One row as the journal has it: from a durable batch sled lacks, if
+    /// one writes it, else from sled.
+    pub(crate) fn read_raw(&self, t: tree::Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.inner.unapplied.get(t as u8, key) {
+            return Ok(v);
+        }
+        let trees = self.inner.view.get()?;
+        let got = trees.get(t).get(key).map_err(|e| {
+            let e = trees.note_error(e);
+            tracing::error!(error = %e, "store read failed");
+            Error::unavailable("storage error, try again")
+        })?;
+        Ok(got.map(|v| v.to_vec()))
     }
 }
 

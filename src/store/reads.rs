@@ -1,14 +1,19 @@
 //! Typed reads straight from sled. They never wait for the writer; what they
 //! see is always committed and durable, because the writer applies a batch to
-//! sled only after it is fsynced.
+//! sled only after it is fsynced. While sled lacks a durable batch (it failed
+//! to take one), point reads see it through `view::Unapplied` and reads that
+//! walk a tree answer 503 rather than show a state older than one
+//! acknowledged (`Store::trees`).
 
 use super::codec;
 use super::keyblock::{self, KeyBlock};
 use super::tree::{self, Tree};
-use super::tx::OUTBOX_GROUP_MAX;
+use super::tx::{outbox_group_expired, OUTBOX_GROUP_MAX};
 use super::Store;
 use crate::domain::ids::OrderNo;
-use crate::domain::model::{DeliveryState, KeyRecord, Order, OutboxEvent, Product};
+use crate::domain::model::{
+    DeliveryState, IdempotencyRecord, KeyRecord, Order, OutboxEvent, Product,
+};
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -54,9 +59,13 @@ pub struct KeyPage {
 }
 
 impl Store {
+    /// A record, or `None` when the store has none. While sled lacks a
+    /// durable batch, a miss answers 503 instead: what sled lost with its
+    /// error may be in the journal, and a 404 would deny it.
     fn read<T: DeserializeOwned>(&self, t: Tree, key: &[u8]) -> Result<Option<T>> {
-        match self.trees().get(t).get(key).map_err(storage)? {
+        match self.read_raw(t, key)? {
             Some(v) => decode(&v).map(Some),
+            None if self.inner.unapplied.is_behind() => Err(super::view::catching_up()),
             None => Ok(None),
         }
     }
@@ -72,7 +81,7 @@ impl Store {
 
     /// Every product, ordered by id.
     pub fn products(&self) -> Result<Vec<Product>> {
-        self.trees()
+        self.trees()?
             .get(Tree::Products)
             .iter()
             .values()
@@ -87,12 +96,7 @@ impl Store {
     /// A key's record: its own row once its state changed, else its slot in
     /// its import block (see `keyblock`). `None` for unknown or deleted ids.
     pub fn key(&self, id: u64) -> Result<Option<KeyRecord>> {
-        match self
-            .trees()
-            .get(Tree::Keys)
-            .get(tree::u64_key(id))
-            .map_err(storage)?
-        {
+        match self.read_raw(Tree::Keys, &tree::u64_key(id))? {
             Some(v) => keyblock::own_record(&v).map_err(storage),
             None => {
                 let (block, slot) = keyblock::locate(id);
@@ -107,7 +111,7 @@ impl Store {
     /// keys are nobody's yet (see `keyblock::StagedUpload`).
     pub(crate) fn staged_runs(&self) -> Result<Vec<(u64, u64)>> {
         let mut runs = Vec::new();
-        for item in self.trees().get(Tree::Uploads).iter() {
+        for item in self.trees()?.get(Tree::Uploads).iter() {
             let (_, v) = item.map_err(storage)?;
             runs.extend(decode::<keyblock::StagedUpload>(&v)?.runs);
         }
@@ -116,8 +120,8 @@ impl Store {
     }
 
     /// Whether an upload is staged and not yet published.
-    pub fn has_staged_uploads(&self) -> bool {
-        !self.trees().get(Tree::Uploads).is_empty()
+    pub fn has_staged_uploads(&self) -> Result<bool> {
+        Ok(!self.trees()?.get(Tree::Uploads).is_empty())
     }
 
     /// Visits every key with an id in `start..end`, in id order: each
@@ -130,15 +134,14 @@ impl Store {
         end: u64,
         mut f: impl FnMut(u64, KeyRecord) -> Result<bool>,
     ) -> Result<()> {
-        let mut rows = self
-            .trees()
+        let trees = self.trees()?;
+        let mut rows = trees
             .get(Tree::Keys)
             .range(tree::u64_key(start)..)
             .peekable();
         let first_block = keyblock::locate(start).0;
         let staged = self.staged_runs()?;
-        for item in self
-            .trees()
+        for item in trees
             .get(Tree::KeyBlocks)
             .range(keyblock::block_key(first_block)..)
         {
@@ -201,7 +204,8 @@ impl Store {
         limit: usize,
         cursor: Option<&OrderNo>,
     ) -> Result<OrderPage> {
-        let orders_tree = self.trees().get(Tree::Orders);
+        let trees = self.trees()?;
+        let orders_tree = trees.get(Tree::Orders);
         let rows = match cursor {
             Some(c) => orders_tree.range(..c.as_str().as_bytes()),
             None => orders_tree.iter(),
@@ -243,7 +247,8 @@ impl Store {
         part: OrderRange,
         mut f: impl FnMut(Order) -> Result<()>,
     ) -> Result<()> {
-        let orders = self.trees().get(Tree::Orders);
+        let trees = self.trees()?;
+        let orders = trees.get(Tree::Orders);
         let iter = match part {
             OrderRange::All => orders.iter(),
             OrderRange::Below(split) => orders.range(..split),
@@ -259,7 +264,8 @@ impl Store {
     /// two threads to read at once. Order numbers begin with the time they
     /// were made, so each half holds about the orders of half that time.
     pub fn halves_of_orders(&self) -> Result<[OrderRange; 2]> {
-        let orders = self.trees().get(Tree::Orders);
+        let trees = self.trees()?;
+        let orders = trees.get(Tree::Orders);
         let (first, last) = (
             orders.first().map_err(storage)?,
             orders.last().map_err(storage)?,
@@ -296,7 +302,8 @@ impl Store {
 
     /// The first and last stored block numbers (0 and 0 without blocks).
     fn block_span(&self) -> Result<(u64, u64)> {
-        let blocks = self.trees().get(Tree::KeyBlocks);
+        let trees = self.trees()?;
+        let blocks = trees.get(Tree::KeyBlocks);
         let block = |kv: Option<(sled::IVec, sled::IVec)>| {
             kv.and_then(|(k, _)| tree::read_u64(&k)).unwrap_or(0)
         };
@@ -335,7 +342,7 @@ impl Store {
             // Available keys have their own index: no need to walk sold ones.
             let prefix = tree::scope_prefix(product_id);
             let from = keyblock::product_block_key(product_id, keyblock::locate(start).0);
-            'rows: for item in self.trees().get(Tree::Avail).range(from..) {
+            'rows: for item in self.trees()?.get(Tree::Avail).range(from..) {
                 let (k, v) = item.map_err(storage)?;
                 if !k.starts_with(&prefix) {
                     break;
@@ -372,10 +379,8 @@ impl Store {
     /// Whether `order`'s expiry is scheduled (every pending order's is:
     /// the sweeper and the hold caps' count find pending orders there).
     pub fn expiry_scheduled(&self, order: &Order) -> Result<bool> {
-        self.trees()
-            .get(Tree::Expiry)
-            .contains_key(tree::time_key(order.expires_at_ms, &order.order_no))
-            .map_err(storage)
+        let key = tree::time_key(order.expires_at_ms, &order.order_no);
+        Ok(self.read_raw(Tree::Expiry, &key)?.is_some())
     }
 
     /// Pending orders whose hold ran out by `now_ms`, oldest first.
@@ -383,7 +388,7 @@ impl Store {
         let upper = tree::u64_key(now_ms.max(0) as u64 + 1);
         let mut out = Vec::new();
         for item in self
-            .trees()
+            .trees()?
             .get(Tree::Expiry)
             .range(..upper.to_vec())
             .take(limit)
@@ -406,7 +411,7 @@ impl Store {
         let start = cursor.map_or(0, |c| c.saturating_add(1));
         let mut out = Vec::new();
         let mut next = None;
-        for e in self.outbox_events_from(start) {
+        for e in self.outbox_events_from(start)? {
             let e = e?;
             if state.is_some_and(|s| s != e.state) {
                 continue;
@@ -422,9 +427,10 @@ impl Store {
 
     /// Every outbox event with seq ≥ `from`, oldest first, unpacked from the
     /// per-order groups they are stored in (`Tx::put_outbox`).
-    fn outbox_events_from(&self, from: u64) -> impl Iterator<Item = Result<OutboxEvent>> + '_ {
+    fn outbox_events_from(&self, from: u64) -> Result<impl Iterator<Item = Result<OutboxEvent>>> {
         let first = from.saturating_sub(OUTBOX_GROUP_MAX as u64 - 1);
-        self.trees()
+        Ok(self
+            .trees()?
             .get(Tree::Outbox)
             .range(tree::u64_key(first)..)
             .values()
@@ -435,7 +441,7 @@ impl Store {
                     Err(e) => vec![Err(e)],
                 }
             })
-            .filter(move |e| e.as_ref().map_or(true, |e| e.seq >= from))
+            .filter(move |e| e.as_ref().map_or(true, |e| e.seq >= from)))
     }
 
     /// The audit trail of payment attempts that changed nothing, oldest
@@ -446,7 +452,7 @@ impl Store {
         order_no: &str,
     ) -> Result<Vec<(crate::domain::model::PaymentAttempt, Option<u32>)>> {
         let prefix = tree::scope_prefix(order_no);
-        self.trees()
+        self.trees()?
             .get(Tree::Attempts)
             .scan_prefix(&prefix)
             .map(|item| {
@@ -466,7 +472,7 @@ impl Store {
             if t == Tree::Meta || t == Tree::Attempts {
                 continue;
             }
-            for item in self.trees().get(t).iter() {
+            for item in self.trees()?.get(t).iter() {
                 let (k, v) = item.map_err(storage)?;
                 out.push((t as u8, k.to_vec(), v.to_vec()));
             }
@@ -480,7 +486,7 @@ impl Store {
     /// the bitmap of the block's available keys.
     pub fn available_index(&self) -> Result<BTreeMap<(String, u64), u64>> {
         let mut out = BTreeMap::new();
-        for item in self.trees().get(Tree::Avail).iter() {
+        for item in self.trees()?.get(Tree::Avail).iter() {
             let (k, v) = item.map_err(storage)?;
             let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
             let product = String::from_utf8_lossy(&k[..end]).into_owned();
@@ -499,7 +505,7 @@ impl Store {
         let mut out = Vec::new();
         let mut low = None;
         let mut next = from_seq;
-        for e in self.outbox_events_from(from_seq) {
+        for e in self.outbox_events_from(from_seq)? {
             let e = e?;
             next = e.seq + 1;
             if e.state == DeliveryState::Pending {
@@ -514,7 +520,7 @@ impl Store {
     }
 
     pub fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>> {
-        for e in self.outbox_events_from(seq) {
+        for e in self.outbox_events_from(seq)? {
             let e = e?;
             if e.seq >= seq {
                 return Ok((e.seq == seq).then_some(e));
@@ -534,7 +540,7 @@ impl Store {
             return Ok(p.counts.available);
         }
         let spoken_for = self
-            .trees()
+            .trees()?
             .get(Tree::Awaiting)
             .scan_prefix(tree::scope_prefix(&p.id))
             .next()
@@ -567,7 +573,63 @@ impl Store {
     /// How many outbox events are pending and dead, counted in the outbox
     /// itself (reads every event: for the checker).
     pub fn outbox_counts_scanned(&self) -> Result<(u64, u64)> {
-        outbox_counts_in(self.trees()).map_err(storage)
+        outbox_counts_in(&*self.trees()?).map_err(storage)
+    }
+}
+
+/// One step of the retention pruner's walk over a tree.
+pub struct Expired {
+    /// Keys of the records past their age.
+    pub keys: Vec<Vec<u8>>,
+    /// Where the next step starts; `None` at the end of the tree.
+    pub next: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// Idempotency records made before `cutoff_ms`, among at most `scan`
+    /// rows from key `from` on.
+    pub fn expired_idempotency(&self, cutoff_ms: i64, from: &[u8], scan: usize) -> Result<Expired> {
+        self.expired_in(Tree::Idem, from, scan, |v| {
+            Ok(decode::<IdempotencyRecord>(v)?.created_at_ms < cutoff_ms)
+        })
+    }
+
+    /// Outbox records (keyed by their first event's seq) whose events were
+    /// all delivered and made before `cutoff_ms`, among at most `scan` rows
+    /// from key `from` on.
+    pub fn expired_outbox(&self, cutoff_ms: i64, from: &[u8], scan: usize) -> Result<Expired> {
+        self.expired_in(Tree::Outbox, from, scan, |v| {
+            Ok(outbox_group_expired(
+                &decode::<Vec<OutboxEvent>>(v)?,
+                cutoff_ms,
+            ))
+        })
+    }
+
+    fn expired_in(
+        &self,
+        t: Tree,
+        from: &[u8],
+        scan: usize,
+        expired: impl Fn(&[u8]) -> Result<bool>,
+    ) -> Result<Expired> {
+        let mut keys = Vec::new();
+        let (mut seen, mut last) = (0, None);
+        for item in self.trees()?.get(t).range(from..).take(scan) {
+            let (k, v) = item.map_err(storage)?;
+            if expired(&v)? {
+                keys.push(k.to_vec());
+            }
+            seen += 1;
+            last = Some(k);
+        }
+        // The smallest key after the last one read.
+        let next = last.filter(|_| seen == scan).map(|k| {
+            let mut next = k.to_vec();
+            next.push(0);
+            next
+        });
+        Ok(Expired { keys, next })
     }
 }
 
@@ -622,6 +684,7 @@ mod tests {
         old.extend_from_slice(&7u32.to_be_bytes());
         store
             .trees()
+            .unwrap()
             .get(super::Tree::Attempts)
             .insert(old, super::codec::encode(&attempt(250, "refused")))
             .unwrap();

@@ -446,6 +446,36 @@ fn resume(data_dir: &Path, cache_bytes: u64, scan: &journal::Scan) -> Result<Res
     )))
 }
 
+/// Opens sled again in a running shop after it failed to take a durable
+/// batch (sled refuses every write after an I/O error until reopened): its
+/// files as they are, with the journal replayed over them from the
+/// `SLED_SYNCED` marker, as [`resume`] does after a crash. The caller has
+/// dropped the old handle and owns the journal; `durable` is its last batch.
+pub(crate) fn reopen_sled(
+    data_dir: &Path,
+    cache_bytes: u64,
+    durable: u64,
+) -> Result<Arc<Trees>, OpenError> {
+    remove_stale_sled_snapshots(&sled_dir(data_dir))
+        .map_err(|e| err("cleaning sled directory", e))?;
+    let journal = journal::Scan {
+        end: Some(durable),
+        ..journal::Scan::default()
+    };
+    match resume(data_dir, cache_bytes, &journal)? {
+        Resume::Done((trees, seq, ..)) if seq == durable => Ok(trees),
+        Resume::Done((_, seq, ..)) => Err(OpenError(format!(
+            "sled reopened at batch {seq}, not at the journal's {durable}"
+        ))),
+        Resume::Rebuild(why) if why.is_empty() => Err(OpenError(
+            "no SLED_SYNCED marker names sled's files; restart faka to rebuild".into(),
+        )),
+        Resume::Rebuild(why) => Err(OpenError(format!(
+            "sled cannot be reopened ({why}); restart faka to rebuild"
+        ))),
+    }
+}
+
 /// Why a data directory of the layout before key blocks is refused.
 const LEGACY_LAYOUT: &str = "this data directory stores card keys one per row, the layout of \
 faka builds before key blocks, which this build does not read; serve it with the build that \
@@ -664,7 +694,7 @@ mod tests {
         }
         // What the committer's periodic sync does, and sled's files as the
         // flush left them.
-        store.trees().db.flush().unwrap();
+        store.trees().unwrap().db.flush().unwrap();
         let synced = store
             .stats()
             .applied_seq
@@ -678,7 +708,7 @@ mod tests {
             .stats()
             .applied_seq
             .load(std::sync::atomic::Ordering::SeqCst);
-        let want = contents(store.trees());
+        let want = contents(&store.trees().unwrap());
         assert!(end > synced);
         store.close();
         drop(store);
@@ -689,7 +719,7 @@ mod tests {
         let reopened = |expect: Recovery| {
             let store = Store::open(&opts).unwrap();
             assert_eq!(store.recovery(), expect);
-            assert_eq!(contents(store.trees()), want, "{expect:?}");
+            assert_eq!(contents(&store.trees().unwrap()), want, "{expect:?}");
             store.close();
         };
         let resumed = Recovery::Resumed {
@@ -744,7 +774,7 @@ mod tests {
         let copy_opts = StoreOptions::for_test(copy.path());
         let store = Store::open(&copy_opts).unwrap();
         assert_eq!(store.recovery(), Recovery::Rebuilt);
-        assert_eq!(contents(store.trees()), want);
+        assert_eq!(contents(&store.trees().unwrap()), want);
         store.close();
     }
 

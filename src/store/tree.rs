@@ -107,6 +107,10 @@ impl Tree {
 pub struct Trees {
     pub db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// Set once sled answered an error. From its first I/O error (a full
+    /// disk) sled refuses every write, and may fail reads that restructure
+    /// its tree, until it is opened again (`writer::Committer::resume`).
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl Trees {
@@ -125,11 +129,26 @@ impl Trees {
         for t in ALL {
             trees.push(db.open_tree(t.name())?);
         }
-        Ok(Trees { db, trees })
+        Ok(Trees {
+            db,
+            trees,
+            failed: Default::default(),
+        })
     }
 
     pub fn get(&self, t: Tree) -> &sled::Tree {
         &self.trees[t as usize]
+    }
+
+    /// Records that sled answered `e`; returns it.
+    pub fn note_error(&self, e: sled::Error) -> sled::Error {
+        self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        e
+    }
+
+    /// Whether sled answered an error since it was opened.
+    pub fn failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -274,7 +274,7 @@ impl<'a> Tx<'a> {
             .trees
             .get(t)
             .get(key)
-            .map_err(internal)?
+            .map_err(|e| internal(self.trees.note_error(e)))?
             .map(|v| v.to_vec()))
     }
 
@@ -335,14 +335,14 @@ impl<'a> Tx<'a> {
                 .map(|w| Ok((w.key.clone(), w.value.clone())));
             sources.push((Box::new(it) as Box<dyn Iterator<Item = _>>).peekable());
         }
-        let sled = self
-            .trees
+        let trees = self.trees;
+        let sled = trees
             .get(t)
             .range(from..)
             .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
             .map(|r| {
                 r.map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
-                    .map_err(internal)
+                    .map_err(|e| internal(trees.note_error(e)))
             });
         sources.push((Box::new(sled) as Box<dyn Iterator<Item = _>>).peekable());
         let mut out = Vec::new();
@@ -915,10 +915,33 @@ impl<'a> Tx<'a> {
         self.put(Tree::Outbox, tree::u64_key(first).to_vec(), &group);
         Ok(())
     }
+
+    /// Deletes the outbox record keyed `first` (its first event's seq) if
+    /// it expired (see [`outbox_group_expired`]); whether it did. Delivered
+    /// events are in no count, so the counters stay.
+    pub fn prune_outbox_group(&mut self, first: u64, cutoff_ms: i64) -> Result<bool> {
+        let key = tree::u64_key(first).to_vec();
+        let Some(group) = self.get::<Vec<OutboxEvent>>(Tree::Outbox, &key)? else {
+            return Ok(false);
+        };
+        if !outbox_group_expired(&group, cutoff_ms) {
+            return Ok(false);
+        }
+        self.del_raw(Tree::Outbox, key);
+        Ok(true)
+    }
 }
 
 /// Most events one outbox record holds (one command, one order).
 pub const OUTBOX_GROUP_MAX: usize = 4;
+
+/// Whether an outbox record may go by retention: every event in it was
+/// delivered and created before `cutoff_ms`.
+pub(crate) fn outbox_group_expired(group: &[OutboxEvent], cutoff_ms: i64) -> bool {
+    group
+        .iter()
+        .all(|e| e.state == DeliveryState::Delivered && e.created_at_ms < cutoff_ms)
+}
 
 fn new_event(seq: u64, order_no: &str, kind: EventKind, now: i64) -> OutboxEvent {
     OutboxEvent {

@@ -14,11 +14,17 @@
 //! nothing still goes through it, because its answers may rest on N. If N
 //! cannot be made durable, every batch computed on top of it fails too, and
 //! the writer starts again from the last durable state (the failure *epoch*).
+//!
+//! If sled cannot take a batch that is durable (an I/O error: a full disk),
+//! the batch stays in flight and in [`Unapplied`], writes are refused, and
+//! the writer tries once a second to open sled again over the journal
+//! ([`Committer::resume`]); see `view`.
 
 use super::journal::{Batch, Journal, Write};
 use super::snapshot::Snapshotter;
 use super::tree::{self, Tree, Trees};
 use super::tx::{Counters, Tx, WriterIndex};
+use super::view::{Unapplied, View};
 use crate::error::Error;
 use crossbeam_channel::{select, Receiver};
 use std::collections::VecDeque;
@@ -59,9 +65,13 @@ pub struct WriterStats {
     /// Set when the journal could not be written: writes answer 503 until a
     /// later batch commits again.
     pub failing: AtomicBool,
-    /// Set when sled could not apply a durable batch: the view is stale, so
-    /// writes are refused until a restart rebuilds it from the journal.
+    /// Set when a failed journal append could not be cut off: writes are
+    /// refused until a restart.
     pub poisoned: AtomicBool,
+    /// Test hook: while set, sled takes no batch (as if the disk were full)
+    /// and is not opened again.
+    #[cfg(test)]
+    pub sled_fails: AtomicBool,
     /// Test hook: when not 0, fail the next commit once the writer has
     /// computed this many batches (a disk that fails while the writer has
     /// already built the next batch on top of the failing one).
@@ -77,7 +87,10 @@ pub struct WriterStats {
 }
 
 pub(crate) struct Writer {
-    pub trees: Arc<Trees>,
+    pub view: Arc<View>,
+    pub unapplied: Arc<Unapplied>,
+    /// sled's page cache bound, for opening it again.
+    pub cache_bytes: u64,
     pub journal: Journal,
     pub seq: u64,
     pub counters: Counters,
@@ -151,6 +164,9 @@ enum Stage {
     Sync(crossbeam_channel::Sender<(u64, Counters)>),
     /// Close the store (flush sled, clean marker) and acknowledge.
     Close(Option<std::sync::mpsc::Sender<()>>),
+    /// sled is behind the journal: try to open it again (see
+    /// [`Committer::resume`]); answers whether it is whole again.
+    Resume(crossbeam_channel::Sender<bool>),
 }
 
 struct Commit {
@@ -165,7 +181,10 @@ struct Commit {
 
 /// The compute stage: runs jobs against sled plus the in-flight batches.
 struct Computer {
-    trees: Arc<Trees>,
+    view: Arc<View>,
+    unapplied: Arc<Unapplied>,
+    /// When the writer last asked for sled to be opened again.
+    last_resume: Instant,
     seq: u64,
     counters: Counters,
     rx: Receiver<Msg>,
@@ -187,7 +206,9 @@ struct Computer {
 
 /// The durable stage: journal, fsync, sled, answers, snapshots.
 struct Committer {
-    trees: Arc<Trees>,
+    view: Arc<View>,
+    unapplied: Arc<Unapplied>,
+    cache_bytes: u64,
     journal: Journal,
     durable_seq: u64,
     durable_counters: Counters,
@@ -230,7 +251,7 @@ impl SledSync {
                 let synced = trees
                     .db
                     .flush()
-                    .map_err(std::io::Error::other)
+                    .map_err(|e| std::io::Error::other(trees.note_error(e)))
                     .and_then(|_| super::recovery::write_synced_marker(&dir, seq));
                 if let Err(e) = synced {
                     tracing::warn!(error = %e, "sled flush failed; a start after a crash replays from an earlier batch, or rebuilds");
@@ -356,7 +377,9 @@ impl Writer {
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
         let data_dir = self.snapshots.data_dir.clone();
         let committer = Committer {
-            trees: self.trees.clone(),
+            view: self.view.clone(),
+            unapplied: self.unapplied.clone(),
+            cache_bytes: self.cache_bytes,
             journal: self.journal,
             durable_seq: self.seq,
             durable_counters: self.counters,
@@ -384,7 +407,9 @@ impl Writer {
             }
         };
         let mut computer = Computer {
-            trees: self.trees,
+            view: self.view,
+            unapplied: self.unapplied,
+            last_resume: Instant::now(),
             seq: self.seq,
             counters: self.counters,
             rx: self.rx,
@@ -423,9 +448,11 @@ impl Computer {
         let mut idle = true;
         loop {
             let first = loop {
+                self.try_resume(&mut idle);
                 select! {
                     recv(self.rx) -> m => break m.ok(),
                     recv(self.ready) -> _ => idle = true,
+                    default(RESUME_EVERY) => {}
                 }
             };
             let end = match first {
@@ -479,11 +506,41 @@ impl Computer {
         self.epoch += 1;
     }
 
+    /// While sled is behind the journal (or failed), asks the committer (between
+    /// batches, so no batch holds the old sled) to open it again, at most
+    /// once per [`RESUME_EVERY`].
+    fn try_resume(&mut self, idle: &mut bool) {
+        if !self.unapplied.is_behind() && self.view.get().is_ok_and(|t| t.failed()) {
+            // sled failed a read or its flush: it takes no write before it
+            // is opened again.
+            tracing::error!("sled answered an error; writes are refused until it is opened again");
+            self.unapplied.mark_failed();
+        }
+        if !self.unapplied.is_behind() || self.last_resume.elapsed() < RESUME_EVERY {
+            return;
+        }
+        self.wait_idle(idle);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.to_commit.send(Stage::Resume(tx)).is_ok() && rx.recv() == Ok(true) {
+            // What the writer remembers was read from the old sled.
+            self.index.clear();
+            self.early.clear();
+        }
+        self.last_resume = Instant::now();
+    }
+
     /// Runs `first` and whatever joins it, then hands the batch off.
     fn batch(&mut self, first: Job, idle: &mut bool) -> Gathered {
         self.restart_after_failure(idle);
+        self.try_resume(idle);
         let started = Instant::now();
-        let trees = self.trees.clone();
+        let Ok(trees) = self.view.get() else {
+            // The last try to open sled again failed, so there is none to
+            // run on: the job is dropped unrun and its caller answered 503
+            // (`Store::submit`); a later try brings sled back.
+            drop(first);
+            return Gathered::More;
+        };
         let in_flight: Vec<Arc<Batch>> = lock(&self.in_flight).iter().cloned().collect();
         let early = (self.early.clone(), self.epoch);
         let mut tx = Tx::new(
@@ -554,6 +611,7 @@ impl Computer {
         };
         self.counters = counters;
         self.stats.computed.fetch_add(1, Ordering::Relaxed);
+        drop(trees);
         self.wait_idle(idle);
         if let Some(b) = &batch {
             lock(&self.in_flight).push_back(b.clone());
@@ -615,6 +673,9 @@ impl Committer {
                 Stage::Sync(reply) => {
                     let _ = reply.send((self.durable_seq, self.durable_counters));
                 }
+                Stage::Resume(reply) => {
+                    let _ = reply.send(self.resume());
+                }
                 Stage::Close(ack) => {
                     self.close();
                     if let Some(ack) = ack {
@@ -629,8 +690,15 @@ impl Committer {
 
     fn close(&mut self) {
         self.sled_sync.wait();
-        let poisoned = self.stats.poisoned.load(Ordering::SeqCst);
-        if let Err(e) = self.trees.db.flush() {
+        // A sled behind the journal is no clean state either: the next
+        // start replays the journal over it.
+        let poisoned = self.stats.poisoned.load(Ordering::SeqCst) || self.unapplied.is_behind();
+        let flushed = self
+            .view
+            .get()
+            .map_err(|e| e.to_string())
+            .and_then(|trees| trees.db.flush().map_err(|e| e.to_string()));
+        if let Err(e) = flushed {
             tracing::error!(error = %e, "sled flush at shutdown failed; next start rebuilds from the journal");
             return;
         }
@@ -651,7 +719,10 @@ impl Committer {
             ))
         } else {
             match &c.batch {
-                None => Ok(()),
+                // While sled is behind, a batch that writes nothing is
+                // refused too: its answers rest on reads of that sled.
+                None if self.unapplied.is_behind() => Err(refused_while_behind()),
+                None => Ok(true),
                 Some(b) => self.make_durable(b, c.counters),
             }
         };
@@ -659,9 +730,13 @@ impl Committer {
             self.failed_epoch.store(c.epoch, Ordering::SeqCst);
         }
         if let Some(b) = &c.batch {
-            let mut q = lock(&self.in_flight);
-            if q.front().is_some_and(|f| Arc::ptr_eq(f, b)) {
-                q.pop_front();
+            // A durable batch sled did not take stays for the writer to read
+            // through (behind the earlier ones sled lacks, if any).
+            if !matches!(result, Ok(false)) {
+                let mut q = lock(&self.in_flight);
+                if let Some(i) = q.iter().position(|f| Arc::ptr_eq(f, b)) {
+                    q.remove(i);
+                }
             }
         }
         // The writer may hand over its next batch while callers are answered.
@@ -688,21 +763,29 @@ impl Committer {
         if let Some(cb) = &self.on_commit {
             cb();
         }
-        // A poisoned sled lacks part of a durable batch: neither a snapshot
-        // nor a flush marker may be taken of it.
-        if !self.stats.poisoned.load(Ordering::SeqCst) {
+        // A sled behind the journal lacks part of a durable batch: neither
+        // a snapshot nor a flush marker may be taken of it.
+        if self.unapplied.is_behind() {
+            return;
+        }
+        if let Ok(trees) = self.view.get() {
             self.snapshots
-                .maybe_start(&mut self.journal, self.durable_seq, &self.trees);
-            self.sled_sync.maybe_start(self.durable_seq, &self.trees);
+                .maybe_start(&mut self.journal, self.durable_seq, &trees);
+            self.sled_sync.maybe_start(self.durable_seq, &trees);
         }
     }
 
-    /// Journal + fdatasync, then sled. Errors mean nothing was made durable.
-    fn make_durable(&mut self, batch: &Batch, counters: Counters) -> Result<(), Error> {
+    /// Journal + fdatasync, then sled. Errors mean nothing was made durable;
+    /// `Ok(false)`: durable, and kept in [`Unapplied`] because sled failed.
+    fn make_durable(&mut self, batch: &Arc<Batch>, counters: Counters) -> Result<bool, Error> {
         if self.stats.poisoned.load(Ordering::SeqCst) {
             return Err(Error::unavailable(
                 "storage is in a failed state; restart faka",
             ));
+        }
+        if self.unapplied.is_behind() {
+            self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            return Err(refused_while_behind());
         }
         // Stop short of a full disk: refusing here leaves room for sled's own
         // files, so nothing fails half-way and service resumes by itself.
@@ -750,11 +833,13 @@ impl Committer {
         self.durable_counters = counters;
         self.stats.publish(&counters);
         self.stats.applied_seq.store(batch.seq, Ordering::SeqCst);
-        if let Err(e) = apply_writes(&self.trees, &batch.writes) {
-            // The batch is durable in the journal, so callers may hear success;
-            // the sled view is now behind, so refuse further writes.
-            tracing::error!(error = %e, "sled apply failed after a durable commit; restart to rebuild");
-            self.stats.poisoned.store(true, Ordering::SeqCst);
+        let applied = self.apply(batch);
+        if let Err(e) = &applied {
+            // The batch is durable in the journal, so callers may hear
+            // success; reads find it in `unapplied` until sled is reopened.
+            tracing::error!(error = %e, seq = batch.seq, "sled could not take a durable batch; writes are refused until it is opened again over the journal");
+            self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            self.unapplied.push(batch.clone());
         }
         // The catalogue's answers show a product's stock, which is none
         // while paid orders wait for it (`Store::stock`).
@@ -766,9 +851,95 @@ impl Committer {
         {
             self.stats.products_version.fetch_add(1, Ordering::SeqCst);
         }
-        Ok(())
+        Ok(applied.is_ok())
+    }
+
+    fn apply(&self, batch: &Batch) -> Result<(), String> {
+        #[cfg(test)]
+        if self.stats.sled_fails.load(Ordering::SeqCst) {
+            return Err("injected sled failure".into());
+        }
+        let trees = self.view.get().map_err(|e| e.to_string())?;
+        apply_writes(&trees, &batch.writes).map_err(|e| e.to_string())
+    }
+
+    /// Opens sled again after it failed to take a durable batch, once the
+    /// data dir's disk has room: sled refuses every write after its first
+    /// I/O error until it is reopened. The old handle is dropped first
+    /// (sled locks its files; readers get 503 meanwhile), then sled is
+    /// resumed from its files and the journal, as after a crash. If that
+    /// fails, reads stay at 503 until a later try succeeds.
+    fn resume(&mut self) -> bool {
+        if !self.unapplied.is_behind() {
+            return true;
+        }
+        #[cfg(test)]
+        if self.stats.sled_fails.load(Ordering::SeqCst) {
+            return false;
+        }
+        let dir = self.snapshots.data_dir.clone();
+        let room = self.min_free_bytes.max(RESUME_MIN_FREE_BYTES);
+        if free_bytes(&dir).is_some_and(|free| free < room) {
+            return false;
+        }
+        self.sled_sync.wait();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let wait_for = |done: &dyn Fn() -> bool| {
+            while !done() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            done()
+        };
+        let running = self.snapshots.running.clone();
+        if !wait_for(&|| !running.load(Ordering::SeqCst)) {
+            return false;
+        }
+        if let Some(old) = self.view.take() {
+            // Reads that hold it finish in moments; a read that would begin
+            // one now gets 503.
+            if !wait_for(&|| Arc::strong_count(&old) == 1) {
+                self.view.put(old);
+                return false;
+            }
+        }
+        let (cache, durable) = (self.cache_bytes, self.durable_seq);
+        let reopened = catch_unwind(|| super::recovery::reopen_sled(&dir, cache, durable))
+            .unwrap_or_else(|_| Err(super::OpenError("sled panicked while opening".into())));
+        match reopened {
+            Ok(trees) => {
+                self.view.put(trees);
+                self.unapplied.clear();
+                lock(&self.in_flight).clear();
+                self.stats.failing.store(false, Ordering::SeqCst);
+                self.stats.products_version.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(
+                    seq = durable,
+                    "sled opened again over the journal; writes resume"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sled could not be opened again; reads answer 503 until it can");
+                false
+            }
+        }
     }
 }
+
+fn refused_while_behind() -> Error {
+    Error::Unavailable {
+        message: "storage could not take an earlier change; writes resume once the disk has room, nothing was changed".into(),
+        retry_after: RESUME_EVERY * 2,
+    }
+}
+
+/// How often the writer tries to open sled again while it is behind.
+const RESUME_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// sled is not opened again with less free than this (or `min_free_bytes`):
+/// opening replays part of the journal into it, and a try that fails on the
+/// full disk leaves reads at 503 until the next.
+const RESUME_MIN_FREE_BYTES: u64 = 16 << 20;
 
 impl WriterStats {
     /// Shows the counts of a durable state to metrics and checks.
@@ -801,6 +972,8 @@ impl Default for WriterStats {
             outbox_pending: AtomicU64::new(0),
             outbox_dead: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
+            #[cfg(test)]
+            sled_fails: AtomicBool::new(false),
             #[cfg(test)]
             fail_next_commit_at: AtomicU64::new(0),
             computed: AtomicU64::new(0),
@@ -1096,6 +1269,65 @@ mod tests {
         store.close();
     }
 
+    /// sled refusing a batch that is already durable (as it does on a full
+    /// disk) loses nothing and shows nothing stale: the write is
+    /// acknowledged and read back; walks and writes answer 503 and health
+    /// says not writable while sled lacks it; once sled may be opened again
+    /// the writer does so by itself, and the shop writes again, with the
+    /// batch in sled and after clean and unclean restarts.
+    #[test]
+    fn a_durable_batch_sled_refused_is_read_and_taken_once_sled_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, opts) = one_job_per_batch(dir.path());
+        put_product(&store, 5).unwrap();
+        store.stats().sled_fails.store(true, Ordering::SeqCst);
+        put_product(&store, 4).expect("durable in the journal: acknowledged");
+        let available = |store: &Store| store.product("p").unwrap().unwrap().counts.available;
+        for _ in 0..3 {
+            assert_eq!(available(&store), 4, "the acknowledged state, not sled's");
+            let miss = store.order("unknown").unwrap_err();
+            assert_eq!(miss.status(), 503, "a miss may be what sled lost: {miss}");
+            let not_found = store.write_blocking(|tx| {
+                tx.order("unknown")?
+                    .ok_or_else(|| crate::error::Error::not_found("no such order"))
+            });
+            assert_eq!(
+                not_found.unwrap_err().status(),
+                503,
+                "never 404 while behind"
+            );
+            let walk = store.products().unwrap_err();
+            assert_eq!(walk.status(), 503, "a walk cannot see the batch: {walk}");
+            assert!(!store.healthy());
+            let refused = put(&store, 1).unwrap_err();
+            assert_eq!(refused.status(), 503);
+            assert!(refused.retry_after().is_some());
+        }
+        assert!(store.trees().is_err());
+        store.stats().sled_fails.store(false, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !store.healthy() {
+            assert!(std::time::Instant::now() < deadline, "sled never reopened");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        put(&store, 1).expect("writes resume without a restart");
+        assert!(present(&store, 1));
+        let products = store.products().unwrap();
+        assert_eq!(products[0].counts.available, 4, "sled took the batch");
+        let mut store = store;
+        for clean in [true, false] {
+            store.close();
+            drop(store);
+            if !clean {
+                std::fs::remove_file(dir.path().join("CLEAN")).unwrap();
+            }
+            store = Store::open(&opts).unwrap();
+            assert_eq!(available(&store), 4);
+            assert!(present(&store, 1));
+        }
+        store.close();
+    }
+
     /// Imports fingerprints `fps` into product "p" as keys, skipping the
     /// ones the product already had; returns how many were new.
     fn import_fps_in(tx: &mut super::Tx, fps: Vec<u8>) -> crate::error::Result<usize> {
@@ -1260,7 +1492,7 @@ mod tests {
         assert_eq!(holds(&store, "ip", "10.0.0.9"), 0);
         // Nothing of them is in sled; a clean and an unclean restart count
         // the pending orders B and C again.
-        assert!(store.trees().get(super::Tree::Holds).is_empty());
+        assert!(store.trees().unwrap().get(super::Tree::Holds).is_empty());
         for clean in [true, false] {
             store.close();
             drop(store);

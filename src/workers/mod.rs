@@ -1,8 +1,9 @@
-//! Background threads: the expiry sweeper (and, with webhooks, the outbox
-//! senders). Each is a plain thread that sleeps on a stop channel, so
+//! Background threads: the expiry sweeper, the retention pruner (and, with
+//! webhooks, the outbox senders). Each is a plain thread that sleeps on a stop channel, so
 //! shutdown wakes them at once and joins them.
 
 pub mod expiry;
+pub mod retention;
 pub mod webhooks;
 
 use crossbeam_channel::{Receiver, Sender};

@@ -184,6 +184,42 @@ fn order_requests_are_validated_field_by_field() {
     assert_eq!(app.dump(), before, "no rejected order changed anything");
 }
 
+/// `retention.idempotency_hours` bounds how long a key is remembered: once
+/// its record is pruned (here at once, with 0 hours), a repeat of the key
+/// is a new order.
+#[test]
+fn a_repeat_of_an_idempotency_key_past_its_retention_is_a_new_order() {
+    let app = spawn_with(|dir| {
+        config_text(
+            dir,
+            "[retention]\nidempotency_hours = 0\nsweep_interval_secs = 1\n",
+        )
+    });
+    app.product_with_keys("p", 100, 10);
+    let body = json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "manual"});
+    let send = || {
+        let r = app
+            .client
+            .post(app.url("/api/v1/orders"))
+            .header("Idempotency-Key", "old-key")
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().unwrap()["order_no"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = send();
+    let second = eventually(Duration::from_secs(30), || {
+        let no = send();
+        (no != first).then_some(no)
+    });
+    assert_eq!(app.admin_order(&first)["status"], "pending");
+    assert_eq!(app.admin_order(&second)["status"], "pending");
+}
+
 #[test]
 fn an_idempotent_retry_returns_the_first_response_and_creates_nothing() {
     let app = spawn();

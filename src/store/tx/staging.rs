@@ -270,7 +270,7 @@ mod tests {
         store.add_test_keys(1);
         begin(&store, 7);
         stage(&store, 7, &[1, 2, 3]);
-        assert!(store.has_staged_uploads());
+        assert!(store.has_staged_uploads().unwrap());
         assert_eq!((seen(&store), available(&store)), (vec![0], 1));
         let first_staged = keyblock::first_id(2);
         let (claim, deleted) = store
@@ -284,7 +284,7 @@ mod tests {
         assert_eq!((claim, deleted), (None, false));
         let p = publish(&store, 7);
         assert_eq!((p.added, p.duplicates), (3, 0));
-        assert!(!store.has_staged_uploads());
+        assert!(!store.has_staged_uploads().unwrap());
         assert_eq!((seen(&store), available(&store)), (vec![0, 1, 2, 3], 4));
         let claim = store
             .write_blocking(|tx| tx.available_keys("p", 4))
