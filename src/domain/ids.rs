@@ -179,6 +179,23 @@ mod tests {
         }
     }
 
+    /// Ids and numbers read back, and print, exactly as they were given.
+    #[test]
+    fn ids_render_as_given() {
+        let id = ProductId::parse("steam-10").unwrap();
+        assert_eq!(
+            (id.as_str(), id.to_string().as_str()),
+            ("steam-10", "steam-10")
+        );
+        assert_eq!(ProductId::from_trusted("x_1".into()).as_str(), "x_1");
+        let no = OrderNo::parse("F0123456789ABCDEF").unwrap();
+        assert_eq!(no.to_string(), "F0123456789ABCDEF");
+        assert_eq!(
+            OrderNo::from_trusted("legacy-7".into()).as_str(),
+            "legacy-7"
+        );
+    }
+
     #[test]
     fn emails_are_checked_and_domain_lowercased() {
         assert_eq!(

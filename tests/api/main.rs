@@ -14,6 +14,7 @@ mod demo;
 mod diskfull;
 mod epay;
 mod errors;
+mod first_start;
 mod fuzz;
 mod keys;
 mod limits;
