@@ -246,6 +246,16 @@ mod tests {
         }
     }
 
+    /// Buyer tokens and the admin token are stored as SHA-256: the standard
+    /// digest, so a stored hash matches the token a client presents.
+    #[test]
+    fn sha256_is_the_standard_digest() {
+        assert_eq!(
+            hex::encode(sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
     /// Logging the shop's state never prints the master key.
     #[test]
     fn debug_output_hides_the_master_key() {
