@@ -49,7 +49,8 @@ pub fn parse_money(s: &str) -> Option<u64> {
         None => (s, ""),
     };
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || int.len() > 15 || !digits(int) || frac.len() > 2 || !digits(frac) {
+    // An empty integer part (`.5`) passes here and fails `int.parse()` below.
+    if int.len() > 15 || !digits(int) || frac.len() > 2 || !digits(frac) {
         return None;
     }
     if s.contains('.') && frac.is_empty() {
@@ -362,6 +363,9 @@ mod tests {
             assert_eq!(parse_money(s), None, "{s:?}");
         }
         assert_eq!(parse_money("99999999999999999999"), None);
+        // At most 15 integer digits, though 16 would still fit in fen.
+        assert_eq!(parse_money("999999999999999"), Some(99_999_999_999_999_900));
+        assert_eq!(parse_money("1000000000000000"), None);
         assert_eq!(format_money(13800), "138.00");
         assert_eq!(format_money(5), "0.05");
     }
