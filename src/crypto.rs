@@ -75,11 +75,8 @@ impl Crypto {
         }
         let mut master = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut master);
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
-            }
-        }
+        let dir = key_dir(path);
+        fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
@@ -90,10 +87,6 @@ impl Crypto {
             .map_err(|e| err(e.to_string()))?;
         // The file's name too: a power cut must not keep the shop's first
         // keys sealed under a key file that is gone.
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
         crate::store::journal::sync_dir(dir).map_err(|e| err(e.to_string()))?;
         Ok((Self::from_master(&master), true))
     }
@@ -154,6 +147,16 @@ impl Crypto {
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         out
+    }
+}
+
+/// The directory that holds the key file: its parent, or the working
+/// directory for a bare name like the default `faka.key` (whose parent is
+/// the empty path, which cannot be opened to sync).
+fn key_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     }
 }
 
@@ -238,6 +241,77 @@ mod tests {
             mask_key("卡密卡密卡密卡密卡密卡密卡密"),
             "卡密卡密****卡密卡密"
         );
+    }
+
+    /// Each length band shows exactly its number of characters at each end:
+    /// a 9-character key shows two and two, never eight of its nine.
+    #[test]
+    fn masks_show_fewer_characters_of_shorter_keys() {
+        for (key, masked) in [
+            ("", "****"),
+            ("ABCD", "****"),
+            ("ABCDE", "A****E"),
+            ("ABCDEFGH", "A****H"),
+            ("ABCDEFGHI", "AB****HI"),
+            ("ABCDEFGHIJKL", "AB****KL"),
+            ("ABCDEFGHIJKLM", "ABCD****JKLM"),
+            ("卡密卡密卡", "卡****卡"),
+        ] {
+            assert_eq!(mask_key(key), masked, "{key}");
+        }
+    }
+
+    /// Buyer tokens and the admin token are stored as SHA-256: the standard
+    /// digest, so a stored hash matches the token a client presents.
+    #[test]
+    fn sha256_is_the_standard_digest() {
+        assert_eq!(
+            hex::encode(sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    /// Logging the shop's state never prints the master key.
+    #[test]
+    fn debug_output_hides_the_master_key() {
+        let c = Crypto::from_master(&[0xab; 32]);
+        assert_eq!(format!("{c:?}"), "Crypto(<secret>)");
+    }
+
+    /// A damaged sealed value of any short length is an error, not a panic.
+    #[test]
+    fn short_sealed_values_do_not_open() {
+        let c = Crypto::from_master(&[7; 32]);
+        let sealed = c.seal(b"KEY-123", b"steam");
+        for n in 0..sealed.len() {
+            assert!(
+                matches!(c.open(&sealed[..n], b"steam"), Err(CryptoError::Open)),
+                "{n} bytes"
+            );
+        }
+    }
+
+    /// The default `key_file = "faka.key"` is a bare name: its directory is
+    /// the working directory, which is where it is created and synced.
+    #[test]
+    fn a_bare_key_file_lives_in_the_working_directory() {
+        assert_eq!(key_dir(Path::new("faka.key")), Path::new("."));
+        assert_eq!(key_dir(Path::new("keys/faka.key")), Path::new("keys"));
+        assert_eq!(
+            key_dir(Path::new("/etc/faka/faka.key")),
+            Path::new("/etc/faka")
+        );
+    }
+
+    /// A key file in a directory that does not exist yet gets the directory.
+    #[test]
+    fn the_key_files_directory_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets/faka/faka.key");
+        let (a, created) = Crypto::load_or_create(&path).unwrap();
+        assert!(created);
+        let (b, _) = Crypto::load_or_create(&path).unwrap();
+        assert_eq!(b.open(&a.seal(b"x", b""), b"").unwrap(), b"x");
     }
 
     #[test]

@@ -60,7 +60,8 @@ impl Email {
             && domain
                 .chars()
                 .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
-        if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
+        // A second `@` lands in the domain and fails its characters.
+        if local.is_empty() || local.len() > 64 || !domain_ok {
             return Err(bad());
         }
         // One allocation: the local part as given, the domain lower-cased.
@@ -178,17 +179,123 @@ mod tests {
         }
     }
 
+    /// Ids and numbers read back, and print, exactly as they were given.
+    #[test]
+    fn ids_render_as_given() {
+        let id = ProductId::parse("steam-10").unwrap();
+        assert_eq!(
+            (id.as_str(), id.to_string().as_str()),
+            ("steam-10", "steam-10")
+        );
+        assert_eq!(ProductId::from_trusted("x_1".into()).as_str(), "x_1");
+        let no = OrderNo::parse("F0123456789ABCDEF").unwrap();
+        assert_eq!(no.to_string(), "F0123456789ABCDEF");
+        assert_eq!(
+            OrderNo::from_trusted("legacy-7".into()).as_str(),
+            "legacy-7"
+        );
+    }
+
     #[test]
     fn emails_are_checked_and_domain_lowercased() {
         assert_eq!(
             Email::parse("Buyer@Example.COM").unwrap().as_str(),
             "Buyer@example.com"
         );
+        for ok in ["a@b-c.d", "a@xn--80a.cn", "a@例子.cn", "a.b+c@d.e"] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
         for bad in [
-            "", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "a@.b.c",
+            "",
+            "a",
+            "a@",
+            "@b.c",
+            "a@b",
+            "a b@c.d",
+            "a@b..c",
+            "a@@b.c",
+            "a@.b.c",
+            "a@b.c.",
+            "a@b_c.d",
+            "a@b@c.d",
+            "a\u{1}b@c.d",
+            "a@b.c\n",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The local part is kept byte for byte (mailboxes may be case
+    /// sensitive); only the domain is lower-cased.
+    #[test]
+    fn the_local_part_is_kept_exactly() {
+        for (given, kept) in [
+            ("ABC@Example.COM", "ABC@example.com"),
+            ("Zoë@Example.com", "Zoë@example.com"),
+            ("Ä@B.CN", "Ä@b.cn"),
+        ] {
+            assert_eq!(Email::parse(given).unwrap().as_str(), kept);
+        }
+    }
+
+    /// 254 bytes in all and 64 in the local part are allowed, one more not.
+    #[test]
+    fn email_length_limits_hold_at_their_boundaries() {
+        let address = |local: usize, domain: usize| {
+            format!("{}@{}.cn", "a".repeat(local), "b".repeat(domain - 3))
+        };
+        assert_eq!(address(64, 189).len(), 254);
+        assert!(Email::parse(&address(64, 189)).is_ok());
+        assert!(Email::parse(&address(64, 190)).is_err());
+        assert!(Email::parse(&address(1, 252)).is_ok());
+        assert!(Email::parse(&address(1, 253)).is_err());
+        assert!(Email::parse(&address(65, 10)).is_err());
+    }
+
+    /// The first 8 characters after `F` are the creation time (40 bits of
+    /// ms, most significant first), so numbers sort by time; the other 8 are
+    /// 40 random bits, so numbers made in the same millisecond differ.
+    #[test]
+    fn order_numbers_are_time_then_random_bits() {
+        let decode = |s: &str| {
+            s.bytes().fold(0u64, |v, c| {
+                v << 5 | CROCKFORD.iter().position(|&d| d == c).unwrap() as u64
+            })
+        };
+        for ms in [0, 1, 1_099_511_627_775, 1_700_000_000_000] {
+            let no = OrderNo::generate(ms);
+            assert_eq!(decode(&no.as_str()[1..9]), ms as u64 & ((1 << 40) - 1));
+        }
+        let earlier = OrderNo::generate(1_000_000);
+        assert!(earlier.as_str() < OrderNo::generate(1_000_001).as_str());
+        // 1000 numbers in one millisecond: no two alike (a collision among
+        // 40 random bits is a one in two million event), and every random
+        // character takes many values.
+        let tails: Vec<u64> = (0..1000)
+            .map(|_| decode(&OrderNo::generate(5).as_str()[9..]))
+            .collect();
+        let distinct: std::collections::HashSet<&u64> = tails.iter().collect();
+        assert_eq!(distinct.len(), tails.len());
+        for shift in (0..40).step_by(5) {
+            let values: std::collections::HashSet<u64> =
+                tails.iter().map(|t| t >> shift & 31).collect();
+            assert!(values.len() > 20, "bits {shift}.. took {values:?}");
+        }
+    }
+
+    #[test]
+    fn printable_drops_control_characters_and_marks_a_cut() {
+        assert_eq!(printable("abc", 3), "abc");
+        assert_eq!(printable("abcd", 3), "abc…");
+        assert_eq!(printable("a\u{0}b\nc", 40), "abc");
+    }
+
+    #[test]
+    fn gateways_round_trip_their_names() {
+        for g in [Gateway::Manual, Gateway::Hmac, Gateway::Epay] {
+            assert_eq!(Gateway::parse(g.as_str()).unwrap(), g);
+        }
+        assert!(Gateway::parse("alipay").is_err());
     }
 
     #[test]

@@ -123,7 +123,6 @@ pub fn on_payment(
     already_applied: bool,
 ) -> Result<PaymentStep, Refused> {
     match (source, from) {
-        (PaymentSource::Manual, s) if s.is_paid() => Err(refuse(s, "manually pay")),
         (PaymentSource::Callback, _) if already_applied => Ok(PaymentStep::Repeat),
         (_, OrderStatus::Pending) => Ok(PaymentStep::DeliverHeld),
         (_, OrderStatus::Expired) => Ok(PaymentStep::ClaimOrAwait),
@@ -207,6 +206,20 @@ mod tests {
     fn index_is_the_position_in_all() {
         for (i, s) in OrderStatus::ALL.into_iter().enumerate() {
             assert_eq!(s.index(), i, "{s:?}");
+        }
+    }
+
+    /// Money was received exactly from `paid` on (what `faka check` holds a
+    /// payment record to); keys are held exactly while pending or paid.
+    #[test]
+    fn paid_states_and_key_holding_states() {
+        for s in OrderStatus::ALL {
+            assert_eq!(
+                s.is_paid(),
+                matches!(s, Paid | Delivered | AwaitingStock | Refunded),
+                "{s:?}"
+            );
+            assert_eq!(s.holds_keys(), matches!(s, Pending | Paid), "{s:?}");
         }
     }
 

@@ -414,7 +414,7 @@ fn run_with(store: &Store, parallel_from: u64) -> Result<Report> {
                 let expected = if sold {
                     matches!(status, Some(OrderStatus::Delivered | OrderStatus::Refunded))
                 } else {
-                    matches!(status, Some(OrderStatus::Pending | OrderStatus::Paid))
+                    status.is_some_and(OrderStatus::holds_keys)
                 };
                 if !expected {
                     bad.push(format!(
@@ -517,6 +517,45 @@ mod tests {
         };
         assert_eq!(found(&one), found(&two));
         one
+    }
+
+    /// An order whose state says money arrived must carry the payment: one
+    /// delivered without `paid_at`/`trade_no` is reported, one with both is
+    /// not, and neither is an expired order that was never paid.
+    #[test]
+    fn a_paid_order_without_its_payment_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        store
+            .write_blocking(|tx| {
+                for (no, status, paid) in [
+                    ("A0000000000000001", OrderStatus::Delivered, false),
+                    ("B0000000000000002", OrderStatus::Delivered, true),
+                    ("C0000000000000003", OrderStatus::Expired, false),
+                ] {
+                    let mut o = Order::pending_for_test(no, "b@x.com", "10.0.0.1", 1);
+                    o.quantity = 0;
+                    o.status = status;
+                    if paid {
+                        o.paid_at_ms = Some(1);
+                        o.trade_no = Some("T1".into());
+                    }
+                    tx.insert_order(&o);
+                }
+                Ok(())
+            })
+            .unwrap();
+        let found: Vec<String> = checked(&store)
+            .violations
+            .into_iter()
+            .filter(|v| v.contains("without a payment"))
+            .collect();
+        assert_eq!(
+            found,
+            ["order A0000000000000001 is delivered without a payment"],
+            "{found:#?}"
+        );
+        store.close();
     }
 
     /// Read in two halves on two threads, the store yields the same report

@@ -49,7 +49,8 @@ pub fn parse_money(s: &str) -> Option<u64> {
         None => (s, ""),
     };
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || int.len() > 15 || !digits(int) || frac.len() > 2 || !digits(frac) {
+    // An empty integer part (`.5`) passes here and fails `int.parse()` below.
+    if int.len() > 15 || !digits(int) || frac.len() > 2 || !digits(frac) {
         return None;
     }
     if s.contains('.') && frac.is_empty() {
@@ -220,6 +221,130 @@ mod tests {
         assert_eq!(sign(&a, "k"), sign(&b, "k"));
     }
 
+    const KEY: &str = "merchant-key";
+
+    fn gateway(submit_url: &str) -> EpayGateway {
+        EpayGateway::new("1001", KEY, submit_url, "https://shop.example/", "alipay")
+    }
+
+    /// A notification as the gateway sends it: `fields` plus their `sign`.
+    fn signed(fields: &[(&str, &str)]) -> String {
+        let mut params = p(fields);
+        params.push(("sign".into(), sign(&params, KEY)));
+        serde_urlencoded::to_string(&params).unwrap()
+    }
+
+    const PAID: &[(&str, &str)] = &[
+        ("pid", "1001"),
+        ("trade_no", "T-1"),
+        ("out_trade_no", "F0000000000000001"),
+        ("type", "alipay"),
+        ("money", "1.5"),
+        ("trade_status", "TRADE_SUCCESS"),
+        ("sign_type", "md5"),
+    ];
+
+    fn verify(query: &str, body: &str) -> Result<VerifiedPayment, Error> {
+        let headers = actix_web::http::header::HeaderMap::new();
+        gateway("https://pay.example/submit.php").verify(&CallbackRequest {
+            headers: &headers,
+            query,
+            body: body.as_bytes(),
+            now_secs: 0,
+        })
+    }
+
+    /// The same signed notification verifies as a GET query or a POST form,
+    /// into exactly its fields.
+    #[test]
+    fn a_signed_notification_verifies_from_query_or_form() {
+        let expected = VerifiedPayment {
+            order_no: "F0000000000000001".into(),
+            trade_no: "T-1".into(),
+            amount: 150,
+            succeeded: true,
+        };
+        let text = signed(PAID);
+        assert_eq!(verify(&text, "").unwrap(), expected);
+        assert_eq!(verify("ignored=1", &text).unwrap(), expected);
+        let mut waiting = PAID.to_vec();
+        waiting[5].1 = "WAIT_BUYER_PAY";
+        assert!(!verify(&signed(&waiting), "").unwrap().succeeded);
+    }
+
+    /// Each way a notification can be wrong, signed correctly otherwise,
+    /// and the error it gets.
+    #[test]
+    fn wrong_notifications_are_refused_with_their_reason() {
+        let with = |name: &str, value: &str| {
+            let mut f: Vec<(&str, &str)> =
+                PAID.iter().filter(|(k, _)| *k != name).cloned().collect();
+            if !value.is_empty() {
+                f.push((name, value));
+            }
+            signed(&f)
+        };
+        let unsigned: String = signed(PAID).split("&sign=").next().unwrap().into();
+        let forged = signed(PAID).replace("money=1.5", "money=0.01");
+        let twice = format!("{}&money=0.01", signed(PAID));
+        for (query, code) in [
+            ("not a form%", "invalid_signature"),
+            (unsigned.as_str(), "invalid_signature"),
+            (forged.as_str(), "invalid_signature"),
+            (twice.as_str(), "invalid_signature"),
+            (&with("sign_type", "SHA256"), "invalid_signature"),
+            (&with("pid", "1002"), "invalid_signature"),
+            (&with("pid", ""), "invalid_request"),
+            (&with("money", "1.001"), "invalid_request"),
+            (&with("money", ""), "invalid_request"),
+            (&with("trade_no", ""), "invalid_request"),
+            (&with("out_trade_no", ""), "invalid_request"),
+            (&with("trade_status", ""), "invalid_request"),
+        ] {
+            assert_eq!(verify(query, "").unwrap_err().code(), code, "{query}");
+        }
+    }
+
+    /// The buyer's pay link carries the order, the shop's notify and return
+    /// URLs and a signature the gateway can check; it extends a submit URL
+    /// that already has a query.
+    #[test]
+    fn the_pay_url_is_signed_and_names_the_order() {
+        let mut order = crate::domain::model::Order::pending_for_test("F1", "b@x.com", "1", 0);
+        order.quantity = 2;
+        order.amount = 13800;
+        let url = gateway("https://pay.example/submit.php")
+            .pay_url(&order)
+            .unwrap();
+        let (base, query) = url.split_once('?').unwrap();
+        assert_eq!(base, "https://pay.example/submit.php");
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+        let given = field(&params, "sign").unwrap();
+        assert_eq!(given, sign(&params, KEY));
+        for (name, value) in [
+            ("pid", "1001"),
+            ("type", "alipay"),
+            ("out_trade_no", "F1"),
+            (
+                "notify_url",
+                "https://shop.example/api/v1/payments/epay/notify",
+            ),
+            ("return_url", "https://shop.example/"),
+            ("name", "p x2"),
+            ("money", "138.00"),
+            ("sign_type", "MD5"),
+        ] {
+            assert_eq!(field(&params, name), Some(value), "{name}");
+        }
+        let url = gateway("https://pay.example/submit.php?v=1")
+            .pay_url(&order)
+            .unwrap();
+        assert!(
+            url.starts_with("https://pay.example/submit.php?v=1&pid=1001&"),
+            "{url}"
+        );
+    }
+
     #[test]
     fn money_is_parsed_exactly() {
         for (s, v) in [
@@ -238,6 +363,9 @@ mod tests {
             assert_eq!(parse_money(s), None, "{s:?}");
         }
         assert_eq!(parse_money("99999999999999999999"), None);
+        // At most 15 integer digits, though 16 would still fit in fen.
+        assert_eq!(parse_money("999999999999999"), Some(99_999_999_999_999_900));
+        assert_eq!(parse_money("1000000000000000"), None);
         assert_eq!(format_money(13800), "138.00");
         assert_eq!(format_money(5), "0.05");
     }

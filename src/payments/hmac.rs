@@ -116,6 +116,32 @@ mod tests {
         assert!(p.succeeded);
     }
 
+    /// A timestamp must be plain unix seconds (at most 12 digits) even when
+    /// the sender signed it as given: `+1000` and zero-padded forms that Rust
+    /// would parse as 1000 are refused.
+    #[test]
+    fn signed_timestamps_that_are_not_plain_seconds_are_refused() {
+        let g = HmacGateway::new(b"s".to_vec());
+        for ts in ["+1000", "0000000001000", "1e3", ""] {
+            let h = headers(ts, &HmacGateway::sign(b"s", ts, BODY));
+            let e = g.verify(&req(&h, BODY, 1000)).unwrap_err();
+            assert_eq!(e.code(), "invalid_signature", "{ts:?}");
+        }
+        let h = headers(
+            "000000001000",
+            &HmacGateway::sign(b"s", "000000001000", BODY),
+        );
+        assert!(g.verify(&req(&h, BODY, 1000)).is_ok());
+    }
+
+    /// hmac orders have no payment page: `pay_url` is null, not "".
+    #[test]
+    fn there_is_no_pay_url() {
+        let g = HmacGateway::new(b"s".to_vec());
+        let order = Order::pending_for_test("F1", "b@x.com", "10.0.0.1", 1);
+        assert_eq!(g.pay_url(&order), None);
+    }
+
     #[test]
     fn forged_stale_and_malformed_signatures_are_refused() {
         let g = HmacGateway::new(b"s".to_vec());

@@ -42,8 +42,15 @@ impl Drop for Server {
 
 /// Starts the real binary with `config`; returns once it serves.
 pub fn start_binary(config: &Path) -> Server {
-    let mut child = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "serve"])
+    let mut cmd = Command::new(bin_path());
+    cmd.args(["--config", config.to_str().unwrap(), "serve"]);
+    start_command(cmd)
+}
+
+/// Starts the real binary as `cmd` says (arguments, directory,
+/// environment); returns once it serves.
+pub fn start_command(mut cmd: Command) -> Server {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

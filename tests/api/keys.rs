@@ -392,6 +392,12 @@ fn the_key_listing_shows_masked_keys_and_never_their_text() {
         listed.iter().any(|k| k["masked"] == "ABCD****WXYZ"),
         "{text}"
     );
+    // Shorter keys show fewer characters: 2 + 2 of a 9-character key
+    // (never 8 of its 9), 1 + 1 of an 8-character one, none of 4 or fewer.
+    let masks: HashSet<&str> = listed.iter().filter_map(|k| k["masked"].as_str()).collect();
+    for m in ["AB****HI", "ABCD****IJKL", "S****Y", "****", "LONG****QQQQ"] {
+        assert!(masks.contains(m), "{m} in {masks:?}");
+    }
     // Sold keys stay masked too.
     pay(&app, no);
     let (text, _) = page(&app, "p", "state=sold");

@@ -15,6 +15,7 @@ mod diskfull;
 mod docs;
 mod epay;
 mod errors;
+mod first_start;
 mod fuzz;
 mod integrity;
 mod keys;
