@@ -62,7 +62,11 @@ impl Store {
     }
 
     pub fn product(&self, id: &str) -> Result<Option<Product>> {
-        self.read(Tree::Products, id.as_bytes())
+        match self.trees().get(Tree::Products).get(id.as_bytes()) {
+            Ok(Some(v)) => codec::decode_product(&v).map(Some).map_err(storage),
+            Ok(None) => Ok(None),
+            Err(e) => Err(storage(e)),
+        }
     }
 
     /// The master key's check value stored with the shop, if one was.
@@ -76,7 +80,7 @@ impl Store {
             .get(Tree::Products)
             .iter()
             .values()
-            .map(|v| decode(&v.map_err(storage)?))
+            .map(|v| codec::decode_product(&v.map_err(storage)?).map_err(storage))
             .collect()
     }
 

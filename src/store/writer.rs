@@ -981,6 +981,7 @@ mod tests {
                 imported: available,
                 ..Default::default()
             },
+            presentation: Default::default(),
         }
     }
 

@@ -23,6 +23,7 @@ mod openapi;
 mod ops;
 mod orders;
 mod payments;
+mod presentation;
 mod products;
 mod slow_and_proxied;
 mod webhooks;
