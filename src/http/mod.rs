@@ -3,7 +3,7 @@
 //! into domain types. Handlers parse, call the store or domain, and render;
 //! they never decide transitions themselves.
 
-mod admin_orders;
+pub mod admin_orders;
 pub mod auth;
 mod body;
 mod health;
@@ -11,12 +11,12 @@ pub mod keys;
 pub mod limits;
 pub mod middleware;
 pub mod openapi;
-mod ops;
-mod orders;
-mod payments;
+pub mod ops;
+pub mod orders;
+pub mod payments;
 pub mod products;
 pub mod render;
-mod webhooks;
+pub mod webhooks;
 
 pub use body::{parse_json, read_body};
 

@@ -143,7 +143,7 @@ impl PaymentGateway for EpayGateway {
         })
     }
 
-    fn pay_url(&self, order: &Order) -> Option<String> {
+    fn pay_url(&self, order: &Order, token: &str) -> Option<String> {
         let mut params: Vec<(String, String)> = vec![
             ("pid".into(), self.pid.clone()),
             ("type".into(), self.pay_type.clone()),
@@ -152,7 +152,10 @@ impl PaymentGateway for EpayGateway {
                 "notify_url".into(),
                 format!("{}/api/v1/payments/epay/notify", self.public_url),
             ),
-            ("return_url".into(), format!("{}/", self.public_url)),
+            (
+                "return_url".into(),
+                super::order_page_url(&self.public_url, &order.order_no, token),
+            ),
             (
                 "name".into(),
                 format!("{} x{}", order.product_id, order.quantity),

@@ -73,7 +73,7 @@ impl PaymentGateway for HmacGateway {
         })
     }
 
-    fn pay_url(&self, _: &Order) -> Option<String> {
+    fn pay_url(&self, _: &Order, _: &str) -> Option<String> {
         None
     }
 }

@@ -26,4 +26,5 @@ mod payments;
 mod presentation;
 mod products;
 mod slow_and_proxied;
+mod web;
 mod webhooks;
