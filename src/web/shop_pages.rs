@@ -301,7 +301,7 @@ fn order_body(
     let instructions = product.and_then(|p| p.presentation.instructions.as_deref());
     html! {
         section.card.order-page data-order-no=(o.order_no) data-token=(token)
-            data-copied=(t.copied) data-copy=(t.copy) {
+            data-copied=(t.copied) data-copy=(t.copy) data-delivered=(t.status_delivered) {
             h1 { (t.order) " " code { (o.order_no) } }
             p.status-line {
                 span.badge data-status-label { (t.status(status)) }
@@ -313,7 +313,7 @@ fn order_body(
                 @if let Some(p) = product { dt { "#" } dd { (p.name) " × " (o.quantity) } }
                 dt { (t.created) } dd { time { (render::rfc3339(o.created_at_ms)) } }
                 @if o.status == OrderStatus::Pending {
-                    dt { (t.expires) } dd { time { (render::rfc3339(o.expires_at_ms)) } }
+                    dt data-pending-only { (t.expires) } dd { time { (render::rfc3339(o.expires_at_ms)) } }
                 }
             }
             p.help data-help { (help) }

@@ -6,6 +6,7 @@ mod helpers;
 mod at_rest;
 mod backup;
 mod bench_smoke;
+mod browser;
 mod chaos;
 mod cli;
 mod concurrency;

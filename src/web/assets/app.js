@@ -36,6 +36,9 @@
       list.appendChild(li);
     });
     box.hidden = false;
+    page.querySelector("[data-status-label]").textContent = page.dataset.delivered;
+    page.querySelectorAll("[data-help], .pay, .manual, [data-pending-only], [data-pending-only] + dd")
+      .forEach(function (e) { e.hidden = true; });
     var ins = page.querySelector("[data-instructions]");
     if (ins) ins.hidden = false;
     copyButtons(page);
