@@ -183,6 +183,17 @@ impl Default for RetentionConfig {
 pub struct PaymentsConfig {
     pub hmac: Option<HmacConfig>,
     pub epay: Option<EpayConfig>,
+    pub manual: ManualConfig,
+}
+
+/// The `manual` gateway is always enabled for the API; `public` offers it
+/// to buyers on the storefront too, with `instructions` (how to pay the
+/// merchant off-band) shown on the order page while it is pending.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManualConfig {
+    pub public: bool,
+    pub instructions: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -245,8 +256,12 @@ impl Default for WebhooksConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShopConfig {
+    /// Titles the web pages.
     pub name: String,
     pub currency: String,
+    /// The pages' default language, `zh-CN` or `en`; a buyer's
+    /// `Accept-Language` and the switch on every page override it.
+    pub language: String,
 }
 
 impl Default for ShopConfig {
@@ -254,6 +269,7 @@ impl Default for ShopConfig {
         ShopConfig {
             name: "faka".into(),
             currency: "CNY".into(),
+            language: "zh-CN".into(),
         }
     }
 }
@@ -355,6 +371,9 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("webhooks.give_up_secs", Kind::Int),
     ("shop.name", Kind::Str),
     ("shop.currency", Kind::Str),
+    ("shop.language", Kind::Str),
+    ("payments.manual.public", Kind::Bool),
+    ("payments.manual.instructions", Kind::Str),
     ("log.level", Kind::Str),
     ("log.format", Kind::Str),
     ("limits.import_body_mb", Kind::Int),
@@ -551,6 +570,9 @@ impl Config {
         }
         if !["auto", "human", "json"].contains(&self.log.format.as_str()) {
             return Err(invalid("log.format", "must be auto, human or json"));
+        }
+        if !["zh-CN", "en"].contains(&self.shop.language.as_str()) {
+            return Err(invalid("shop.language", "must be zh-CN or en"));
         }
         let c = &self.shop.currency;
         if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {

@@ -1,6 +1,6 @@
 //! faka — an automatic card-key shop (发卡网) in one binary.
 //!
-//! Data flows one way: [`http`] parses requests into domain types, the
+//! Data flows one way: [`http`] (and the pages of [`web`]) parses requests into domain types, the
 //! [`domain`] decides, the [`store`] makes it durable. See `docs/` and
 //! `../shared/DESIGN.md` for the architecture.
 
@@ -14,4 +14,5 @@ pub mod payments;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod workers;

@@ -342,6 +342,7 @@ impl Application {
             config: cfg.clone(),
             views: Default::default(),
         });
+        let pages = web::Data::new(crate::web::WebState::new(&cfg));
         let timeout = Duration::from_secs(cfg.server.request_timeout_secs.max(1));
         let nice = cfg.server.worker_nice.clamp(0, 19);
         let mut server = HttpServer::new(move || {
@@ -351,10 +352,12 @@ impl Application {
             let m = metrics.clone();
             App::new()
                 .app_data(state.clone())
+                .app_data(pages.clone())
                 .wrap(actix_web::middleware::from_fn(move |req, next| {
                     http::middleware::observe(m.clone(), req, next)
                 }))
                 .configure(http::routes)
+                .configure(crate::web::routes)
         })
         .client_request_timeout(timeout)
         .client_disconnect_timeout(Duration::from_secs(2))

@@ -29,6 +29,35 @@ pub struct Product {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub counts: KeyCounts,
+    /// How the storefront shows it (stored since product format 2).
+    pub presentation: Presentation,
+}
+
+/// The fields that only change how a product is shown and announced: the
+/// storefront's grouping and order, its picture, the text delivered with
+/// its keys, and the merchant's low-stock threshold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presentation {
+    pub category: Option<String>,
+    /// Ascending; ties are ordered by id.
+    pub sort: i64,
+    /// `https://…` or a path under `/`.
+    pub image_url: Option<String>,
+    /// Shown with the delivered keys.
+    pub instructions: Option<String>,
+    /// Alert when available keys fall below this; 0 = never.
+    pub low_stock: u64,
+    /// Wholesale prices, sorted by `min_quantity`. Stored from format 2 on
+    /// so that pricing by tiers needs no new product format; nothing sets
+    /// them yet.
+    pub tiers: Vec<Tier>,
+}
+
+/// A wholesale price: from `min_quantity` keys on, each costs `price`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tier {
+    pub min_quantity: u32,
+    pub price: u64,
 }
 
 /// The state of one card key. A key moves `Available → Held → Sold`, or back

@@ -8,7 +8,9 @@
 //! them out and keeps the product's key counts in step.
 
 use super::ids::{printable, Gateway};
-use super::model::{EventKind, IdempotencyRecord, KeyCounts, KeyState, Order, Product};
+use super::model::{
+    EventKind, IdempotencyRecord, KeyCounts, KeyState, Order, Presentation, Product,
+};
 use super::order::{self, OrderStatus, PaymentSource, PaymentStep};
 use crate::error::{Error, Result};
 use crate::store::Tx;
@@ -54,9 +56,11 @@ pub struct NewProduct {
     pub min_quantity: u32,
     pub max_quantity: u32,
     pub active: bool,
+    pub presentation: Presentation,
 }
 
-/// A validated product edit: `None` leaves a field as it is.
+/// A validated product edit: `None` leaves a field as it is; for the
+/// optional presentation fields `Some(None)` clears one.
 #[derive(Debug, Clone, Default)]
 pub struct ProductPatch {
     pub name: Option<String>,
@@ -65,6 +69,11 @@ pub struct ProductPatch {
     pub min_quantity: Option<u32>,
     pub max_quantity: Option<u32>,
     pub active: Option<bool>,
+    pub category: Option<Option<String>>,
+    pub sort: Option<i64>,
+    pub image_url: Option<Option<String>>,
+    pub instructions: Option<Option<String>>,
+    pub low_stock: Option<u64>,
 }
 
 pub fn create_product(tx: &mut Tx, p: NewProduct) -> Result<Product> {
@@ -84,6 +93,7 @@ pub fn create_product(tx: &mut Tx, p: NewProduct) -> Result<Product> {
         created_at_ms: now,
         updated_at_ms: now,
         counts: KeyCounts::default(),
+        presentation: p.presentation,
     };
     tx.put_product(&product);
     Ok(product)
@@ -91,6 +101,7 @@ pub fn create_product(tx: &mut Tx, p: NewProduct) -> Result<Product> {
 
 pub fn update_product(tx: &mut Tx, id: &str, patch: ProductPatch) -> Result<Product> {
     let mut p = load_product(tx, id)?;
+    patch_presentation(&mut p.presentation, &patch);
     if let Some(v) = patch.name {
         p.name = v;
     }
@@ -120,6 +131,24 @@ pub fn update_product(tx: &mut Tx, id: &str, patch: ProductPatch) -> Result<Prod
     p.updated_at_ms = tx.now_ms();
     tx.put_product(&p);
     Ok(p)
+}
+
+fn patch_presentation(look: &mut Presentation, patch: &ProductPatch) {
+    if let Some(v) = &patch.category {
+        look.category.clone_from(v);
+    }
+    if let Some(v) = patch.sort {
+        look.sort = v;
+    }
+    if let Some(v) = &patch.image_url {
+        look.image_url.clone_from(v);
+    }
+    if let Some(v) = &patch.instructions {
+        look.instructions.clone_from(v);
+    }
+    if let Some(v) = patch.low_stock {
+        look.low_stock = v;
+    }
 }
 
 fn check_quantities(min: u32, max: u32) -> Result<()> {

@@ -3,7 +3,7 @@
 //! into domain types. Handlers parse, call the store or domain, and render;
 //! they never decide transitions themselves.
 
-mod admin_orders;
+pub mod admin_orders;
 pub mod auth;
 mod body;
 mod health;
@@ -12,12 +12,12 @@ pub mod keys;
 pub mod limits;
 pub mod middleware;
 pub mod openapi;
-mod ops;
-mod orders;
-mod payments;
-mod products;
+pub mod ops;
+pub mod orders;
+pub mod payments;
+pub mod products;
 pub mod render;
-mod webhooks;
+pub mod webhooks;
 
 pub use body::{parse_json, read_body};
 
@@ -127,6 +127,11 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
     openapi::RouteDoc::public("GET", "/api/v1/products", "Active products with live stock"),
     openapi::RouteDoc::public("GET", "/api/v1/products/{id}", "One active product"),
     openapi::RouteDoc::public(
+        "GET",
+        "/api/v1/categories",
+        "Categories of active products with counts",
+    ),
+    openapi::RouteDoc::public(
         "POST",
         "/api/v1/orders",
         "Create an order holding keys (Idempotency-Key supported)",
@@ -219,6 +224,7 @@ fn handler(method: &str, path: &str) -> Option<actix_web::Route> {
         ("GET", "/api/v1/openapi.json") => web::get().to(openapi::serve),
         ("GET", "/api/v1/products") => web::get().to(products::list_public),
         ("GET", "/api/v1/products/{id}") => web::get().to(products::get_public),
+        ("GET", "/api/v1/categories") => web::get().to(products::list_categories),
         ("POST", "/api/v1/orders") => web::post().to(orders::create),
         ("GET", "/api/v1/orders/{order_no}") => web::get().to(orders::get),
         ("POST", "/api/v1/payments/hmac/notify") => web::post().to(payments::hmac_notify),

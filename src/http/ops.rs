@@ -8,6 +8,17 @@ use actix_web::{web, HttpResponse};
 /// `POST /api/v1/admin/backup`: a consistent copy of the store under
 /// `[storage] backup_dir`, taken while serving.
 pub async fn backup(_: Admin, state: State) -> HttpResult {
+    let (path, bytes, last_batch) = write_backup(&state).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "path": path,
+        "bytes": bytes,
+        "last_batch": last_batch,
+    })))
+}
+
+/// Writes a backup while serving: (its path, bytes, last batch). The API
+/// and the admin panel's button both back up through this.
+pub async fn write_backup(state: &State) -> Result<(String, u64, u64), Error> {
     let st = state.clone();
     let result = web::block(move || {
         let stamp = crate::http::render::rfc3339(crate::store::now_ms()).replace(':', "");
@@ -29,11 +40,7 @@ pub async fn backup(_: Admin, state: State) -> HttpResult {
     })?;
     let path = std::fs::canonicalize(&result.path).unwrap_or(result.path);
     tracing::info!(path = %path.display(), bytes = result.bytes, "backup written");
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "path": path.display().to_string(),
-        "bytes": result.bytes,
-        "last_batch": result.last_batch,
-    })))
+    Ok((path.display().to_string(), result.bytes, result.last_batch))
 }
 
 /// `GET /metrics` (admin): Prometheus text format.

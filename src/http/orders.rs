@@ -15,14 +15,15 @@ use serde::Deserialize;
 
 const IDEMPOTENCY_CONTEXT: &[u8] = b"faka/idempotency/v1";
 
+/// An order as the API and the storefront's form send it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
-    product_id: String,
-    quantity: u32,
-    email: String,
-    gateway: String,
-    query_password: Option<String>,
+pub struct CreateBody {
+    pub product_id: String,
+    pub quantity: u32,
+    pub email: String,
+    pub gateway: String,
+    pub query_password: Option<String>,
 }
 
 /// The hash of the request's `Idempotency-Key`, if it has one: 1 to 64
@@ -139,6 +140,43 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         key_hash,
         fingerprint: fingerprint(&b),
     });
+    let (new, token) = new_order(&state, ip, b, idem)?;
+    let st = state.clone();
+    let tok = token.clone();
+    let created = state
+        .store
+        .write(move |tx| {
+            shop::create_order(tx, new, |order| {
+                st.crypto
+                    .seal(&created_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
+            })
+        })
+        .await?;
+    match created {
+        Created::New(order) => Ok(HttpResponse::Created()
+            .content_type(ContentType::json())
+            .body(created_body(&state, &order, &token))),
+        Created::Replay(sealed) => {
+            let body = state
+                .crypto
+                .open(&sealed, IDEMPOTENCY_CONTEXT)
+                .map_err(|_| Error::unavailable("stored response could not be read"))?;
+            Ok(HttpResponse::Created()
+                .content_type(ContentType::json())
+                .body(body))
+        }
+    }
+}
+
+/// Checks an order's fields and fixes what must be known before the write
+/// (order number, the buyer's fresh token, the clock). The JSON API and
+/// the storefront's form both place orders through this.
+pub fn new_order(
+    state: &State,
+    ip: Option<String>,
+    b: CreateBody,
+    idem: Option<Idempotency>,
+) -> Result<(NewOrder, String), Error> {
     let product_id = ProductId::parse(&b.product_id).map_err(|_| {
         Error::not_found(format!(
             "product {} not found",
@@ -157,7 +195,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         ));
     }
     if idem.is_none() {
-        refuse_early(&state, product_id.as_str(), b.quantity)?;
+        refuse_early(state, product_id.as_str(), b.quantity)?;
     }
     let now = now_ms();
     let order_no = OrderNo::generate(now);
@@ -189,31 +227,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         max_pending_per_ip: state.config.limits.max_pending_per_ip,
         max_pending_per_email: state.config.limits.max_pending_per_email,
     };
-    let st = state.clone();
-    let tok = token.clone();
-    let created = state
-        .store
-        .write(move |tx| {
-            shop::create_order(tx, new, |order| {
-                st.crypto
-                    .seal(&created_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
-            })
-        })
-        .await?;
-    match created {
-        Created::New(order) => Ok(HttpResponse::Created()
-            .content_type(ContentType::json())
-            .body(created_body(&state, &order, &token))),
-        Created::Replay(sealed) => {
-            let body = state
-                .crypto
-                .open(&sealed, IDEMPOTENCY_CONTEXT)
-                .map_err(|_| Error::unavailable("stored response could not be read"))?;
-            Ok(HttpResponse::Created()
-                .content_type(ContentType::json())
-                .body(body))
-        }
-    }
+    Ok((new, token))
 }
 
 /// Answers what a read can already tell — unknown product, quantity out of
@@ -252,9 +266,21 @@ fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
         order,
         token,
         &state.config.shop.currency,
-        state.gateways.pay_url(order),
+        state.gateways.pay_url(order, token),
     );
     serde_json::to_vec(&view).unwrap_or_default()
+}
+
+/// The order `raw` if `token` is its token; a wrong token looks exactly
+/// like an unknown order (`None`).
+pub fn order_with_token(state: &State, raw: &str, token: &str) -> Result<Option<Order>, Error> {
+    let Ok(order_no) = OrderNo::parse(raw) else {
+        return Ok(None);
+    };
+    Ok(state
+        .store
+        .order(order_no.as_str())?
+        .filter(|o| ct_eq(&sha256(token.as_bytes()), &o.token_hash)))
 }
 
 pub async fn get(state: State, req: HttpRequest) -> HttpResult {
@@ -264,7 +290,6 @@ pub async fn get(state: State, req: HttpRequest) -> HttpResult {
         .take(Limit::Lookups, ip.as_deref().unwrap_or("unknown"))?;
     let raw = path_param(&req, "order_no");
     let not_found = || Error::not_found(format!("order {} not found", printable(raw, 40)));
-    let order_no = OrderNo::parse(raw).map_err(|_| not_found())?;
     let token = req
         .headers()
         .get("x-order-token")
@@ -278,14 +303,7 @@ pub async fn get(state: State, req: HttpRequest) -> HttpResult {
                 .map(|(_, v)| v)
         })
         .ok_or_else(not_found)?;
-    let order = state
-        .store
-        .order(order_no.as_str())?
-        .ok_or_else(not_found)?;
-    // A wrong token looks exactly like an unknown order.
-    if !ct_eq(&sha256(token.as_bytes()), &order.token_hash) {
-        return Err(not_found());
-    }
+    let order = order_with_token(&state, raw, &token)?.ok_or_else(not_found)?;
     let keys = match order.status {
         crate::domain::order::OrderStatus::Delivered => {
             Some(render::key_texts(&state.store, &state.crypto, &order)?)

@@ -4,7 +4,7 @@ use super::auth::Admin;
 use super::body::{parse_json, read_body};
 use super::{path_param, render, HttpResult, State};
 use crate::domain::ids::{printable, ProductId};
-use crate::domain::model::Product;
+use crate::domain::model::{Presentation, Product};
 use crate::domain::shop::{self, NewProduct, ProductPatch};
 use crate::error::Error;
 use crate::store::Store;
@@ -96,21 +96,67 @@ fn render_json(v: &impl serde::Serialize) -> Result<Bytes, Error> {
         .map_err(|_| Error::unavailable("could not render the answer"))
 }
 
-pub async fn list_public(state: State) -> HttpResult {
+/// The active products in the storefront's order: by `sort`, then id.
+pub fn storefront(store: &Store) -> Result<Vec<Product>, Error> {
+    let mut products: Vec<Product> = store.products()?.into_iter().filter(|p| p.active).collect();
+    // `products()` comes in id order and the sort is stable.
+    products.sort_by_key(|p| p.presentation.sort);
+    Ok(products)
+}
+
+/// The categories of active products, each with its product count, in
+/// the order their first product appears in the storefront.
+pub fn categories(products: &[Product]) -> Vec<(&str, u64)> {
+    let mut out: Vec<(&str, u64)> = Vec::new();
+    for c in products
+        .iter()
+        .filter_map(|p| p.presentation.category.as_deref())
+    {
+        match out.iter_mut().find(|(name, _)| *name == c) {
+            Some((_, n)) => *n += 1,
+            None => out.push((c, 1)),
+        }
+    }
+    out
+}
+
+fn category_param(req: &HttpRequest) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "category")
+        .map(|(_, v)| v)
+}
+
+pub async fn list_public(state: State, req: HttpRequest) -> HttpResult {
+    let category = category_param(&req);
     let version = state.store.products_version();
-    if let Some(body) = state.views.get(version, |v| v.list.clone()) {
-        return Ok(json_body(body));
+    if category.is_none() {
+        if let Some(body) = state.views.get(version, |v| v.list.clone()) {
+            return Ok(json_body(body));
+        }
     }
     let currency = &state.config.shop.currency;
-    let products = state.store.products()?;
+    let products = storefront(&state.store)?;
     let views = products
         .iter()
-        .filter(|p| p.active)
+        .filter(|p| category.is_none() || p.presentation.category == category)
         .map(|p| Ok(render::product(p, state.store.stock(p)?, currency)))
         .collect::<Result<Vec<_>, Error>>()?;
     let body = render_json(&serde_json::json!({ "products": views }))?;
-    state.views.keep(version, |v| v.list = Some(body.clone()));
+    if category.is_none() {
+        state.views.keep(version, |v| v.list = Some(body.clone()));
+    }
     Ok(json_body(body))
+}
+
+pub async fn list_categories(state: State) -> HttpResult {
+    let products = storefront(&state.store)?;
+    let list: Vec<_> = categories(&products)
+        .into_iter()
+        .map(|(name, n)| serde_json::json!({ "name": name, "products": n }))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "categories": list })))
 }
 
 pub async fn get_public(state: State, req: HttpRequest) -> HttpResult {
@@ -147,27 +193,123 @@ pub async fn list_admin(_: Admin, state: State) -> HttpResult {
     Ok(HttpResponse::Ok().json(serde_json::json!({ "products": views })))
 }
 
-#[derive(Deserialize)]
+/// A new product as the API and the admin panel's form send it.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
-    id: Option<String>,
-    name: String,
-    description: Option<String>,
-    price: u64,
-    min_quantity: Option<u32>,
-    max_quantity: Option<u32>,
-    active: Option<bool>,
+pub struct CreateBody {
+    pub id: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
+    pub price: u64,
+    pub min_quantity: Option<u32>,
+    pub max_quantity: Option<u32>,
+    pub active: Option<bool>,
+    pub category: Option<String>,
+    pub sort: Option<i64>,
+    pub image_url: Option<String>,
+    pub instructions: Option<String>,
+    pub low_stock: Option<u64>,
 }
 
-#[derive(Deserialize)]
+/// A product edit as the API and the admin panel's form send it; for the
+/// nullable fields an explicit `null` clears, absence keeps.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct PatchBody {
-    name: Option<String>,
-    description: Option<String>,
-    price: Option<u64>,
-    min_quantity: Option<u32>,
-    max_quantity: Option<u32>,
-    active: Option<bool>,
+pub struct PatchBody {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<u64>,
+    pub min_quantity: Option<u32>,
+    pub max_quantity: Option<u32>,
+    pub active: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub category: Option<Option<String>>,
+    pub sort: Option<i64>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub image_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub instructions: Option<Option<String>>,
+    pub low_stock: Option<u64>,
+}
+
+/// A present field, `null` or not: `Some(None)` is an explicit `null`.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Empty (after trimming) is none; otherwise at most `max` characters.
+fn optional_text(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, Error> {
+    let Some(v) = v else { return Ok(None) };
+    let trimmed = v.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    if trimmed.chars().count() > max {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(Some(trimmed.to_string()))
+}
+
+fn category(v: Option<String>) -> Result<Option<String>, Error> {
+    let v = optional_text("category", v, 64)?;
+    if v.as_deref()
+        .is_some_and(|c| c.chars().any(char::is_control))
+    {
+        return Err(Error::invalid(
+            "category",
+            "must not hold control characters",
+        ));
+    }
+    Ok(v)
+}
+
+fn instructions(v: Option<String>) -> Result<Option<String>, Error> {
+    optional_text("instructions", v, 4096)
+}
+
+/// `https://…` or a path on this shop. Protocol-relative `//host` and
+/// backslash tricks are refused: a page must never load from elsewhere
+/// but a deliberate https address.
+fn image_url(v: Option<String>) -> Result<Option<String>, Error> {
+    let Some(v) = optional_text("image_url", v, 2048)? else {
+        return Ok(None);
+    };
+    let local = v.starts_with('/') && !v.starts_with("//") && !v.starts_with("/\\");
+    let ok = (local || v.starts_with("https://"))
+        && !v
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+    if !ok {
+        return Err(Error::invalid(
+            "image_url",
+            "must be an https:// address or a path starting with /",
+        ));
+    }
+    Ok(Some(v))
+}
+
+fn low_stock(v: u64) -> Result<u64, Error> {
+    if v > MAX_PRICE {
+        return Err(Error::invalid("low_stock", "is too large"));
+    }
+    Ok(v)
+}
+
+fn sort(v: i64) -> Result<i64, Error> {
+    if v.unsigned_abs() > 1_000_000_000 {
+        return Err(Error::invalid(
+            "sort",
+            "must be between -1000000000 and 1000000000",
+        ));
+    }
+    Ok(v)
 }
 
 fn name(v: String) -> Result<String, Error> {
@@ -217,14 +359,14 @@ fn generated_id() -> String {
     format!("p-{tail}")
 }
 
-pub async fn create(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
-    let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
-    let b: CreateBody = parse_json(&bytes)?;
+/// Checks every field of a new product; the JSON API and the admin panel
+/// both create products through this.
+pub fn new_product(b: CreateBody) -> Result<NewProduct, Error> {
     let id = match b.id {
         Some(id) => ProductId::parse(&id)?.as_str().to_string(),
         None => generated_id(),
     };
-    let new = NewProduct {
+    Ok(NewProduct {
         id,
         name: name(b.name)?,
         description: description(b.description.unwrap_or_default())?,
@@ -232,7 +374,43 @@ pub async fn create(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         min_quantity: quantity("min_quantity", b.min_quantity.unwrap_or(1))?,
         max_quantity: quantity("max_quantity", b.max_quantity.unwrap_or(10))?,
         active: b.active.unwrap_or(true),
-    };
+        presentation: Presentation {
+            category: category(b.category)?,
+            sort: sort(b.sort.unwrap_or(0))?,
+            image_url: image_url(b.image_url)?,
+            instructions: instructions(b.instructions)?,
+            low_stock: low_stock(b.low_stock.unwrap_or(0))?,
+            tiers: Vec::new(),
+        },
+    })
+}
+
+/// Checks every field of a product edit, for the API and the admin panel.
+pub fn product_patch(b: PatchBody) -> Result<ProductPatch, Error> {
+    Ok(ProductPatch {
+        name: b.name.map(name).transpose()?,
+        description: b.description.map(description).transpose()?,
+        price: b.price.map(price).transpose()?,
+        min_quantity: b
+            .min_quantity
+            .map(|v| quantity("min_quantity", v))
+            .transpose()?,
+        max_quantity: b
+            .max_quantity
+            .map(|v| quantity("max_quantity", v))
+            .transpose()?,
+        active: b.active,
+        category: b.category.map(category).transpose()?,
+        sort: b.sort.map(sort).transpose()?,
+        image_url: b.image_url.map(image_url).transpose()?,
+        instructions: b.instructions.map(instructions).transpose()?,
+        low_stock: b.low_stock.map(low_stock).transpose()?,
+    })
+}
+
+pub async fn create(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
+    let new = new_product(parse_json(&bytes)?)?;
     let p = state
         .store
         .write(move |tx| shop::create_product(tx, new))
@@ -250,21 +428,7 @@ pub async fn update(_: Admin, state: State, req: HttpRequest, payload: web::Payl
     let id = ProductId::parse(&raw_id)
         .map_err(|_| Error::not_found(format!("product {} not found", printable(&raw_id, 64))))?;
     let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
-    let b: PatchBody = parse_json(&bytes)?;
-    let patch = ProductPatch {
-        name: b.name.map(name).transpose()?,
-        description: b.description.map(description).transpose()?,
-        price: b.price.map(price).transpose()?,
-        min_quantity: b
-            .min_quantity
-            .map(|v| quantity("min_quantity", v))
-            .transpose()?,
-        max_quantity: b
-            .max_quantity
-            .map(|v| quantity("max_quantity", v))
-            .transpose()?,
-        active: b.active,
-    };
+    let patch = product_patch(parse_json(&bytes)?)?;
     let p = state
         .store
         .write(move |tx| shop::update_product(tx, id.as_str(), patch))

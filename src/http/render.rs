@@ -27,6 +27,11 @@ pub struct ProductView<'a> {
     pub min_quantity: u32,
     pub max_quantity: u32,
     pub active: bool,
+    pub category: Option<&'a str>,
+    pub sort: i64,
+    pub image_url: Option<&'a str>,
+    pub instructions: Option<&'a str>,
+    pub low_stock: u64,
 }
 
 #[derive(Serialize)]
@@ -56,6 +61,11 @@ pub fn product<'a>(p: &'a Product, stock: u64, currency: &'a str) -> ProductView
         min_quantity: p.min_quantity,
         max_quantity: p.max_quantity,
         active: p.active,
+        category: p.presentation.category.as_deref(),
+        sort: p.presentation.sort,
+        image_url: p.presentation.image_url.as_deref(),
+        instructions: p.presentation.instructions.as_deref(),
+        low_stock: p.presentation.low_stock,
     }
 }
 

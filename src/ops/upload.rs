@@ -207,6 +207,7 @@ mod tests {
                         min_quantity: 1,
                         max_quantity: 10,
                         active: true,
+                        presentation: Default::default(),
                     },
                 )
             })

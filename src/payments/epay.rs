@@ -144,7 +144,7 @@ impl PaymentGateway for EpayGateway {
         })
     }
 
-    fn pay_url(&self, order: &Order) -> Option<String> {
+    fn pay_url(&self, order: &Order, token: &str) -> Option<String> {
         let mut params: Vec<(String, String)> = vec![
             ("pid".into(), self.pid.clone()),
             ("type".into(), self.pay_type.clone()),
@@ -153,7 +153,10 @@ impl PaymentGateway for EpayGateway {
                 "notify_url".into(),
                 format!("{}/api/v1/payments/epay/notify", self.public_url),
             ),
-            ("return_url".into(), format!("{}/", self.public_url)),
+            (
+                "return_url".into(),
+                super::order_page_url(&self.public_url, &order.order_no, token),
+            ),
             (
                 "name".into(),
                 format!("{} x{}", order.product_id, order.quantity),
@@ -314,7 +317,7 @@ mod tests {
         order.quantity = 2;
         order.amount = 13800;
         let url = gateway("https://pay.example/submit.php")
-            .pay_url(&order)
+            .pay_url(&order, "t0ken")
             .unwrap();
         let (base, query) = url.split_once('?').unwrap();
         assert_eq!(base, "https://pay.example/submit.php");
@@ -329,7 +332,7 @@ mod tests {
                 "notify_url",
                 "https://shop.example/api/v1/payments/epay/notify",
             ),
-            ("return_url", "https://shop.example/"),
+            ("return_url", "https://shop.example/orders/F1?token=t0ken"),
             ("name", "p x2"),
             ("money", "138.00"),
             ("sign_type", "MD5"),
@@ -337,7 +340,7 @@ mod tests {
             assert_eq!(field(&params, name), Some(value), "{name}");
         }
         let url = gateway("https://pay.example/submit.php?v=1")
-            .pay_url(&order)
+            .pay_url(&order, "t0ken")
             .unwrap();
         assert!(
             url.starts_with("https://pay.example/submit.php?v=1&pid=1001&"),

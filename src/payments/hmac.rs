@@ -73,7 +73,7 @@ impl PaymentGateway for HmacGateway {
         })
     }
 
-    fn pay_url(&self, _: &Order) -> Option<String> {
+    fn pay_url(&self, _: &Order, _: &str) -> Option<String> {
         None
     }
 }
@@ -139,7 +139,7 @@ mod tests {
     fn there_is_no_pay_url() {
         let g = HmacGateway::new(b"s".to_vec());
         let order = Order::pending_for_test("F1", "b@x.com", "10.0.0.1", 1);
-        assert_eq!(g.pay_url(&order), None);
+        assert_eq!(g.pay_url(&order, "t0ken"), None);
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub trait PaymentGateway: Send + Sync {
     /// failure is `invalid_signature` or a 4xx naming the field.
     fn verify(&self, req: &CallbackRequest) -> Result<VerifiedPayment, Error>;
     /// Where the buyer goes to pay, if this gateway has a payment page.
-    fn pay_url(&self, order: &Order) -> Option<String>;
+    /// `token` is the buyer's order token: a gateway's return address is
+    /// the order page, which needs it to show the keys.
+    fn pay_url(&self, order: &Order, token: &str) -> Option<String>;
 }
 
 /// The enabled gateways, built once from config.
@@ -78,8 +80,16 @@ impl Gateways {
         g == Gateway::Manual || self.get(g).is_some()
     }
 
-    pub fn pay_url(&self, order: &Order) -> Option<String> {
+    pub fn pay_url(&self, order: &Order, token: &str) -> Option<String> {
         let g = Gateway::parse(&order.gateway).ok()?;
-        self.get(g)?.pay_url(order)
+        self.get(g)?.pay_url(order, token)
     }
+}
+
+/// The buyer's order page, where every gateway's return address points.
+pub fn order_page_url(public_url: &str, order_no: &str, token: &str) -> String {
+    format!(
+        "{}/orders/{order_no}?token={token}",
+        public_url.trim_end_matches('/')
+    )
 }

@@ -2,6 +2,7 @@
 //! a serde struct. Decoding has a size limit and refuses trailing bytes, so a
 //! torn or foreign value is an error, never a silently wrong record.
 
+use crate::domain::model::{KeyCounts, Presentation, Product};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The format version written today. Readers reject other versions loudly
@@ -43,12 +44,69 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if version != FORMAT_VERSION {
         return Err(CodecError::Version(version));
     }
+    decode_body(body)
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let (value, used) = bincode::serde::decode_from_slice::<T, _>(body, config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != body.len() {
         return Err(CodecError::Trailing(body.len() - used));
     }
     Ok(value)
+}
+
+/// Products are written in format 2, which added [`Presentation`]; format 1
+/// products, written by earlier builds, still read (with default
+/// presentation), so an upgrade needs no migration pass.
+pub const PRODUCT_FORMAT: u8 = 2;
+
+/// A product as format 1 stored it.
+#[derive(serde::Deserialize)]
+struct ProductV1 {
+    id: String,
+    name: String,
+    description: String,
+    price: u64,
+    min_quantity: u32,
+    max_quantity: u32,
+    active: bool,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    counts: KeyCounts,
+}
+
+impl From<ProductV1> for Product {
+    fn from(p: ProductV1) -> Product {
+        Product {
+            id: p.id,
+            name: p.name,
+            description: p.description,
+            price: p.price,
+            min_quantity: p.min_quantity,
+            max_quantity: p.max_quantity,
+            active: p.active,
+            created_at_ms: p.created_at_ms,
+            updated_at_ms: p.updated_at_ms,
+            counts: p.counts,
+            presentation: Presentation::default(),
+        }
+    }
+}
+
+pub fn encode_product(p: &Product) -> Vec<u8> {
+    let mut out = encode(p);
+    out[0] = PRODUCT_FORMAT;
+    out
+}
+
+pub fn decode_product(bytes: &[u8]) -> Result<Product, CodecError> {
+    match bytes.first() {
+        Some(&PRODUCT_FORMAT) => decode_body(&bytes[1..]),
+        Some(&FORMAT_VERSION) => decode_body::<ProductV1>(&bytes[1..]).map(Product::from),
+        Some(&v) => Err(CodecError::Version(v)),
+        None => Err(CodecError::Empty),
+    }
 }
 
 #[cfg(test)]
@@ -88,6 +146,77 @@ mod tests {
         bytes[0] = 9;
         assert!(matches!(
             decode::<KeyRecord>(&bytes),
+            Err(CodecError::Version(9))
+        ));
+    }
+
+    /// The bytes an earlier build wrote for a product (format 1), kept
+    /// verbatim so a change to today's types cannot quietly fix the test.
+    fn product_v1_bytes() -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Old<'a>(
+            &'a str,
+            &'a str,
+            &'a str,
+            u64,
+            u32,
+            u32,
+            bool,
+            i64,
+            i64,
+            KeyCounts,
+        );
+        let counts = KeyCounts {
+            available: 3,
+            held: 1,
+            sold: 2,
+            imported: 6,
+            deleted: 0,
+        };
+        let mut out = vec![1];
+        let old = Old(
+            "steam-10", "Steam 10", "desc", 6900, 1, 10, true, 5, 7, counts,
+        );
+        out.extend(bincode::serde::encode_to_vec(old, config()).unwrap());
+        out
+    }
+
+    #[test]
+    fn products_stored_by_format_1_still_read_with_default_presentation() {
+        let bytes = product_v1_bytes();
+        assert_eq!(bytes[0], 1);
+        let p = decode_product(&bytes).unwrap();
+        assert_eq!((p.id.as_str(), p.name.as_str()), ("steam-10", "Steam 10"));
+        assert_eq!((p.price, p.min_quantity, p.max_quantity), (6900, 1, 10));
+        assert_eq!((p.created_at_ms, p.updated_at_ms, p.counts.sold), (5, 7, 2));
+        assert_eq!(p.presentation, Presentation::default());
+        // Written back, it is format 2 and keeps everything.
+        let again = encode_product(&p);
+        assert_eq!(again[0], PRODUCT_FORMAT);
+        assert_eq!(decode_product(&again).unwrap(), p);
+    }
+
+    #[test]
+    fn products_round_trip_with_presentation_and_refuse_other_formats() {
+        let mut p = decode_product(&product_v1_bytes()).unwrap();
+        p.presentation = Presentation {
+            category: Some("游戏".into()),
+            sort: -3,
+            image_url: Some("/img/a.png".into()),
+            instructions: Some("Redeem at store".into()),
+            low_stock: 5,
+            tiers: vec![crate::domain::model::Tier {
+                min_quantity: 10,
+                price: 6500,
+            }],
+        };
+        let mut bytes = encode_product(&p);
+        assert_eq!(decode_product(&bytes).unwrap(), p);
+        assert!(decode_product(&[]).is_err());
+        assert!(decode_product(&bytes[..bytes.len() - 1]).is_err());
+        bytes[0] = 9;
+        assert!(matches!(
+            decode_product(&bytes),
             Err(CodecError::Version(9))
         ));
     }

@@ -70,8 +70,14 @@ impl Store {
         }
     }
 
+    /// A product (stored in a format of its own, `codec::decode_product`);
+    /// a miss while sled lacks a durable batch is 503, as in [`Store::read`].
     pub fn product(&self, id: &str) -> Result<Option<Product>> {
-        self.read(Tree::Products, id.as_bytes())
+        match self.read_raw(Tree::Products, id.as_bytes())? {
+            Some(v) => codec::decode_product(&v).map(Some).map_err(storage),
+            None if self.inner.unapplied.is_behind() => Err(super::view::catching_up()),
+            None => Ok(None),
+        }
     }
 
     /// The master key's check value stored with the shop, if one was.
@@ -85,7 +91,7 @@ impl Store {
             .get(Tree::Products)
             .iter()
             .values()
-            .map(|v| decode(&v.map_err(storage)?))
+            .map(|v| codec::decode_product(&v.map_err(storage)?).map_err(storage))
             .collect()
     }
 

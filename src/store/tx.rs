@@ -389,11 +389,18 @@ impl<'a> Tx<'a> {
     // ---- products ----------------------------------------------------------
 
     pub fn product(&self, id: &str) -> Result<Option<Product>> {
-        self.get(Tree::Products, id.as_bytes())
+        match self.get_raw(Tree::Products, id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => codec::decode_product(&bytes).map(Some).map_err(internal),
+        }
     }
 
     pub fn put_product(&mut self, p: &Product) {
-        self.put(Tree::Products, p.id.as_bytes().to_vec(), p);
+        self.put_raw(
+            Tree::Products,
+            p.id.as_bytes().to_vec(),
+            codec::encode_product(p),
+        );
         self.cmd_stock.push((p.id.clone(), p.counts.available));
     }
 

@@ -1162,6 +1162,7 @@ mod tests {
                 imported: available,
                 ..Default::default()
             },
+            presentation: Default::default(),
         }
     }
 

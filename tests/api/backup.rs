@@ -287,6 +287,7 @@ fn product(i: u32) -> faka::domain::shop::NewProduct {
         min_quantity: 1,
         max_quantity: 1,
         active: true,
+        presentation: Default::default(),
     }
 }
 

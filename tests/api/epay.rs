@@ -76,7 +76,15 @@ fn an_epay_order_carries_a_signed_pay_url() {
     assert_eq!(get("money"), "138.00");
     assert_eq!(get("sign_type"), "MD5");
     assert!(get("notify_url").ends_with("/api/v1/payments/epay/notify"));
-    assert!(!get("return_url").is_empty());
+    assert_eq!(
+        get("return_url"),
+        format!(
+            "http://127.0.0.1:8080/orders/{}?token={}",
+            o["order_no"].as_str().expect("order_no"),
+            o["token"].as_str().expect("token")
+        ),
+        "the buyer comes back to the order page, which shows the keys"
+    );
     assert!(!get("type").is_empty() && !get("name").is_empty());
     assert_eq!(get("sign"), sign(&params, KEY));
 }

@@ -407,7 +407,6 @@ fn path(rng: &mut StdRng, shop: &Shop, route: Route) -> Segment {
             let s = pick(
                 rng,
                 &[
-                    "/",
                     "/api",
                     "/api/v1",
                     "/api/v1/",

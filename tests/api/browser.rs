@@ -1,0 +1,364 @@
+//! The pages in a real headless Chromium, driven over W3C WebDriver by
+//! `chromedriver`. The WebDriver protocol is plain JSON over HTTP, spoken
+//! here with the blocking `reqwest` the tests already use, instead of a
+//! driver crate (`fantoccini`, `thirtyfour`) that would bring an async
+//! stack and a longer build for a few calls. Runs when `CI` is set or a
+//! chromium is installed; otherwise says it was skipped. With
+//! `FAKA_SCREENSHOTS=1` it also writes the README's screenshots to `docs/`.
+
+use crate::helpers::*;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const DRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver {
+    child: Child,
+    base: String,
+    http: Client,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Browser<'a> {
+    d: &'a Driver,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(DRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let d = Driver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        };
+        eventually(Duration::from_secs(20), || {
+            d.http
+                .get(format!("{}/status", d.base))
+                .send()
+                .ok()
+                .filter(|r| r.status() == 200)
+        });
+        d
+    }
+
+    fn browser(&self, width: u32, height: u32, lang: &str) -> Browser<'_> {
+        let profile = tempfile::tempdir().expect("profile dir");
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("--window-size={width},{height}"),
+            &format!("--lang={lang}"),
+        ];
+        let mut options = json!({"binary": CHROMIUM, "args": args,
+            "prefs": {"intl.accept_languages": lang}});
+        if width < 500 {
+            // Headless windows are at least 500 px wide; a phone is emulated.
+            options["mobileEmulation"] =
+                json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2}});
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
+            "goog:chromeOptions": options}}});
+        let r: Value = self
+            .http
+            .post(format!("{}/session", self.base))
+            .json(&caps)
+            .send()
+            .expect("new session")
+            .json()
+            .expect("json");
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_string();
+        Browser {
+            d: self,
+            session,
+            _profile: profile,
+        }
+    }
+}
+
+impl Browser<'_> {
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.d.base, self.session);
+        let rb = match method {
+            "GET" => self.d.http.get(url),
+            "DELETE" => self.d.http.delete(url),
+            _ => self.d.http.post(url).json(&body),
+        };
+        let v: Value = rb.send().expect("webdriver").json().expect("json");
+        if v["value"]["error"].is_string() {
+            panic!("webdriver {path}: {}", v["value"]);
+        }
+        v["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", "/url", json!({"url": url}));
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            json!({"using": "css selector", "value": css}),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|e| e.as_str())
+            .expect("element")
+            .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call("POST", &format!("/element/{e}/click"), json!({}));
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            json!({"text": text}),
+        );
+    }
+
+    fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        self.call("GET", &format!("/element/{e}/text"), json!({}))
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn url(&self) -> String {
+        self.call("GET", "/url", json!({}))
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Waits for a navigation (a click returns before it ends).
+    fn wait_url(&self, ok: impl Fn(&str) -> bool) -> String {
+        eventually(Duration::from_secs(20), || {
+            Some(self.url()).filter(|u| ok(u))
+        })
+    }
+
+    fn screenshot(&self, name: &str) {
+        use base64::Engine;
+        if std::env::var_os("FAKA_SCREENSHOTS").is_none() {
+            return;
+        }
+        let b64 = self.call("GET", "/screenshot", json!({}));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap_or(""))
+            .expect("png");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write png");
+    }
+
+    /// Every resource the page loaded came from the shop itself.
+    fn assert_same_origin(&self, base: &str) {
+        let names = self.js("return performance.getEntriesByType('resource').map(e => e.name)");
+        for n in names.as_array().expect("list") {
+            let n = n.as_str().unwrap_or("");
+            assert!(
+                n.starts_with(base) || n.starts_with("data:"),
+                "loaded from elsewhere: {n}"
+            );
+        }
+    }
+}
+
+impl Drop for Browser<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .d
+            .http
+            .delete(format!("{}/session/{}", self.d.base, self.session))
+            .send();
+    }
+}
+
+fn available() -> bool {
+    let found = Path::new(CHROMIUM).exists() && Path::new(DRIVER).exists();
+    if !found && std::env::var_os("CI").is_some() {
+        panic!("CI is set but {CHROMIUM} or {DRIVER} is missing (.ci/run installs them)");
+    }
+    if !found {
+        println!("browser tests skipped: no {CHROMIUM} / {DRIVER}");
+    }
+    found
+}
+
+#[test]
+fn a_buyer_orders_and_sees_the_key_appear_when_the_merchant_confirms_payment() {
+    if !available() {
+        return;
+    }
+    let app = spawn_with(|dir| {
+        config_text(dir, "[shop]\nname = \"Steam 小店\"\n[payments.manual]\npublic = true\ninstructions = \"Alipay 138-0000-0000\"\n")
+    });
+    for (id, name, cat, price) in [
+        ("steam-10", "Steam 10 USD", "Steam", 6900),
+        ("steam-50", "Steam 50 USD", "Steam", 33900),
+        ("netflix", "Netflix 1 month", "Video", 4500),
+        ("office", "Office 365 key", "Software", 9900),
+    ] {
+        let r = app.admin_post("/api/v1/admin/products", json!({"id": id, "name": name, "category": cat, "price": price,
+            "description": "**Instant delivery.** Redeem in the app.", "instructions": "Open the app → Redeem → paste the key."}));
+        assert_eq!(r.status(), 201);
+    }
+    app.import(
+        "steam-10",
+        &["STEAM-AAAA-BBBB-CCCC".into(), "STEAM-DDDD-EEEE-FFFF".into()],
+    );
+    app.import("netflix", &["NFLX-1234-5678".into()]);
+    let d = Driver::start();
+    let buyer = d.browser(1280, 900, "en");
+    buyer.go(&app.url("/"));
+    buyer.find("[data-product-id=\"steam-10\"]");
+    buyer.assert_same_origin(&app.base);
+    buyer.screenshot("storefront-en");
+    buyer.click("[data-product-id=\"steam-10\"]");
+    buyer.wait_url(|u| u.ends_with("/products/steam-10"));
+    buyer.type_into("input[name=email]", "buyer@example.com");
+    buyer.click("button[type=submit]");
+    buyer.wait_url(|u| u.contains("/orders/") && u.contains("token="));
+    assert_eq!(buyer.text("[data-order-status]"), "pending");
+    buyer.js("window.__notReloaded = true");
+    let order_no = buyer
+        .js("return document.querySelector('[data-order-no]').dataset.orderNo")
+        .as_str()
+        .expect("no")
+        .to_string();
+
+    let merchant = d.browser(1280, 900, "zh-CN");
+    merchant.go(&app.url("/admin/login"));
+    merchant.type_into("input[name=token]", ADMIN);
+    merchant.click("button[type=submit]");
+    merchant.wait_url(|u| u.ends_with("/admin"));
+    merchant.go(&app.url(&format!("/admin/orders/{order_no}")));
+    merchant.click("[data-manual-pay]");
+    eventually(Duration::from_secs(20), || {
+        (app.admin_order(&order_no)["status"] == "delivered").then_some(())
+    });
+    merchant.go(&app.url(&format!("/admin/orders/{order_no}")));
+    assert_eq!(merchant.text("[data-order-status]"), "delivered");
+    merchant.go(&app.url("/admin"));
+    merchant.screenshot("admin-dashboard");
+
+    // The buyer's page shows the key by itself, without a reload.
+    let key = eventually(Duration::from_secs(30), || {
+        let k = buyer.js("var k = document.querySelector('[data-key]'); return k && k.offsetParent ? k.textContent : null");
+        k.as_str().map(str::to_string)
+    });
+    assert!(key.starts_with("STEAM-"), "{key}");
+    assert_eq!(
+        buyer.js("return window.__notReloaded === true"),
+        json!(true),
+        "no reload"
+    );
+    assert_eq!(buyer.text("[data-order-status]"), "delivered");
+    buyer.screenshot("order-delivered");
+    buyer.assert_same_origin(&app.base);
+
+    // The language switch.
+    buyer.go(&app.url("/"));
+    buyer.click("[data-lang-switch]");
+    buyer.wait_url(|u| u.contains("lang=zh-CN"));
+    assert_eq!(
+        buyer.js("return document.documentElement.lang"),
+        json!("zh-CN")
+    );
+    buyer.screenshot("storefront-zh");
+
+    // A form post without its CSRF token is refused.
+    buyer.go(&app.url("/products/steam-10"));
+    buyer.type_into("input[name=email]", "buyer@example.com");
+    buyer.js("document.querySelector('input[name=csrf]').remove()");
+    buyer.click("button[type=submit]");
+    buyer.wait_url(|u| u.ends_with("/checkout"));
+    assert_eq!(buyer.text("h1"), "请求被拒绝");
+}
+
+#[test]
+fn at_phone_width_no_page_scrolls_sideways() {
+    if !available() {
+        return;
+    }
+    let app = spawn_with(|dir| config_text(dir, "[payments.manual]\npublic = true\n"));
+    let r = app.admin_post("/api/v1/admin/products", json!({"id": "p", "name": "A product with a rather long name that must wrap on a phone", "category": "Games", "price": 6900}));
+    assert_eq!(r.status(), 201);
+    app.import(
+        "p",
+        &["PHONE-KEY-0001-WITH-A-LONG-TAIL-THAT-MUST-WRAP-0000".into()],
+    );
+    let o = app.order_ok("p", 1, "manual");
+    let d = Driver::start();
+    for lang in ["zh-CN", "en"] {
+        let phone = d.browser(375, 812, lang);
+        let order = format!(
+            "/orders/{}?token={}",
+            o["order_no"].as_str().unwrap(),
+            o["token"].as_str().unwrap()
+        );
+        for path in ["/", "/products/p", order.as_str(), "/admin/login"] {
+            phone.go(&app.url(path));
+            let width = phone.js("return window.innerWidth").as_u64().unwrap_or(0);
+            assert!(width <= 400, "a phone-sized viewport: {width}");
+            let overflow =
+                phone.js("return document.documentElement.scrollWidth - window.innerWidth");
+            assert!(
+                overflow.as_i64().unwrap_or(1) <= 0,
+                "{lang} {path} scrolls sideways by {overflow}"
+            );
+            phone.assert_same_origin(&app.base);
+        }
+        phone.go(&app.url("/"));
+        phone.screenshot(&format!("storefront-phone-{lang}"));
+    }
+}

@@ -1,0 +1,334 @@
+//! The web pages through HTTP: every page route answers HTML with the
+//! security headers, merchant text is escaped, unknown products and orders
+//! get the HTML 404 (the API keeps JSON), forms without a CSRF token are
+//! refused, and the storefront → order → 补单 → keys story works without
+//! JavaScript.
+
+use crate::helpers::*;
+use reqwest::blocking::{Client, Response};
+use serde_json::json;
+
+fn browser() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn page(c: &Client, app: &TestApp, path: &str) -> Response {
+    c.get(app.url(path))
+        .header("Accept", "text/html")
+        .send()
+        .expect("page")
+}
+
+fn assert_page_headers(r: &Response, what: &str) {
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(h("content-type").starts_with("text/html"), "{what}");
+    let csp = h("content-security-policy");
+    assert!(csp.contains("default-src 'none'"), "{what}: {csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{what}: {csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert_eq!(h("x-frame-options"), "DENY", "{what}");
+    assert_eq!(h("referrer-policy"), "same-origin", "{what}");
+}
+
+/// The hidden CSRF field of a page.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..at + html[at..].find('"').expect("end")].to_string()
+}
+
+fn manual_shop() -> TestApp {
+    spawn_with(|dir| {
+        config_text(
+            dir,
+            "[payments.manual]\npublic = true\ninstructions = \"Pay to 6222\"\n",
+        )
+    })
+}
+
+#[test]
+fn every_page_answers_html_with_the_security_headers() {
+    let app = manual_shop();
+    app.product_with_keys("p", 500, 2);
+    let c = browser();
+    let o = app.order_ok("p", 1, "manual");
+    let order_page = format!(
+        "/orders/{}?token={}",
+        o["order_no"].as_str().unwrap(),
+        o["token"].as_str().unwrap()
+    );
+    for path in [
+        "/",
+        "/?category=x",
+        "/products/p",
+        order_page.as_str(),
+        "/admin/login",
+    ] {
+        let r = page(&c, &app, path);
+        assert_eq!(r.status(), 200, "{path}");
+        assert_page_headers(&r, path);
+    }
+    for path in [
+        "/products/nope",
+        "/products/NOT%20ID",
+        "/orders/F0000000000000000?token=x",
+        order_page.replace("token=", "token=x").as_str(),
+        "/no-such-page",
+    ] {
+        let r = page(&c, &app, path);
+        assert_eq!(r.status(), 404, "{path}");
+        assert_page_headers(&r, path);
+        assert!(
+            r.text().unwrap().contains("<h1>"),
+            "{path}: the HTML 404 page"
+        );
+    }
+    let r = page(&c, &app, "/api/v1/products/nope");
+    assert_eq!(r.status(), 404);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let r = app.get("/no-such-page");
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "no Accept: text/html, the API's 404"
+    );
+    let r = page(&c, &app, "/admin");
+    assert_eq!(r.status(), 303, "signed out: to the sign-in page");
+    assert_eq!(r.headers()["location"], "/admin/login");
+}
+
+#[test]
+fn merchant_text_is_escaped_and_markdown_cannot_run() {
+    let app = spawn();
+    let r = app.admin_post(
+        "/api/v1/admin/products",
+        json!({"id": "x", "name": "<script>alert(1)</script>", "price": 1,
+               "description": "<img src=x onerror=alert(2)> [a](javascript:alert(3)) **ok**",
+               "category": "<b>c</b>"}),
+    );
+    assert_eq!(r.status(), 201);
+    app.import("x", &["K-1".into()]);
+    let c = browser();
+    for path in ["/", "/products/x"] {
+        let body = page(&c, &app, path).text().unwrap();
+        assert!(!body.contains("<script>alert(1)"), "{path}");
+        assert!(
+            body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{path}"
+        );
+        assert!(!body.contains("<b>c</b>"), "{path}");
+        assert!(
+            !body.contains("onerror") || !body.contains("<img src=\"x\""),
+            "{path}"
+        );
+        assert!(!body.to_lowercase().contains("javascript:"), "{path}");
+    }
+    assert!(page(&c, &app, "/products/x")
+        .text()
+        .unwrap()
+        .contains("<strong>ok</strong>"));
+}
+
+#[test]
+fn a_form_post_without_its_csrf_token_is_refused_and_changes_nothing() {
+    let app = manual_shop();
+    app.product_with_keys("p", 500, 1);
+    let c = browser();
+    let html = page(&c, &app, "/products/p").text().unwrap();
+    let token = csrf_of(&html);
+    let before = app.dump();
+    for csrf in [None, Some("wrong-but-long-enough-0123456789abcdef")] {
+        let mut form = vec![
+            ("product_id", "p"),
+            ("quantity", "1"),
+            ("email", "b@example.com"),
+            ("gateway", "manual"),
+        ];
+        if let Some(t) = csrf {
+            form.push(("csrf", t));
+        }
+        let r = c.post(app.url("/checkout")).form(&form).send().unwrap();
+        assert_eq!(r.status(), 403);
+        assert_page_headers(&r, "refused");
+    }
+    // The token without its cookie (another browser) is refused too.
+    let r = browser()
+        .post(app.url("/checkout"))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("product_id", "p"),
+            ("quantity", "1"),
+            ("email", "b@example.com"),
+            ("gateway", "manual"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(app.url("/admin/login"))
+        .form(&[("token", ADMIN)])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "sign-in is a form too");
+    crate::errors::assert_unchanged(&app, &before, "refused forms");
+}
+
+#[test]
+fn a_buyer_orders_on_the_storefront_and_gets_the_key_once_the_merchant_confirms() {
+    let app = manual_shop();
+    app.product_with_keys("p", 500, 1);
+    let buyer = browser();
+    let home = page(&buyer, &app, "/").text().unwrap();
+    assert!(home.contains("data-product-id=\"p\""));
+    let html = page(&buyer, &app, "/products/p").text().unwrap();
+    let r = buyer
+        .post(app.url("/checkout"))
+        .form(&[
+            ("csrf", csrf_of(&html).as_str()),
+            ("product_id", "p"),
+            ("quantity", "1"),
+            ("email", "b@example.com"),
+            ("gateway", "manual"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let order_page = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        order_page.starts_with("/orders/F") && order_page.contains("?token="),
+        "{order_page}"
+    );
+    let body = page(&buyer, &app, &order_page).text().unwrap();
+    assert!(body.contains("data-order-status>pending<"), "{body}");
+    assert!(
+        body.contains("Pay to 6222"),
+        "the manual gateway's instructions"
+    );
+    assert!(!body.contains("p-KEY-00000"));
+
+    // The merchant signs in and confirms the payment (补单).
+    let merchant = browser();
+    let login = page(&merchant, &app, "/admin/login").text().unwrap();
+    let r = merchant
+        .post(app.url("/admin/login"))
+        .form(&[("csrf", csrf_of(&login).as_str()), ("token", "wrong")])
+        .send()
+        .unwrap();
+    let st = r.status();
+    assert_eq!(st, 401, "{}", r.text().unwrap());
+    let r = merchant
+        .post(app.url("/admin/login"))
+        .form(&[("csrf", csrf_of(&login).as_str()), ("token", ADMIN)])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("faka_admin="))
+        .expect("session cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "http shop: no Secure");
+    let dash = page(&merchant, &app, "/admin");
+    assert_eq!(dash.status(), 200);
+    assert_page_headers(&dash, "dashboard");
+    let no = order_page
+        .trim_start_matches("/orders/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let detail = page(&merchant, &app, &format!("/admin/orders/{no}"))
+        .text()
+        .unwrap();
+    let r = merchant
+        .post(app.url(&format!("/admin/orders/{no}")))
+        .form(&[("csrf", csrf_of(&detail).as_str()), ("action", "pay")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(app.admin_order(&no)["status"], "delivered");
+
+    let body = page(&buyer, &app, &order_page).text().unwrap();
+    assert!(body.contains("data-order-status>delivered<"));
+    assert!(body.contains("<code data-key>p-KEY-00000</code>"), "{body}");
+
+    // Signing out ends the session.
+    let r = merchant
+        .post(app.url("/admin/logout"))
+        .form(&[("csrf", csrf_of(&detail).as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(page(&merchant, &app, "/admin").status(), 303);
+}
+
+#[test]
+fn assets_are_content_hashed_and_cached_for_a_year() {
+    let app = spawn();
+    let c = browser();
+    let home = page(&c, &app, "/").text().unwrap();
+    for ext in ["css", "js"] {
+        let at = home.find(&format!(".{ext}\"")).expect("asset link");
+        let start = home[..at].rfind("/assets/").expect("path");
+        let path = &home[start..at + ext.len() + 1];
+        let r = c.get(app.url(path)).send().unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=31536000"));
+    }
+    assert_eq!(
+        c.get(app.url("/assets/app.0000.css"))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[test]
+fn the_language_follows_the_switch_then_accept_language_then_config() {
+    let app = spawn();
+    let c = browser();
+    let zh = page(&c, &app, "/").text().unwrap();
+    assert!(zh.contains("lang=\"zh-CN\""), "the default");
+    let en = c
+        .get(app.url("/"))
+        .header("Accept-Language", "en-US,en;q=0.9")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(en.contains("lang=\"en\""));
+    let switched = page(&c, &app, "/?lang=en").text().unwrap();
+    assert!(switched.contains("lang=\"en\""));
+    assert!(
+        page(&c, &app, "/").text().unwrap().contains("lang=\"en\""),
+        "kept by a cookie"
+    );
+}
