@@ -211,6 +211,21 @@ pub fn mask_key(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The check value binds a store to its key: each key matches its own
+    /// value only, and the value is not the key.
+    #[test]
+    fn a_key_matches_its_own_check_value_only() {
+        let (a, b) = (Crypto::from_master(&[1; 32]), Crypto::from_master(&[2; 32]));
+        assert!(a.matches_check_value(&a.check_value()));
+        assert!(!a.matches_check_value(&b.check_value()));
+        assert!(!b.matches_check_value(&a.check_value()));
+        assert!(!a.matches_check_value(&a.check_value()[..31]));
+        assert!(!a.matches_check_value(&[]));
+        assert_ne!(a.check_value(), [1; 32]);
+        assert_ne!(a.check_value(), [0; 32]);
+        assert_eq!(a.check_value(), Crypto::from_master(&[1; 32]).check_value());
+    }
+
     #[test]
     fn sealed_keys_open_only_with_their_context_and_key() {
         let c = Crypto::from_master(&[7; 32]);

@@ -627,6 +627,69 @@ mod tests {
         assert_eq!(scan(dir.path()).unwrap().torn, None);
     }
 
+    /// Only a bad last record with nothing intact after it is a torn tail;
+    /// a bad record with an intact one after it, in the newest segment or
+    /// an older one, is damage naming its offset.
+    #[test]
+    fn scan_tells_a_torn_tail_from_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), 1).unwrap();
+        for seq in 1..=4 {
+            j.append(&batch(seq)).unwrap();
+        }
+        drop(j);
+        let path = segment_path(dir.path(), 1);
+        let good = fs::read(&path).unwrap();
+        let rec = good.len() / 4;
+        let clean = scan(dir.path()).unwrap();
+        assert_eq!((clean.end, clean.torn, clean.batches), (Some(4), None, 4));
+        assert_eq!(clean.newest.as_deref(), Some(path.as_path()));
+        let damaged_at = |bytes: &[u8]| {
+            fs::write(&path, bytes).unwrap();
+            match scan(dir.path()) {
+                Err(JournalError::Damaged { offset, .. }) => Some(offset),
+                Ok(s) => {
+                    assert!(s.torn.is_some(), "either damage or a torn tail");
+                    None
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // A flipped bit in the second record's payload, or its length.
+        for at in [rec + 10, rec + 1] {
+            let mut b = good.clone();
+            b[at] ^= 0x04;
+            assert_eq!(damaged_at(&b), Some(rec as u64), "flip at {at}");
+        }
+        // Zeros over the second and third records.
+        let mut b = good.clone();
+        b[rec..3 * rec].fill(0);
+        assert_eq!(damaged_at(&b), Some(rec as u64));
+        // The last record cut short, flipped or zeroed: a torn tail.
+        assert_eq!(damaged_at(&good[..good.len() - 3]), None);
+        let mut b = good.clone();
+        b[3 * rec + 12] ^= 1;
+        assert_eq!(damaged_at(&b), None);
+        assert_eq!(scan(dir.path()).unwrap().end, Some(3));
+        // Damage in an older segment is damage even at its end.
+        fs::write(&path, &good[..good.len() - 3]).unwrap();
+        let mut j = Journal::open(dir.path(), 5).unwrap();
+        j.rotate(5).unwrap();
+        j.append(&batch(5)).unwrap();
+        assert!(matches!(
+            scan(dir.path()),
+            Err(JournalError::Damaged { offset, .. }) if offset == 3 * rec as u64
+        ));
+        // A record whose checksum holds but which is no batch.
+        let mut short = Vec::new();
+        frame(b"tiny", &mut short);
+        fs::write(&path, [good.clone(), short].concat()).unwrap();
+        assert!(matches!(
+            scan(dir.path()),
+            Err(JournalError::Damaged { offset, .. }) if offset == good.len() as u64
+        ));
+    }
+
     fn gap_of(dir: &Path, after: u64) -> (u64, u64) {
         match replay(dir, after, |_| Ok(())) {
             Err(JournalError::Gap {
