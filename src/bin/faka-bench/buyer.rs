@@ -1,12 +1,14 @@
 //! The buyer's side of the shop, written once against `Http` so it runs
-//! on either client: create an order (hmac), pay it with the gateway's
-//! signed callback, GET it with its token and keys; the checks on what
+//! on either client: create an order (hmac; with an `Idempotency-Key`
+//! under `--idempotency-keys`), pay it with the gateway's signed callback,
+//! GET it with its token and keys; the checks on what
 //! came back (the right number of keys, distinct, from the product, none
 //! delivered twice); and `Buyer`, one connection's record of complete
 //! journeys, used by `flow`, `flash`, `mixed` and `scale`.
 
 use crate::client::{Http, Req, Resp};
 use crate::measure::{timed_call, Series, Wrong};
+use crate::settings::Settings;
 use crate::{PRICE, SECRET};
 use anyhow::{anyhow, bail, Result};
 use faka::payments::hmac::HmacGateway;
@@ -31,12 +33,15 @@ pub enum Created {
     Failed,
 }
 
+/// Creates an order for `quantity` keys of `product`; with
+/// `idempotency_key`, it carries a key of its own, as a careful client's.
 pub async fn create_order<H: Http>(
     conn: &mut H,
     s: &mut Series,
     wrong: &mut Wrong,
     product: &str,
     quantity: u32,
+    idempotency_key: bool,
 ) -> Created {
     // Every buyer has an e-mail of their own, as in a real shop: faka keeps
     // a pending-orders count per e-mail (and per IP), so one shared address
@@ -45,11 +50,12 @@ pub async fn create_order<H: Http>(
     let email = format!("buyer{}@example.com", BUYER.fetch_add(1, Ordering::Relaxed));
     let body =
         json!({"product_id": product, "quantity": quantity, "email": email, "gateway": "hmac"});
-    let req = Req::post(
-        "/api/v1/orders",
-        vec![("Content-Type", "application/json".into())],
-        body.to_string().into_bytes(),
-    );
+    let mut headers = vec![("Content-Type", "application/json".into())];
+    if idempotency_key {
+        // The e-mail is new for every order, so the key is too.
+        headers.push(("Idempotency-Key", format!("bench-{email}")));
+    }
+    let req = Req::post("/api/v1/orders", headers, body.to_string().into_bytes());
     let Some(r) = timed_call(s, conn, &req).await else {
         return Created::Failed;
     };
@@ -205,9 +211,20 @@ pub struct Buyer {
     pub delivered: Vec<(Placed, Vec<String>)>,
     pub out_of_stock: bool,
     n: u64,
+    /// Whether its orders carry an `Idempotency-Key`.
+    idempotency_keys: bool,
 }
 
 impl Buyer {
+    /// A buyer that orders as the run's settings say (`--idempotency-keys`);
+    /// `Buyer::default()` is for the records merged from them.
+    pub fn new(cfg: &Settings) -> Buyer {
+        Buyer {
+            idempotency_keys: cfg.idempotency_keys,
+            ..Buyer::default()
+        }
+    }
+
     pub fn merge(&mut self, o: Buyer) {
         self.create.merge(o.create);
         self.pay.merge(o.pay);
@@ -236,8 +253,15 @@ impl Buyer {
     ) -> bool {
         self.n += 1;
         let t0 = Instant::now();
-        let o = match create_order(conn, &mut self.create, &mut self.wrong, product, quantity).await
-        {
+        let created = create_order(
+            conn,
+            &mut self.create,
+            &mut self.wrong,
+            product,
+            quantity,
+            self.idempotency_keys,
+        );
+        let o = match created.await {
             Created::Ok(o) => o,
             Created::OutOfStock => {
                 self.out_of_stock = true;

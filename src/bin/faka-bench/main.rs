@@ -52,7 +52,7 @@
 //! table and the targets), `process` (a faka process and its log), `admin`
 //! and `metrics` (set-up and faka's counters), `buyer` (the order journey's
 //! steps), `cpu` (CPU accounting from /proc), `servers` (the two trivial
-//! ceilings and the hanging webhook receiver), `burst_trace`, and one module
+//! ceilings and the two webhook receivers), `burst_trace`, and one module
 //! per scenario under `scenarios/`.
 
 mod admin;
@@ -93,16 +93,21 @@ fn main() {
         }
         return;
     }
-    let mut webhook_url = None;
-    if args.hanging_webhooks {
-        match servers::start_hanging_receiver() {
-            Ok(url) => webhook_url = Some(url),
-            Err(e) => {
-                eprintln!("faka-bench: cannot start the hanging receiver: {e:#}");
-                std::process::exit(2);
-            }
+    // At most one: clap refuses both flags together.
+    let receiver = if args.hanging_webhooks {
+        servers::start_hanging_receiver().map(Some)
+    } else if args.accepting_webhooks {
+        servers::start_accepting_receiver().map(Some)
+    } else {
+        Ok(None)
+    };
+    let webhook_url = match receiver {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("faka-bench: cannot start the webhook receiver: {e:#}");
+            std::process::exit(2);
         }
-    }
+    };
     let cfg = match Settings::from_args(&args, webhook_url) {
         Ok(c) => c,
         Err(e) => {

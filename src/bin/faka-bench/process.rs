@@ -1,7 +1,7 @@
 //! A faka process the bench runs: `Faka` starts the real binary on a fresh
 //! temp dir and a config written for the run (`listen = 127.0.0.1:0`, the
-//! per-address limits off, the `--cache-mb`, `--worker-nice` and
-//! `--workers` knobs), learns its port from its JSON log, and stops,
+//! per-address limits off, the `--cache-mb`, `--worker-nice`, `--workers`
+//! and `--retention-hours` knobs, the webhook receiver's URL), learns its port from its JSON log, and stops,
 //! kills, restarts and checks it. A thread per process drains the log,
 //! keeping warnings and start-up lines for the report. The temp dir is
 //! removed on drop unless `FAKA_BENCH_KEEP_DATA` is set.
@@ -100,6 +100,11 @@ impl Faka {
         faka.addr
             .set_port(port.with_context(|| format!("faka ({label}) did not start"))?);
         Ok(faka)
+    }
+
+    /// Its store's directory (`storage.data_dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
     }
 
     pub fn pid(&self) -> u32 {
@@ -354,6 +359,12 @@ level = "warn,faka=info"
         key = dir.join("faka.key").display(),
         sweep = if hold_secs <= 5 { 100 } else { 500 },
     );
+    let text = match cfg.retention_hours {
+        Some(h) => format!(
+            "{text}[retention]\nidempotency_hours = {h}\ndelivered_events_hours = {h}\nsweep_interval_secs = 5\n"
+        ),
+        None => text,
+    };
     match &cfg.webhook_url {
         Some(url) => format!(
             "{text}[webhooks]\nurl = \"{url}\"\nsecret = \"bench-hook\"\nworkers = 4\ntimeout_secs = 30\n"
@@ -457,4 +468,39 @@ fn wait_serving(child: &mut Child, log: &LogReader) -> Result<u16> {
         }
     }
     bail!("no \"faka is serving\" line within 120 s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_text;
+    use crate::settings::{Args, Settings};
+    use clap::Parser;
+
+    /// The config the bench writes, as faka itself loads it.
+    fn faka_config(flags: &[&str], webhook_url: Option<String>) -> faka::config::Config {
+        let exe = std::env::current_exe().unwrap();
+        let mut argv = vec!["faka-bench", "--faka", exe.to_str().unwrap()];
+        argv.extend(flags);
+        let cfg = Settings::from_args(&Args::try_parse_from(argv).unwrap(), webhook_url).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config_text(&cfg, dir.path(), 900)).unwrap();
+        faka::config::Config::load(&path, false, std::iter::empty()).unwrap()
+    }
+
+    #[test]
+    fn retention_hours_and_the_webhook_url_reach_fakas_config() {
+        let url = "http://127.0.0.1:9/hook".to_string();
+        let c = faka_config(&["--retention-hours", "0"], Some(url.clone()));
+        let r = &c.retention;
+        let hours = (r.idempotency_hours, r.delivered_events_hours);
+        assert_eq!((hours, r.sweep_interval_secs), ((0, 0), 5));
+        assert_eq!(c.webhooks().map(|w| w.url.clone()), Some(url));
+        // Without the flags: faka's own retention, no webhooks.
+        let c = faka_config(&[], None);
+        let default = faka::config::RetentionConfig::default();
+        assert_eq!(c.retention.idempotency_hours, default.idempotency_hours);
+        assert_eq!(c.retention.sweep_interval_secs, default.sweep_interval_secs);
+        assert!(c.webhooks().is_none());
+    }
 }

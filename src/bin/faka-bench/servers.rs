@@ -6,9 +6,10 @@
 //! faka's handicap: a penalty on faka's workers cancels out of the ratio.
 //! The outside one is this binary again (`--serve-trivial`), a process of
 //! its own at the nice value the bench was started with, sharing nothing
-//! with faka; ratios to it show what a client outside sees. The hanging
-//! receiver is `--hanging-webhooks`' webhook target: it accepts and never
-//! answers.
+//! with faka; ratios to it show what a client outside sees. The two
+//! webhook receivers are faka's webhook target: `--hanging-webhooks`' one
+//! accepts and never answers, `--accepting-webhooks`' one answers 200 to
+//! every event, so that events end delivered.
 
 use crate::burst_trace;
 use crate::cpu::threads_cpu_time;
@@ -16,8 +17,8 @@ use crate::process::Faka;
 use crate::settings::Settings;
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -181,6 +182,54 @@ pub fn start_hanging_receiver() -> Result<String> {
     Ok(url)
 }
 
+/// Starts a receiver that answers every request with an empty 200,
+/// keeping the connection open; gives its URL.
+pub fn start_accepting_receiver() -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || answer_ok(stream));
+        }
+    });
+    Ok(url)
+}
+
+/// Reads requests (headers and a `Content-Length` body) off `stream` and
+/// answers each 200, until the client closes it.
+fn answer_ok(stream: TcpStream) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let (mut reader, mut out) = (BufReader::new(read_half), stream);
+    loop {
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err()
+            || out
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Whose CPU time a measured server is charged: the trivial server or a faka.
 pub enum ServerThreads<'a> {
     /// The trivial server's threads in this process.
@@ -202,5 +251,41 @@ impl ServerThreads<'_> {
             ServerThreads::Faka(faka) => faka.cpu_time(),
             ServerThreads::Outside(pid) => threads_cpu_time(&pid.to_string(), |_| true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::start_accepting_receiver;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    #[test]
+    fn the_accepting_receiver_answers_each_request_once_on_one_connection() {
+        let url = start_accepting_receiver().unwrap();
+        let addr = url
+            .strip_prefix("http://")
+            .and_then(|u| u.strip_suffix("/hook"))
+            .unwrap();
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // Bodies with a blank line in them: one not read as a body would
+        // be taken for another request and answered twice.
+        for body in ["{\"a\":1}\r\n\r\n", "x\r\n\r\ny"] {
+            let head = format!(
+                "POST /hook HTTP/1.1\r\nHost: faka\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(format!("{head}{body}").as_bytes()).unwrap();
+        }
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answers = String::new();
+        conn.read_to_string(&mut answers).unwrap();
+        assert_eq!(
+            answers,
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".repeat(2)
+        );
     }
 }

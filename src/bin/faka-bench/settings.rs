@@ -62,6 +62,19 @@ pub struct Args {
     /// connections and never answers (to show it does not slow orders)
     #[arg(long)]
     pub hanging_webhooks: bool,
+    /// Configure faka's outbound webhooks to a receiver that answers 200
+    /// to every event (so events end delivered)
+    #[arg(long, conflicts_with = "hanging_webhooks")]
+    pub accepting_webhooks: bool,
+    /// Send an `Idempotency-Key` with every order (one key per order), as
+    /// a careful client does
+    #[arg(long)]
+    idempotency_keys: bool,
+    /// faka's `[retention]` idempotency_hours and delivered_events_hours
+    /// for every faka started, with a sweep every 5 s [default: faka's,
+    /// 168 and 720 hours, a sweep every 600 s]
+    #[arg(long, value_name = "N")]
+    retention_hours: Option<u64>,
     /// scale: keys imported [default: 1000000; smoke: 2000]
     #[arg(long)]
     scale_keys: Option<usize>,
@@ -131,15 +144,20 @@ pub struct Settings {
     /// `server.workers` written into faka's config, when `--workers`; also
     /// the trivial server's worker count.
     pub workers: Option<usize>,
-    /// The webhook URL of the hanging receiver, when `--hanging-webhooks`.
+    /// The webhook URL written into faka's config: the hanging receiver's
+    /// (`--hanging-webhooks`) or the accepting one's (`--accepting-webhooks`).
     pub webhook_url: Option<String>,
+    /// Whether every order carries an `Idempotency-Key` (`--idempotency-keys`).
+    pub idempotency_keys: bool,
+    /// `[retention]` hours written into faka's config, when `--retention-hours`.
+    pub retention_hours: Option<u64>,
     /// Where `--burst-trace` writes its stamps.
     pub burst_trace: Option<PathBuf>,
 }
 
 impl Settings {
-    /// The settings of `a`; `webhook_url` is the hanging receiver's, when
-    /// `--hanging-webhooks` started one.
+    /// The settings of `a`; `webhook_url` is the receiver's that
+    /// `--hanging-webhooks` or `--accepting-webhooks` started.
     pub fn from_args(a: &Args, webhook_url: Option<String>) -> Result<Settings> {
         let pick = |v: Option<usize>, full: usize, smoke: usize| {
             v.unwrap_or(if a.smoke { smoke } else { full })
@@ -171,6 +189,8 @@ impl Settings {
             worker_nice: a.worker_nice,
             workers: a.workers.map(|n| n.max(1)),
             webhook_url,
+            idempotency_keys: a.idempotency_keys,
+            retention_hours: a.retention_hours,
             burst_trace: a.burst_trace.clone(),
         };
         if s.concurrency < 4
@@ -203,4 +223,37 @@ fn default_faka() -> Result<PathBuf> {
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
     Ok(dir.join(format!("faka{}", std::env::consts::EXE_SUFFIX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Args, Settings};
+    use clap::Parser;
+
+    fn settings(flags: &[&str]) -> Result<Settings, String> {
+        // Any existing file passes for the faka binary here.
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut argv = vec!["faka-bench", "--faka", exe.to_str().unwrap_or("")];
+        argv.extend(flags);
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Settings::from_args(&args, None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_retention_runs_of_the_benchmarks_parse_as_documented() {
+        let base = ["--scenario", "scale", "--idempotency-keys"];
+        let before = settings(&[&base[..], &["--accepting-webhooks"]].concat()).unwrap();
+        assert!(before.idempotency_keys);
+        assert_eq!(before.retention_hours, None);
+        let flags = [
+            &base[..],
+            &["--accepting-webhooks", "--retention-hours", "0"],
+        ]
+        .concat();
+        assert_eq!(settings(&flags).unwrap().retention_hours, Some(0));
+        let plain = settings(&["--scenario", "scale"]).unwrap();
+        assert!(!plain.idempotency_keys);
+        let both = settings(&["--hanging-webhooks", "--accepting-webhooks"]);
+        assert!(both.is_err_and(|e| e.contains("cannot be used with")));
+    }
 }

@@ -172,6 +172,7 @@ impl Racer {
 
 /// The race: every buyer wants one key, all at once.
 fn race(cfg: &Settings, faka: &Faka) -> (Racer, Duration) {
+    let keyed = cfg.idempotency_keys;
     let (states, elapsed) = run_batch_tasks(
         faka.addr,
         cfg.flash_conns,
@@ -180,7 +181,7 @@ fn race(cfg: &Settings, faka: &Faka) -> (Racer, Duration) {
         |_| Racer::default(),
         async |r: &mut Racer, conn: &mut AConn, _| {
             let t0 = Instant::now();
-            match create_order(conn, &mut r.race, &mut r.wrong, "bench-flash", 1).await {
+            match create_order(conn, &mut r.race, &mut r.wrong, "bench-flash", 1, keyed).await {
                 Created::Ok(o) => {
                     r.won_lat.record(t0);
                     r.won.push(o)

@@ -143,7 +143,7 @@ fn journeys(cfg: &Settings, faka: &Faka, admin: &mut Conn) -> Result<Measured> {
         cfg.concurrency,
         cfg.client_threads,
         cfg.duration,
-        |_| Buyer::default(),
+        |_| Buyer::new(cfg),
         async |b: &mut Buyer, conn: &mut AConn| b.journey(conn, "bench-flow", "FLOW-").await,
     );
     let idle = machine_before.idle_text(MachineCpu::now());

@@ -43,6 +43,8 @@ struct Holder {
     late: Vec<Placed>,
     /// Looks at orders still pending 1.5 s after their hold ran out.
     slow_expiries: u64,
+    /// Whether its orders carry an `Idempotency-Key`.
+    idempotency_keys: bool,
 }
 
 /// How long after its hold an unpaid order may still be pending before the
@@ -63,7 +65,8 @@ impl Holder {
                 return true;
             }
         }
-        match create_order(conn, &mut self.create, &mut self.wrong, MIX_HOLD, 1).await {
+        let keyed = self.idempotency_keys;
+        match create_order(conn, &mut self.create, &mut self.wrong, MIX_HOLD, 1, keyed).await {
             Created::Ok(o) => self.waiting.push_back((Instant::now(), o)),
             Created::OutOfStock => {
                 self.out_of_stock += 1;
@@ -175,9 +178,12 @@ pub fn run(cfg: &Settings) -> Result<Vec<Row>> {
                     n: 0,
                 }
             } else if i < readers + buyers {
-                Mixer::Buyer(Buyer::default())
+                Mixer::Buyer(Buyer::new(cfg))
             } else {
-                Mixer::Holder(Holder::default())
+                Mixer::Holder(Holder {
+                    idempotency_keys: cfg.idempotency_keys,
+                    ..Holder::default()
+                })
             }
         },
         async |m: &mut Mixer, conn: &mut AConn| match m {

@@ -2,8 +2,9 @@
 //! with 1M keys and 1M orders on one data dir. RSS empty, after the import
 //! and after the orders; the start-up time (spawn → `GET /healthz` 200) and
 //! RSS after a clean stop and after `kill -9`, with every order (or a
-//! sample) read back unchanged; then SIGTERM and `faka check`. Rows are
-//! printed as they are known, so a run stopped late still shows them.
+//! sample) read back unchanged; then SIGTERM, `faka check`, and the data
+//! dir's size on disk, by part and per order. Rows are printed as they are
+//! known, so a run stopped late still shows them.
 
 use crate::admin::{check_counts, create_product, import_range};
 use crate::buyer::{check_unique, fetch_order, flow_errors, Buyer, Placed};
@@ -14,9 +15,11 @@ use crate::metrics::check_statuses;
 use crate::process::{Faka, Mem};
 use crate::report::{ms, progress, rate, thousands, Goal, Row};
 use crate::settings::Settings;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -219,6 +222,10 @@ fn final_check(cfg: &Settings, shop: &mut Faka, rows: &mut Shown) -> Result<()> 
         .verdict(failures),
     );
     rows.push(Row::info(
+        "  data dir",
+        data_dir_text(&shop.data_dir(), no)?,
+    ));
+    rows.push(Row::info(
         "  faka log",
         format!("{} warn/error lines", warnings.len()),
     ));
@@ -226,6 +233,47 @@ fn final_check(cfg: &Settings, shop: &mut Faka, rows: &mut Shown) -> Result<()> 
         println!("faka logged: {w}");
     }
     Ok(())
+}
+
+/// The data dir's size on disk (allocated blocks, as `du` counts them), by
+/// top-level entry (its files together), and per order.
+fn data_dir_text(data: &Path, orders: usize) -> Result<String> {
+    let mut parts = BTreeMap::new();
+    for entry in std::fs::read_dir(data).with_context(|| format!("reading {}", data.display()))? {
+        let entry = entry?;
+        let name = if entry.file_type()?.is_dir() {
+            entry.file_name().to_string_lossy().into_owned()
+        } else {
+            "files".to_string()
+        };
+        *parts.entry(name).or_insert(0) += disk_bytes(&entry.path())?;
+    }
+    let total: u64 = parts.values().sum();
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    let shown: Vec<String> = parts
+        .iter()
+        .map(|(k, &b)| format!("{k} {}", mib(b)))
+        .collect();
+    Ok(format!(
+        "{} ({}); {} bytes per order",
+        mib(total),
+        shown.join(", "),
+        thousands((total / orders.max(1) as u64) as f64)
+    ))
+}
+
+/// The blocks allocated to `path` and, for a directory, everything in it
+/// (symlinks are not followed).
+fn disk_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    let mut total = m.blocks() * 512;
+    if m.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            total += disk_bytes(&entry?.path())?;
+        }
+    }
+    Ok(total)
 }
 
 /// Starts `shop` again on its data, then reports start-up time and RSS,
@@ -309,7 +357,7 @@ fn scale_orders(cfg: &Settings, shop: &Faka) -> (Buyer, Duration) {
             shop.addr,
             cfg.concurrency,
             Duration::from_secs(86_400),
-            |_| Buyer::default(),
+            |_| Buyer::new(cfg),
             |b, conn| {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
@@ -403,6 +451,51 @@ fn print_events(what: &str, events: &[(Duration, String)]) {
         println!(
             "note: start-up after {what}: {:>8.3} s  {message} {v}",
             t.as_secs_f64()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{data_dir_text, disk_bytes};
+
+    #[test]
+    fn the_data_dir_is_sized_on_disk_by_top_level_part_and_per_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        std::fs::create_dir_all(data.join("sled/blobs")).unwrap();
+        std::fs::create_dir(data.join("journal")).unwrap();
+        std::fs::write(data.join("sled/blobs/a"), vec![7u8; 3 << 20]).unwrap();
+        std::fs::write(data.join("sled/conf"), vec![7u8; 1 << 20]).unwrap();
+        std::fs::write(data.join("journal/1"), vec![7u8; 2 << 20]).unwrap();
+        std::fs::write(data.join("LOCK"), b"1").unwrap();
+        let (sled, journal) = (
+            disk_bytes(&data.join("sled")).unwrap(),
+            disk_bytes(&data.join("journal")).unwrap(),
+        );
+        // Everything under sled, its sub-directory included.
+        assert!(sled >= 4 << 20 && journal >= 2 << 20, "{sled} {journal}");
+        let text = data_dir_text(data, 1000).unwrap();
+        let files = disk_bytes(&data.join("LOCK")).unwrap();
+        let total = sled + journal + files;
+        assert!(
+            text.starts_with(&format!("{:.1} MiB (files ", total as f64 / 1048576.0)),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                ", journal {:.1} MiB, sled {:.1} MiB); ",
+                journal as f64 / 1048576.0,
+                sled as f64 / 1048576.0
+            )),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!(
+                "; {} bytes per order",
+                crate::report::thousands((total / 1000) as f64)
+            )),
+            "{text}"
         );
     }
 }
