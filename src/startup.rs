@@ -253,6 +253,8 @@ pub fn ensure_admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
 pub struct Application {
     server: actix_web::dev::Server,
     port: u16,
+    /// Logs "faka is serving" with the start's summary.
+    announce: Box<dyn FnOnce() + Send>,
     store: Store,
     workers: Workers,
     /// A freshly generated admin token, to be printed once.
@@ -383,12 +385,27 @@ impl Application {
         if let Err(e) = std::fs::write(&addr_file, format!("http://{host}:{port}\n")) {
             tracing::warn!(error = %e, "could not write {ADDR_FILE}");
         }
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), port, data_dir = %cfg.storage.data_dir.display(),
-            hmac = cfg.hmac_secret().is_some(), epay = cfg.epay().is_some(),
-            webhooks = cfg.webhooks().is_some(), "faka is serving");
+        let (data_dir, hmac, epay, webhooks) = (
+            cfg.storage.data_dir.display().to_string(),
+            cfg.hmac_secret().is_some(),
+            cfg.epay().is_some(),
+            cfg.webhooks().is_some(),
+        );
+        let announce = Box::new(move || {
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                port,
+                data_dir,
+                hmac,
+                epay,
+                webhooks,
+                "faka is serving"
+            );
+        });
         Ok(Application {
             server,
             port,
+            announce,
             store,
             workers,
             generated_admin_token,
@@ -413,7 +430,15 @@ impl Application {
     /// in-flight requests finish, the writer commits what is queued, sled is
     /// flushed and the clean-shutdown marker written.
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
-        let result = self.server.await;
+        // The server starts, and takes over SIGTERM and SIGINT, when it is
+        // first polled: only then is the shop said to be serving, so a
+        // SIGTERM sent on that line drains instead of killing the process.
+        let first = futures_util::future::poll_immediate(&mut self.server).await;
+        (self.announce)();
+        let result = match first {
+            Some(r) => r,
+            None => (&mut self.server).await,
+        };
         tracing::info!("server stopped; draining writes");
         self.workers.stop();
         let _ = std::fs::remove_file(self.store.data_dir().join(ADDR_FILE));
