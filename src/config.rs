@@ -84,15 +84,15 @@ pub struct StorageConfig {
     /// The master key as 64 hex characters, instead of `key_file`
     /// (for `FAKA_STORAGE_MASTER_KEY`).
     pub master_key: Option<String>,
-    /// sled's page cache bound. 16 MiB: at 1M keys + 1M orders, reading
-    /// every order back left 287 MiB resident against 358–365 MiB at 64,
-    /// with flow, read and import unchanged (docs/BENCHMARKS.md).
+    /// sled's page cache bound. Small by default: a bigger cache measured
+    /// no faster and kept more resident once every order had been read
+    /// (docs/BENCHMARKS.md).
     pub cache_mb: u64,
     /// Let the kernel back faka's heap with transparent huge pages (when
     /// /sys/kernel/mm/transparent_hugepage/enabled allows them). Off by
     /// default: a 2 MiB page stays resident while any 4 KiB of it is in
-    /// use, ~35-50 MiB more RSS at 1M keys + 1M orders; on, flow's p999
-    /// had fewer ~100 ms outliers (docs/BENCHMARKS.md).
+    /// use, which raises RSS; on, flow's p999 had fewer rare outliers
+    /// (docs/BENCHMARKS.md).
     pub huge_pages: bool,
     pub queue_capacity: usize,
     pub max_batch: usize,

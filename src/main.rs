@@ -113,10 +113,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 /// keeps them (`storage.huge_pages`). mimalloc asks for them by default, and
 /// where the kernel grants them (`madvise` or `always` in
 /// /sys/kernel/mm/transparent_hugepage/enabled) a 2 MiB page stays resident
-/// while any of its 4 KiB is in use: after the start-up check of 1M orders
-/// ~170-200 MiB of faka's RSS was such pages, and RSS was 40-50 MiB higher
-/// than with them off (docs/BENCHMARKS.md). Called before the shop or the
-/// store allocates anything large.
+/// while any of its 4 KiB is in use, so after a scan such as the start-up
+/// check much of faka's RSS was such pages, half empty (docs/BENCHMARKS.md
+/// has the figures). Called before the shop or the store allocates
+/// anything large.
 fn huge_pages(keep: bool) {
     #[cfg(not(target_os = "linux"))]
     let _ = keep;

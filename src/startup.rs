@@ -288,7 +288,7 @@ impl Application {
         }
         // The hold caps' counts are counted from the pending orders once
         // per start: do it now, before serving, not inside the first
-        // buyer's order (about 4 µs per pending order). The command writes
+        // buyer's order (it reads every pending order). The command writes
         // nothing, so it costs no fsync.
         if cfg.limits.max_pending_per_ip > 0 || cfg.limits.max_pending_per_email > 0 {
             store

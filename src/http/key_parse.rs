@@ -6,7 +6,7 @@
 //! once to hand each key on to be sealed and stored
 //! ([`Checked::for_each_key`]). Neither pass keeps the keys, so an
 //! upload costs about its body in memory, not a string per key (which made
-//! a 64 MiB upload take ~12 times its size). Every rule of the contract is
+//! a big upload take several times its size). Every rule of the contract is
 //! kept: keys trimmed (white space and a byte order mark), blank lines
 //! skipped, 1–4096 bytes of UTF-8, one bad key refuses the whole upload and
 //! names it, and a JSON body's errors are exactly those of `parse_json`.

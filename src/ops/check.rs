@@ -64,8 +64,8 @@ struct Counted {
 
 /// Each order's status and its number in the order it was read, by order
 /// number. faka's order numbers (17 bytes) are kept inline, with no string
-/// of their own: at 1M orders that is ~45 MiB less at the check's peak (a
-/// crash start runs it next to the shop). Any other number a damaged store
+/// of their own, because a crash start runs the check next to the shop and
+/// its peak is the shop's. Any other number a damaged store
 /// may hold is kept as a string.
 struct Statuses {
     ours: FxHashMap<[u8; ORDER_NO_LEN], (OrderStatus, u32)>,
@@ -111,8 +111,8 @@ impl Statuses {
 /// Which order (its number in `seen`) lists each key. Key ids are handed
 /// out in blocks from a counter, so they are dense: the ids below the
 /// stored blocks' end are slots of a vector (4 bytes a key id: 4 MiB at 1M
-/// keys, where a hash map of 1M claims took ~26 MiB), up to about the size
-/// such a map would have. Any other id (one only a damaged store lists, or
+/// keys, several times less than a hash map of the claims), up to about
+/// the size such a map would have. Any other id (one only a damaged store lists, or
 /// the tail of a store with far more keys than orders) goes in a map.
 struct Owners {
     /// The order's number + 1; 0 = no order lists the key.

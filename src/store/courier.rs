@@ -5,7 +5,7 @@
 //! from another thread goes to its actix worker's remote queue, which tokio's
 //! `LocalSet` serves one task per 31 local ones. In a flash sale, with
 //! hundreds of connections ready on each worker, the winners of one batch
-//! were resumed ~0.7 ms apart, the last ~35 ms after its batch was durable.
+//! were resumed one by one, the last long after its batch was durable.
 //! So each worker runs a *courier*: one local task that takes the answers for
 //! its callers from a channel (one remote wake per batch, not per caller)
 //! and completes them there, which wakes the callers as local tasks.

@@ -1,8 +1,8 @@
 //! How imported card keys are laid out in sled: in blocks, not a row each.
 //!
-//! sled costs 10–18 µs per inserted row whatever its size, and a key stored
-//! as three rows (record, available index, de-dup fingerprint) made an import
-//! of 1M keys take 30+ s on two cores. An import now writes, per block of up
+//! sled charges per inserted row whatever its size, and a key stored as
+//! three rows (record, available index, de-dup fingerprint) kept an import
+//! of 1M keys far over its target. An import now writes, per block of up
 //! to [`BLOCK_KEYS`] keys of one product:
 //!
 //! - `key_blocks`: block number → [`KeyBlock`] (the sealed texts, in slot

@@ -21,8 +21,8 @@ pub enum Tree {
     KeyFingerprints = 4,
     /// order no → Order
     Orders = 5,
-    /// order seq (u64 BE) → order no: the newest-first listing until
-    /// 2026-11-27; no longer written (the order tree lists by itself), kept
+    /// order seq (u64 BE) → order no: the newest-first listing of older
+    /// versions; no longer written (the order tree lists by itself), kept
     /// so that older journals and data directories still read
     OrderSeq = 6,
     /// expires_at ms (u64 BE), order no → () for pending orders

@@ -728,9 +728,9 @@ impl<'a> Tx<'a> {
     }
 
     /// Stores a brand-new order. Its number begins with its creation time,
-    /// so the order tree itself lists newest first: no index row, which
-    /// cost the commit thread ~5 µs per order (BENCHMARKS, "The order list
-    /// without its index row").
+    /// so the order tree itself lists newest first: no index row, since a
+    /// row in a new place is what sled charges the commit thread most for
+    /// (docs/BENCHMARKS.md, "Where the time goes").
     pub fn insert_order(&mut self, o: &Order) {
         self.track(o, None);
         self.put(Tree::Orders, o.order_no.as_bytes().to_vec(), o);

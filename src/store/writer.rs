@@ -289,7 +289,7 @@ pub fn now_ms() -> i64 {
 /// shared lock that each batch takes exclusively (readers stall behind the
 /// commit thread); and a batch pins one epoch, so none of the node copies it
 /// makes can be freed before it ends (replaying the journal of 1M imported
-/// keys, 30,000 rows per batch, peaked at ~14 GB). sled here is a view
+/// keys, 30,000 rows per batch, held gigabytes). sled here is a view
 /// rebuilt from the journal and never trusted after a crash, so the copy need
 /// not be atomic; the writer's own reads see the batch through its in-flight
 /// overlay until the copy is complete.

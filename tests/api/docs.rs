@@ -2,8 +2,10 @@
 //! written: its `sh` blocks between the `walkthrough` markers, run in order
 //! in one bash (as one terminal would), against the real binary started
 //! with the token and secret the README starts it with, answer what the
-//! README shows under `# →` and never with an error. And `docs/API.md`'s
-//! endpoint table names exactly the routes faka serves.
+//! README shows under `# →` and never with an error. `docs/API.md`'s
+//! endpoint table names exactly the routes faka serves. And every relative
+//! link in the README and `docs/` leads to a file of the repository and, with
+//! an `#anchor`, to a heading of that file (a clone has nothing else).
 
 use crate::crash::start_binary;
 use std::process::Command;
@@ -241,4 +243,123 @@ fn api_md_lists_exactly_the_routes_faka_serves() {
     documented.sort();
     served.sort();
     assert_eq!(documented, served);
+}
+
+/// The anchor GitHub gives a heading: lower case, punctuation dropped,
+/// spaces as hyphens.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// A Markdown file's text outside its fenced code blocks.
+fn prose(text: &str) -> Vec<&str> {
+    let mut fenced = false;
+    text.lines()
+        .filter(|l| {
+            if l.starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (a repeated one gets `-1`, …).
+fn anchors(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for line in prose(text) {
+        let Some(heading) = line.trim_start_matches('#').strip_prefix(' ') else {
+            continue;
+        };
+        if !line.starts_with('#') {
+            continue;
+        }
+        let s = slug(&heading.replace('`', ""));
+        let n = seen.entry(s.clone()).or_default();
+        out.push(if *n == 0 { s } else { format!("{s}-{n}") });
+        *n += 1;
+    }
+    out
+}
+
+/// The `](target)` link targets of a line that are not URLs.
+fn relative_links(line: &str) -> Vec<&str> {
+    line.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(t, _)| t))
+        .filter(|t| !t.contains("://") && !t.starts_with("mailto:"))
+        .collect()
+}
+
+#[test]
+fn relative_links_in_the_docs_lead_to_files_and_headings_of_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = root.canonicalize().expect("the repository's root");
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let path = entry.expect("a docs/ entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("a Markdown file");
+        for link in prose(&text).into_iter().flat_map(relative_links) {
+            let (path, anchor) = link.split_once('#').unwrap_or((link, ""));
+            let target = if path.is_empty() {
+                Ok(file.clone())
+            } else {
+                file.parent()
+                    .expect("a directory")
+                    .join(path)
+                    .canonicalize()
+            };
+            let name = file.strip_prefix(&root).unwrap_or(file).display();
+            match target {
+                Ok(t) if !t.starts_with(&root) => {
+                    broken.push(format!("{name}: {link} leaves the repository"))
+                }
+                Ok(t) if !anchor.is_empty() && t.extension().is_some_and(|e| e == "md") => {
+                    let text = std::fs::read_to_string(&t).expect("a linked Markdown file");
+                    if !anchors(&text).iter().any(|a| a == anchor) {
+                        broken.push(format!("{name}: {link} names no heading"));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => broken.push(format!("{name}: {link} is no file")),
+            }
+        }
+    }
+    assert!(files.len() > 5, "README.md and docs/*.md were read");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn anchors_are_the_ones_github_gives() {
+    let text = "# Benchmarks\n```sh\n# not a heading\n```\n## Data dir per order, and retention\n\
+                ## Why the defaults are what they are\n## `scale` at 1M\n## Method\n## Method\n";
+    assert_eq!(
+        anchors(text),
+        [
+            "benchmarks",
+            "data-dir-per-order-and-retention",
+            "why-the-defaults-are-what-they-are",
+            "scale-at-1m",
+            "method",
+            "method-1"
+        ]
+    );
+    assert_eq!(
+        relative_links("see [a](A.md#x), [b](https://e.org) and [c](../c.md)"),
+        ["A.md#x", "../c.md"]
+    );
 }
