@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod ops;
 pub mod payments;
+pub mod shop;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

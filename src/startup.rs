@@ -87,10 +87,7 @@ pub fn verify_master_key(store: &Store, crypto: &Crypto, cfg: &Config) -> Result
         None => {
             let check = crypto.check_value();
             store
-                .write_blocking(move |tx| {
-                    tx.put_key_check(&check);
-                    Ok(())
-                })
+                .write_blocking(move |tx| crate::shop::store_key_check(tx, &check))
                 .map_err(|e| fail("storing the master key's check value")(e.to_string()))
         }
     }
@@ -290,7 +287,7 @@ impl Application {
         // nothing, so it costs no fsync.
         if cfg.limits.max_pending_per_ip > 0 || cfg.limits.max_pending_per_email > 0 {
             store
-                .write_blocking(|tx| tx.pending_holds("email", "").map(|_| ()))
+                .write_blocking(crate::shop::count_pending_holds)
                 .map_err(|e| StartError(format!("counting unpaid orders: {e}")))?;
         }
         // Before the sweeper, the webhooks or a buyer can queue a write.

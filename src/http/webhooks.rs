@@ -62,7 +62,7 @@ pub async fn retry(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     }
     let e = state
         .store
-        .write(move |tx| crate::workers::webhooks::requeue(tx, seq))
+        .write(move |tx| crate::shop::requeue_webhook(tx, seq))
         .await?;
     state.store.outbox_rescan_from(seq);
     Ok(HttpResponse::Ok().json(view(&e)))

@@ -2,7 +2,7 @@
 //! verify a callback into a typed [`VerifiedPayment`], and build the URL that
 //! sends a buyer to pay. Everything after verification — order lookup,
 //! gateway match, exact amount, state machine, delivery — is shared, in
-//! `domain::shop::apply_payment`. See `docs/GATEWAYS.md` to add one.
+//! `shop::apply_payment`. See `docs/GATEWAYS.md` to add one.
 
 pub mod epay;
 pub mod hmac;

@@ -3,7 +3,7 @@
 //! JSON admin API runs: `http::products::new_product`/`product_patch`,
 //! `http::keys::parse_upload` and `import_in_chunks`, `shop::delete_keys`,
 //! `shop::apply_payment` (补单), `shop::refund_order`,
-//! `workers::webhooks::requeue`, and `ops::backup`.
+//! `shop::requeue_webhook`, and `ops::backup`.
 
 use super::admin::{admin_form, signed_in};
 use super::layout::{self, page};
@@ -11,9 +11,9 @@ use super::{csrf, money, query, see_other, Ctx, Form, Lang, Web};
 use crate::domain::ids::{Gateway, OrderNo, ProductId};
 use crate::domain::model::{DeliveryState, Order, Product};
 use crate::domain::order::{OrderStatus, PaymentSource};
-use crate::domain::shop::{self, Payment};
 use crate::error::Error;
 use crate::http::{products, render, State};
+use crate::shop::{self, Payment};
 use crate::store::OrderFilter;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -575,7 +575,7 @@ pub async fn webhook_retry(
     };
     let r = state
         .store
-        .write(move |tx| crate::workers::webhooks::requeue(tx, seq))
+        .write(move |tx| crate::shop::requeue_webhook(tx, seq))
         .await;
     tried!(r, req, state, web);
     state.store.outbox_rescan_from(seq);
