@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::crypto::Crypto;
 use crate::http::{self, auth, AppState};
+use crate::ops::admin_token;
 use crate::payments::Gateways;
 use crate::store::{Store, StoreOptions};
 use crate::workers::{self, Workers};
@@ -237,11 +238,11 @@ pub fn ensure_admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
     }
     let dir = &cfg.storage.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| fail("creating data dir")(e.to_string()))?;
-    if dir.join(auth::HASH_FILE).exists() {
+    if dir.join(admin_token::HASH_FILE).exists() {
         return Ok(None);
     }
     let token = crate::crypto::new_token();
-    auth::store_token_hash(dir, &token)
+    admin_token::store_token_hash(dir, &token)
         .map_err(|e| fail("storing admin token hash")(e.to_string()))?;
     Ok(Some(token))
 }

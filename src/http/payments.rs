@@ -8,9 +8,17 @@ use super::{HttpResult, State};
 use crate::domain::ids::{Gateway, OrderNo};
 use crate::domain::order::{PaymentSource, PaymentStep};
 use crate::error::Error;
-use crate::payments::{CallbackRequest, VerifiedPayment};
+use crate::payments::{CallbackRequest, Headers, VerifiedPayment};
 use crate::shop::{self, Payment, PaymentApplied};
+use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
+
+/// What a gateway sees of a callback's headers.
+impl Headers for HeaderMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
 
 /// Validates a gateway's trade number.
 pub fn trade_no(raw: &str) -> Result<String, Error> {

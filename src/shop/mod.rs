@@ -13,6 +13,7 @@
 //! (webhook events).
 
 pub mod catalogue;
+pub mod key_parse;
 pub mod orders;
 pub mod outbox;
 pub mod payments;

@@ -15,9 +15,9 @@ use crate::config::WebhooksConfig;
 use crate::crypto::{hmac_sha256_hex, Crypto};
 use crate::domain::model::OutboxEvent;
 use crate::error::{Error, Result};
-use crate::http::render;
 use crate::shop::{self, WebhookOutcome};
 use crate::store::{now_ms, Store};
+use crate::views;
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -52,15 +52,15 @@ pub fn payload(ctx: &Context, e: &OutboxEvent) -> Result<Vec<u8>> {
         .ok_or_else(|| Error::not_found(format!("order {} not found", e.order_no)))?;
     let keys =
         if ctx.cfg.include_keys && !order.key_ids.is_empty() && order.delivered_at_ms.is_some() {
-            Some(render::key_texts(&ctx.store, &ctx.crypto, &order)?)
+            Some(views::key_texts(&ctx.store, &ctx.crypto, &order)?)
         } else {
             None
         };
     let body = serde_json::json!({
         "id": e.id,
         "type": e.kind.webhook_type().unwrap_or("order.updated"),
-        "created_at": render::rfc3339(e.created_at_ms),
-        "data": render::admin_order(&order, &ctx.currency, keys),
+        "created_at": views::rfc3339(e.created_at_ms),
+        "data": views::admin_order(&order, &ctx.currency, keys),
     });
     Ok(serde_json::to_vec(&body).unwrap_or_default())
 }
