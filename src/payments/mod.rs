@@ -3,7 +3,8 @@
 //! sends a buyer to pay. Everything after verification — order lookup,
 //! gateway match, exact amount, state machine, delivery — is shared, in
 //! `shop::apply_payment`. Gateways know nothing of the HTTP server: a
-//! callback reaches them as a [`CallbackRequest`]. See `docs/GATEWAYS.md` to add one.
+//! callback reaches them as a [`CallbackRequest`]. See `docs/GATEWAYS.md`
+//! to add one.
 
 pub mod epay;
 pub mod hmac;

@@ -30,7 +30,7 @@ pub fn prune_delivered_events(tx: &mut Tx, groups: &[u64], cutoff_ms: i64) -> Re
 
 /// Delay before attempt `attempts + 1`: base × 2^(attempts−1), ±20 % jitter,
 /// at most an hour.
-pub fn backoff_ms(base_ms: u64, attempts: u32) -> i64 {
+fn backoff_ms(base_ms: u64, attempts: u32) -> i64 {
     let exp = base_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
     let capped = exp.min(3_600_000) as f64;
     let jitter = rand::thread_rng().gen_range(0.8..1.2);

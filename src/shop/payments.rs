@@ -132,3 +132,39 @@ fn mark_paid(tx: &mut Tx, order: &mut Order, p: &Payment, amount: u64, now: i64)
     tx.record_payment(p.gateway.as_str(), &p.trade_no, &order.order_no);
     emit(tx, order, EventKind::Paid);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payment(gateway: Gateway, source: PaymentSource, amount: Option<u64>) -> Payment {
+        Payment {
+            order_no: "F1".into(),
+            gateway,
+            trade_no: "T1".into(),
+            amount,
+            source,
+            note: None,
+        }
+    }
+
+    /// A callback must come from the order's gateway and carry exactly its
+    /// amount; 补单 may come for any order and takes the order's amount.
+    #[test]
+    fn a_payment_matches_only_its_orders_gateway_and_exact_amount() {
+        let mut order = Order::pending_for_test("F1", "b@x.com", "10.0.0.1", 1);
+        order.gateway = "hmac".into();
+        order.amount = 500;
+        let cb = PaymentSource::Callback;
+        let ok = payment_matches(&order, &payment(Gateway::Hmac, cb, Some(500)));
+        assert_eq!(ok.unwrap(), 500);
+        let other = payment_matches(&order, &payment(Gateway::Epay, cb, Some(500)));
+        assert_eq!(other.unwrap_err().code(), "gateway_mismatch");
+        for wrong in [499, 501, 0] {
+            let e = payment_matches(&order, &payment(Gateway::Hmac, cb, Some(wrong)));
+            assert_eq!(e.unwrap_err().code(), "amount_mismatch", "{wrong}");
+        }
+        let manual = payment(Gateway::Manual, PaymentSource::Manual, None);
+        assert_eq!(payment_matches(&order, &manual).unwrap(), 500);
+    }
+}
