@@ -264,7 +264,7 @@ fn admin_token(cfg: Config, rotate: bool) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&cfg.storage.data_dir)?;
     let token = faka::crypto::new_token();
-    faka::http::auth::store_token_hash(&cfg.storage.data_dir, &token)?;
+    faka::ops::admin_token::store_token_hash(&cfg.storage.data_dir, &token)?;
     if std::io::stdout().is_terminal() {
         println!("new admin token (shown once; the old one stops working now):\n\n    {token}\n");
     } else {

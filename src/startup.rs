@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::crypto::Crypto;
 use crate::http::{self, auth, AppState};
+use crate::ops::admin_token;
 use crate::payments::Gateways;
 use crate::store::{Store, StoreOptions};
 use crate::workers::{self, Workers};
@@ -87,10 +88,7 @@ pub fn verify_master_key(store: &Store, crypto: &Crypto, cfg: &Config) -> Result
         None => {
             let check = crypto.check_value();
             store
-                .write_blocking(move |tx| {
-                    tx.put_key_check(&check);
-                    Ok(())
-                })
+                .write_blocking(move |tx| crate::shop::store_key_check(tx, &check))
                 .map_err(|e| fail("storing the master key's check value")(e.to_string()))
         }
     }
@@ -240,11 +238,11 @@ pub fn ensure_admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
     }
     let dir = &cfg.storage.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| fail("creating data dir")(e.to_string()))?;
-    if dir.join(auth::HASH_FILE).exists() {
+    if dir.join(admin_token::HASH_FILE).exists() {
         return Ok(None);
     }
     let token = crate::crypto::new_token();
-    auth::store_token_hash(dir, &token)
+    admin_token::store_token_hash(dir, &token)
         .map_err(|e| fail("storing admin token hash")(e.to_string()))?;
     Ok(Some(token))
 }
@@ -292,7 +290,7 @@ impl Application {
         // nothing, so it costs no fsync.
         if cfg.limits.max_pending_per_ip > 0 || cfg.limits.max_pending_per_email > 0 {
             store
-                .write_blocking(|tx| tx.pending_holds("email", "").map(|_| ()))
+                .write_blocking(crate::shop::count_pending_holds)
                 .map_err(|e| StartError(format!("counting unpaid orders: {e}")))?;
         }
         // Before the sweeper, the webhooks or a buyer can queue a write.

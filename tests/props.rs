@@ -9,11 +9,11 @@
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use faka::config::Config;
 use faka::domain::ids::{Email, Gateway, OrderNo, ProductId};
-use faka::http::key_parse::parse_upload;
-use faka::http::parse_json;
+use faka::json::parse_json;
 use faka::payments::epay::{format_money, parse_money, sign, EpayGateway};
 use faka::payments::hmac::HmacGateway;
 use faka::payments::{CallbackRequest, PaymentGateway};
+use faka::shop::key_parse::parse_upload;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use std::path::Path;

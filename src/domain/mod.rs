@@ -1,7 +1,7 @@
-//! The shop's domain: input newtypes, stored records, the order state
-//! machine and the workflows the writer runs.
+//! The shop's domain, pure: input newtypes, stored records and the order
+//! state machine. It imports nothing of the store or the edges; the
+//! commands that carry its decisions out live in [`crate::shop`].
 
 pub mod ids;
 pub mod model;
 pub mod order;
-pub mod shop;

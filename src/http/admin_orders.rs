@@ -2,15 +2,17 @@
 //! and refund.
 
 use super::auth::Admin;
-use super::body::{limit, order_cursor, parse_json, parse_query, read_body};
+use super::body::{limit, order_cursor, parse_query, read_body};
 use super::payments::trade_no;
-use super::{path_param, render, HttpResult, State};
+use super::{path_param, HttpResult, State};
 use crate::domain::ids::{printable, Gateway, OrderNo};
 use crate::domain::model::Order;
 use crate::domain::order::{OrderStatus, PaymentSource};
-use crate::domain::shop::{self, Payment};
 use crate::error::Error;
+use crate::json::parse_json;
+use crate::shop::{self, Payment};
 use crate::store::OrderFilter;
+use crate::views;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -35,16 +37,12 @@ fn order_no(req: &HttpRequest) -> Result<OrderNo, Error> {
 fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> {
     let keys = match order.status {
         OrderStatus::Delivered | OrderStatus::Refunded if !order.key_ids.is_empty() => {
-            Some(render::key_texts(&state.store, &state.crypto, order)?)
+            Some(views::key_texts(&state.store, &state.crypto, order)?)
         }
         _ => None,
     };
-    let mut v = serde_json::to_value(render::admin_order(
-        order,
-        &state.config.shop.currency,
-        keys,
-    ))
-    .map_err(|_| Error::unavailable("rendering failed"))?;
+    let mut v = serde_json::to_value(views::admin_order(order, &state.config.shop.currency, keys))
+        .map_err(|_| Error::unavailable("rendering failed"))?;
     let attempts = state.store.payment_attempts(&order.order_no)?;
     if !attempts.is_empty() {
         let events: Vec<(i64, serde_json::Value)> = order
@@ -58,9 +56,9 @@ fn admin_view(state: &State, order: &Order) -> Result<serde_json::Value, Error> 
             .map(|(a, seen)| {
                 // Shaped like the order's own events (no `note` when empty).
                 let kind = format!("payment_{}", a.result);
-                let j = serde_json::to_value(render::EventView {
+                let j = serde_json::to_value(views::EventView {
                     kind: &kind,
-                    at: render::rfc3339(a.at_ms),
+                    at: views::rfc3339(a.at_ms),
                     gateway: Some(&a.gateway),
                     trade_no: Some(&a.trade_no),
                     amount: Some(a.amount),
@@ -130,7 +128,7 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     let orders: Vec<_> = page
         .orders
         .iter()
-        .map(|o| render::admin_order(o, currency, None))
+        .map(|o| views::admin_order(o, currency, None))
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "orders": orders,

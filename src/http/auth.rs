@@ -7,15 +7,14 @@
 use super::State;
 use crate::crypto::{ct_eq, sha256};
 use crate::error::Error;
+use crate::ops::admin_token::HASH_FILE;
 use actix_web::dev::Payload;
 use actix_web::{http::header, web, FromRequest, HttpRequest};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::Argon2;
 use futures_util::future::LocalBoxFuture;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-
-pub const HASH_FILE: &str = "admin_token.argon2";
 
 pub struct AdminAuth {
     configured: Option<[u8; 32]>,
@@ -26,31 +25,6 @@ pub struct AdminAuth {
     /// the per-minute cap together), and at most one argon2 (~19 MiB, tens
     /// of ms) runs whatever the number of wrong tokens sent at once.
     gate: std::sync::Mutex<()>,
-}
-
-/// Hashes a token for storage.
-pub fn hash_token(token: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
-        .hash_password(token.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
-
-/// Writes the hash of a new admin token into the data dir (mode 0600).
-pub fn store_token_hash(data_dir: &Path, token: &str) -> std::io::Result<()> {
-    let hash = hash_token(token).map_err(std::io::Error::other)?;
-    let path = data_dir.join(HASH_FILE);
-    let tmp = data_dir.join(format!("{HASH_FILE}.tmp"));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    std::io::Write::write_all(&mut f, hash.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    crate::store::journal::sync_dir(data_dir)
 }
 
 impl AdminAuth {

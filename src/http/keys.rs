@@ -4,14 +4,15 @@
 //! delivered order.
 
 use super::auth::Admin;
-use super::body::{cursor, limit, parse_json, parse_query, read_body, PageQuery};
-use super::key_parse::{self, Format};
+use super::body::{cursor, limit, parse_query, read_body, PageQuery};
 use super::{path_param, HttpResult, State};
 use crate::crypto::mask_key;
 use crate::domain::ids::{printable, ProductId};
-use crate::domain::shop;
 use crate::error::Error;
+use crate::json::parse_json;
 use crate::ops::upload;
+use crate::shop;
+use crate::shop::key_parse::{self, Format};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;

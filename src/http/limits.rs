@@ -3,7 +3,7 @@
 //! tokens cannot be guessed at speed anyway), and failed admin logins. The
 //! caps on unpaid orders per IP and per e-mail live in the writer instead,
 //! because they must hold exactly under concurrency (see
-//! `domain::shop::create_order`). Exceeding a limit is 429 `rate_limited`
+//! `shop::create_order`). Exceeding a limit is 429 `rate_limited`
 //! with `Retry-After`.
 
 use crate::config::LimitsConfig;

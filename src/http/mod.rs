@@ -7,7 +7,6 @@ pub mod admin_orders;
 pub mod auth;
 mod body;
 mod health;
-pub mod key_parse;
 pub mod keys;
 pub mod limits;
 pub mod middleware;
@@ -16,10 +15,9 @@ pub mod ops;
 pub mod orders;
 pub mod payments;
 pub mod products;
-pub mod render;
 pub mod webhooks;
 
-pub use body::{parse_json, read_body};
+pub use body::read_body;
 
 use crate::config::Config;
 use crate::crypto::Crypto;

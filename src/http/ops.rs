@@ -21,7 +21,7 @@ pub async fn backup(_: Admin, state: State) -> HttpResult {
 pub async fn write_backup(state: &State) -> Result<(String, u64, u64), Error> {
     let st = state.clone();
     let result = web::block(move || {
-        let stamp = crate::http::render::rfc3339(crate::store::now_ms()).replace(':', "");
+        let stamp = crate::views::rfc3339(crate::store::now_ms()).replace(':', "");
         let storage = &st.config.storage;
         let dir = storage
             .backup_dir

@@ -1,14 +1,16 @@
 //! Buyer orders: create (holding keys), and look up with the order's token.
 
-use super::body::{parse_json, read_body};
+use super::body::read_body;
 use super::limits::Limit;
-use super::{path_param, render, HttpResult, State};
+use super::{path_param, HttpResult, State};
 use crate::crypto::{ct_eq, new_token, sha256};
 use crate::domain::ids::{printable, Email, Gateway, OrderNo, ProductId};
 use crate::domain::model::Order;
-use crate::domain::shop::{self, Created, Idempotency, NewOrder};
 use crate::error::Error;
+use crate::json::parse_json;
+use crate::shop::{self, Created, Idempotency, NewOrder};
 use crate::store::now_ms;
+use crate::views;
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -262,7 +264,7 @@ fn refuse_early(state: &State, product_id: &str, quantity: u32) -> Result<(), Er
 }
 
 fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
-    let view = render::created_order(
+    let view = views::created_order(
         order,
         token,
         &state.config.shop.currency,
@@ -306,11 +308,11 @@ pub async fn get(state: State, req: HttpRequest) -> HttpResult {
     let order = order_with_token(&state, raw, &token)?.ok_or_else(not_found)?;
     let keys = match order.status {
         crate::domain::order::OrderStatus::Delivered => {
-            Some(render::key_texts(&state.store, &state.crypto, &order)?)
+            Some(views::key_texts(&state.store, &state.crypto, &order)?)
         }
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(render::order(&order, &state.config.shop.currency, keys)))
+    Ok(HttpResponse::Ok().json(views::order(&order, &state.config.shop.currency, keys)))
 }
 
 #[cfg(test)]

@@ -7,10 +7,18 @@ use super::body::read_body;
 use super::{HttpResult, State};
 use crate::domain::ids::{Gateway, OrderNo};
 use crate::domain::order::{PaymentSource, PaymentStep};
-use crate::domain::shop::{self, Payment, PaymentApplied};
 use crate::error::Error;
-use crate::payments::{CallbackRequest, VerifiedPayment};
+use crate::payments::{CallbackRequest, Headers, VerifiedPayment};
+use crate::shop::{self, Payment, PaymentApplied};
+use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
+
+/// What a gateway sees of a callback's headers.
+impl Headers for HeaderMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
 
 /// Validates a gateway's trade number.
 pub fn trade_no(raw: &str) -> Result<String, Error> {
@@ -30,7 +38,14 @@ pub async fn apply_verified(
     v: VerifiedPayment,
 ) -> Result<PaymentApplied, Error> {
     let order_no = OrderNo::parse(&v.order_no)?;
-    let trade_no = trade_no(&v.trade_no)?;
+    let payment = Payment {
+        order_no: order_no.as_str().to_string(),
+        gateway,
+        trade_no: trade_no(&v.trade_no)?,
+        amount: Some(v.amount),
+        source: PaymentSource::Callback,
+        note: None,
+    };
     if !v.succeeded {
         // Run the earlier checks for their errors, then refuse: only a
         // successful payment changes anything.
@@ -38,31 +53,12 @@ pub async fn apply_verified(
             .store
             .order(order_no.as_str())?
             .ok_or_else(|| Error::not_found(format!("order {order_no} not found")))?;
-        if order.gateway != gateway.as_str() {
-            return Err(Error::GatewayMismatch(format!(
-                "order {order_no} was not created for {}",
-                gateway.as_str()
-            )));
-        }
-        if order.amount != v.amount {
-            return Err(Error::AmountMismatch(format!(
-                "order {order_no} is {} but the payment is {}",
-                order.amount, v.amount
-            )));
-        }
+        shop::payment_matches(&order, &payment)?;
         return Err(Error::invalid(
             "status",
             "only successful payments are applied",
         ));
     }
-    let payment = Payment {
-        order_no: order_no.as_str().to_string(),
-        gateway,
-        trade_no,
-        amount: Some(v.amount),
-        source: PaymentSource::Callback,
-        note: None,
-    };
     let applied = state
         .store
         .write(move |tx| shop::apply_payment(tx, payment))
@@ -143,10 +139,7 @@ fn audit(
     actix_web::rt::spawn(async move {
         let no = order_no.as_str().to_string();
         let r = store
-            .write(move |tx| match tx.order(&no)? {
-                Some(_) => tx.record_attempt(&no, &attempt, seen),
-                None => Ok(true),
-            })
+            .write(move |tx| shop::record_callback_attempt(tx, &no, &attempt, seen))
             .await;
         match r {
             Ok(true) => {}

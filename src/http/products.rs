@@ -1,13 +1,15 @@
 //! Products: the public catalogue and the merchant's product admin.
 
 use super::auth::Admin;
-use super::body::{parse_json, read_body};
-use super::{path_param, render, HttpResult, State};
+use super::body::read_body;
+use super::{path_param, HttpResult, State};
 use crate::domain::ids::{printable, ProductId};
 use crate::domain::model::{Presentation, Product};
-use crate::domain::shop::{self, NewProduct, ProductPatch};
 use crate::error::Error;
+use crate::json::parse_json;
+use crate::shop::{self, NewProduct, ProductPatch};
 use crate::store::Store;
+use crate::views;
 use actix_web::http::header::ContentType;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -141,7 +143,7 @@ pub async fn list_public(state: State, req: HttpRequest) -> HttpResult {
     let views = products
         .iter()
         .filter(|p| category.is_none() || p.presentation.category == category)
-        .map(|p| Ok(render::product(p, state.store.stock(p)?, currency)))
+        .map(|p| Ok(views::product(p, state.store.stock(p)?, currency)))
         .collect::<Result<Vec<_>, Error>>()?;
     let body = render_json(&serde_json::json!({ "products": views }))?;
     if category.is_none() {
@@ -176,7 +178,7 @@ pub async fn get_public(state: State, req: HttpRequest) -> HttpResult {
         .filter(|p| p.active)
         .ok_or_else(not_found)?;
     let stock = state.store.stock(&p)?;
-    let body = render_json(&render::product(&p, stock, &state.config.shop.currency))?;
+    let body = render_json(&views::product(&p, stock, &state.config.shop.currency))?;
     state.views.keep(version, |v| {
         v.one.insert(p.id.clone(), body.clone());
     });
@@ -188,7 +190,7 @@ pub async fn list_admin(_: Admin, state: State) -> HttpResult {
     let products = state.store.products()?;
     let views = products
         .iter()
-        .map(|p| Ok(render::admin_product(p, state.store.stock(p)?, currency)))
+        .map(|p| Ok(views::admin_product(p, state.store.stock(p)?, currency)))
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "products": views })))
 }
@@ -416,11 +418,7 @@ pub async fn create(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .write(move |tx| shop::create_product(tx, new))
         .await?;
     let stock = p.counts.available; // a new product: nobody waits for it
-    Ok(HttpResponse::Created().json(render::admin_product(
-        &p,
-        stock,
-        &state.config.shop.currency,
-    )))
+    Ok(HttpResponse::Created().json(views::admin_product(&p, stock, &state.config.shop.currency)))
 }
 
 pub async fn update(_: Admin, state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
@@ -434,11 +432,7 @@ pub async fn update(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .write(move |tx| shop::update_product(tx, id.as_str(), patch))
         .await?;
     let stock = state.store.stock(&p)?;
-    Ok(HttpResponse::Ok().json(render::admin_product(
-        &p,
-        stock,
-        &state.config.shop.currency,
-    )))
+    Ok(HttpResponse::Ok().json(views::admin_product(&p, stock, &state.config.shop.currency)))
 }
 
 #[cfg(test)]

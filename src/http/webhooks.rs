@@ -2,10 +2,11 @@
 
 use super::auth::Admin;
 use super::body::{cursor, limit, parse_query, PageQuery};
-use super::{path_param, render, HttpResult, State};
+use super::{path_param, HttpResult, State};
 use crate::domain::ids::printable;
 use crate::domain::model::{DeliveryState, OutboxEvent};
 use crate::error::Error;
+use crate::views;
 use actix_web::{HttpRequest, HttpResponse};
 
 fn view(e: &OutboxEvent) -> serde_json::Value {
@@ -16,8 +17,8 @@ fn view(e: &OutboxEvent) -> serde_json::Value {
         "state": e.state.as_str(),
         "attempts": e.attempts,
         "last_error": e.last_error,
-        "created_at": render::rfc3339(e.created_at_ms),
-        "next_attempt_at": (e.state == DeliveryState::Pending).then(|| render::rfc3339(e.next_attempt_ms)),
+        "created_at": views::rfc3339(e.created_at_ms),
+        "next_attempt_at": (e.state == DeliveryState::Pending).then(|| views::rfc3339(e.next_attempt_ms)),
     })
 }
 
@@ -62,7 +63,7 @@ pub async fn retry(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     }
     let e = state
         .store
-        .write(move |tx| crate::workers::webhooks::requeue(tx, seq))
+        .write(move |tx| crate::shop::requeue_webhook(tx, seq))
         .await?;
     state.store.outbox_rescan_from(seq);
     Ok(HttpResponse::Ok().json(view(&e)))

@@ -9,7 +9,7 @@
 //! sled from it. The master key (`faka.key`) is *not* in the copy: back it up
 //! separately, or the copy's card keys cannot be read.
 
-use crate::http::auth::HASH_FILE;
+use crate::ops::admin_token::HASH_FILE;
 use crate::store::{journal, recovery, snapshot};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -211,7 +211,7 @@ fn copy_once(data_dir: &Path, out: &Path) -> Result<BackupResult, BackupError> {
         .map_err(|e| BackupError::Invalid(format!("the copied journal does not verify: {e}")))?;
     let manifest = Manifest {
         format: 1,
-        created_at: crate::http::render::rfc3339(crate::store::now_ms()),
+        created_at: crate::views::rfc3339(crate::store::now_ms()),
         snapshot_base: base,
         last_batch,
         files,

@@ -6,8 +6,8 @@
 
 use crate::config::Config;
 use crate::domain::ids::ProductId;
-use crate::http::key_parse::{self, Checked, Format};
 use crate::ops::upload;
+use crate::shop::key_parse::{self, Checked, Format};
 use crate::startup;
 use crate::store::Store;
 use anyhow::{bail, Context};

@@ -3,8 +3,8 @@
 //! released by the expiry sweeper's first run.)
 
 use crate::domain::order::OrderStatus;
-use crate::domain::shop;
 use crate::error::Result;
+use crate::shop;
 use crate::store::Store;
 
 /// Finds and re-drives orders left `paid` without their keys, reading the

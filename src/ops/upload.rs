@@ -12,8 +12,8 @@
 //! once, else by the next upload's first command or at the next start.
 
 use crate::crypto::Crypto;
-use crate::domain::shop::{self, ImportResult, SealedKey};
 use crate::error::{Error, Result};
+use crate::shop::{self, ImportResult, SealedKey};
 use crate::store::Store;
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;

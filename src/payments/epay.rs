@@ -248,7 +248,7 @@ mod tests {
     ];
 
     fn verify(query: &str, body: &str) -> Result<VerifiedPayment, Error> {
-        let headers = actix_web::http::header::HeaderMap::new();
+        let headers: Vec<(&str, &str)> = Vec::new();
         gateway("https://pay.example/submit.php").verify(&CallbackRequest {
             headers: &headers,
             query,

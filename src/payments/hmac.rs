@@ -35,10 +35,6 @@ impl HmacGateway {
     }
 }
 
-fn header<'a>(req: &'a CallbackRequest, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 impl PaymentGateway for HmacGateway {
     fn id(&self) -> Gateway {
         Gateway::Hmac
@@ -46,9 +42,13 @@ impl PaymentGateway for HmacGateway {
 
     fn verify(&self, req: &CallbackRequest) -> Result<VerifiedPayment, Error> {
         let bad = |m: &str| Error::InvalidSignature(m.to_string());
-        let ts = header(req, "x-faka-timestamp")
+        let ts = req
+            .headers
+            .header("x-faka-timestamp")
             .ok_or_else(|| bad("X-Faka-Timestamp header missing"))?;
-        let sig = header(req, "x-faka-signature")
+        let sig = req
+            .headers
+            .header("x-faka-signature")
             .ok_or_else(|| bad("X-Faka-Signature header missing"))?;
         let ts_num: i64 =
             if !ts.is_empty() && ts.len() <= 12 && ts.bytes().all(|b| b.is_ascii_digit()) {
@@ -64,7 +64,7 @@ impl PaymentGateway for HmacGateway {
         if (req.now_secs - ts_num).abs() > MAX_SKEW_SECS {
             return Err(bad("timestamp is more than 300 s away from now"));
         }
-        let n: Notification = crate::http::parse_json(req.body)?;
+        let n: Notification = crate::json::parse_json(req.body)?;
         Ok(VerifiedPayment {
             order_no: n.order_no,
             trade_no: n.trade_no,
@@ -81,9 +81,10 @@ impl PaymentGateway for HmacGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
-    fn req<'a>(h: &'a HeaderMap, body: &'a [u8], now: i64) -> CallbackRequest<'a> {
+    type HeaderList = Vec<(&'static str, String)>;
+
+    fn req<'a>(h: &'a HeaderList, body: &'a [u8], now: i64) -> CallbackRequest<'a> {
         CallbackRequest {
             headers: h,
             query: "",
@@ -92,17 +93,11 @@ mod tests {
         }
     }
 
-    fn headers(ts: &str, sig: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            HeaderName::from_static("x-faka-timestamp"),
-            HeaderValue::from_str(ts).unwrap(),
-        );
-        h.insert(
-            HeaderName::from_static("x-faka-signature"),
-            HeaderValue::from_str(sig).unwrap(),
-        );
-        h
+    fn headers(ts: &str, sig: &str) -> HeaderList {
+        vec![
+            ("X-Faka-Timestamp", ts.to_string()),
+            ("X-Faka-Signature", sig.to_string()),
+        ]
     }
 
     const BODY: &[u8] = br#"{"order_no":"F1","trade_no":"T1","amount":100,"status":"paid"}"#;

@@ -2,7 +2,9 @@
 //! verify a callback into a typed [`VerifiedPayment`], and build the URL that
 //! sends a buyer to pay. Everything after verification — order lookup,
 //! gateway match, exact amount, state machine, delivery — is shared, in
-//! `domain::shop::apply_payment`. See `docs/GATEWAYS.md` to add one.
+//! `shop::apply_payment`. Gateways know nothing of the HTTP server: a
+//! callback reaches them as a [`CallbackRequest`]. See `docs/GATEWAYS.md`
+//! to add one.
 
 pub mod epay;
 pub mod hmac;
@@ -12,9 +14,27 @@ use crate::domain::ids::Gateway;
 use crate::domain::model::Order;
 use crate::error::Error;
 
+/// A callback's headers, looked up by name in any letter case. Gateways see
+/// only this, not the HTTP server's types; `http::payments` implements it
+/// for the request's header map.
+pub trait Headers {
+    /// The value of header `name`, if present and text.
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+/// Headers as name–value pairs (for callers outside the HTTP server, and
+/// tests).
+impl<K: AsRef<str>, V: AsRef<str>> Headers for Vec<(K, V)> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(k, _)| k.as_ref().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
 /// A callback as received, before any trust.
 pub struct CallbackRequest<'a> {
-    pub headers: &'a actix_web::http::header::HeaderMap,
+    pub headers: &'a dyn Headers,
     pub query: &'a str,
     pub body: &'a [u8],
     pub now_secs: i64,

@@ -1,9 +1,9 @@
 //! The admin panel's pages and forms. Reads are the store's typed reads;
 //! every change is the same `shop` command (through the same checks) the
 //! JSON admin API runs: `http::products::new_product`/`product_patch`,
-//! `http::keys::parse_upload` and `import_in_chunks`, `shop::delete_keys`,
+//! `shop::key_parse::check` and `ops::upload`, `shop::delete_keys`,
 //! `shop::apply_payment` (补单), `shop::refund_order`,
-//! `workers::webhooks::requeue`, and `ops::backup`.
+//! `shop::requeue_webhook`, and `ops::backup`.
 
 use super::admin::{admin_form, signed_in};
 use super::layout::{self, page};
@@ -11,10 +11,11 @@ use super::{csrf, money, query, see_other, Ctx, Form, Lang, Web};
 use crate::domain::ids::{Gateway, OrderNo, ProductId};
 use crate::domain::model::{DeliveryState, Order, Product};
 use crate::domain::order::{OrderStatus, PaymentSource};
-use crate::domain::shop::{self, Payment};
 use crate::error::Error;
-use crate::http::{products, render, State};
+use crate::http::{products, State};
+use crate::shop::{self, Payment};
 use crate::store::OrderFilter;
+use crate::views;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
@@ -367,7 +368,7 @@ pub async fn key_action(
             // The same upload as the API's: checked whole, then stored whole
             // or not at all (`ops::upload`), off the async workers.
             web::block(move || {
-                use crate::http::key_parse::{check, Format};
+                use crate::shop::key_parse::{check, Format};
                 let checked = check(Format::Text, &text)?;
                 crate::ops::upload::import(&store, &crypto, pid.as_str(), checked.total(), |each| {
                     checked.for_each_key(&text, each)
@@ -471,7 +472,7 @@ pub async fn order(req: HttpRequest, state: State, web: Web) -> HttpResponse {
             }
             h2 { (tr(&ctx, "事件", "Events")) }
             ol.events { @for e in &o.events {
-                li { time { (render::rfc3339(e.at_ms)) } " " b { (e.kind.as_str()) }
+                li { time { (views::rfc3339(e.at_ms)) } " " b { (e.kind.as_str()) }
                     @if let Some(g) = &e.gateway { " " (g) }
                     @if let Some(t) = &e.trade_no { " " code { (t) } }
                     @if let Some(a) = e.amount { " " (money(a, cur)) }
@@ -575,7 +576,7 @@ pub async fn webhook_retry(
     };
     let r = state
         .store
-        .write(move |tx| crate::workers::webhooks::requeue(tx, seq))
+        .write(move |tx| crate::shop::requeue_webhook(tx, seq))
         .await;
     tried!(r, req, state, web);
     state.store.outbox_rescan_from(seq);

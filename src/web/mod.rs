@@ -1,6 +1,6 @@
 //! The web edge: the storefront buyers use and the admin panel the merchant
 //! uses, server-rendered HTML from the same binary. Pages read through the
-//! same store reads and write through the same `domain::shop` commands as
+//! same store reads and write through the same `shop` commands as
 //! the JSON API (often through the API's own checks in `crate::http`); there
 //! is no second write path. Templates are `maud` (compiled in, escaping by
 //! default); CSS and JS are embedded and served under content-hashed names.

@@ -7,10 +7,11 @@ use super::{csrf, markdown, money, query, see_other, Ctx, Form, Web};
 use crate::domain::ids::{Gateway, ProductId};
 use crate::domain::model::{Order, Product};
 use crate::domain::order::OrderStatus;
-use crate::domain::shop::{self, Created};
 use crate::http::limits::Limit;
 use crate::http::orders::{client_ip, new_order, order_with_token, CreateBody};
-use crate::http::{products, render, State};
+use crate::http::{products, State};
+use crate::shop::{self, Created};
+use crate::views;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup, PreEscaped};
@@ -254,7 +255,7 @@ pub async fn order(req: HttpRequest, state: State, web: Web) -> HttpResponse {
         Err(e) => return layout::error(&req, &state, &web, &e),
     };
     let keys = match order.status {
-        OrderStatus::Delivered => match render::key_texts(&state.store, &state.crypto, &order) {
+        OrderStatus::Delivered => match views::key_texts(&state.store, &state.crypto, &order) {
             Ok(k) => k,
             Err(e) => return layout::error(&req, &state, &web, &e),
         },
@@ -311,9 +312,9 @@ fn order_body(
             dl {
                 dt { (t.amount) } dd { (money(o.amount, &state.config.shop.currency)) }
                 @if let Some(p) = product { dt { "#" } dd { (p.name) " × " (o.quantity) } }
-                dt { (t.created) } dd { time { (render::rfc3339(o.created_at_ms)) } }
+                dt { (t.created) } dd { time { (views::rfc3339(o.created_at_ms)) } }
                 @if o.status == OrderStatus::Pending {
-                    dt data-pending-only { (t.expires) } dd { time { (render::rfc3339(o.expires_at_ms)) } }
+                    dt data-pending-only { (t.expires) } dd { time { (views::rfc3339(o.expires_at_ms)) } }
                 }
             }
             p.help data-help { (help) }

@@ -2,7 +2,7 @@
 //! to stock and marks the orders `expired`. It runs at start-up first, so
 //! holds that lapsed while faka was down are released at once.
 
-use crate::domain::shop;
+use crate::shop;
 use crate::store::{now_ms, Store};
 use crossbeam_channel::Receiver;
 use std::time::Duration;

@@ -9,8 +9,8 @@
 //! record again before it deletes it. The deleted rows leave the data dir
 //! with the next snapshot, which drops the journal before it.
 
-use crate::domain::shop;
 use crate::error::Result;
+use crate::shop;
 use crate::store::{now_ms, Expired, Store};
 use crossbeam_channel::Receiver;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Outbound webhooks: the sender side of the transactional outbox.
 //!
 //! Order events are written to the outbox in the same durable batch as the
-//! change they report (`domain::shop::emit`), so there is no event without its
+//! change they report (`shop::emit`), so there is no event without its
 //! change and no change without its event. Here a dispatcher thread hands due
 //! events to a pool of sender threads: at most one event per order is in
 //! flight, and an order's next event waits until the previous one is
@@ -13,12 +13,12 @@
 
 use crate::config::WebhooksConfig;
 use crate::crypto::{hmac_sha256_hex, Crypto};
-use crate::domain::model::{DeliveryState, OutboxEvent};
+use crate::domain::model::OutboxEvent;
 use crate::error::{Error, Result};
-use crate::http::render;
-use crate::store::{now_ms, Store, Tx};
+use crate::shop::{self, WebhookOutcome};
+use crate::store::{now_ms, Store};
+use crate::views;
 use crossbeam_channel::{select, Receiver, Sender};
-use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,15 +29,6 @@ pub struct Context {
     pub crypto: Arc<Crypto>,
     pub cfg: WebhooksConfig,
     pub currency: String,
-}
-
-/// Delay before attempt `attempts + 1`: base × 2^(attempts−1), ±20 % jitter,
-/// at most an hour.
-pub fn backoff_ms(base_ms: u64, attempts: u32) -> i64 {
-    let exp = base_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(20));
-    let capped = exp.min(3_600_000) as f64;
-    let jitter = rand::thread_rng().gen_range(0.8..1.2);
-    (capped * jitter) as i64
 }
 
 /// Events whose last attempt could not be recorded (the store refused the
@@ -53,64 +44,6 @@ fn hold_off_ms(n: u32) -> i64 {
     (1000i64 << n.saturating_sub(1).min(6)).min(60_000)
 }
 
-/// What one attempt did.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Delivered,
-    Failed(String),
-}
-
-/// Records an attempt's outcome on the event (in the writer).
-pub fn record_attempt(
-    tx: &mut Tx,
-    seq: u64,
-    outcome: Outcome,
-    base_ms: u64,
-    give_up_ms: i64,
-) -> Result<()> {
-    let Some(mut e) = tx.outbox(seq)? else {
-        return Ok(());
-    };
-    if e.state != DeliveryState::Pending {
-        return Ok(());
-    }
-    let now = tx.now_ms();
-    e.attempts += 1;
-    match outcome {
-        Outcome::Delivered => {
-            e.state = DeliveryState::Delivered;
-            e.last_error = None;
-        }
-        Outcome::Failed(reason) => {
-            e.last_error = Some(reason);
-            if now - e.retry_from_ms >= give_up_ms {
-                e.state = DeliveryState::Dead;
-            } else {
-                e.next_attempt_ms = now + backoff_ms(base_ms, e.attempts);
-            }
-        }
-    }
-    tx.put_outbox(&e)
-}
-
-/// Re-queues a dead event (admin retry).
-pub fn requeue(tx: &mut Tx, seq: u64) -> Result<OutboxEvent> {
-    let mut e = tx
-        .outbox(seq)?
-        .ok_or_else(|| Error::not_found(format!("webhook event {seq} not found")))?;
-    if e.state != DeliveryState::Dead {
-        return Err(Error::Conflict(format!(
-            "webhook event is {}, only dead events are retried",
-            e.state.as_str()
-        )));
-    }
-    e.state = DeliveryState::Pending;
-    e.retry_from_ms = tx.now_ms();
-    e.next_attempt_ms = tx.now_ms();
-    tx.put_outbox(&e)?;
-    Ok(e)
-}
-
 /// The JSON body of an event: `{id, type, created_at, data: AdminOrder}`.
 pub fn payload(ctx: &Context, e: &OutboxEvent) -> Result<Vec<u8>> {
     let order = ctx
@@ -119,24 +52,24 @@ pub fn payload(ctx: &Context, e: &OutboxEvent) -> Result<Vec<u8>> {
         .ok_or_else(|| Error::not_found(format!("order {} not found", e.order_no)))?;
     let keys =
         if ctx.cfg.include_keys && !order.key_ids.is_empty() && order.delivered_at_ms.is_some() {
-            Some(render::key_texts(&ctx.store, &ctx.crypto, &order)?)
+            Some(views::key_texts(&ctx.store, &ctx.crypto, &order)?)
         } else {
             None
         };
     let body = serde_json::json!({
         "id": e.id,
         "type": e.kind.webhook_type().unwrap_or("order.updated"),
-        "created_at": render::rfc3339(e.created_at_ms),
-        "data": render::admin_order(&order, &ctx.currency, keys),
+        "created_at": views::rfc3339(e.created_at_ms),
+        "data": views::admin_order(&order, &ctx.currency, keys),
     });
     Ok(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// Sends one event; never panics, never logs the body or the secret.
-fn send(ctx: &Context, agent: &ureq::Agent, e: &OutboxEvent) -> Outcome {
+fn send(ctx: &Context, agent: &ureq::Agent, e: &OutboxEvent) -> WebhookOutcome {
     let body = match payload(ctx, e) {
         Ok(b) => b,
-        Err(err) => return Outcome::Failed(format!("could not render: {}", err.code())),
+        Err(err) => return WebhookOutcome::Failed(format!("could not render: {}", err.code())),
     };
     let ts = (now_ms() / 1000).to_string();
     let sig = hmac_sha256_hex(ctx.cfg.secret.as_bytes(), &[ts.as_bytes(), b".", &body]);
@@ -148,10 +81,14 @@ fn send(ctx: &Context, agent: &ureq::Agent, e: &OutboxEvent) -> Outcome {
         .set("X-Faka-Event-Id", &e.id)
         .send_bytes(&body);
     match result {
-        Ok(r) if (200..300).contains(&r.status()) => Outcome::Delivered,
-        Ok(r) => Outcome::Failed(format!("receiver answered {}", r.status())),
-        Err(ureq::Error::Status(code, _)) => Outcome::Failed(format!("receiver answered {code}")),
-        Err(ureq::Error::Transport(t)) => Outcome::Failed(format!("transport error: {}", t.kind())),
+        Ok(r) if (200..300).contains(&r.status()) => WebhookOutcome::Delivered,
+        Ok(r) => WebhookOutcome::Failed(format!("receiver answered {}", r.status())),
+        Err(ureq::Error::Status(code, _)) => {
+            WebhookOutcome::Failed(format!("receiver answered {code}"))
+        }
+        Err(ureq::Error::Transport(t)) => {
+            WebhookOutcome::Failed(format!("transport error: {}", t.kind()))
+        }
     }
 }
 
@@ -200,13 +137,13 @@ fn sender(
     let give_up = ctx.cfg.give_up_secs as i64 * 1000;
     for e in jobs {
         let outcome = send(&ctx, &agent, &e);
-        if let Outcome::Failed(reason) = &outcome {
+        if let WebhookOutcome::Failed(reason) = &outcome {
             tracing::warn!(event = %e.id, attempt = e.attempts + 1, reason = %reason, "webhook not delivered; will retry");
         }
         let seq = e.seq;
-        let recorded = ctx
-            .store
-            .write_blocking(move |tx| record_attempt(tx, seq, outcome, base, give_up));
+        let recorded = ctx.store.write_blocking(move |tx| {
+            shop::record_webhook_attempt(tx, seq, outcome, base, give_up)
+        });
         if let Ok(mut held) = held_off.lock() {
             match &recorded {
                 Ok(()) => {

@@ -278,8 +278,8 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn product(i: u32) -> faka::domain::shop::NewProduct {
-    faka::domain::shop::NewProduct {
+fn product(i: u32) -> faka::shop::NewProduct {
+    faka::shop::NewProduct {
         id: format!("p{i}"),
         name: "P".into(),
         description: String::new(),
@@ -316,7 +316,7 @@ fn write_until_snapshot(store: &Store, data: &Path, mut next: u32) -> u32 {
         let i = next;
         next += 1;
         store
-            .write_blocking(move |tx| faka::domain::shop::create_product(tx, product(i)))
+            .write_blocking(move |tx| faka::shop::create_product(tx, product(i)))
             .unwrap();
         let seq = store
             .stats()
@@ -368,7 +368,7 @@ fn a_copy_whose_journal_is_older_than_its_snapshot_still_restores_consistently()
     );
     assert!(restored.was_rebuilt());
     restored
-        .write_blocking(|tx| faka::domain::shop::create_product(tx, product(99)))
+        .write_blocking(|tx| faka::shop::create_product(tx, product(99)))
         .unwrap();
     restored.close();
     drop(restored);

@@ -11,8 +11,8 @@
 //! skipped, 1–4096 bytes of UTF-8, one bad key refuses the whole upload and
 //! names it, and a JSON body's errors are exactly those of `parse_json`.
 
-use super::body::parse_json;
 use crate::error::{Error, Result};
+use crate::json::parse_json;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 
