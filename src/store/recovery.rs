@@ -12,6 +12,7 @@
 //! end is loaded, then every journal batch after its base is replayed. A
 //! torn journal tail is cut off first.
 
+use super::datadir::{err, marker_path, synced_batch, write_synced_marker, SYNCED};
 use super::journal;
 use super::snapshot;
 use super::tree::{self, Tree, Trees};
@@ -19,16 +20,10 @@ use super::tx::Counters;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct OpenError(pub String);
-
-fn err(context: &str, e: impl std::fmt::Display) -> OpenError {
-    OpenError(format!("{context}: {e}"))
-}
+pub use super::datadir::{journal_dir, lock_data_dir, sled_dir, OpenError};
 
 pub(crate) struct Opened {
     pub trees: Arc<Trees>,
@@ -55,103 +50,12 @@ pub enum Recovery {
     New,
 }
 
-pub fn sled_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("sled")
-}
-
-pub fn journal_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("journal")
-}
-
 /// Whether `data_dir` holds a shop: one that has started keeps at least one
 /// journal segment for good. Commands that read a shop (`check`, `backup`)
 /// refuse a directory without one rather than report on an empty store (a
 /// wrong `--config` or `data_dir`).
 pub fn holds_a_shop(data_dir: &Path) -> bool {
     journal::segments(&journal_dir(data_dir)).is_ok_and(|s| !s.is_empty())
-}
-
-pub(crate) fn marker_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("CLEAN")
-}
-
-pub(crate) fn write_clean_marker(data_dir: &Path, seq: u64) -> io::Result<()> {
-    write_marker(data_dir, "CLEAN", &seq.to_string())
-}
-
-/// Replaces the marker file `name` with `text`, durably.
-pub(crate) fn write_marker(data_dir: &Path, name: &str, text: &str) -> io::Result<()> {
-    let tmp = data_dir.join(format!("{name}.tmp"));
-    fs::write(&tmp, text)?;
-    File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, data_dir.join(name))?;
-    journal::sync_dir(data_dir)
-}
-
-pub(crate) const SYNCED: &str = "SLED_SYNCED";
-
-/// Which sled files a `SLED_SYNCED` marker was written for: the device,
-/// inode and change time of sled's `conf`, which sled writes once when it
-/// creates its files. A copy of the directory (`cp -a` keeps contents and
-/// times, never the inode or the change time) names other files, and a
-/// live copy of sled's files is not a state sled ever was in.
-fn sled_identity(sled: &Path) -> io::Result<String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(sled.join("conf"))?;
-    Ok(format!(
-        "{}:{}:{}.{:09}",
-        m.dev(),
-        m.ino(),
-        m.ctime(),
-        m.ctime_nsec()
-    ))
-}
-
-/// Records that sled holds every batch up to `seq` durably: call only after
-/// those batches were applied and sled was flushed.
-pub(crate) fn write_synced_marker(data_dir: &Path, seq: u64) -> io::Result<()> {
-    let id = sled_identity(&sled_dir(data_dir))?;
-    write_marker(data_dir, SYNCED, &format!("{seq} {id}"))
-}
-
-/// The batch a `SLED_SYNCED` marker names, if it was written for the sled
-/// files now in the directory.
-pub(crate) fn synced_batch(data_dir: &Path) -> Option<u64> {
-    let text = fs::read_to_string(data_dir.join(SYNCED)).ok()?;
-    let (seq, id) = text.trim().split_once(' ')?;
-    let current = sled_identity(&sled_dir(data_dir)).ok()?;
-    if id != current {
-        tracing::warn!(
-            "sled's files are not the ones last flushed here (a copy?); not resuming them"
-        );
-        return None;
-    }
-    seq.parse().ok()
-}
-
-/// Takes an exclusive lock on the data directory for this process's lifetime.
-///
-/// The lock is an `flock` on the directory itself, not on a file in it: a
-/// lock file can be deleted (`rm data/LOCK`) under a running shop, and the
-/// next process would lock a new file of the same name and serve the same
-/// data beside it. A directory cannot be swapped under an open descriptor;
-/// removing and re-creating it gives a new, empty directory, not this shop.
-pub fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
-    let dir =
-        File::open(data_dir).map_err(|e| err(&format!("cannot open {}", data_dir.display()), e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(OpenError(format!(
-                "data directory {} is in use by another faka process",
-                data_dir.display()
-            )));
-        }
-    }
-    Ok(dir)
 }
 
 /// sled leaves `snap.*.generating` behind when killed while snapshotting; a
@@ -351,7 +255,7 @@ pub(crate) fn open(data_dir: &Path, cache_bytes: u64) -> Result<Opened, OpenErro
     // is changed. The marker belongs to the stop it describes.
     if marker_path(data_dir).exists() {
         fs::remove_file(marker_path(data_dir)).map_err(|e| err("removing CLEAN marker", e))?;
-        journal::sync_dir(data_dir).map_err(|e| err("syncing data dir", e))?;
+        super::datadir::sync_dir(data_dir).map_err(|e| err("syncing data dir", e))?;
     }
     let new_shop = !sled.exists()
         && scan.newest.is_none()
@@ -551,7 +455,7 @@ impl<'a> Applier<'a> {
             .map(|((tree, key), value)| journal::Write { tree, key, value })
             .collect();
         self.window_bytes = 0;
-        super::writer::apply_writes(self.trees, &writes).map_err(io::Error::other)?;
+        super::apply::apply_writes(self.trees, &writes).map_err(io::Error::other)?;
         self.trees.db.flush().map_err(io::Error::other)?;
         Ok(())
     }
@@ -625,6 +529,7 @@ fn rebuild(data_dir: &Path, cache_bytes: u64, end: Option<u64>) -> Result<Resume
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::datadir::write_clean_marker;
     use crate::store::journal::Write;
     use crate::store::tree::ALL;
 
@@ -908,7 +813,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let one_by_one = Trees::open(&dir.path().join("a"), 1 << 20).unwrap();
         for w in &batches {
-            crate::store::writer::apply_writes(&one_by_one, w).unwrap();
+            crate::store::apply::apply_writes(&one_by_one, w).unwrap();
         }
         for limit in [1, 2_000, 1 << 30] {
             let windowed = Trees::open(&dir.path().join(format!("w{limit}")), 1 << 20).unwrap();

@@ -289,7 +289,7 @@ impl<'a> Tx<'a> {
     }
 
     /// About how many bytes the batch writes (at least that many): the
-    /// writer closes a batch past [`super::writer::MAX_BATCH_BYTES`].
+    /// writer closes a batch past `writer::MAX_BATCH_BYTES`.
     pub(crate) fn written_bytes(&self) -> usize {
         self.written
     }
