@@ -8,7 +8,7 @@
 use super::codec;
 use super::keyblock::{self, KeyBlock};
 use super::tree::{self, Tree};
-use super::tx::{outbox_group_expired, OUTBOX_GROUP_MAX};
+use super::tx::outbox::{outbox_group_expired, OUTBOX_GROUP_MAX};
 use super::Store;
 use crate::domain::ids::OrderNo;
 use crate::domain::model::{
