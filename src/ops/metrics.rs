@@ -6,8 +6,8 @@
 use crate::domain::order::OrderStatus;
 use crate::store::Store;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::time::Duration;
 
@@ -24,40 +24,9 @@ pub struct Metrics {
     store_bytes: IntGauge,
 }
 
-/// Buckets (seconds) for HTTP latency.
-const LATENCY: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-/// The writer's histograms, created here and shared with the store.
-pub struct WriterHistograms {
-    pub batch_size: Histogram,
-    pub commit_seconds: Histogram,
-    pub journal_sync_seconds: Histogram,
-}
-
-pub fn writer_histograms() -> WriterHistograms {
-    let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-            .expect("valid histogram")
-    };
-    let sizes = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-    WriterHistograms {
-        batch_size: histogram("faka_writer_batch_size", "Commands per group commit", sizes),
-        commit_seconds: histogram(
-            "faka_writer_commit_seconds",
-            "Time to run, journal, fsync and apply one batch",
-            LATENCY.to_vec(),
-        ),
-        // The disk's share of a commit, apart from the CPU's: a stall here
-        // holds every request of the batch (and the batches queued behind it).
-        journal_sync_seconds: histogram(
-            "faka_writer_journal_sync_seconds",
-            "Time to write one batch to the journal and fdatasync it",
-            LATENCY.to_vec(),
-        ),
-    }
-}
+/// Buckets (seconds) for HTTP latency: the writer's scale (its histograms
+/// are the store's own, registered here).
+const LATENCY: &[f64] = crate::store::LATENCY_BUCKETS;
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
     // Names are fixed and distinct, so registration cannot collide.

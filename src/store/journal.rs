@@ -17,6 +17,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
+/// Kept here too for the callers outside `store` that sync a directory.
+pub use super::datadir::sync_dir;
+
 /// One physical write: put (`Some`) or delete (`None`) of a key in a tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
@@ -546,11 +549,6 @@ impl Journal {
         self.segment_bytes = 0;
         Ok(())
     }
-}
-
-/// Makes a directory's entries (new or renamed files) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 //! after its batch is durable. After sled failed to take a durable batch,
 //! reads see it through `view::Unapplied` until sled is opened again.
 
+mod apply;
 pub mod codec;
 pub mod courier;
+pub mod datadir;
 pub mod journal;
 pub mod keyblock;
 mod reads;
@@ -20,10 +22,10 @@ mod tx;
 mod view;
 mod writer;
 
+pub use datadir::OpenError;
 pub use reads::{Expired, KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
-pub use recovery::OpenError;
 pub use tx::{Counters, FingerprintSet, Published, Tx};
-pub use writer::{now_ms, WriterStats};
+pub use writer::{now_ms, WriterStats, LATENCY_BUCKETS};
 
 use crate::error::{Error, Result};
 use crossbeam_channel::{Sender, TrySendError};
@@ -287,7 +289,7 @@ impl Store {
             return false;
         }
         if stats.failing.load(Ordering::SeqCst) {
-            let room = writer::free_bytes(&self.inner.data_dir)
+            let room = datadir::free_bytes(&self.inner.data_dir)
                 .is_none_or(|f| f >= self.inner.min_free_bytes);
             if !room {
                 return false;

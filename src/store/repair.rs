@@ -8,8 +8,9 @@
 //! batches, and says exactly which batches and orders that drops. The
 //! next open rebuilds sled from what was kept.
 
+use super::datadir::{self, journal_dir, sled_dir, OpenError};
 use super::journal::{self, Batch};
-use super::recovery::{self, journal_dir, sled_dir, OpenError};
+use super::recovery;
 use super::tree::{Tree, Trees};
 use crate::domain::model::Order;
 use crate::domain::order::OrderStatus;
@@ -44,15 +45,15 @@ pub struct SetAside {
 /// Finds what a start would refuse and sets it aside; `None` when the
 /// directory opens as it is. Holds the data directory's lock while it works.
 pub fn set_aside_damage(data_dir: &Path) -> Result<Option<SetAside>, OpenError> {
-    let lock = recovery::lock_data_dir(data_dir)?;
+    let lock = datadir::lock_data_dir(data_dir)?;
     let jdir = journal_dir(data_dir);
     let sled_seq = sled_applied_seq(data_dir);
     let (reason, cut) = match journal::scan(&jdir) {
         Ok(scan) => {
-            let clean = fs::read_to_string(recovery::marker_path(data_dir))
+            let clean = fs::read_to_string(datadir::marker_path(data_dir))
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok());
-            let vouched = recovery::vouched_end(clean, recovery::synced_batch(data_dir), &scan)
+            let vouched = recovery::vouched_end(clean, datadir::synced_batch(data_dir), &scan)
                 .and_then(|_| match sled_seq {
                     Some(seq) => recovery::sled_within_journal(seq, &scan),
                     None => Ok(()),
@@ -116,7 +117,7 @@ pub fn set_aside_damage(data_dir: &Path) -> Result<Option<SetAside>, OpenError> 
     } else if let Ok(scan) = journal::scan(&jdir) {
         kept_end = scan.end.unwrap_or(0);
     }
-    for name in ["CLEAN", recovery::SYNCED] {
+    for name in ["CLEAN", datadir::SYNCED] {
         let path = data_dir.join(name);
         if let Some(seq) = fs::read_to_string(&path)
             .ok()
@@ -132,8 +133,8 @@ pub fn set_aside_damage(data_dir: &Path) -> Result<Option<SetAside>, OpenError> 
     if sled.exists() {
         out.old_sled = Some(aside(sled, "set-aside")?);
     }
-    journal::sync_dir(&jdir).map_err(|e| err("syncing the journal directory", e))?;
-    journal::sync_dir(data_dir).map_err(|e| err("syncing the data directory", e))?;
+    datadir::sync_dir(&jdir).map_err(|e| err("syncing the journal directory", e))?;
+    datadir::sync_dir(data_dir).map_err(|e| err("syncing the data directory", e))?;
     for b in &dropped {
         out.known_end = out.known_end.max(b.seq);
         for w in b.writes.iter().filter(|w| w.tree == Tree::Orders as u8) {
@@ -205,8 +206,8 @@ pub fn copy_for_check(data_dir: &Path, to: &Path) -> io::Result<()> {
     for dir in ["sled", "journal", "snapshots"] {
         copy_tree(&data_dir.join(dir), &to.join(dir))?;
     }
-    if let Some(seq) = recovery::synced_batch(data_dir) {
-        recovery::write_synced_marker(to, seq)?;
+    if let Some(seq) = datadir::synced_batch(data_dir) {
+        datadir::write_synced_marker(to, seq)?;
     }
     Ok(())
 }

@@ -121,7 +121,7 @@ pub fn write(
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, &final_path)?;
-    journal::sync_dir(&d)?;
+    super::datadir::sync_dir(&d)?;
     Ok(final_path)
 }
 
@@ -215,7 +215,7 @@ pub fn prune(data_dir: &Path) -> io::Result<()> {
             fs::remove_file(path)?;
         }
     }
-    journal::sync_dir(&jdir)
+    super::datadir::sync_dir(&jdir)
 }
 
 /// Decides when to snapshot and runs one at a time in the background.

@@ -48,7 +48,7 @@ pub enum Tree {
     KeyBlocks = 14,
     /// upload id (u64 BE) → `keyblock::StagedUpload`: uploads staged and
     /// not yet published. Written before the rest of its batch, removed
-    /// after it (`writer::apply_writes`).
+    /// after it (`apply::apply_writes`).
     Uploads = 15,
 }
 
@@ -109,7 +109,7 @@ pub struct Trees {
     trees: Vec<sled::Tree>,
     /// Set once sled answered an error. From its first I/O error (a full
     /// disk) sled refuses every write, and may fail reads that restructure
-    /// its tree, until it is opened again (`writer::Committer::resume`).
+    /// its tree, until it is opened again (`writer::commit::Committer::resume`).
     failed: std::sync::atomic::AtomicBool,
 }
 

@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn slow_journal_syncs_are_counted_from_faka_s_own_histogram() {
-        let h = faka::ops::metrics::writer_histograms();
+        let h = faka::store::WriterStats::default();
         for secs in [0.0004, 0.01, 0.05, 0.051, 0.3] {
             h.journal_sync_seconds.observe(secs);
         }

@@ -4,20 +4,25 @@
 //! to take one), point reads see it through `view::Unapplied` and reads that
 //! walk a tree answer 503 rather than show a state older than one
 //! acknowledged (`Store::trees`).
+//!
+//! Orders, products and retention read here; `keys` and `outbox` hold the
+//! reads of each.
 
 use super::codec;
-use super::keyblock::{self, KeyBlock};
 use super::tree::{self, Tree};
-use super::tx::{outbox_group_expired, OUTBOX_GROUP_MAX};
+use super::tx::outbox::outbox_group_expired;
 use super::Store;
 use crate::domain::ids::OrderNo;
-use crate::domain::model::{
-    DeliveryState, IdempotencyRecord, KeyRecord, Order, OutboxEvent, Product,
-};
+use crate::domain::model::{IdempotencyRecord, Order, OutboxEvent, Product};
 use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+
+mod keys;
+mod outbox;
+
+pub use keys::KeyPage;
+pub(crate) use outbox::outbox_counts_in;
 
 fn storage(e: impl std::fmt::Display) -> Error {
     tracing::error!(error = %e, "store read failed");
@@ -53,9 +58,12 @@ pub struct OrderPage {
 /// One stored record: tree id, key, value.
 pub type RawRecord = (u8, Vec<u8>, Vec<u8>);
 
-pub struct KeyPage {
-    pub keys: Vec<(u64, KeyRecord)>,
-    pub next_cursor: Option<u64>,
+/// One step of the retention pruner's walk over a tree.
+pub struct Expired {
+    /// Keys of the records past their age.
+    pub keys: Vec<Vec<u8>>,
+    /// Where the next step starts; `None` at the end of the tree.
+    pub next: Option<Vec<u8>>,
 }
 
 impl Store {
@@ -97,107 +105,6 @@ impl Store {
 
     pub fn order(&self, order_no: &str) -> Result<Option<Order>> {
         self.read(Tree::Orders, order_no.as_bytes())
-    }
-
-    /// A key's record: its own row once its state changed, else its slot in
-    /// its import block (see `keyblock`). `None` for unknown or deleted ids.
-    pub fn key(&self, id: u64) -> Result<Option<KeyRecord>> {
-        match self.read_raw(Tree::Keys, &tree::u64_key(id))? {
-            Some(v) => keyblock::own_record(&v).map_err(storage),
-            None => {
-                let (block, slot) = keyblock::locate(id);
-                let b: Option<KeyBlock> =
-                    self.read(Tree::KeyBlocks, &keyblock::block_key(block))?;
-                Ok(b.and_then(|b| b.record(slot)))
-            }
-        }
-    }
-
-    /// The blocks of staged, unpublished uploads, as sorted runs: their
-    /// keys are nobody's yet (see `keyblock::StagedUpload`).
-    pub(crate) fn staged_runs(&self) -> Result<Vec<(u64, u64)>> {
-        let mut runs = Vec::new();
-        for item in self.trees()?.get(Tree::Uploads).iter() {
-            let (_, v) = item.map_err(storage)?;
-            runs.extend(decode::<keyblock::StagedUpload>(&v)?.runs);
-        }
-        runs.sort_unstable();
-        Ok(runs)
-    }
-
-    /// Whether an upload is staged and not yet published.
-    pub fn has_staged_uploads(&self) -> Result<bool> {
-        Ok(!self.trees()?.get(Tree::Uploads).is_empty())
-    }
-
-    /// Visits every key with an id in `start..end`, in id order: each
-    /// block's slots, with the key's own row (if its state changed) in place
-    /// of the slot, deleted keys and staged uploads left out. `f` returns
-    /// false to stop.
-    fn visit_keys(
-        &self,
-        start: u64,
-        end: u64,
-        mut f: impl FnMut(u64, KeyRecord) -> Result<bool>,
-    ) -> Result<()> {
-        let trees = self.trees()?;
-        let mut rows = trees
-            .get(Tree::Keys)
-            .range(tree::u64_key(start)..)
-            .peekable();
-        let first_block = keyblock::locate(start).0;
-        let staged = self.staged_runs()?;
-        for item in trees
-            .get(Tree::KeyBlocks)
-            .range(keyblock::block_key(first_block)..)
-        {
-            let (k, v) = item.map_err(storage)?;
-            let block = tree::read_u64(&k).unwrap_or(0);
-            if keyblock::in_runs(&staged, block) {
-                continue;
-            }
-            let b: KeyBlock = decode(&v)?;
-            let base = keyblock::first_id(block);
-            for slot in 0..b.len() {
-                let id = base + slot as u64;
-                if id < start {
-                    continue;
-                }
-                if id >= end {
-                    return Ok(());
-                }
-                // Rows of ids no block holds (none are written) are skipped.
-                let mut own = None;
-                while let Some(row) = rows.peek() {
-                    let row_id = match row {
-                        Ok((rk, _)) => tree::read_u64(rk).unwrap_or(0),
-                        Err(_) => {
-                            if let Some(Err(e)) = rows.next() {
-                                return Err(storage(e));
-                            }
-                            continue;
-                        }
-                    };
-                    if row_id > id {
-                        break;
-                    }
-                    if let Some(Ok((_, rv))) = rows.next() {
-                        if row_id == id {
-                            own = Some(rv);
-                        }
-                    }
-                }
-                let rec = match own {
-                    Some(rv) => keyblock::own_record(&rv).map_err(storage)?,
-                    None => b.record(slot),
-                };
-                let Some(rec) = rec else { continue };
-                if !f(id, rec)? {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Orders newest first, from `cursor` (an order number, exclusive) down.
@@ -291,97 +198,6 @@ impl Store {
         Ok([OrderRange::Below(split.clone()), OrderRange::From(split)])
     }
 
-    /// Visits every key record with its id.
-    pub fn for_each_key(&self, f: impl FnMut(u64, KeyRecord) -> Result<()>) -> Result<()> {
-        self.for_each_key_in(0, u64::MAX, f)
-    }
-
-    /// Visits the key records with ids in `start..end`.
-    pub fn for_each_key_in(
-        &self,
-        start: u64,
-        end: u64,
-        mut f: impl FnMut(u64, KeyRecord) -> Result<()>,
-    ) -> Result<()> {
-        self.visit_keys(start, end, |id, rec| f(id, rec).map(|()| true))
-    }
-
-    /// The first and last stored block numbers (0 and 0 without blocks).
-    fn block_span(&self) -> Result<(u64, u64)> {
-        let trees = self.trees()?;
-        let blocks = trees.get(Tree::KeyBlocks);
-        let block = |kv: Option<(sled::IVec, sled::IVec)>| {
-            kv.and_then(|(k, _)| tree::read_u64(&k)).unwrap_or(0)
-        };
-        Ok((
-            block(blocks.first().map_err(storage)?),
-            block(blocks.last().map_err(storage)?),
-        ))
-    }
-
-    /// A key id about halfway through the imported blocks, for two threads
-    /// to read the keys below and from it at once.
-    pub fn middle_key_id(&self) -> Result<u64> {
-        let (first, last) = self.block_span()?;
-        Ok(keyblock::first_id(first + last.saturating_sub(first) / 2))
-    }
-
-    /// One past the last key id of the stored blocks: every stored key's id
-    /// is below it (ids are handed out in blocks, from a counter).
-    pub fn key_id_end(&self) -> Result<u64> {
-        let (_, last) = self.block_span()?;
-        Ok(keyblock::first_id(last.saturating_add(1)))
-    }
-
-    /// Keys of a product in id order, optionally of one state, after `cursor`.
-    pub fn keys_page(
-        &self,
-        product_id: &str,
-        state: Option<&str>,
-        limit: usize,
-        cursor: Option<u64>,
-    ) -> Result<KeyPage> {
-        let mut keys = Vec::new();
-        let mut next_cursor = None;
-        let start = cursor.map_or(0, |c| c.saturating_add(1));
-        if state == Some("available") {
-            // Available keys have their own index: no need to walk sold ones.
-            let prefix = tree::scope_prefix(product_id);
-            let from = keyblock::product_block_key(product_id, keyblock::locate(start).0);
-            'rows: for item in self.trees()?.get(Tree::Avail).range(from..) {
-                let (k, v) = item.map_err(storage)?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                let Some(block) = keyblock::block_of_product_key(&k) else {
-                    continue;
-                };
-                for id in keyblock::ids_in(block, keyblock::bits(Some(&v)), start) {
-                    if keys.len() == limit {
-                        next_cursor = keys.last().map(|(id, _)| *id);
-                        break 'rows;
-                    }
-                    if let Some(rec) = self.key(id)? {
-                        keys.push((id, rec));
-                    }
-                }
-            }
-            return Ok(KeyPage { keys, next_cursor });
-        }
-        self.visit_keys(start, u64::MAX, |id, rec| {
-            if rec.product_id != product_id || state.is_some_and(|s| s != rec.state.name()) {
-                return Ok(true);
-            }
-            if keys.len() == limit {
-                next_cursor = keys.last().map(|(id, _)| *id);
-                return Ok(false);
-            }
-            keys.push((id, rec));
-            Ok(true)
-        })?;
-        Ok(KeyPage { keys, next_cursor })
-    }
-
     /// Whether `order`'s expiry is scheduled (every pending order's is:
     /// the sweeper and the hold caps' count find pending orders there).
     pub fn expiry_scheduled(&self, order: &Order) -> Result<bool> {
@@ -405,49 +221,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Outbox events, oldest first, from `cursor` (exclusive).
-    pub fn outbox_page(
-        &self,
-        state: Option<DeliveryState>,
-        limit: usize,
-        cursor: Option<u64>,
-    ) -> Result<(Vec<OutboxEvent>, Option<u64>)> {
-        let start = cursor.map_or(0, |c| c.saturating_add(1));
-        let mut out = Vec::new();
-        let mut next = None;
-        for e in self.outbox_events_from(start)? {
-            let e = e?;
-            if state.is_some_and(|s| s != e.state) {
-                continue;
-            }
-            if out.len() == limit {
-                next = out.last().map(|e: &OutboxEvent| e.seq);
-                break;
-            }
-            out.push(e);
-        }
-        Ok((out, next))
-    }
-
-    /// Every outbox event with seq ≥ `from`, oldest first, unpacked from the
-    /// per-order groups they are stored in (`Tx::put_outbox`).
-    fn outbox_events_from(&self, from: u64) -> Result<impl Iterator<Item = Result<OutboxEvent>>> {
-        let first = from.saturating_sub(OUTBOX_GROUP_MAX as u64 - 1);
-        Ok(self
-            .trees()?
-            .get(Tree::Outbox)
-            .range(tree::u64_key(first)..)
-            .values()
-            .flat_map(|v| {
-                let group: Result<Vec<OutboxEvent>> = v.map_err(storage).and_then(|v| decode(&v));
-                match group {
-                    Ok(g) => g.into_iter().map(Ok).collect::<Vec<_>>(),
-                    Err(e) => vec![Err(e)],
-                }
-            })
-            .filter(move |e| e.as_ref().map_or(true, |e| e.seq >= from)))
     }
 
     /// The audit trail of payment attempts that changed nothing, oldest
@@ -485,55 +258,6 @@ impl Store {
         }
         Ok(out)
     }
-}
-
-impl Store {
-    /// The available-key index (for the checker): per product and block,
-    /// the bitmap of the block's available keys.
-    pub fn available_index(&self) -> Result<BTreeMap<(String, u64), u64>> {
-        let mut out = BTreeMap::new();
-        for item in self.trees()?.get(Tree::Avail).iter() {
-            let (k, v) = item.map_err(storage)?;
-            let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
-            let product = String::from_utf8_lossy(&k[..end]).into_owned();
-            let block = keyblock::block_of_product_key(&k).unwrap_or(0);
-            out.insert((product, block), keyblock::bits(Some(&v)));
-        }
-        Ok(out)
-    }
-}
-
-impl Store {
-    /// Events still to be sent, oldest first, scanning from `from_seq`.
-    /// Also returns the new low-water mark: the first pending event seen,
-    /// or past the end when none is pending.
-    pub fn pending_outbox(&self, from_seq: u64, limit: usize) -> Result<(Vec<OutboxEvent>, u64)> {
-        let mut out = Vec::new();
-        let mut low = None;
-        let mut next = from_seq;
-        for e in self.outbox_events_from(from_seq)? {
-            let e = e?;
-            next = e.seq + 1;
-            if e.state == DeliveryState::Pending {
-                low.get_or_insert(e.seq);
-                out.push(e);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok((out, low.unwrap_or(next)))
-    }
-
-    pub fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>> {
-        for e in self.outbox_events_from(seq)? {
-            let e = e?;
-            if e.seq >= seq {
-                return Ok((e.seq == seq).then_some(e));
-            }
-        }
-        Ok(None)
-    }
 
     /// Orders per status, in `OrderStatus::ALL` order, as the writer counts
     /// them (kept with every batch; no scan).
@@ -564,34 +288,6 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// How many outbox events are pending and dead, as the writer counts
-    /// them (kept with every batch; no scan).
-    pub fn outbox_counts(&self) -> (u64, u64) {
-        let stats = self.stats();
-        (
-            stats
-                .outbox_pending
-                .load(std::sync::atomic::Ordering::SeqCst),
-            stats.outbox_dead.load(std::sync::atomic::Ordering::SeqCst),
-        )
-    }
-
-    /// How many outbox events are pending and dead, counted in the outbox
-    /// itself (reads every event: for the checker).
-    pub fn outbox_counts_scanned(&self) -> Result<(u64, u64)> {
-        outbox_counts_in(&*self.trees()?).map_err(storage)
-    }
-}
-
-/// One step of the retention pruner's walk over a tree.
-pub struct Expired {
-    /// Keys of the records past their age.
-    pub keys: Vec<Vec<u8>>,
-    /// Where the next step starts; `None` at the end of the tree.
-    pub next: Option<Vec<u8>>,
-}
-
-impl Store {
     /// Idempotency records made before `cutoff_ms`, among at most `scan`
     /// rows from key `from` on.
     pub fn expired_idempotency(&self, cutoff_ms: i64, from: &[u8], scan: usize) -> Result<Expired> {
@@ -639,25 +335,10 @@ impl Store {
     }
 }
 
-/// Pending and dead events in the outbox of `trees`, counted event by event.
-pub(crate) fn outbox_counts_in(
-    trees: &super::tree::Trees,
-) -> std::result::Result<(u64, u64), String> {
-    let mut c = super::Counters::default();
-    for group in trees.get(Tree::Outbox).iter().values() {
-        let group = group.map_err(|e| e.to_string())?;
-        let events: Vec<OutboxEvent> = codec::decode(&group).map_err(|e| e.to_string())?;
-        for e in events {
-            c.count_outbox(e.state, true);
-        }
-    }
-    Ok((c.outbox_pending, c.outbox_dead))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::{Store, StoreOptions};
     use crate::domain::model::PaymentAttempt;
+    use crate::store::{Store, StoreOptions};
 
     fn attempt(at_ms: i64, result: &str) -> PaymentAttempt {
         PaymentAttempt {
