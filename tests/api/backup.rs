@@ -2,7 +2,6 @@
 //! restore, and — because merchants copy the data directory — `cp -a` of a
 //! live data directory under write load, twenty times.
 
-use crate::crash::{pay_hmac, seed, start_binary, write_config_with};
 use crate::helpers::*;
 use faka::domain::order::OrderStatus;
 use faka::store::{Store, StoreOptions};
@@ -41,8 +40,7 @@ fn the_backup_api_copies_a_consistent_store_that_restores_and_serves() {
     );
 
     let restored = app.dir.path().join("restored");
-    let out = Command::new(bin_path())
-        .args(["--config", "/nonexistent/none.toml", "restore"])
+    let out = faka_command(Path::new("/nonexistent/none.toml"), &["restore"])
         .arg(&path)
         .arg("--data-dir")
         .arg(&restored)
@@ -90,11 +88,7 @@ fn the_backup_command_works_while_the_shop_serves() {
         &[],
     );
     let out = dir.path().join("bk");
-    let run = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "backup", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = faka_cli(&config, &["backup", "--out", out.to_str().unwrap()]);
     assert!(
         run.status.success(),
         "{}",
@@ -107,13 +101,15 @@ fn the_backup_command_works_while_the_shop_serves() {
     server.child.kill().unwrap();
     let _ = server.child.wait();
     let restored = dir.path().join("restored");
-    let run = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "restore"])
-        .arg(&out)
-        .arg("--data-dir")
-        .arg(&restored)
-        .output()
-        .unwrap();
+    let run = faka_cli(
+        &config,
+        &[
+            "restore",
+            out.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+    );
     assert!(
         run.status.success(),
         "{}",
@@ -140,13 +136,15 @@ fn the_backup_command_works_while_the_shop_serves() {
         files
     };
     let before = listing(&restored);
-    let into_existing = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "restore"])
-        .arg(&out)
-        .arg("--data-dir")
-        .arg(&restored)
-        .output()
-        .unwrap();
+    let into_existing = faka_cli(
+        &config,
+        &[
+            "restore",
+            out.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+    );
     assert!(
         !into_existing.status.success(),
         "restore never overwrites a data dir"

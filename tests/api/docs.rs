@@ -5,7 +5,7 @@
 //! README shows under `# →` and never with an error. And `docs/API.md`'s
 //! endpoint table names exactly the routes faka serves.
 
-use crate::crash::start_binary;
+use crate::helpers::start_binary;
 use std::process::Command;
 
 const README: &str = include_str!("../../README.md");

@@ -4,7 +4,6 @@
 //! directory synced, which for a bare name is the working directory), and a
 //! second start must open what the first sealed.
 
-use crate::crash::{start_command, unsafe_sigterm, Server};
 use crate::helpers::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};

@@ -2,13 +2,12 @@
 //! parse and never hold a secret, request ids, and a graceful stop on SIGTERM
 //! that loses no acknowledged write.
 
-use crate::crash::{seed, start_binary, unsafe_sigterm, write_config_with};
 use crate::helpers::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Parses Prometheus text into `name{labels}` → value, failing on any line
@@ -147,8 +146,7 @@ fn json_logs_parse_carry_request_ids_and_never_hold_a_secret() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "serve"])
+    let mut child = faka_command(&config, &["serve"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

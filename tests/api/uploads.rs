@@ -2,12 +2,10 @@
 //! it is being stored leaves none of its keys or all of them, and the
 //! store checks clean after the restart.
 
-use crate::crash::{seed, start_binary, unsafe_sigterm, write_config_with};
 use crate::helpers::*;
 use rand::Rng;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::Duration;
 
 /// The seq of the last durable batch, from the metrics.
@@ -106,13 +104,5 @@ fn kill_9_during_a_300k_key_upload_leaves_none_or_all_of_it() {
     unsafe_sigterm(&server.child);
     let mut server = server;
     assert!(server.child.wait().unwrap().success());
-    let check = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    assert_check_passes(&config);
 }
