@@ -227,14 +227,7 @@ fn verify(server: &Server, ledger: &Ledger) -> usize {
             assert!(ev.contains(&"order.delivered".to_string()), "{no}: {ev:?}");
         }
     }
-    let p: Value = c
-        .get(format!("{base}/api/v1/admin/products"))
-        .bearer_auth(ADMIN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let k = &p["products"][0]["keys"];
+    let k = &key_counts(&c, base);
     let total = k["available"].as_u64().unwrap()
         + k["held"].as_u64().unwrap()
         + k["sold"].as_u64().unwrap();

@@ -84,14 +84,7 @@ fn verify(base: &str, acked: &[Acked], imported: u64) {
             );
         }
     }
-    let list: Value = client
-        .get(format!("{base}/api/v1/admin/products"))
-        .bearer_auth(ADMIN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let k = &list["products"][0]["keys"];
+    let k = &key_counts(&client, base);
     let total = k["available"].as_u64().unwrap()
         + k["held"].as_u64().unwrap()
         + k["sold"].as_u64().unwrap();
@@ -162,9 +155,7 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
     let acked_total = acked.lock().unwrap().len();
     assert!(acked_total > 0, "the load produced acknowledged payments");
     // A clean stop, then the offline checker agrees.
-    unsafe_sigterm(&server.child);
-    let status = server.child.wait().unwrap();
-    assert!(status.success(), "graceful stop exits 0");
+    server.stop_gracefully();
     assert_check_passes(&config);
 }
 

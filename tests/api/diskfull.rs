@@ -55,7 +55,7 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
             &fs.0.join("data").display().to_string(),
         )
     });
-    let mut server = start_binary(&config);
+    let server = start_binary(&config);
     let c = Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -114,8 +114,7 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
         c.get(format!("{base}/healthz")).send().unwrap().status(),
         200
     );
-    unsafe_sigterm(&server.child);
-    assert!(server.child.wait().unwrap().success());
+    server.stop_gracefully();
     assert_check_passes(&config);
     let store =
         faka::store::Store::open(&faka::store::StoreOptions::new(fs.0.join("data"))).unwrap();
@@ -171,7 +170,7 @@ fn a_big_upload_refused_for_a_full_disk_stores_none_of_its_keys() {
             &fs.0.join("data").display().to_string(),
         )
     });
-    let mut server = start_binary(&config);
+    let server = start_binary(&config);
     let c = Client::builder()
         .timeout(Duration::from_secs(300))
         .build()
@@ -183,16 +182,7 @@ fn a_big_upload_refused_for_a_full_disk_stores_none_of_its_keys() {
         json!({"id": "p", "name": "P", "price": 100}),
         &seeded,
     );
-    let counts = || -> Value {
-        let v: Value = c
-            .get(format!("{base}/api/v1/admin/products"))
-            .bearer_auth(ADMIN)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        v["products"][0]["keys"].clone()
-    };
+    let counts = || key_counts(&c, &base);
     let stock = || -> u64 {
         let v: Value = c
             .get(format!("{base}/api/v1/products/p"))
@@ -243,8 +233,7 @@ fn a_big_upload_refused_for_a_full_disk_stores_none_of_its_keys() {
         done,
         json!({"added": 100_000, "duplicates": 0, "stock": 100_500})
     );
-    unsafe_sigterm(&server.child);
-    assert!(server.child.wait().unwrap().success());
+    server.stop_gracefully();
     assert_check_passes(&config);
 }
 
@@ -274,7 +263,7 @@ fn sled_filling_the_disk_after_the_journal_loses_no_acknowledged_order() {
         )
         .replace("[storage]\n", "[storage]\nmin_free_mb = 0\n")
     });
-    let mut server = start_binary(&config);
+    let server = start_binary(&config);
     let c = Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -359,7 +348,6 @@ fn sled_filling_the_disk_after_the_journal_loses_no_acknowledged_order() {
         assert_eq!(pay_hmac(&c, &base, no, &format!("T-{i}"), 100), Some(200));
         assert_eq!(view(o).json::<Value>().unwrap()["status"], "delivered");
     }
-    unsafe_sigterm(&server.child);
-    assert!(server.child.wait().unwrap().success());
+    server.stop_gracefully();
     assert_check_passes(&config);
 }

@@ -63,7 +63,7 @@ fn shop_with_paid_orders(n: usize, storage: &str, stop: Stop) -> Shop {
         orders.push((no, token, key));
     }
     match stop {
-        Stop::Clean => stop_cleanly(server),
+        Stop::Clean => server.stop_gracefully(),
         Stop::Kill => {
             wait_for_flush_marker(&server, dir.path());
             kill_9(server);
@@ -84,11 +84,6 @@ fn delivered_key(c: &Client, base: &str, no: &str, token: &str) -> Option<String
         .json()
         .ok()?;
     (v["status"] == "delivered").then(|| v["keys"][0].as_str().unwrap_or("").to_string())
-}
-
-fn stop_cleanly(mut server: Server) {
-    unsafe_sigterm(&server.child);
-    assert!(server.child.wait().unwrap().success());
 }
 
 fn kill_9(mut server: Server) {
@@ -233,7 +228,7 @@ fn assert_all_delivered(shop: &Shop) {
             "order {no}"
         );
     }
-    stop_cleanly(server);
+    server.stop_gracefully();
 }
 
 #[test]
@@ -344,7 +339,7 @@ fn a_second_faka_on_the_same_data_directory_is_refused_even_after_rm_lock() {
         "{}",
         cli_text(&repaired)
     );
-    stop_cleanly(server);
+    server.stop_gracefully();
 }
 
 /// A well-formed master key that is not the shop's is refused at start;
@@ -418,6 +413,6 @@ fn repair_sets_damage_aside_and_reports_the_orders_it_drops() {
             assert_eq!(got.as_deref(), Some(key.as_str()), "{no} was kept");
         }
     }
-    stop_cleanly(server);
+    server.stop_gracefully();
     assert_check_passes(&shop.config);
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Server {
     pub child: Child,
@@ -35,6 +35,26 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// SIGTERM, then the exit, which must come within 60 s and be 0: a
+    /// graceful stop that drained its writes.
+    pub fn stop_gracefully(mut self) {
+        unsafe_sigterm(&self.child);
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "faka did not stop within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "graceful stop exits 0");
     }
 }
 
@@ -132,6 +152,19 @@ pub fn seed(base: &str, product: Value, keys: &[String]) {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// The first product's key counts (`available`, `held`, `sold`, …) from
+/// the admin listing of a running binary.
+pub fn key_counts(c: &Client, base: &str) -> Value {
+    let list: Value = c
+        .get(format!("{base}/api/v1/admin/products"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    list["products"][0]["keys"].clone()
 }
 
 /// Sends a signed hmac callback as the gateway would; the answer's status,
