@@ -88,12 +88,7 @@ fn the_backup_command_works_while_the_shop_serves() {
         &[],
     );
     let out = dir.path().join("bk");
-    let run = faka_cli(&config, &["backup", "--out", out.to_str().unwrap()]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = faka_cli_ok(&config, &["backup", "--out", out.to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&run.stdout).contains("faka.key"),
         "reminds to keep the key"
@@ -101,20 +96,12 @@ fn the_backup_command_works_while_the_shop_serves() {
     server.child.kill().unwrap();
     let _ = server.child.wait();
     let restored = dir.path().join("restored");
-    let run = faka_cli(
-        &config,
-        &[
-            "restore",
-            out.to_str().unwrap(),
-            "--data-dir",
-            restored.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let restore = || {
+        let (out, to) = (out.to_str().unwrap(), restored.to_str().unwrap());
+        faka_cli(&config, &["restore", out, "--data-dir", to])
+    };
+    let run = restore();
+    assert!(run.status.success(), "{}", cli_text(&run));
     let store = open_and_check(&restored);
     assert!(store.product("p").unwrap().is_some());
     store.close();
@@ -136,15 +123,7 @@ fn the_backup_command_works_while_the_shop_serves() {
         files
     };
     let before = listing(&restored);
-    let into_existing = faka_cli(
-        &config,
-        &[
-            "restore",
-            out.to_str().unwrap(),
-            "--data-dir",
-            restored.to_str().unwrap(),
-        ],
-    );
+    let into_existing = restore();
     assert!(
         !into_existing.status.success(),
         "restore never overwrites a data dir"

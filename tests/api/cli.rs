@@ -69,27 +69,17 @@ fn import_reads_a_key_file_offline_and_through_a_running_shop() {
     .unwrap();
     let file = dir.path().join("keys.txt");
     std::fs::write(&file, "A-1\nA-2\n\n  A-3  \nA-1\n").unwrap();
-    let out = faka_cli(
+    let out = faka_cli_ok(
         &config,
         &["import", "--product", "p", file.to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 keys added, 1 duplicates"));
 
     let mut server = start_binary(&config);
     std::fs::write(&file, "A-3\nB-1\nB-2\n").unwrap();
-    let out = faka_cli(
+    let out = faka_cli_ok(
         &config,
         &["import", "--product", "p", file.to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 keys added, 1 duplicates"));
     let list: serde_json::Value = reqwest::blocking::Client::new()
@@ -115,8 +105,7 @@ fn rotating_the_admin_token_replaces_it_at_once() {
     let text = config_text(dir.path(), "[log]\nformat = \"json\"\n")
         .replace(&format!("token = \"{ADMIN}\""), "");
     std::fs::write(&config, text).unwrap();
-    let first = faka_cli(&config, &["admin-token", "--rotate"]);
-    assert!(first.status.success());
+    let first = faka_cli_ok(&config, &["admin-token", "--rotate"]);
     let old = String::from_utf8_lossy(&first.stdout).trim().to_string();
     let mut server = start_binary(&config);
     let c = reqwest::blocking::Client::new();

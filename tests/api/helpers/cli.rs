@@ -39,9 +39,14 @@ pub fn cli_text(out: &Output) -> String {
     )
 }
 
+/// Runs `faka --config <config> <args>`, which must exit 0; its output.
+pub fn faka_cli_ok(config: &Path, args: &[&str]) -> Output {
+    let out = faka_cli(config, args);
+    assert!(out.status.success(), "faka {args:?}: {}", cli_text(&out));
+    out
+}
+
 /// `faka check` on the (stopped) shop of `config` exits 0; its output.
 pub fn assert_check_passes(config: &Path) -> Output {
-    let out = faka_cli(config, &["check"]);
-    assert!(out.status.success(), "faka check: {}", cli_text(&out));
-    out
+    faka_cli_ok(config, &["check"])
 }
