@@ -2,7 +2,6 @@
 //! restore, and — because merchants copy the data directory — `cp -a` of a
 //! live data directory under write load, twenty times.
 
-use crate::crash::{pay_hmac, seed, start_binary, write_config_with};
 use crate::helpers::*;
 use faka::domain::order::OrderStatus;
 use faka::store::{Store, StoreOptions};
@@ -41,8 +40,7 @@ fn the_backup_api_copies_a_consistent_store_that_restores_and_serves() {
     );
 
     let restored = app.dir.path().join("restored");
-    let out = Command::new(bin_path())
-        .args(["--config", "/nonexistent/none.toml", "restore"])
+    let out = faka_command(Path::new("/nonexistent/none.toml"), &["restore"])
         .arg(&path)
         .arg("--data-dir")
         .arg(&restored)
@@ -90,16 +88,7 @@ fn the_backup_command_works_while_the_shop_serves() {
         &[],
     );
     let out = dir.path().join("bk");
-    let run = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "backup", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = faka_cli_ok(&config, &["backup", "--out", out.to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&run.stdout).contains("faka.key"),
         "reminds to keep the key"
@@ -107,18 +96,12 @@ fn the_backup_command_works_while_the_shop_serves() {
     server.child.kill().unwrap();
     let _ = server.child.wait();
     let restored = dir.path().join("restored");
-    let run = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "restore"])
-        .arg(&out)
-        .arg("--data-dir")
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let restore = || {
+        let (out, to) = (out.to_str().unwrap(), restored.to_str().unwrap());
+        faka_cli(&config, &["restore", out, "--data-dir", to])
+    };
+    let run = restore();
+    assert!(run.status.success(), "{}", cli_text(&run));
     let store = open_and_check(&restored);
     assert!(store.product("p").unwrap().is_some());
     store.close();
@@ -140,13 +123,7 @@ fn the_backup_command_works_while_the_shop_serves() {
         files
     };
     let before = listing(&restored);
-    let into_existing = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "restore"])
-        .arg(&out)
-        .arg("--data-dir")
-        .arg(&restored)
-        .output()
-        .unwrap();
+    let into_existing = restore();
     assert!(
         !into_existing.status.success(),
         "restore never overwrites a data dir"

@@ -7,14 +7,11 @@
 //! change. `CHAOS_CYCLES=50 cargo test --test api chaos -- --nocapture` is
 //! the long mode; CI runs the short one (5 cycles). Also: a full disk.
 
-use crate::crash::{pay_hmac, seed, start_binary, Server};
 use crate::helpers::*;
 use rand::Rng;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -230,14 +227,7 @@ fn verify(server: &Server, ledger: &Ledger) -> usize {
             assert!(ev.contains(&"order.delivered".to_string()), "{no}: {ev:?}");
         }
     }
-    let p: Value = c
-        .get(format!("{base}/api/v1/admin/products"))
-        .bearer_auth(ADMIN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let k = &p["products"][0]["keys"];
+    let k = &key_counts(&c, base);
     let total = k["available"].as_u64().unwrap()
         + k["held"].as_u64().unwrap()
         + k["sold"].as_u64().unwrap();
@@ -248,18 +238,6 @@ fn verify(server: &Server, ledger: &Ledger) -> usize {
         ledger.maybe_imported
     );
     ledger.paid.len()
-}
-
-fn faka_check(config: &Path) {
-    let out = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "faka check after a kill:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 #[test]
@@ -307,7 +285,7 @@ fn chaos_kill_9_under_mixed_load_breaks_no_promise() {
         for a in actors {
             a.join().unwrap();
         }
-        faka_check(&config);
+        assert_check_passes(&config);
         server = start_binary(&config);
         let paid = verify(&server, &ledger.lock().unwrap());
         eprintln!(

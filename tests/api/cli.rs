@@ -1,23 +1,14 @@
 //! The `faka` command line: version and help, check, import, admin-token.
 
-use crate::crash::start_binary;
 use crate::helpers::*;
 use serde_json::json;
-use std::process::{Command, Output};
-
-fn faka(args: &[&str]) -> Output {
-    Command::new(bin_path())
-        .args(args)
-        .output()
-        .expect("run faka")
-}
 
 #[test]
 fn version_and_help_speak_to_a_merchant() {
-    let v = faka(&["--version"]);
+    let v = faka_bare(&["--version"]);
     assert!(v.status.success());
     assert!(String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")));
-    let h = String::from_utf8_lossy(&faka(&["--help"]).stdout).to_string();
+    let h = String::from_utf8_lossy(&faka_bare(&["--help"]).stdout).to_string();
     for cmd in [
         "serve",
         "check",
@@ -38,12 +29,7 @@ fn check_passes_on_a_healthy_store_and_reports_a_broken_one() {
     let dir = app.stop();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(dir.path(), "")).unwrap();
-    let ok = faka(&["--config", config.to_str().unwrap(), "check"]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
+    let ok = assert_check_passes(&config);
     assert!(String::from_utf8_lossy(&ok.stdout).contains("0 violation"));
 
     // Break an invariant behind the shop's back: a held key whose order does not list it.
@@ -63,7 +49,7 @@ fn check_passes_on_a_healthy_store_and_reports_a_broken_one() {
         .unwrap();
     store.close();
     drop(store);
-    let bad = faka(&["--config", config.to_str().unwrap(), "check"]);
+    let bad = faka_cli(&config, &["check"]);
     assert!(!bad.status.success());
     let report = String::from_utf8_lossy(&bad.stdout);
     assert!(report.contains("F0000000000000000"), "{report}");
@@ -83,35 +69,17 @@ fn import_reads_a_key_file_offline_and_through_a_running_shop() {
     .unwrap();
     let file = dir.path().join("keys.txt");
     std::fs::write(&file, "A-1\nA-2\n\n  A-3  \nA-1\n").unwrap();
-    let out = faka(&[
-        "--config",
-        config.to_str().unwrap(),
-        "import",
-        "--product",
-        "p",
-        file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = faka_cli_ok(
+        &config,
+        &["import", "--product", "p", file.to_str().unwrap()],
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 keys added, 1 duplicates"));
 
     let mut server = start_binary(&config);
     std::fs::write(&file, "A-3\nB-1\nB-2\n").unwrap();
-    let out = faka(&[
-        "--config",
-        config.to_str().unwrap(),
-        "import",
-        "--product",
-        "p",
-        file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = faka_cli_ok(
+        &config,
+        &["import", "--product", "p", file.to_str().unwrap()],
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 keys added, 1 duplicates"));
     let list: serde_json::Value = reqwest::blocking::Client::new()
@@ -121,14 +89,10 @@ fn import_reads_a_key_file_offline_and_through_a_running_shop() {
         .json()
         .unwrap();
     assert_eq!(list["stock"], 5);
-    let missing = faka(&[
-        "--config",
-        config.to_str().unwrap(),
-        "import",
-        "--product",
-        "nope",
-        file.to_str().unwrap(),
-    ]);
+    let missing = faka_cli(
+        &config,
+        &["import", "--product", "nope", file.to_str().unwrap()],
+    );
     assert!(!missing.status.success());
     server.child.kill().unwrap();
     let _ = server.child.wait();
@@ -141,13 +105,7 @@ fn rotating_the_admin_token_replaces_it_at_once() {
     let text = config_text(dir.path(), "[log]\nformat = \"json\"\n")
         .replace(&format!("token = \"{ADMIN}\""), "");
     std::fs::write(&config, text).unwrap();
-    let first = faka(&[
-        "--config",
-        config.to_str().unwrap(),
-        "admin-token",
-        "--rotate",
-    ]);
-    assert!(first.status.success());
+    let first = faka_cli_ok(&config, &["admin-token", "--rotate"]);
     let old = String::from_utf8_lossy(&first.stdout).trim().to_string();
     let mut server = start_binary(&config);
     let c = reqwest::blocking::Client::new();
@@ -160,12 +118,7 @@ fn rotating_the_admin_token_replaces_it_at_once() {
             .as_u16()
     };
     assert_eq!(get(&old), 200);
-    let second = faka(&[
-        "--config",
-        config.to_str().unwrap(),
-        "admin-token",
-        "--rotate",
-    ]);
+    let second = faka_cli(&config, &["admin-token", "--rotate"]);
     let new = String::from_utf8_lossy(&second.stdout).trim().to_string();
     assert_ne!(old, new);
     assert_eq!(get(&new), 200);
@@ -180,14 +133,9 @@ fn rotating_the_admin_token_replaces_it_at_once() {
         .unwrap()
         .replace("[admin]\n", "[admin]\ntoken = \"x\"\n");
     std::fs::write(&config, with_config_token).unwrap();
-    assert!(!faka(&[
-        "--config",
-        config.to_str().unwrap(),
-        "admin-token",
-        "--rotate"
-    ])
-    .status
-    .success());
+    assert!(!faka_cli(&config, &["admin-token", "--rotate"])
+        .status
+        .success());
     let _ = json!({});
 }
 
@@ -199,12 +147,11 @@ fn check_and_backup_refuse_a_directory_without_a_shop() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(dir.path(), "")).unwrap();
-    let cfg = config.to_str().unwrap();
-    let check = faka(&["--config", cfg, "check"]);
+    let check = faka_cli(&config, &["check"]);
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stderr).contains("holds no shop"));
     let out = dir.path().join("backup");
-    let backup = faka(&["--config", cfg, "backup", "--out", out.to_str().unwrap()]);
+    let backup = faka_cli(&config, &["backup", "--out", out.to_str().unwrap()]);
     assert!(!backup.status.success());
     assert!(String::from_utf8_lossy(&backup.stderr).contains("holds no shop"));
     assert!(!dir.path().join("data").exists(), "nothing created");
@@ -220,15 +167,13 @@ fn environment_variables_that_are_not_utf8_are_handled() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(dir.path(), "")).unwrap();
-    let theirs = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
+    let theirs = faka_command(&config, &["check"])
         .env("SOMEONE_ELSES", bad)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&theirs.stderr);
     assert!(err.contains("holds no shop"), "the config loaded: {err}");
-    let ours = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
+    let ours = faka_command(&config, &["check"])
         .env("SOMEONE_ELSES", bad)
         .env("FAKA_LOG_LEVEL", bad)
         .output()
@@ -248,11 +193,10 @@ fn environment_variables_that_are_not_utf8_are_handled() {
 #[test]
 fn a_first_start_and_its_errors_read_plainly() {
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::crash::write_config_with(dir.path(), |t| {
+    let config = write_config_with(dir.path(), |t| {
         t.replace("format = \"json\"", "format = \"human\"")
     });
-    let mut child = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "serve"])
+    let mut child = faka_command(&config, &["serve"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -267,7 +211,7 @@ fn a_first_start_and_its_errors_read_plainly() {
         log.push_str(&line);
     }
     // A SIGTERM sent the moment the shop says it serves drains it cleanly.
-    crate::crash::unsafe_sigterm(&child);
+    unsafe_sigterm(&child);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}: {log}");
     assert!(log.contains("a new shop"), "{log}");
@@ -279,8 +223,7 @@ fn a_first_start_and_its_errors_read_plainly() {
     let empty = tempfile::tempdir().unwrap();
     let config = empty.path().join("config.toml");
     std::fs::write(&config, config_text(empty.path(), "")).unwrap();
-    let out = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
+    let out = faka_command(&config, &["check"])
         .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();

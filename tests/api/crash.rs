@@ -8,158 +8,13 @@ use rand::Rng;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub struct Server {
-    pub child: Child,
-    pub base: String,
-    /// How the start opened the store, from its log: "clean", "resumed"
-    /// (sled + the journal after its last flush) or "rebuilt".
-    pub recovery: &'static str,
-    /// Set once the start's invariant check has logged a clean report
-    /// (it runs as the writer's first command while the shop serves).
-    pub checked: Arc<AtomicBool>,
-    /// Whether the start said, before serving, that it skips the check
-    /// after a crash (`check_after_crash = false`).
-    pub check_skipped: bool,
-    /// Whether the start counted the unpaid orders before serving.
-    pub holds_counted: bool,
-}
-
-impl Drop for Server {
-    /// A failing test must not leave a server running (it would hold the
-    /// test's output pipe open).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the real binary with `config`; returns once it serves.
-pub fn start_binary(config: &Path) -> Server {
-    let mut cmd = Command::new(bin_path());
-    cmd.args(["--config", config.to_str().unwrap(), "serve"]);
-    start_command(cmd)
-}
-
-/// Starts the real binary as `cmd` says (arguments, directory,
-/// environment); returns once it serves.
-pub fn start_command(mut cmd: Command) -> Server {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start faka");
-    let stdout = child.stdout.take().unwrap();
-    // Owned from here, so a failed start kills the child instead of leaking it.
-    let mut server = Server {
-        child,
-        base: String::new(),
-        recovery: "clean",
-        checked: Arc::new(AtomicBool::new(false)),
-        check_skipped: false,
-        holds_counted: false,
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let checked = server.checked.clone();
-    std::thread::spawn(move || {
-        let (mut recovery, mut skipped, mut holds) = ("clean", false, false);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                match v["message"].as_str() {
-                    Some("store resumed from sled + journal") => recovery = "resumed",
-                    Some("store rebuilt from snapshot + journal") => recovery = "rebuilt",
-                    Some("store opened and checked") => checked.store(true, Ordering::SeqCst),
-                    Some(m)
-                        if m.starts_with(
-                            "store opened after a crash without the invariant check",
-                        ) =>
-                    {
-                        skipped = true
-                    }
-                    Some("hold counts counted from the pending orders") => holds = true,
-                    Some("faka is serving") => {
-                        let _ =
-                            tx.send((v["port"].as_u64().unwrap_or(0), recovery, skipped, holds));
-                    }
-                    _ => {}
-                }
-            }
-        }
-    });
-    let (port, recovery, skipped, holds_counted) = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("faka started serving");
-    server.base = format!("http://127.0.0.1:{port}");
-    server.recovery = recovery;
-    server.check_skipped = skipped;
-    server.holds_counted = holds_counted;
-    server
-}
-
-/// Creates a product on a running binary and imports `keys` into it.
-pub fn seed(base: &str, product: Value, keys: &[String]) {
-    // Big imports in a debug build on a busy machine take a while.
-    let c = Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap();
-    let r = c
-        .post(format!("{base}/api/v1/admin/products"))
-        .bearer_auth(ADMIN)
-        .json(&product)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
-    if keys.is_empty() {
-        return;
-    }
-    let id = product["id"].as_str().unwrap();
-    let r = c
-        .post(format!("{base}/api/v1/admin/products/{id}/keys"))
-        .bearer_auth(ADMIN)
-        .header("Content-Type", "text/plain")
-        .body(keys.join("\n"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-}
-
-/// Sends a signed hmac callback as the gateway would; the answer's status,
-/// or `None` when the server could not be reached.
-pub fn pay_hmac(c: &Client, base: &str, no: &str, trade: &str, amount: u64) -> Option<u16> {
-    let body =
-        json!({"order_no": no, "trade_no": trade, "amount": amount, "status": "paid"}).to_string();
-    let ts = now_secs().to_string();
-    let sig = faka::payments::hmac::HmacGateway::sign(HMAC_SECRET.as_bytes(), &ts, body.as_bytes());
-    c.post(format!("{base}/api/v1/payments/hmac/notify"))
-        .header("X-Faka-Timestamp", ts)
-        .header("X-Faka-Signature", sig)
-        .body(body)
-        .send()
-        .ok()
-        .map(|r| r.status().as_u16())
-}
-
 fn write_config(dir: &Path) -> std::path::PathBuf {
     write_config_with(dir, |text| text)
-}
-
-/// Writes `dir/config.toml` for the binary: the test defaults with JSON
-/// info logs (what `start_binary` reads), changed by `edit`.
-pub fn write_config_with(dir: &Path, edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
-    let path = dir.join("config.toml");
-    let text = config_text(
-        dir,
-        "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n",
-    );
-    std::fs::write(&path, edit(text)).unwrap();
-    path
 }
 
 #[derive(Clone)]
@@ -229,14 +84,7 @@ fn verify(base: &str, acked: &[Acked], imported: u64) {
             );
         }
     }
-    let list: Value = client
-        .get(format!("{base}/api/v1/admin/products"))
-        .bearer_auth(ADMIN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let k = &list["products"][0]["keys"];
+    let k = &key_counts(&client, base);
     let total = k["available"].as_u64().unwrap()
         + k["held"].as_u64().unwrap()
         + k["sold"].as_u64().unwrap();
@@ -307,18 +155,8 @@ fn kill_9_under_load_never_loses_an_acknowledged_payment() {
     let acked_total = acked.lock().unwrap().len();
     assert!(acked_total > 0, "the load produced acknowledged payments");
     // A clean stop, then the offline checker agrees.
-    unsafe_sigterm(&server.child);
-    let status = server.child.wait().unwrap();
-    assert!(status.success(), "graceful stop exits 0");
-    let check = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    server.stop_gracefully();
+    assert_check_passes(&config);
 }
 
 /// The caps on unpaid orders hold across a kill -9: the restarted shop
@@ -356,10 +194,4 @@ fn the_hold_caps_are_counted_again_before_serving_after_a_kill_9() {
     assert!(server.holds_counted, "counted again before serving");
     assert_eq!(order(&server.base, "CAPPED@example.com"), 429);
     assert_eq!(order(&server.base, "other@example.com"), 201);
-}
-
-pub fn unsafe_sigterm(child: &Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
 }

@@ -4,7 +4,6 @@
 //! the data dir, so it runs where the test may mount one (root); elsewhere
 //! it says so and passes without checking.
 
-use crate::crash::{start_binary, unsafe_sigterm, write_config_with};
 use crate::helpers::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
@@ -56,14 +55,14 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
             &fs.0.join("data").display().to_string(),
         )
     });
-    let mut server = start_binary(&config);
+    let server = start_binary(&config);
     let c = Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let base = server.base.clone();
     let keys: Vec<String> = (0..500).map(|i| format!("FULL-{i}")).collect();
-    crate::crash::seed(&base, json!({"id": "p", "name": "P", "price": 100}), &keys);
+    seed(&base, json!({"id": "p", "name": "P", "price": 100}), &keys);
     let order = || {
         c.post(format!("{base}/api/v1/orders"))
             .json(
@@ -115,17 +114,8 @@ fn a_full_disk_refuses_writes_with_503_and_recovers_when_space_returns() {
         c.get(format!("{base}/healthz")).send().unwrap().status(),
         200
     );
-    unsafe_sigterm(&server.child);
-    assert!(server.child.wait().unwrap().success());
-    let check = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    server.stop_gracefully();
+    assert_check_passes(&config);
     let store =
         faka::store::Store::open(&faka::store::StoreOptions::new(fs.0.join("data"))).unwrap();
     for o in [&first, &back] {
@@ -180,28 +170,19 @@ fn a_big_upload_refused_for_a_full_disk_stores_none_of_its_keys() {
             &fs.0.join("data").display().to_string(),
         )
     });
-    let mut server = start_binary(&config);
+    let server = start_binary(&config);
     let c = Client::builder()
         .timeout(Duration::from_secs(300))
         .build()
         .unwrap();
     let base = server.base.clone();
     let seeded: Vec<String> = (0..500).map(|i| format!("SEED-{i}")).collect();
-    crate::crash::seed(
+    seed(
         &base,
         json!({"id": "p", "name": "P", "price": 100}),
         &seeded,
     );
-    let counts = || -> Value {
-        let v: Value = c
-            .get(format!("{base}/api/v1/admin/products"))
-            .bearer_auth(ADMIN)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        v["products"][0]["keys"].clone()
-    };
+    let counts = || key_counts(&c, &base);
     let stock = || -> u64 {
         let v: Value = c
             .get(format!("{base}/api/v1/products/p"))
@@ -252,17 +233,8 @@ fn a_big_upload_refused_for_a_full_disk_stores_none_of_its_keys() {
         done,
         json!({"added": 100_000, "duplicates": 0, "stock": 100_500})
     );
-    unsafe_sigterm(&server.child);
-    assert!(server.child.wait().unwrap().success());
-    let check = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    server.stop_gracefully();
+    assert_check_passes(&config);
 }
 
 /// The finding of issue 23: with no free-space margin (`min_free_mb = 0`)
@@ -291,14 +263,14 @@ fn sled_filling_the_disk_after_the_journal_loses_no_acknowledged_order() {
         )
         .replace("[storage]\n", "[storage]\nmin_free_mb = 0\n")
     });
-    let mut server = start_binary(&config);
+    let server = start_binary(&config);
     let c = Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let base = server.base.clone();
     let keys: Vec<String> = (0..400).map(|i| format!("SLED-{i}")).collect();
-    crate::crash::seed(&base, json!({"id": "p", "name": "P", "price": 100}), &keys);
+    seed(&base, json!({"id": "p", "name": "P", "price": 100}), &keys);
     let order = || {
         c.post(format!("{base}/api/v1/orders"))
             .json(&json!({"product_id": "p", "quantity": 1, "email": "a@b.co", "gateway": "hmac"}))
@@ -356,7 +328,7 @@ fn sled_filling_the_disk_after_the_journal_loses_no_acknowledged_order() {
         .as_str()
         .unwrap();
     assert_eq!(
-        crate::crash::pay_hmac(&c, &base, last, "T-full", 100),
+        pay_hmac(&c, &base, last, "T-full", 100),
         Some(503),
         "a callback while sled is behind is retried by the gateway"
     );
@@ -373,21 +345,9 @@ fn sled_filling_the_disk_after_the_journal_loses_no_acknowledged_order() {
     );
     for (i, o) in acked.iter().chain([&back]).enumerate() {
         let no = o["order_no"].as_str().unwrap();
-        assert_eq!(
-            crate::crash::pay_hmac(&c, &base, no, &format!("T-{i}"), 100),
-            Some(200)
-        );
+        assert_eq!(pay_hmac(&c, &base, no, &format!("T-{i}"), 100), Some(200));
         assert_eq!(view(o).json::<Value>().unwrap()["status"], "delivered");
     }
-    unsafe_sigterm(&server.child);
-    assert!(server.child.wait().unwrap().success());
-    let check = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    server.stop_gracefully();
+    assert_check_passes(&config);
 }

@@ -7,7 +7,7 @@
 //! link in the README and `docs/` leads to a file of the repository and, with
 //! an `#anchor`, to a heading of that file (a clone has nothing else).
 
-use crate::crash::start_binary;
+use crate::helpers::start_binary;
 use std::process::Command;
 
 const README: &str = include_str!("../../README.md");

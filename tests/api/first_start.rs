@@ -4,13 +4,11 @@
 //! directory synced, which for a bare name is the working directory), and a
 //! second start must open what the first sealed.
 
-use crate::crash::{start_command, unsafe_sigterm, Server};
 use crate::helpers::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// `faka` in `dir` with nothing but the port and admin token overridden
 /// through the environment, as a merchant might.
@@ -20,22 +18,6 @@ fn start_in(dir: &Path) -> Server {
         .env("FAKA_SERVER_LISTEN", "127.0.0.1:0")
         .env("FAKA_ADMIN_TOKEN", ADMIN);
     start_command(cmd)
-}
-
-fn stop(mut server: Server) {
-    unsafe_sigterm(&server.child);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "faka did not stop within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "graceful stop exits 0");
 }
 
 #[test]
@@ -85,7 +67,7 @@ fn the_readme_first_start_creates_faka_key_beside_config_toml() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    stop(server);
+    server.stop_gracefully();
 
     // The second start loads the same key file and opens the sealed key.
     let server = start_in(dir.path());
@@ -98,5 +80,5 @@ fn the_readme_first_start_creates_faka_key_beside_config_toml() {
         .unwrap();
     assert_eq!(seen["status"], "delivered", "{seen}");
     assert_eq!(seen["keys"], json!(["STEAM-AAAA-0001"]), "{seen}");
-    stop(server);
+    server.stop_gracefully();
 }

@@ -4,7 +4,6 @@
 //! proves a refusal changed no byte; `faka check` never changes one either;
 //! `faka repair` is the only way past damage and says what it drops.
 
-use crate::crash::{pay_hmac, seed, start_binary, unsafe_sigterm, write_config_with, Server};
 use crate::helpers::*;
 use rand::Rng;
 use reqwest::blocking::Client;
@@ -12,7 +11,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A shop with `n` paid and delivered orders, stopped.
@@ -64,7 +63,7 @@ fn shop_with_paid_orders(n: usize, storage: &str, stop: Stop) -> Shop {
         orders.push((no, token, key));
     }
     match stop {
-        Stop::Clean => stop_cleanly(server),
+        Stop::Clean => server.stop_gracefully(),
         Stop::Kill => {
             wait_for_flush_marker(&server, dir.path());
             kill_9(server);
@@ -85,11 +84,6 @@ fn delivered_key(c: &Client, base: &str, no: &str, token: &str) -> Option<String
         .json()
         .ok()?;
     (v["status"] == "delivered").then(|| v["keys"][0].as_str().unwrap_or("").to_string())
-}
-
-fn stop_cleanly(mut server: Server) {
-    unsafe_sigterm(&server.child);
-    assert!(server.child.wait().unwrap().success());
 }
 
 fn kill_9(mut server: Server) {
@@ -136,28 +130,10 @@ fn hash_dir(dir: &Path) -> BTreeMap<PathBuf, (u64, String)> {
     out
 }
 
-fn faka(config: &Path, args: &[&str]) -> Output {
-    Command::new(bin_path())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run faka")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `faka serve` on `config`, expected to refuse: its exit and output. A
 /// serve that starts serving instead fails the test.
 fn serve_refused(config: &Path) -> String {
-    let mut child = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "serve"])
+    let mut child = faka_command(config, &["serve"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -172,7 +148,7 @@ fn serve_refused(config: &Path) -> String {
     }
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "refused with a non-zero exit");
-    text(&out)
+    cli_text(&out)
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
@@ -209,9 +185,13 @@ fn assert_refused(shop: &Shop, seg: &Path, what: &str, damage: impl FnOnce(&mut 
         before,
         "{what}: serve changed nothing"
     );
-    let checked = faka(&shop.config, &["check"]);
+    let checked = faka_cli(&shop.config, &["check"]);
     assert!(!checked.status.success(), "{what}: check fails");
-    assert!(text(&checked).contains(name), "{what}: {}", text(&checked));
+    assert!(
+        cli_text(&checked).contains(name),
+        "{what}: {}",
+        cli_text(&checked)
+    );
     assert_eq!(
         hash_dir(shop.dir.path()),
         before,
@@ -248,7 +228,7 @@ fn assert_all_delivered(shop: &Shop) {
             "order {no}"
         );
     }
-    stop_cleanly(server);
+    server.stop_gracefully();
 }
 
 #[test]
@@ -261,8 +241,7 @@ fn a_damaged_newest_segment_is_refused_after_a_clean_stop_or_a_kill_9() {
         assert_refused(&shop, &seg, "4 KiB of zeros", zeros_in_middle);
         // Put back, the shop serves every order as before.
         assert_all_delivered(&shop);
-        let checked = faka(&shop.config, &["check"]);
-        assert!(checked.status.success(), "{}", text(&checked));
+        assert_check_passes(&shop.config);
     }
 }
 
@@ -301,12 +280,11 @@ fn an_interrupted_last_write_is_set_aside_and_nothing_acknowledged_is_lost() {
     std::io::Write::write_all(&mut f, &half_record).unwrap();
     drop(f);
     let before = hash_dir(shop.dir.path());
-    let checked = faka(&shop.config, &["check"]);
-    assert!(checked.status.success(), "{}", text(&checked));
+    let checked = assert_check_passes(&shop.config);
     assert!(
-        text(&checked).contains("interrupted write"),
+        cli_text(&checked).contains("interrupted write"),
         "{}",
-        text(&checked)
+        cli_text(&checked)
     );
     assert_eq!(hash_dir(shop.dir.path()), before, "check changed nothing");
     assert_all_delivered(&shop);
@@ -325,12 +303,11 @@ fn faka_check_changes_no_byte_of_a_healthy_store() {
     for stop in [Stop::Clean, Stop::Kill] {
         let shop = shop_with_paid_orders(5, "", stop);
         let before = hash_dir(shop.dir.path());
-        let checked = faka(&shop.config, &["check"]);
-        assert!(checked.status.success(), "{}", text(&checked));
+        let checked = assert_check_passes(&shop.config);
         assert!(
-            text(&checked).contains("0 violation(s)"),
+            cli_text(&checked).contains("0 violation(s)"),
             "{}",
-            text(&checked)
+            cli_text(&checked)
         );
         assert_eq!(hash_dir(shop.dir.path()), before);
     }
@@ -348,21 +325,21 @@ fn a_second_faka_on_the_same_data_directory_is_refused_even_after_rm_lock() {
         refused.contains("in use by another faka process"),
         "{refused}"
     );
-    let checked = faka(&config, &["check"]);
+    let checked = faka_cli(&config, &["check"]);
     assert!(!checked.status.success());
     assert!(
-        text(&checked).contains("in use by another faka process"),
+        cli_text(&checked).contains("in use by another faka process"),
         "{}",
-        text(&checked)
+        cli_text(&checked)
     );
-    let repaired = faka(&config, &["repair"]);
+    let repaired = faka_cli(&config, &["repair"]);
     assert!(!repaired.status.success());
     assert!(
-        text(&repaired).contains("in use by another faka process"),
+        cli_text(&repaired).contains("in use by another faka process"),
         "{}",
-        text(&repaired)
+        cli_text(&repaired)
     );
-    stop_cleanly(server);
+    server.stop_gracefully();
 }
 
 /// A well-formed master key that is not the shop's is refused at start;
@@ -382,12 +359,12 @@ fn a_wrong_master_key_is_refused() {
         "no key text in messages"
     );
     assert_eq!(hash_dir(&journal), before, "nothing written");
-    let checked = faka(&shop.config, &["check"]);
+    let checked = faka_cli(&shop.config, &["check"]);
     assert!(!checked.status.success());
     assert!(
-        text(&checked).contains("NOT this shop's"),
+        cli_text(&checked).contains("NOT this shop's"),
         "{}",
-        text(&checked)
+        cli_text(&checked)
     );
     std::fs::write(&key_file, right).unwrap();
     assert_all_delivered(&shop);
@@ -404,8 +381,8 @@ fn repair_sets_damage_aside_and_reports_the_orders_it_drops() {
     zeros_in_middle(&mut bytes);
     std::fs::write(&seg, &bytes).unwrap();
     serve_refused(&shop.config);
-    let repaired = faka(&shop.config, &["repair"]);
-    let report = text(&repaired);
+    let repaired = faka_cli(&shop.config, &["repair"]);
+    let report = cli_text(&repaired);
     assert!(repaired.status.success(), "{report}");
     assert!(report.contains("DROPPED batches"), "{report}");
     let dropped: Vec<&(String, String, String)> = shop
@@ -436,7 +413,6 @@ fn repair_sets_damage_aside_and_reports_the_orders_it_drops() {
             assert_eq!(got.as_deref(), Some(key.as_str()), "{no} was kept");
         }
     }
-    stop_cleanly(server);
-    let checked = faka(&shop.config, &["check"]);
-    assert!(checked.status.success(), "{}", text(&checked));
+    server.stop_gracefully();
+    assert_check_passes(&shop.config);
 }

@@ -2,14 +2,13 @@
 //! parse and never hold a secret, request ids, and a graceful stop on SIGTERM
 //! that loses no acknowledged write.
 
-use crate::crash::{seed, start_binary, unsafe_sigterm, write_config_with};
 use crate::helpers::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 /// Parses Prometheus text into `name{labels}` → value, failing on any line
 /// that is not a comment or a sample.
@@ -147,8 +146,7 @@ fn json_logs_parse_carry_request_ids_and_never_hold_a_secret() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "serve"])
+    let mut child = faka_command(&config, &["serve"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -261,7 +259,7 @@ fn sigterm_drains_in_flight_writes_and_exits_cleanly() {
         config_text(dir.path(), "[log]\nformat = \"json\"\n"),
     )
     .unwrap();
-    let mut server = start_binary(&config);
+    let server = start_binary(&config);
     let keys: Vec<String> = (0..2000).map(|i| format!("K{i}")).collect();
     seed(
         &server.base,
@@ -298,19 +296,7 @@ fn sigterm_drains_in_flight_writes_and_exits_cleanly() {
     eventually(Duration::from_secs(20), || {
         (acks.load(std::sync::atomic::Ordering::SeqCst) >= 50).then_some(())
     });
-    unsafe_sigterm(&server.child);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "faka did not stop within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "graceful stop exits 0");
+    server.stop_gracefully();
     let acked: Vec<String> = buyers.into_iter().flat_map(|b| b.join().unwrap()).collect();
     assert!(!acked.is_empty());
     assert!(

@@ -2,12 +2,10 @@
 //! it is being stored leaves none of its keys or all of them, and the
 //! store checks clean after the restart.
 
-use crate::crash::{seed, start_binary, unsafe_sigterm, write_config_with};
 use crate::helpers::*;
 use rand::Rng;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::Duration;
 
 /// The seq of the last durable batch, from the metrics.
@@ -25,14 +23,7 @@ fn applied_batch(c: &Client, base: &str) -> Option<u64> {
 }
 
 fn available(c: &Client, base: &str) -> u64 {
-    let v: Value = c
-        .get(format!("{base}/api/v1/admin/products"))
-        .bearer_auth(ADMIN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    v["products"][0]["keys"]["available"].as_u64().unwrap()
+    key_counts(c, base)["available"].as_u64().unwrap()
 }
 
 #[test]
@@ -103,16 +94,6 @@ fn kill_9_during_a_300k_key_upload_leaves_none_or_all_of_it() {
         r,
         json!({"added": N - stored, "duplicates": stored, "stock": N})
     );
-    unsafe_sigterm(&server.child);
-    let mut server = server;
-    assert!(server.child.wait().unwrap().success());
-    let check = Command::new(bin_path())
-        .args(["--config", config.to_str().unwrap(), "check"])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    server.stop_gracefully();
+    assert_check_passes(&config);
 }

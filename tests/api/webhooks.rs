@@ -283,9 +283,9 @@ fn events_committed_before_a_kill_9_are_sent_after_restart() {
     let text = hook_config(dir.path(), &format!("http://{addr}/hook"), "")
         + "[log]\nformat = \"json\"\nlevel = \"warn,faka=info\"\n";
     std::fs::write(&config, text).unwrap();
-    let mut server = crate::crash::start_binary(&config);
+    let mut server = start_binary(&config);
     let c = reqwest::blocking::Client::new();
-    crate::crash::seed(
+    seed(
         &server.base,
         json!({"id": "p", "name": "P", "price": 100}),
         &["K-1".to_string()],
@@ -309,7 +309,7 @@ fn events_committed_before_a_kill_9_are_sent_after_restart() {
     let _ = server.child.wait();
 
     let r = receiver_on(TcpListener::bind(addr).unwrap(), vec![Some(200)]);
-    let mut server = crate::crash::start_binary(&config);
+    let mut server = start_binary(&config);
     eventually(Duration::from_secs(20), || {
         (r.got.lock().unwrap().len() >= 2).then_some(())
     });

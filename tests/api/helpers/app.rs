@@ -1,14 +1,12 @@
-//! Test harness: start the shop in-process (port 0, temp data dir), talk to
-//! it with a blocking HTTP client, sign callbacks like a gateway would.
-
-#![allow(dead_code)]
+//! The in-process shop: start it on port 0 with a temp data dir, talk to it
+//! with a blocking HTTP client, sign callbacks like a gateway would.
 
 use faka::config::Config;
 use faka::startup::Application;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::{json, Value};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub const ADMIN: &str = "test-admin-token";
@@ -292,8 +290,4 @@ pub fn error_code(r: Response) -> (u16, String) {
             .unwrap_or("<no error body>")
             .to_string(),
     )
-}
-
-pub fn bin_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_faka"))
 }
