@@ -12,7 +12,7 @@ use crate::store::snapshot::Snapshotter;
 use crate::store::tree::{Tree, Trees};
 use crate::store::tx::Counters;
 use crate::store::view::{Unapplied, View};
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +47,8 @@ pub(super) struct SledSync {
     pub(super) data_dir: std::path::PathBuf,
     pub(super) last: Instant,
     pub(super) running: Option<std::thread::JoinHandle<()>>,
+    /// The batch the last flush was started for.
+    pub(super) started_for: u64,
 }
 
 impl SledSync {
@@ -58,6 +60,7 @@ impl SledSync {
             return;
         }
         self.last = Instant::now();
+        self.started_for = seq;
         let (dir, trees) = (self.data_dir.clone(), trees.clone());
         self.running = std::thread::Builder::new()
             .name("faka-sled-sync".into())
@@ -83,7 +86,15 @@ impl SledSync {
 
 impl Committer {
     pub(super) fn run(mut self, stages: Receiver<Stage>) {
-        for stage in stages {
+        loop {
+            let stage = match stages.recv_timeout(SLED_SYNC_EVERY) {
+                Ok(stage) => stage,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sync_when_idle();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             match stage {
                 Stage::Commit(c) => self.commit(c),
                 Stage::Sync(reply) => {
@@ -102,6 +113,19 @@ impl Committer {
             }
         }
         self.close();
+    }
+
+    /// A shop gone quiet still has its last batches vouched for: without a
+    /// commit nothing else would flush sled and move `SLED_SYNCED` past
+    /// them, and after a crash only that marker (and sled) tell a journal
+    /// whose end was lost from one whose last write was interrupted.
+    fn sync_when_idle(&mut self) {
+        if self.sled_sync.started_for >= self.durable_seq || self.unapplied.is_behind() {
+            return;
+        }
+        if let Ok(trees) = self.view.get() {
+            self.sled_sync.maybe_start(self.durable_seq, &trees);
+        }
     }
 
     fn close(&mut self) {

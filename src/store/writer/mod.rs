@@ -140,6 +140,7 @@ impl Writer {
                 data_dir,
                 last: Instant::now(),
                 running: None,
+                started_for: self.seq,
             },
         };
         let handle = match std::thread::Builder::new()
