@@ -26,7 +26,7 @@ pub struct ListQuery {
     /// Only orders of this buyer.
     email: Option<String>,
     /// Page size, 1 to 500 (default 50).
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -85,7 +85,7 @@ pub struct PageQuery {
     /// Only entries in this state (the listing names its states).
     pub state: Option<String>,
     /// Page size, 1 to 1000 (default 100).
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -61,10 +61,23 @@ fn json_content(schema: Value) -> Value {
     json!({"application/json": {"schema": schema}})
 }
 
+/// The query parameters of `T`. A parameter is sent or not, never `null`:
+/// utoipa documents an `Option` field as nullable, which a generator would
+/// read as "may send null", so the `null` type goes.
 fn query_params<T: IntoParams>() -> Vec<Value> {
     T::into_params(|| Some(ParameterIn::Query))
         .into_iter()
-        .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
+        .map(|p| {
+            let mut p = serde_json::to_value(p).unwrap_or(Value::Null);
+            if let Some(types) = p["schema"]["type"].as_array() {
+                let mut kept: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+                p["schema"]["type"] = match kept.len() {
+                    1 => kept.remove(0),
+                    _ => Value::Array(kept),
+                };
+            }
+            p
+        })
         .collect()
 }
 

@@ -462,6 +462,15 @@ fn non_json_routes_declare_their_content_types() {
     ));
     assert!(has("get", "/api/v1/admin/orders", "status", "query"));
     assert!(has("get", "/api/v1/admin/webhooks", "cursor", "query"));
+    let limit = doc["paths"]["/api/v1/admin/orders"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "limit")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(limit["type"], "integer", "{limit}");
+    assert_eq!(limit["maximum"], 500, "{limit}");
     assert_eq!(
         doc["components"]["securitySchemes"]["adminToken"]["scheme"],
         "bearer"
