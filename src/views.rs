@@ -6,10 +6,20 @@
 
 use crate::crypto::Crypto;
 use crate::domain::model::{Order, OrderEvent, Product};
+use crate::domain::order::OrderStatus;
 use crate::error::Error;
 use crate::store::Store;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+/// An order's `status` in the document: one of [`OrderStatus::ALL`], so a
+/// generated client gets an enum that grows with the code.
+fn order_status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(OrderStatus::ALL.map(OrderStatus::as_str)))
+        .build()
+}
 
 pub fn rfc3339(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
@@ -90,6 +100,7 @@ pub fn admin_product<'a>(p: &'a Product, stock: u64, currency: &'a str) -> Admin
 #[derive(Serialize, ToSchema)]
 pub struct OrderView<'a> {
     pub order_no: &'a str,
+    #[schema(schema_with = order_status_schema)]
     pub status: &'a str,
     pub product_id: &'a str,
     pub quantity: u32,
@@ -179,6 +190,7 @@ pub fn admin_order<'a>(
 pub struct CreatedOrderView<'a> {
     pub order_no: &'a str,
     pub token: &'a str,
+    #[schema(schema_with = order_status_schema)]
     pub status: &'a str,
     pub product_id: &'a str,
     pub quantity: u32,
@@ -322,6 +334,7 @@ pub struct HealthView {
 #[derive(Serialize, ToSchema)]
 pub struct CallbackAck<'a> {
     pub ok: bool,
+    #[schema(schema_with = order_status_schema)]
     pub status: &'a str,
 }
 

@@ -170,6 +170,9 @@ impl Validator<'_> {
         if v.is_null() {
             return;
         }
+        if let Some(allowed) = schema["enum"].as_array() {
+            assert!(allowed.contains(v), "{at}: {v} is not one of {allowed:?}");
+        }
         if let Some(min) = schema["minimum"].as_f64() {
             assert!(v.as_f64().unwrap() >= min, "{at}: {v} below {min}");
         }
@@ -388,6 +391,7 @@ fn real_answers_match_the_documented_schemas() {
         |p: &mut Value| p["undocumented"] = json!(1),
         |p: &mut Value| drop(p.as_object_mut().unwrap().remove("category")),
         |p: &mut Value| p["keys"]["sold"] = json!("one"),
+        |p: &mut Value| p["active"] = Value::Null,
     ] {
         let mut bad = one.clone();
         broken(&mut bad);
@@ -396,6 +400,11 @@ fn real_answers_match_the_documented_schemas() {
     }
     one["category"] = Value::Null;
     v.check(product, &one, "no category");
+    let mut odd = delivered.clone();
+    odd["status"] = json!("shipped");
+    let order = &doc["components"]["schemas"]["OrderView"];
+    let caught = std::panic::catch_unwind(|| v.check(order, &odd, "odd status"));
+    assert!(caught.is_err(), "the validator accepted {odd}");
 
     // Errors: the one body every JSON route shares.
     assert_documented(
