@@ -1,11 +1,25 @@
 //! The JSON shapes of the contract, built from stored records. Times become
-//! RFC 3339 UTC; key text appears only where the contract puts it.
+//! RFC 3339 UTC; key text appears only where the contract puts it. Every
+//! shape a handler answers with is a type here deriving `ToSchema`: the
+//! OpenAPI document (`http::openapi`) takes its schemas from these same
+//! types, so a field cannot reach a client undocumented.
 
 use crate::crypto::Crypto;
 use crate::domain::model::{Order, OrderEvent, Product};
+use crate::domain::order::OrderStatus;
 use crate::error::Error;
 use crate::store::Store;
 use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An order's `status` in the document: one of [`OrderStatus::ALL`], so a
+/// generated client gets an enum that grows with the code.
+fn order_status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(OrderStatus::ALL.map(OrderStatus::as_str)))
+        .build()
+}
 
 pub fn rfc3339(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
@@ -16,7 +30,7 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ProductView<'a> {
     pub id: &'a str,
     pub name: &'a str,
@@ -27,21 +41,24 @@ pub struct ProductView<'a> {
     pub min_quantity: u32,
     pub max_quantity: u32,
     pub active: bool,
+    #[schema(required = true)]
     pub category: Option<&'a str>,
     pub sort: i64,
+    #[schema(required = true)]
     pub image_url: Option<&'a str>,
+    #[schema(required = true)]
     pub instructions: Option<&'a str>,
     pub low_stock: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct KeyCountsView {
     pub available: u64,
     pub held: u64,
     pub sold: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AdminProductView<'a> {
     #[serde(flatten)]
     pub product: ProductView<'a>,
@@ -80,9 +97,10 @@ pub fn admin_product<'a>(p: &'a Product, stock: u64, currency: &'a str) -> Admin
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct OrderView<'a> {
     pub order_no: &'a str,
+    #[schema(schema_with = order_status_schema)]
     pub status: &'a str,
     pub product_id: &'a str,
     pub quantity: u32,
@@ -90,7 +108,9 @@ pub struct OrderView<'a> {
     pub currency: &'a str,
     pub created_at: String,
     pub expires_at: String,
+    #[schema(required = true)]
     pub paid_at: Option<String>,
+    #[schema(required = true)]
     pub delivered_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refunded_at: Option<String>,
@@ -115,7 +135,7 @@ pub fn order<'a>(o: &'a Order, currency: &'a str, keys: Option<Vec<String>>) -> 
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EventView<'a> {
     #[serde(rename = "type")]
     pub kind: &'a str,
@@ -141,12 +161,13 @@ fn event(e: &OrderEvent) -> EventView<'_> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AdminOrderView<'a> {
     #[serde(flatten)]
     pub order: OrderView<'a>,
     pub email: &'a str,
     pub gateway: &'a str,
+    #[schema(required = true)]
     pub trade_no: Option<&'a str>,
     pub events: Vec<EventView<'a>>,
 }
@@ -165,10 +186,11 @@ pub fn admin_order<'a>(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedOrderView<'a> {
     pub order_no: &'a str,
     pub token: &'a str,
+    #[schema(schema_with = order_status_schema)]
     pub status: &'a str,
     pub product_id: &'a str,
     pub quantity: u32,
@@ -178,6 +200,7 @@ pub struct CreatedOrderView<'a> {
     pub gateway: &'a str,
     pub created_at: String,
     pub expires_at: String,
+    #[schema(required = true)]
     pub pay_url: Option<String>,
 }
 
@@ -201,6 +224,131 @@ pub fn created_order<'a>(
         expires_at: rfc3339(o.expires_at_ms),
         pay_url,
     }
+}
+
+/// `GET /api/v1/products`.
+#[derive(Serialize, ToSchema)]
+pub struct ProductList<'a> {
+    pub products: Vec<ProductView<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AdminProductList<'a> {
+    pub products: Vec<AdminProductView<'a>>,
+}
+
+/// One entry of `GET /api/v1/categories`.
+#[derive(Serialize, ToSchema)]
+pub struct CategoryView<'a> {
+    pub name: &'a str,
+    /// Active products in this category.
+    pub products: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CategoryList<'a> {
+    pub categories: Vec<CategoryView<'a>>,
+}
+
+/// `GET /api/v1/admin/orders`: a page, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AdminOrderList<'a> {
+    pub orders: Vec<AdminOrderView<'a>>,
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// One key of the masked listing: its text never leaves unmasked here.
+#[derive(Serialize, ToSchema)]
+pub struct KeyView<'a> {
+    pub id: String,
+    /// `available`, `held` or `sold`.
+    pub state: &'a str,
+    pub masked: String,
+    #[schema(required = true)]
+    pub order_no: Option<&'a str>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList<'a> {
+    pub keys: Vec<KeyView<'a>>,
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The answer to a key import.
+#[derive(Serialize, ToSchema)]
+pub struct ImportedView {
+    pub added: u64,
+    /// Keys already in the product (or repeated in the upload), skipped.
+    pub duplicates: u64,
+    pub stock: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RemovedView {
+    pub removed: u64,
+}
+
+/// An outbound webhook event as the merchant sees it.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookView<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    #[schema(required = true)]
+    pub kind: Option<&'a str>,
+    pub order_no: &'a str,
+    /// `pending`, `delivered` or `dead`.
+    pub state: &'a str,
+    pub attempts: u32,
+    #[schema(required = true)]
+    pub last_error: Option<&'a str>,
+    pub created_at: String,
+    /// Set while pending.
+    #[schema(required = true)]
+    pub next_attempt_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList<'a> {
+    pub webhooks: Vec<WebhookView<'a>>,
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BackupView {
+    /// The backup's directory on the server.
+    pub path: String,
+    pub bytes: u64,
+    /// The last journal batch the backup holds.
+    pub last_batch: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthView {
+    pub status: &'static str,
+}
+
+/// The hmac gateway's acknowledgement of an applied callback.
+#[derive(Serialize, ToSchema)]
+pub struct CallbackAck<'a> {
+    pub ok: bool,
+    #[schema(schema_with = order_status_schema)]
+    pub status: &'a str,
+}
+
+/// The body of every error: `{"error": {"code", "message"}}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    pub code: &'a str,
+    pub message: String,
 }
 
 /// The text of an order's keys, unsealed, for the buyer or the merchant.

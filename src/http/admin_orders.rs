@@ -16,12 +16,19 @@ use crate::views;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+/// The admin order listing's query. `limit` is read as text so a bad one
+/// gets the contract's 422, but documented as the number it must be.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub struct ListQuery {
+    /// Only orders in this status.
     status: Option<String>,
+    /// Only orders of this buyer.
     email: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -130,10 +137,10 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
         .iter()
         .map(|o| views::admin_order(o, currency, None))
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "orders": orders,
-        "next_cursor": page.next_cursor,
-    })))
+    Ok(HttpResponse::Ok().json(views::AdminOrderList {
+        orders,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 pub async fn get(_: Admin, state: State, req: HttpRequest) -> HttpResult {
@@ -145,9 +152,10 @@ pub async fn get(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     Ok(HttpResponse::Ok().json(admin_view(&state, &order)?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PayBody {
+#[schema(as = ManualPayment)]
+pub struct PayBody {
     trade_no: Option<String>,
     note: Option<String>,
 }
@@ -198,9 +206,10 @@ pub async fn pay(_: Admin, state: State, req: HttpRequest, payload: web::Payload
     Ok(HttpResponse::Ok().json(admin_view(&state, &applied.order)?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefundBody {
+#[schema(as = Refund)]
+pub struct RefundBody {
     note: Option<String>,
 }
 

@@ -77,11 +77,17 @@ pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, Error> {
 }
 
 /// The query of the paged admin listings: `state`, `limit`, `cursor`.
-#[derive(serde::Deserialize)]
+/// `limit` is read as text so a bad one gets the contract's 422, but
+/// documented as the number it must be.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
+    /// Only entries in this state (the listing names its states).
     pub state: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 

@@ -6,7 +6,7 @@ use actix_web::HttpResponse;
 
 pub async fn healthz(state: State) -> HttpResult {
     if state.store.healthy() {
-        Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok"})))
+        Ok(HttpResponse::Ok().json(crate::views::HealthView { status: "ok" }))
     } else {
         Err(Error::unavailable("store is not writable"))
     }

@@ -13,6 +13,7 @@ use crate::json::parse_json;
 use crate::ops::upload;
 use crate::shop;
 use crate::shop::key_parse::{self, Format};
+use crate::views;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -53,9 +54,11 @@ pub async fn import(_: Admin, state: State, req: HttpRequest, payload: web::Payl
     })
     .await
     .map_err(|_| Error::unavailable("server busy"))??;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "added": result.added, "duplicates": result.duplicates, "stock": result.stock
-    })))
+    Ok(HttpResponse::Ok().json(views::ImportedView {
+        added: result.added,
+        duplicates: result.duplicates,
+        stock: result.stock,
+    }))
 }
 
 pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
@@ -87,26 +90,31 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
                     .open(&rec.sealed, rec.product_id.as_bytes())
                     .map(|plain| mask_key(&String::from_utf8_lossy(&plain)))
                     .unwrap_or_else(|_| "<sealed>".to_string());
-                serde_json::json!({
-                    "id": id.to_string(),
-                    "state": rec.state.name(),
-                    "masked": masked,
-                    "order_no": rec.state.order_no(),
-                })
+                views::KeyView {
+                    id: id.to_string(),
+                    state: rec.state.name(),
+                    masked,
+                    order_no: rec.state.order_no(),
+                }
             })
             .collect();
-        Ok(serde_json::json!({
-            "keys": keys,
-            "next_cursor": page.next_cursor.map(|c| c.to_string()),
-        }))
+        // Rendered here: the views borrow the page.
+        serde_json::to_vec(&views::KeyList {
+            keys,
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+        })
+        .map_err(|_| Error::unavailable("could not render the key listing"))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DeleteBody {
+#[schema(as = KeyDeletion)]
+pub struct DeleteBody {
     ids: Vec<String>,
 }
 
@@ -127,5 +135,5 @@ pub async fn delete(_: Admin, state: State, req: HttpRequest, payload: web::Payl
         .store
         .write(move |tx| shop::delete_keys(tx, pid.as_str(), &ids))
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": removed })))
+    Ok(HttpResponse::Ok().json(views::RemovedView { removed }))
 }

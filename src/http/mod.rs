@@ -5,7 +5,7 @@
 
 pub mod admin_orders;
 pub mod auth;
-mod body;
+pub(crate) mod body;
 mod health;
 pub mod keys;
 pub mod limits;
@@ -52,17 +52,8 @@ impl ResponseError for Error {
         if let Some(secs) = self.retry_after() {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        #[derive(serde::Serialize)]
-        struct Body<'a> {
-            error: Inner<'a>,
-        }
-        #[derive(serde::Serialize)]
-        struct Inner<'a> {
-            code: &'a str,
-            message: String,
-        }
-        res.json(Body {
-            error: Inner {
+        res.json(crate::views::ErrorBody {
+            error: crate::views::ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),
             },

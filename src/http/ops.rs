@@ -9,11 +9,11 @@ use actix_web::{web, HttpResponse};
 /// `[storage] backup_dir`, taken while serving.
 pub async fn backup(_: Admin, state: State) -> HttpResult {
     let (path, bytes, last_batch) = write_backup(&state).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "path": path,
-        "bytes": bytes,
-        "last_batch": last_batch,
-    })))
+    Ok(HttpResponse::Ok().json(crate::views::BackupView {
+        path,
+        bytes,
+        last_batch,
+    }))
 }
 
 /// Writes a backup while serving: (its path, bytes, last batch). The API

@@ -18,8 +18,9 @@ use serde::Deserialize;
 const IDEMPOTENCY_CONTEXT: &[u8] = b"faka/idempotency/v1";
 
 /// An order as the API and the storefront's form send it.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewOrder)]
 pub struct CreateBody {
     pub product_id: String,
     pub quantity: u32,

@@ -169,8 +169,10 @@ pub fn count(state: &State, gateway: Gateway, result: &Result<PaymentApplied, Er
 
 pub async fn hmac_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
     let applied = receive(&state, Gateway::Hmac, &req, payload).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"ok": true, "status": applied.order.status.as_str()})))
+    Ok(HttpResponse::Ok().json(crate::views::CallbackAck {
+        ok: true,
+        status: applied.order.status.as_str(),
+    }))
 }
 
 /// epay notify (GET query or POST form). The answer is plain text: `success`

@@ -145,7 +145,7 @@ pub async fn list_public(state: State, req: HttpRequest) -> HttpResult {
         .filter(|p| category.is_none() || p.presentation.category == category)
         .map(|p| Ok(views::product(p, state.store.stock(p)?, currency)))
         .collect::<Result<Vec<_>, Error>>()?;
-    let body = render_json(&serde_json::json!({ "products": views }))?;
+    let body = render_json(&views::ProductList { products: views })?;
     if category.is_none() {
         state.views.keep(version, |v| v.list = Some(body.clone()));
     }
@@ -156,9 +156,9 @@ pub async fn list_categories(state: State) -> HttpResult {
     let products = storefront(&state.store)?;
     let list: Vec<_> = categories(&products)
         .into_iter()
-        .map(|(name, n)| serde_json::json!({ "name": name, "products": n }))
+        .map(|(name, products)| views::CategoryView { name, products })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "categories": list })))
+    Ok(HttpResponse::Ok().json(views::CategoryList { categories: list }))
 }
 
 pub async fn get_public(state: State, req: HttpRequest) -> HttpResult {
@@ -192,12 +192,13 @@ pub async fn list_admin(_: Admin, state: State) -> HttpResult {
         .iter()
         .map(|p| Ok(views::admin_product(p, state.store.stock(p)?, currency)))
         .collect::<Result<Vec<_>, Error>>()?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "products": views })))
+    Ok(HttpResponse::Ok().json(views::AdminProductList { products: views }))
 }
 
 /// A new product as the API and the admin panel's form send it.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewProduct)]
 pub struct CreateBody {
     pub id: Option<String>,
     pub name: String,
@@ -215,8 +216,9 @@ pub struct CreateBody {
 
 /// A product edit as the API and the admin panel's form send it; for the
 /// nullable fields an explicit `null` clears, absence keeps.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ProductEdit)]
 pub struct PatchBody {
     pub name: Option<String>,
     pub description: Option<String>,

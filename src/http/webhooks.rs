@@ -9,17 +9,18 @@ use crate::error::Error;
 use crate::views;
 use actix_web::{HttpRequest, HttpResponse};
 
-fn view(e: &OutboxEvent) -> serde_json::Value {
-    serde_json::json!({
-        "id": e.id,
-        "type": e.kind.webhook_type(),
-        "order_no": e.order_no,
-        "state": e.state.as_str(),
-        "attempts": e.attempts,
-        "last_error": e.last_error,
-        "created_at": views::rfc3339(e.created_at_ms),
-        "next_attempt_at": (e.state == DeliveryState::Pending).then(|| views::rfc3339(e.next_attempt_ms)),
-    })
+fn view(e: &OutboxEvent) -> views::WebhookView<'_> {
+    views::WebhookView {
+        id: &e.id,
+        kind: e.kind.webhook_type(),
+        order_no: &e.order_no,
+        state: e.state.as_str(),
+        attempts: e.attempts,
+        last_error: e.last_error.as_deref(),
+        created_at: views::rfc3339(e.created_at_ms),
+        next_attempt_at: (e.state == DeliveryState::Pending)
+            .then(|| views::rfc3339(e.next_attempt_ms)),
+    }
 }
 
 pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
@@ -41,10 +42,10 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     let shop = state.clone();
     let (events, next) =
         super::off_worker(move || shop.store.outbox_page(st, limit, cursor)).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "webhooks": events.iter().map(view).collect::<Vec<_>>(),
-        "next_cursor": next.map(|c| c.to_string()),
-    })))
+    Ok(HttpResponse::Ok().json(views::WebhookList {
+        webhooks: events.iter().map(view).collect(),
+        next_cursor: next.map(|c| c.to_string()),
+    }))
 }
 
 /// Event ids are `evt_<seq, 16 digits>_<order no>`.

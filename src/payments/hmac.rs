@@ -15,9 +15,10 @@ pub struct HmacGateway {
     secret: Vec<u8>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Notification {
+#[schema(as = HmacNotification)]
+pub struct Notification {
     order_no: String,
     trade_no: String,
     amount: u64,

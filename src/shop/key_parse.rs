@@ -43,6 +43,14 @@ impl Format {
     }
 }
 
+/// A JSON key upload: `{"keys": ["…"]}`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = KeyUpload)]
+pub struct JsonKeys {
+    keys: Vec<String>,
+}
+
 /// A key as stored: without surrounding white space, and without the byte
 /// order mark Windows tools put at the start of a "UTF-8" file (it would
 /// make the first key a different key: sold again under a new fingerprint,
@@ -192,11 +200,6 @@ fn streamed_keys(body: &[u8], each: &mut dyn FnMut(&str) -> Result<()>) -> Optio
 /// body gets; its keys collected (the streamed read takes every body that
 /// is not an error, but for a repeated `keys` field).
 fn collected_keys(body: &[u8], each: &mut dyn FnMut(&str) -> Result<()>) -> Result<u64> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct JsonKeys {
-        keys: Vec<String>,
-    }
     let keys = parse_json::<JsonKeys>(body)?.keys;
     for (i, k) in keys.iter().enumerate() {
         if let Some(why) = refusal(trim_key(k)) {
