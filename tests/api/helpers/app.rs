@@ -89,8 +89,13 @@ pub fn start(dir: tempfile::TempDir, text: &str) -> TestApp {
     let (port, generated_admin_token, store) = rx.recv().expect("app started");
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
+        // A pooled connection idle longer than the server's keep-alive
+        // (5 s) may be closed by it just as the client reuses it: a test
+        // that paused (a browser step, a poll under load) then saw a
+        // request error. Idle connections are dropped well before.
         client: Client::builder()
             .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("client"),
         dir,
