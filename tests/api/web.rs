@@ -311,6 +311,40 @@ fn assets_are_content_hashed_and_cached_for_a_year() {
     );
 }
 
+/// Issue 25's budget: a buyer's first visit to a storefront of 50 products
+/// (the page, its CSS and its JS, gzip-compressed as a browser gets them)
+/// is under 60 KB.
+#[test]
+fn a_storefront_first_load_is_under_60_kb_compressed() {
+    let app = spawn();
+    for i in 0..50 {
+        app.product_with_keys(&format!("p{i:02}"), 500 + i, 1);
+    }
+    let c = browser();
+    let get = |path: &str| {
+        // reqwest is built without gzip: the bytes are the wire's.
+        let r = c
+            .get(app.url(path))
+            .header("Accept", "text/html")
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-encoding"], "gzip", "{path}");
+        r.bytes().unwrap().len()
+    };
+    let html = page(&c, &app, "/").text().unwrap();
+    assert_eq!(html.matches("data-product-id=").count(), 50);
+    let mut total = get("/");
+    for ext in ["css", "js"] {
+        let at = html.find(&format!(".{ext}\"")).expect("asset link");
+        let start = html[..at].rfind("/assets/").expect("path");
+        total += get(&html[start..at + ext.len() + 1]);
+    }
+    assert!(total < 60_000, "first load: {total} bytes compressed");
+    eprintln!("storefront first load, 50 products: {total} bytes gzip");
+}
+
 #[test]
 fn the_language_follows_the_switch_then_accept_language_then_config() {
     let app = spawn();
