@@ -12,6 +12,7 @@ mod admin_pages;
 mod assets;
 mod csrf;
 mod i18n;
+mod key_file;
 mod layout;
 mod markdown;
 mod session;

@@ -286,6 +286,93 @@ fn a_buyer_orders_on_the_storefront_and_gets_the_key_once_the_merchant_confirms(
     assert_eq!(page(&merchant, &app, "/admin").status(), 303);
 }
 
+/// A browser signed in to the admin panel.
+fn signed_in_admin(app: &TestApp) -> Client {
+    let merchant = browser();
+    let login = page(&merchant, app, "/admin/login").text().unwrap();
+    let r = merchant
+        .post(app.url("/admin/login"))
+        .form(&[("csrf", csrf_of(&login).as_str()), ("token", ADMIN)])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    merchant
+}
+
+/// A `multipart/form-data` body as a browser's form sends it: the CSRF
+/// field (when given) and the file.
+fn key_file_form(csrf: Option<&str>, file: &str) -> (String, String) {
+    let b = "----fakaTestBoundary7MA4YWxk";
+    let mut body = String::new();
+    if let Some(t) = csrf {
+        body += &format!("--{b}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{t}\r\n");
+    }
+    body += &format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"keys.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n{file}\r\n--{b}--\r\n"
+    );
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+fn available(app: &TestApp, id: &str) -> u64 {
+    let v: serde_json::Value = reqwest::blocking::get(app.url(&format!("/api/v1/products/{id}")))
+        .unwrap()
+        .json()
+        .unwrap();
+    v["stock"].as_u64().expect("stock")
+}
+
+#[test]
+fn the_admin_uploads_a_key_file_all_or_nothing_behind_csrf() {
+    let app = spawn();
+    app.product_with_keys("p", 500, 1);
+    let merchant = signed_in_admin(&app);
+    let keys_page = page(&merchant, &app, "/admin/products/p/keys")
+        .text()
+        .unwrap();
+    assert!(
+        keys_page.contains("enctype=\"multipart/form-data\""),
+        "a plain form"
+    );
+    let token = csrf_of(&keys_page);
+    let post = |c: &Client, csrf: Option<&str>, file: &str| {
+        let (ct, body) = key_file_form(csrf, file);
+        c.post(app.url("/admin/products/p/keys/file"))
+            .header("Content-Type", ct)
+            .header("Accept", "text/html")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let r = post(&merchant, Some(&token), "FILE-1\nFILE-2\r\nFILE-3\n");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/admin/products/p/keys");
+    assert_eq!(available(&app, "p"), 4, "three keys from the file");
+
+    let before = app.dump();
+    // No CSRF field, a wrong one, or no session: refused, nothing stored.
+    assert_eq!(post(&merchant, None, "FILE-4\n").status(), 403);
+    let wrong = "wrong-but-long-enough-0123456789abcdef";
+    assert_eq!(post(&merchant, Some(wrong), "FILE-4\n").status(), 403);
+    let r = post(&browser(), Some(&token), "FILE-4\n");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/admin/login");
+    // A file the API would refuse (a key too long) adds no key at all.
+    let long = "x".repeat(10_000);
+    let r = post(&merchant, Some(&token), &format!("FILE-5\n{long}\n"));
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_page_headers(&r, "a refused file");
+    // Not multipart at all: a clear 4xx.
+    let r = merchant
+        .post(app.url("/admin/products/p/keys/file"))
+        .header("Content-Type", "text/plain")
+        .body("FILE-6\n")
+        .send()
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    crate::errors::assert_unchanged(&app, &before, "refused key files");
+}
+
 #[test]
 fn assets_are_content_hashed_and_cached_for_a_year() {
     let app = spawn();
