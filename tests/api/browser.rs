@@ -370,7 +370,10 @@ fn at_phone_width_no_page_scrolls_sideways() {
     assert_eq!(r.status(), 201);
     app.import(
         "p",
-        &["PHONE-KEY-0001-WITH-A-LONG-TAIL-THAT-MUST-WRAP-0000".into()],
+        &[
+            "PHONE-KEY-0001-WITH-A-LONG-TAIL-THAT-MUST-WRAP-0000".into(),
+            "PHONE-KEY-0002".into(),
+        ],
     );
     let o = app.order_ok("p", 1, "manual");
     let d = Driver::start();
