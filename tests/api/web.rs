@@ -373,6 +373,70 @@ fn the_admin_uploads_a_key_file_all_or_nothing_behind_csrf() {
     crate::errors::assert_unchanged(&app, &before, "refused key files");
 }
 
+fn set_cookie(r: &Response, name: &str) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie"))
+}
+
+#[test]
+fn an_https_shop_marks_its_cookies_secure() {
+    let app = spawn_with(|dir| {
+        config_text(dir, "").replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\npublic_url = \"https://shop.example\"",
+        )
+    });
+    let c = browser();
+    let login = page(&c, &app, "/admin/login");
+    let csrf_cookie = set_cookie(&login, "faka_csrf");
+    assert!(csrf_cookie.contains("Secure"), "{csrf_cookie}");
+    let r = c
+        .post(app.url("/admin/login"))
+        .form(&[
+            ("csrf", csrf_of(&login.text().unwrap()).as_str()),
+            ("token", ADMIN),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = set_cookie(&r, "faka_admin");
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(session.contains(attr), "{attr}: {session}");
+    }
+}
+
+#[test]
+fn failed_sign_ins_share_the_apis_admin_throttle() {
+    let app = spawn_with(|dir| {
+        config_text(dir, "").replace(
+            "admin_failures_per_minute = 0",
+            "admin_failures_per_minute = 3",
+        )
+    });
+    let c = browser();
+    let token = csrf_of(&page(&c, &app, "/admin/login").text().unwrap());
+    let sign_in = |t: &str| {
+        c.post(app.url("/admin/login"))
+            .form(&[("csrf", token.as_str()), ("token", t)])
+            .send()
+            .unwrap()
+            .status()
+    };
+    for _ in 0..3 {
+        assert_eq!(sign_in("wrong"), 401);
+    }
+    assert_eq!(sign_in(ADMIN), 429, "the right token too, for the minute");
+    let api = app
+        .admin(app.client.get(app.url("/api/v1/admin/orders")))
+        .send()
+        .unwrap();
+    assert_eq!(api.status(), 429, "the API's admin routes share the count");
+}
+
 #[test]
 fn assets_are_content_hashed_and_cached_for_a_year() {
     let app = spawn();
