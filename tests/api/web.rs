@@ -286,6 +286,37 @@ fn a_buyer_orders_on_the_storefront_and_gets_the_key_once_the_merchant_confirms(
     assert_eq!(page(&merchant, &app, "/admin").status(), 303);
 }
 
+#[test]
+fn the_storefront_shows_every_change_to_products_and_stock_at_once() {
+    let app = manual_shop();
+    app.product_with_keys("p", 500, 2);
+    let c = browser();
+    let stock_on_home = |c: &Client| {
+        let home = page(c, &app, "/").text().unwrap();
+        let at = home.find("data-product-id=\"p\"").expect("card");
+        let card = &home[at..at + home[at..].find("</a>").expect("card end")];
+        card.to_string()
+    };
+    assert!(stock_on_home(&c).contains(" 2<"), "{}", stock_on_home(&c));
+    app.order_ok("p", 1, "manual");
+    assert!(
+        stock_on_home(&c).contains(" 1<"),
+        "a held key leaves the stock"
+    );
+    app.product_with_keys("q", 700, 1);
+    assert!(page(&c, &app, "/")
+        .text()
+        .unwrap()
+        .contains("data-product-id=\"q\""));
+    let en = page(&c, &app, "/?lang=en").text().unwrap();
+    assert!(en.contains("lang=\"en\"") && en.contains("data-product-id=\"q\""));
+    let other = page(&c, &app, "/?lang=en&ref=x").text().unwrap();
+    assert!(
+        other.contains("ref=x"),
+        "the switch keeps an unknown parameter"
+    );
+}
+
 /// A browser signed in to the admin panel.
 fn signed_in_admin(app: &TestApp) -> Client {
     let merchant = browser();
