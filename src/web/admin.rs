@@ -35,6 +35,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ],
     ))
     .service(page(
+        "/admin/products/{id}/keys/file",
+        vec![web::post().to(super::key_file::upload)],
+    ))
+    .service(page(
         "/admin/orders",
         vec![web::get().to(admin_pages::orders)],
     ))

@@ -311,15 +311,23 @@ pub async fn keys(req: HttpRequest, state: State, web: Web) -> HttpResponse {
     let body = html! {
         h1 { (p.name) " — " (tr(&ctx, "卡密", "Keys")) }
         p { (tr(&ctx, "可售", "Available")) " " b data-available { (p.counts.available) } " · " (tr(&ctx, "锁定", "held")) " " (p.counts.held) " · " (tr(&ctx, "已售", "sold")) " " (p.counts.sold) }
-        form.card.upload method="post" data-key-upload {
+        form.card.upload method="post" action={ "/admin/products/" (p.id) "/keys/file" }
+            enctype="multipart/form-data" data-key-upload {
+            input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);
+            label { (tr(&ctx, "上传卡密文件（文本，每行一个）", "Upload a key file (text, one key per line)"))
+                input type="file" name="file" accept=".txt,.csv,text/plain" required data-key-file;
+            }
+            progress hidden max="100" value="0" data-progress {}
+            p.error hidden data-upload-error {}
+            button type="submit" { (tr(&ctx, "上传", "Upload")) }
+        }
+        form.card method="post" {
             input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);
             input type="hidden" name="action" value="import";
-            label { (tr(&ctx, "每行一个卡密（可粘贴，或选择文件）", "One key per line (paste, or choose a file)"))
-                textarea name="keys" rows="8" required {}
+            label { (tr(&ctx, "或粘贴，每行一个卡密", "Or paste, one key per line"))
+                textarea name="keys" rows="6" required {}
             }
-            input type="file" accept=".txt,.csv,text/plain" data-key-file;
-            progress hidden max="100" value="0" data-progress {}
-            button type="submit" { (tr(&ctx, "导入", "Import")) }
+            button type="submit" data-paste-import { (tr(&ctx, "导入", "Import")) }
         }
         form.card method="post" {
             input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);
@@ -364,18 +372,7 @@ pub async fn key_action(
                 .await?;
         } else {
             let text = form.get("keys").unwrap_or_default().as_bytes().to_vec();
-            let (store, crypto, pid) = (state.store.clone(), state.crypto.clone(), id.clone());
-            // The same upload as the API's: checked whole, then stored whole
-            // or not at all (`ops::upload`), off the async workers.
-            web::block(move || {
-                use crate::shop::key_parse::{check, Format};
-                let checked = check(Format::Text, &text)?;
-                crate::ops::upload::import(&store, &crypto, pid.as_str(), checked.total(), |each| {
-                    checked.for_each_key(&text, each)
-                })
-            })
-            .await
-            .map_err(|_| Error::unavailable("server busy"))??;
+            super::key_file::import_text(&state, id.clone(), text).await?;
         }
         Ok::<_, Error>(())
     };

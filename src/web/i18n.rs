@@ -2,7 +2,7 @@
 //! [`Texts`], so a page cannot show a text one language lacks.
 
 /// A page's language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lang {
     Zh,
     En,

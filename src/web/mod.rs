@@ -12,8 +12,10 @@ mod admin_pages;
 mod assets;
 mod csrf;
 mod i18n;
+mod key_file;
 mod layout;
 mod markdown;
+mod page_cache;
 mod session;
 mod shop_pages;
 
@@ -29,6 +31,8 @@ use maud::Markup;
 /// Content-Security-Policy built once from config.
 pub struct WebState {
     pub sessions: session::Sessions,
+    /// The rendered `/`, per products version.
+    home: page_cache::HomeCache,
     csp: String,
     /// Cookies get `Secure` when the shop is served over https.
     secure_cookies: bool,
@@ -45,6 +49,7 @@ impl WebState {
             .unwrap_or_default();
         WebState {
             sessions: session::Sessions::default(),
+            home: page_cache::HomeCache::default(),
             csp: format!(
                 "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
                  connect-src 'self'; form-action 'self'{gateway}; base-uri 'none'; frame-ancestors 'none'"
@@ -226,6 +231,11 @@ impl Ctx {
 
     pub fn t(&self) -> &'static i18n::Texts {
         self.lang.texts()
+    }
+
+    /// Whether the query has no parameter but `names`.
+    pub fn query_only(&self, names: &[&str]) -> bool {
+        self.query.iter().all(|(k, _)| names.contains(&k.as_str()))
     }
 
     /// This page in the other language.

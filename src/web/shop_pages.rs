@@ -7,6 +7,7 @@ use super::{csrf, markdown, money, query, see_other, Ctx, Form, Web};
 use crate::domain::ids::{Gateway, ProductId};
 use crate::domain::model::{Order, Product};
 use crate::domain::order::OrderStatus;
+use crate::error::Error;
 use crate::http::limits::Limit;
 use crate::http::orders::{client_ip, new_order, order_with_token, CreateBody};
 use crate::http::{products, State};
@@ -58,23 +59,39 @@ fn card(ctx: &Ctx, p: &Product, stock: u64, currency: &str) -> Markup {
 
 pub async fn home(req: HttpRequest, state: State, web: Web) -> HttpResponse {
     let ctx = Ctx::new(&req, &state, &web);
-    let t = ctx.t();
-    let products = match products::storefront(&state.store) {
+    let chosen = query(&req, "category");
+    // Only `lang` and `category` shape the page (the language switch's link
+    // repeats the query): any other parameter is rendered, not kept.
+    let cacheable = ctx.query_only(&["lang", "category"]);
+    let version = state.store.products_version();
+    if cacheable {
+        if let Some(page) = web.home.get(version, ctx.lang, &chosen) {
+            return ctx.respond(StatusCode::OK, &web, PreEscaped(page));
+        }
+    }
+    let page = match home_page(&ctx, &state, chosen.as_deref()) {
         Ok(p) => p,
         Err(e) => return layout::error(&req, &state, &web, &e),
     };
-    let chosen = query(&req, "category");
+    if cacheable {
+        web.home.put(version, ctx.lang, chosen, &page.0);
+    }
+    ctx.respond(StatusCode::OK, &web, page)
+}
+
+/// The storefront: category links and a card per active product (of the
+/// chosen category).
+fn home_page(ctx: &Ctx, state: &State, chosen: Option<&str>) -> Result<Markup, Error> {
+    let t = ctx.t();
+    let products = products::storefront(&state.store)?;
     let categories = products::categories(&products);
     let currency = &state.config.shop.currency;
     let mut cards = Vec::new();
     for p in products
         .iter()
-        .filter(|p| chosen.is_none() || p.presentation.category == chosen)
+        .filter(|p| chosen.is_none() || p.presentation.category.as_deref() == chosen)
     {
-        match state.store.stock(p) {
-            Ok(stock) => cards.push(card(&ctx, p, stock, currency)),
-            Err(e) => return layout::error(&req, &state, &web, &e),
-        }
+        cards.push(card(ctx, p, state.store.stock(p)?, currency));
     }
     let body = html! {
         @if !categories.is_empty() {
@@ -82,7 +99,7 @@ pub async fn home(req: HttpRequest, state: State, web: Web) -> HttpResponse {
                 a href="/" aria-current=[chosen.is_none().then_some("page")] { (t.all) }
                 @for (name, _) in &categories {
                     a href={ "/?category=" (urlencode(name)) }
-                        aria-current=[(chosen.as_deref() == Some(*name)).then_some("page")] { (name) }
+                        aria-current=[(chosen == Some(*name)).then_some("page")] { (name) }
                 }
             }
         }
@@ -92,7 +109,7 @@ pub async fn home(req: HttpRequest, state: State, web: Web) -> HttpResponse {
             section.grid { @for c in &cards { (c) } }
         }
     };
-    ctx.respond(StatusCode::OK, &web, page(&ctx, "", body))
+    Ok(page(ctx, "", body))
 }
 
 fn urlencode(s: &str) -> String {

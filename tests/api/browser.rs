@@ -291,6 +291,41 @@ fn a_buyer_orders_and_sees_the_key_appear_when_the_merchant_confirms_payment() {
     merchant.go(&app.url("/admin"));
     merchant.screenshot("admin-dashboard");
 
+    // The merchant imports a key file through the upload form; the bar
+    // shows (the XHR path) and the stock rises.
+    let stock = || {
+        app.get("/api/v1/products/steam-10")
+            .json::<Value>()
+            .unwrap()["stock"]
+            .as_u64()
+    };
+    let before = stock().expect("stock");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("keys.txt");
+    std::fs::write(&file, "UPLOAD-0001\nUPLOAD-0002\nUPLOAD-0003\n").expect("key file");
+    merchant.go(&app.url("/admin/products/steam-10/keys"));
+    merchant.js(
+        "var bar = document.querySelector('[data-progress]');\
+         new MutationObserver(function () { if (!bar.hidden) sessionStorage.setItem('bar', 'shown'); })\
+           .observe(bar, { attributes: true })",
+    );
+    merchant.type_into("input[data-key-file]", &file.to_string_lossy());
+    merchant.click("form[data-key-upload] button[type=submit]");
+    eventually(Duration::from_secs(20), || {
+        (stock() == Some(before + 3)).then_some(())
+    });
+    eventually(Duration::from_secs(20), || {
+        let shown = merchant.js("return sessionStorage.getItem('bar')");
+        (shown == json!("shown")).then_some(())
+    });
+    let now = (before + 3).to_string();
+    eventually(Duration::from_secs(20), || {
+        let a = merchant
+            .js("var a = document.querySelector('[data-available]'); return a && a.textContent");
+        (a == json!(now)).then_some(())
+    });
+    merchant.screenshot("admin-keys-zh");
+
     // The buyer's page shows the key by itself, without a reload.
     let key = eventually(Duration::from_secs(30), || {
         let k = buyer.js("var k = document.querySelector('[data-key]'); return k && k.offsetParent ? k.textContent : null");
@@ -335,7 +370,10 @@ fn at_phone_width_no_page_scrolls_sideways() {
     assert_eq!(r.status(), 201);
     app.import(
         "p",
-        &["PHONE-KEY-0001-WITH-A-LONG-TAIL-THAT-MUST-WRAP-0000".into()],
+        &[
+            "PHONE-KEY-0001-WITH-A-LONG-TAIL-THAT-MUST-WRAP-0000".into(),
+            "PHONE-KEY-0002".into(),
+        ],
     );
     let o = app.order_ok("p", 1, "manual");
     let d = Driver::start();

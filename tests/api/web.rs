@@ -287,6 +287,188 @@ fn a_buyer_orders_on_the_storefront_and_gets_the_key_once_the_merchant_confirms(
 }
 
 #[test]
+fn the_storefront_shows_every_change_to_products_and_stock_at_once() {
+    let app = manual_shop();
+    app.product_with_keys("p", 500, 2);
+    let c = browser();
+    let stock_on_home = |c: &Client| {
+        let home = page(c, &app, "/").text().unwrap();
+        let at = home.find("data-product-id=\"p\"").expect("card");
+        let card = &home[at..at + home[at..].find("</a>").expect("card end")];
+        card.to_string()
+    };
+    assert!(stock_on_home(&c).contains(" 2<"), "{}", stock_on_home(&c));
+    app.order_ok("p", 1, "manual");
+    assert!(
+        stock_on_home(&c).contains(" 1<"),
+        "a held key leaves the stock"
+    );
+    app.product_with_keys("q", 700, 1);
+    assert!(page(&c, &app, "/")
+        .text()
+        .unwrap()
+        .contains("data-product-id=\"q\""));
+    let en = page(&c, &app, "/?lang=en").text().unwrap();
+    assert!(en.contains("lang=\"en\"") && en.contains("data-product-id=\"q\""));
+    let other = page(&c, &app, "/?lang=en&ref=x").text().unwrap();
+    assert!(
+        other.contains("ref=x"),
+        "the switch keeps an unknown parameter"
+    );
+}
+
+/// A browser signed in to the admin panel.
+fn signed_in_admin(app: &TestApp) -> Client {
+    let merchant = browser();
+    let login = page(&merchant, app, "/admin/login").text().unwrap();
+    let r = merchant
+        .post(app.url("/admin/login"))
+        .form(&[("csrf", csrf_of(&login).as_str()), ("token", ADMIN)])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    merchant
+}
+
+/// A `multipart/form-data` body as a browser's form sends it: the CSRF
+/// field (when given) and the file.
+fn key_file_form(csrf: Option<&str>, file: &str) -> (String, String) {
+    let b = "----fakaTestBoundary7MA4YWxk";
+    let mut body = String::new();
+    if let Some(t) = csrf {
+        body += &format!("--{b}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{t}\r\n");
+    }
+    body += &format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"keys.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n{file}\r\n--{b}--\r\n"
+    );
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+fn available(app: &TestApp, id: &str) -> u64 {
+    let v: serde_json::Value = reqwest::blocking::get(app.url(&format!("/api/v1/products/{id}")))
+        .unwrap()
+        .json()
+        .unwrap();
+    v["stock"].as_u64().expect("stock")
+}
+
+#[test]
+fn the_admin_uploads_a_key_file_all_or_nothing_behind_csrf() {
+    let app = spawn();
+    app.product_with_keys("p", 500, 1);
+    let merchant = signed_in_admin(&app);
+    let keys_page = page(&merchant, &app, "/admin/products/p/keys")
+        .text()
+        .unwrap();
+    assert!(
+        keys_page.contains("enctype=\"multipart/form-data\""),
+        "a plain form"
+    );
+    let token = csrf_of(&keys_page);
+    let post = |c: &Client, csrf: Option<&str>, file: &str| {
+        let (ct, body) = key_file_form(csrf, file);
+        c.post(app.url("/admin/products/p/keys/file"))
+            .header("Content-Type", ct)
+            .header("Accept", "text/html")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let r = post(&merchant, Some(&token), "FILE-1\nFILE-2\r\nFILE-3\n");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/admin/products/p/keys");
+    assert_eq!(available(&app, "p"), 4, "three keys from the file");
+
+    let before = app.dump();
+    // No CSRF field, a wrong one, or no session: refused, nothing stored.
+    assert_eq!(post(&merchant, None, "FILE-4\n").status(), 403);
+    let wrong = "wrong-but-long-enough-0123456789abcdef";
+    assert_eq!(post(&merchant, Some(wrong), "FILE-4\n").status(), 403);
+    let r = post(&browser(), Some(&token), "FILE-4\n");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/admin/login");
+    // A file the API would refuse (a key too long) adds no key at all.
+    let long = "x".repeat(10_000);
+    let r = post(&merchant, Some(&token), &format!("FILE-5\n{long}\n"));
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_page_headers(&r, "a refused file");
+    // Not multipart at all: a clear 4xx.
+    let r = merchant
+        .post(app.url("/admin/products/p/keys/file"))
+        .header("Content-Type", "text/plain")
+        .body("FILE-6\n")
+        .send()
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    crate::errors::assert_unchanged(&app, &before, "refused key files");
+}
+
+fn set_cookie(r: &Response, name: &str) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie"))
+}
+
+#[test]
+fn an_https_shop_marks_its_cookies_secure() {
+    let app = spawn_with(|dir| {
+        config_text(dir, "").replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\npublic_url = \"https://shop.example\"",
+        )
+    });
+    let c = browser();
+    let login = page(&c, &app, "/admin/login");
+    let csrf_cookie = set_cookie(&login, "faka_csrf");
+    assert!(csrf_cookie.contains("Secure"), "{csrf_cookie}");
+    let r = c
+        .post(app.url("/admin/login"))
+        .form(&[
+            ("csrf", csrf_of(&login.text().unwrap()).as_str()),
+            ("token", ADMIN),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = set_cookie(&r, "faka_admin");
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(session.contains(attr), "{attr}: {session}");
+    }
+}
+
+#[test]
+fn failed_sign_ins_share_the_apis_admin_throttle() {
+    let app = spawn_with(|dir| {
+        config_text(dir, "").replace(
+            "admin_failures_per_minute = 0",
+            "admin_failures_per_minute = 3",
+        )
+    });
+    let c = browser();
+    let token = csrf_of(&page(&c, &app, "/admin/login").text().unwrap());
+    let sign_in = |t: &str| {
+        c.post(app.url("/admin/login"))
+            .form(&[("csrf", token.as_str()), ("token", t)])
+            .send()
+            .unwrap()
+            .status()
+    };
+    for _ in 0..3 {
+        assert_eq!(sign_in("wrong"), 401);
+    }
+    assert_eq!(sign_in(ADMIN), 429, "the right token too, for the minute");
+    let api = app
+        .admin(app.client.get(app.url("/api/v1/admin/orders")))
+        .send()
+        .unwrap();
+    assert_eq!(api.status(), 429, "the API's admin routes share the count");
+}
+
+#[test]
 fn assets_are_content_hashed_and_cached_for_a_year() {
     let app = spawn();
     let c = browser();
@@ -309,6 +491,40 @@ fn assets_are_content_hashed_and_cached_for_a_year() {
             .status(),
         404
     );
+}
+
+/// Issue 25's budget: a buyer's first visit to a storefront of 50 products
+/// (the page, its CSS and its JS, gzip-compressed as a browser gets them)
+/// is under 60 KB.
+#[test]
+fn a_storefront_first_load_is_under_60_kb_compressed() {
+    let app = spawn();
+    for i in 0..50 {
+        app.product_with_keys(&format!("p{i:02}"), 500 + i, 1);
+    }
+    let c = browser();
+    let get = |path: &str| {
+        // reqwest is built without gzip: the bytes are the wire's.
+        let r = c
+            .get(app.url(path))
+            .header("Accept", "text/html")
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-encoding"], "gzip", "{path}");
+        r.bytes().unwrap().len()
+    };
+    let html = page(&c, &app, "/").text().unwrap();
+    assert_eq!(html.matches("data-product-id=").count(), 50);
+    let mut total = get("/");
+    for ext in ["css", "js"] {
+        let at = html.find(&format!(".{ext}\"")).expect("asset link");
+        let start = html[..at].rfind("/assets/").expect("path");
+        total += get(&html[start..at + ext.len() + 1]);
+    }
+    assert!(total < 60_000, "first load: {total} bytes compressed");
+    eprintln!("storefront first load, 50 products: {total} bytes gzip");
 }
 
 #[test]

@@ -167,6 +167,12 @@ impl Req {
         }
     }
 
+    /// This request with `headers` added.
+    pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Req {
+        self.headers.extend(headers);
+        self
+    }
+
     pub fn post(path: &str, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> Req {
         Req {
             method: "POST",

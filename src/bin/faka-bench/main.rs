@@ -15,6 +15,8 @@
 //!   settings, so `read` is reported as the ratios faka_rps / trivial_rps
 //!   (the four take turns in 1 s slices), with each server's CPU time per
 //!   request;
+//! - `pages`  the storefront's `GET /` with 50 products and a product page,
+//!   against the same two ceilings (goal: ≥ 0.5 × trivial);
 //! - `flow`   the buyer's journey: create order (hmac) → signed payment → GET
 //!   the order with its token and keys; no key may appear twice; faka's CPU
 //!   time per order;
@@ -148,6 +150,7 @@ fn run_all(cfg: &Settings, which: Scenario) -> Vec<Row> {
     let mut rows = Vec::new();
     let main_scenarios = [
         Scenario::Read,
+        Scenario::Pages,
         Scenario::Flow,
         Scenario::Flash,
         Scenario::Import,
@@ -169,7 +172,7 @@ fn run_all(cfg: &Settings, which: Scenario) -> Vec<Row> {
     rows
 }
 
-/// read, flow, flash and import on one faka, then its store check.
+/// read, pages, flow, flash and import on one faka, then its store check.
 fn run_main(cfg: &Settings, faka: Faka, wants: &dyn Fn(Scenario) -> bool, rows: &mut Vec<Row>) {
     if wants(Scenario::Read) {
         progress("read (and the trivial ceilings)");
@@ -177,7 +180,8 @@ fn run_main(cfg: &Settings, faka: Faka, wants: &dyn Fn(Scenario) -> bool, rows: 
         rows.extend(result.unwrap_or_else(|e| vec![Row::failed("read", e)]));
     }
     type Run = fn(&Settings, &Faka) -> Result<Vec<Row>>;
-    let others: [(Scenario, &str, Run); 3] = [
+    let others: [(Scenario, &str, Run); 4] = [
+        (Scenario::Pages, "pages", scenarios::pages::run),
         (Scenario::Flow, "flow", scenarios::flow::run),
         (Scenario::Flash, "flash", scenarios::flash::run),
         (Scenario::Import, "import", scenarios::import::run),

@@ -111,6 +111,8 @@ pub struct Args {
 pub enum Scenario {
     All,
     Read,
+    /// The storefront's `/` and product page against the ceilings.
+    Pages,
     Flow,
     Flash,
     Import,

@@ -75,20 +75,36 @@
     if (!FINAL[status.textContent]) setTimeout(poll, delay);
   }
 
+  // The key file form posts itself without JavaScript; with it, the same
+  // multipart body goes through XHR so the bar can show the upload.
   function upload(form) {
-    var file = form.querySelector("[data-key-file]");
-    var text = form.querySelector("textarea");
     var bar = form.querySelector("[data-progress]");
-    file.addEventListener("change", function () {
-      var f = file.files[0];
-      if (!f) return;
-      var reader = new FileReader();
+    var problem = form.querySelector("[data-upload-error]");
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", form.action);
       bar.hidden = false;
-      reader.onprogress = function (e) {
-        if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100);
+      bar.value = 0;
+      problem.hidden = true;
+      xhr.upload.onprogress = function (p) {
+        if (p.lengthComputable) bar.value = Math.round((p.loaded / p.total) * 100);
       };
-      reader.onload = function () { text.value = reader.result; bar.value = 100; };
-      reader.readAsText(f);
+      xhr.onload = function () {
+        if (xhr.status === 200) {
+          window.location.assign(xhr.responseURL || window.location.href);
+          return;
+        }
+        var page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+        var msg = page.querySelector(".error, h1");
+        problem.textContent = msg ? msg.textContent : String(xhr.status);
+        problem.hidden = false;
+      };
+      xhr.onerror = function () {
+        problem.textContent = "network error";
+        problem.hidden = false;
+      };
+      xhr.send(new FormData(form));
     });
   }
 

@@ -28,29 +28,29 @@ pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     // every thread of the outside server's and of faka's. CPU per request
     // does not depend on how much of the two cores the load generator took
     // meanwhile.
-    let targets: [Target; 4] = [
-        (
+    let targets = [
+        Target::new(
             "ceiling /ping",
             trivial,
             "/ping",
             PING_BODY,
             ServerThreads::Trivial,
         ),
-        (
+        Target::new(
             "outside /ping",
             outside.addr,
             "/ping",
             PING_BODY,
             ServerThreads::Outside(outside.pid),
         ),
-        (
+        Target::new(
             "read product",
             faka.addr,
             "/api/v1/products/bench-read",
             &product.body,
             ServerThreads::Faka(faka),
         ),
-        (
+        Target::new(
             "read list",
             faka.addr,
             "/api/v1/products",
@@ -58,59 +58,101 @@ pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
             ServerThreads::Faka(faka),
         ),
     ];
+    Ok(measure(cfg, &targets, 0.8, outside.nice))
+}
+
+/// Runs `targets` in turns of about a second (the first two must be the
+/// ceilings, in this process and outside it) and gives a row per target;
+/// faka's targets get the goal `≥ goal × trivial` against both ceilings.
+pub fn measure(cfg: &Settings, targets: &[Target], goal: f64, outside_nice: i32) -> Vec<Row> {
     let slices = cfg.duration.as_secs().max(1) as u32;
     let slice = cfg.duration / slices;
     let mut runs: Vec<ReadRun> = targets.iter().map(|_| ReadRun::default()).collect();
     for _ in 0..slices {
-        for (run, (_, addr, path, expected, server)) in runs.iter_mut().zip(&targets) {
-            let cpu = server.cpu_time();
-            run.add(read_slice(cfg, *addr, path, expected, slice));
-            run.cpu += server.cpu_time().saturating_sub(cpu);
+        for (run, t) in runs.iter_mut().zip(targets) {
+            let cpu = t.server.cpu_time();
+            run.add(read_slice(cfg, t, slice));
+            run.cpu += t.server.cpu_time().saturating_sub(cpu);
         }
     }
-    Ok(rows(runs, &targets, outside.nice))
+    rows(runs, targets, goal, outside_nice)
 }
 
-/// A `read` target: its row's name, the server, the path, the body every
+/// A timed target: its row's name, the server, the request, the body every
 /// answer must have, and whose CPU time it is charged.
-type Target<'a> = (&'a str, SocketAddr, &'a str, &'a [u8], ServerThreads<'a>);
+pub struct Target<'a> {
+    name: &'a str,
+    addr: SocketAddr,
+    path: &'a str,
+    expected: &'a [u8],
+    server: ServerThreads<'a>,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(
+        name: &'a str,
+        addr: SocketAddr,
+        path: &'a str,
+        expected: &'a [u8],
+        server: ServerThreads<'a>,
+    ) -> Target<'a> {
+        Target {
+            name,
+            addr,
+            path,
+            expected,
+            server,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Sends `name: value` with every request.
+    pub fn header(mut self, name: &'static str, value: String) -> Target<'a> {
+        self.headers.push((name, value));
+        self
+    }
+}
 
 /// A row per target, with its ratios to both ceilings (the first two
 /// targets) and, for faka's, the targets; then each server's CPU time per
 /// request.
-fn rows(runs: Vec<ReadRun>, targets: &[Target], outside_nice: i32) -> Vec<Row> {
+fn rows(runs: Vec<ReadRun>, targets: &[Target], goal: f64, outside_nice: i32) -> Vec<Row> {
     let (ceiling, outside) = (runs[0].rps(), runs[1].rps());
     let cpu: Vec<String> = runs
         .iter()
         .map(|r| format!("{:.1}", r.cpu_us_per_request()))
         .collect();
     let mut rows = Vec::new();
-    for (run, (name, _, path, _, server)) in runs.into_iter().zip(targets) {
+    for (run, t) in runs.into_iter().zip(targets) {
         let rps = run.rps();
-        let mut fails = run.wrong.into_failures(&format!("GET {path}"));
+        let mut fails = run.wrong.into_failures(&format!("GET {}", t.path));
         if run.series.error_count() > 0 {
             fails.push(format!("errors: {}", run.series.errors_text()));
         }
         let mut series = run.series;
         let mut row =
-            Row::new(name, format!("{} req/s", thousands(rps)), &mut series).verdict(fails);
+            Row::new(t.name, format!("{} req/s", thousands(rps)), &mut series).verdict(fails);
         let ratio = rps / ceiling.max(1e-9);
         let to_outside = rps / outside.max(1e-9);
         row.ratio = Some(ratio);
         row.outside = Some(to_outside);
-        if let ServerThreads::Faka(_) = server {
-            let what = format!("{name} ≥ 0.8 × trivial");
-            row.goals.push(Goal::at_least(what, ratio, 0.8, "×"));
-            let what = format!("{name} ≥ 0.8 × outside trivial");
-            row.goals.push(Goal::at_least(what, to_outside, 0.8, "×"));
+        if let ServerThreads::Faka(_) = t.server {
+            let what = format!("{} ≥ {goal} × trivial", t.name);
+            row.goals.push(Goal::at_least(what, ratio, goal, "×"));
+            let what = format!("{} ≥ {goal} × outside trivial", t.name);
+            row.goals.push(Goal::at_least(what, to_outside, goal, "×"));
         }
         rows.push(row);
     }
+    let names: Vec<&str> = targets[2..].iter().map(|t| t.path).collect();
     rows.push(Row::info(
         "  server CPU µs/req",
         format!(
-            "{} / {} / {} (/ping, product, list)",
-            cpu[0], cpu[2], cpu[3]
+            "{} / {} (/ping, {})",
+            cpu[0],
+            cpu[2..].join(" / "),
+            names.join(", ")
         ),
     ));
     rows.push(Row::info(
@@ -168,27 +210,22 @@ impl ReadRun {
     }
 }
 
-/// GETs `path` for `duration`; every body must equal `expected` (nothing
-/// writes meanwhile). Gives the series, the wrong answers and the time taken.
-fn read_slice(
-    cfg: &Settings,
-    addr: SocketAddr,
-    path: &str,
-    expected: &[u8],
-    duration: Duration,
-) -> (Series, Wrong, Duration) {
+/// GETs the target's path for `duration`; every body must equal the
+/// expected one (nothing writes meanwhile). Gives the series, the wrong
+/// answers and the time taken.
+fn read_slice(cfg: &Settings, t: &Target, duration: Duration) -> (Series, Wrong, Duration) {
     let check = |s: &mut Series, wrong: &mut Wrong, r: Option<Resp>| {
         if let Some(r) = r {
-            if s.check(&r, 200) && r.body != expected {
+            if s.check(&r, 200) && r.body != t.expected {
                 wrong.add(String::from_utf8_lossy(&r.body).into_owned());
             }
         }
     };
     let init = |_| (Series::default(), Wrong::default());
     let (states, elapsed) = if !cfg.read_threads {
-        let req = Req::get(path.to_string());
+        let req = Req::get(t.path.to_string()).with_headers(t.headers.clone());
         run_tasks(
-            addr,
+            t.addr,
             cfg.concurrency,
             cfg.client_threads,
             duration,
@@ -200,11 +237,18 @@ fn read_slice(
             },
         )
     } else {
-        run_timed(addr, cfg.concurrency, duration, init, |(s, wrong), conn| {
-            let r = timed(s, || conn.get(path));
-            check(s, wrong, r);
-            true
-        })
+        let headers: Vec<(&str, &str)> = t.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_timed(
+            t.addr,
+            cfg.concurrency,
+            duration,
+            init,
+            |(s, wrong), conn| {
+                let r = timed(s, || conn.send("GET", t.path, &headers, b""));
+                check(s, wrong, r);
+                true
+            },
+        )
     };
     let (mut series, mut wrong) = (Series::default(), Wrong::default());
     for (s, w) in states {
