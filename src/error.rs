@@ -120,3 +120,14 @@ impl Error {
         }
     }
 }
+
+impl From<crate::domain::ids::ParseError> for Error {
+    fn from(e: crate::domain::ids::ParseError) -> Self {
+        match e {
+            crate::domain::ids::ParseError::Invalid { field, message } => {
+                Error::invalid(field, message)
+            }
+            crate::domain::ids::ParseError::NotFound(what) => Error::not_found(what),
+        }
+    }
+}

@@ -307,7 +307,7 @@ proptest! {
                 prop_assert_eq!(OrderNo::parse(no.as_str()).ok(), Some(no));
             }
             // An impossible order number is simply not found.
-            Err(e) => prop_assert_eq!(e.code(), "not_found"),
+            Err(e) => prop_assert_eq!(faka::error::Error::from(e).code(), "not_found"),
         }
     }
 
@@ -326,7 +326,7 @@ proptest! {
             Ok(g) => prop_assert_eq!(g.as_str(), s.as_str()),
             Err(e) => {
                 prop_assert!(!["manual", "hmac", "epay"].contains(&s.as_str()));
-                prop_assert_eq!(e.code(), "invalid_request");
+                prop_assert_eq!(faka::error::Error::from(e).code(), "invalid_request");
             }
         }
     }

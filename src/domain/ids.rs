@@ -1,7 +1,44 @@
 //! Newtypes that carry the shop's input rules. Requests are parsed into these
 //! once, at the HTTP edge ("parse, don't validate"); inside, they are trusted.
 
-use crate::error::{Error, Result};
+/// Why a value from outside is none of these types. The domain names the
+/// field and the reason; the edges map it to the contract's error
+/// (`From<ParseError> for crate::error::Error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    NotFound(String),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Invalid { field, message } => write!(f, "{field}: {message}"),
+            ParseError::NotFound(what) => f.write_str(what),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ParseError>;
+
+/// The parse errors' constructors, named as the contract's codes.
+struct Error;
+
+impl Error {
+    fn invalid(field: &'static str, message: impl Into<String>) -> ParseError {
+        ParseError::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: impl Into<String>) -> ParseError {
+        ParseError::NotFound(what.into())
+    }
+}
 use std::fmt;
 
 /// A product id: `[a-z0-9][a-z0-9_-]{0,63}`.

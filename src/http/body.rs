@@ -57,7 +57,7 @@ pub async fn read_body(
         while let Some(chunk) = payload.next().await {
             append(&mut buf, chunk)?;
         }
-        Ok(())
+        Ok::<(), Error>(())
     };
     actix_web::rt::time::timeout(deadline, read)
         .await
