@@ -247,6 +247,34 @@ pub fn ensure_admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
     Ok(Some(token))
 }
 
+/// Starts the background threads over the store: the expiry sweeper, the
+/// retention pruner and, when configured, the webhook senders.
+fn start_workers(cfg: &Config, store: &Store, crypto: &Arc<Crypto>) -> Workers {
+    let mut workers = Workers::new();
+    let (s, stop) = (store.clone(), workers.stop_signal());
+    let interval = Duration::from_millis(cfg.orders.sweep_interval_ms.max(10));
+    workers.spawn("faka-expiry", move || {
+        workers::expiry::run(s, interval, stop)
+    });
+    let (s, stop) = (store.clone(), workers.stop_signal());
+    let ages = workers::retention::Ages::of(&cfg.retention);
+    let interval = Duration::from_secs(cfg.retention.sweep_interval_secs.max(1));
+    workers.spawn("faka-retention", move || {
+        workers::retention::run(s, ages, interval, stop)
+    });
+
+    if let Some(hooks) = cfg.webhooks() {
+        let ctx = workers::webhooks::Context {
+            store: store.clone(),
+            crypto: crypto.clone(),
+            cfg: hooks.clone(),
+            currency: cfg.shop.currency.clone(),
+        };
+        workers::webhooks::start(ctx, &mut workers);
+    }
+    workers
+}
+
 /// A running shop.
 pub struct Application {
     server: actix_web::dev::Server,
@@ -301,29 +329,8 @@ impl Application {
         // stored without being shown.
         let generated_admin_token = ensure_admin_token(&cfg)?;
         let cfg = Arc::new(cfg);
-        let mut workers = Workers::new();
-        let (s, stop) = (store.clone(), workers.stop_signal());
-        let interval = Duration::from_millis(cfg.orders.sweep_interval_ms.max(10));
-        workers.spawn("faka-expiry", move || {
-            workers::expiry::run(s, interval, stop)
-        });
-        let (s, stop) = (store.clone(), workers.stop_signal());
-        let ages = workers::retention::Ages::of(&cfg.retention);
-        let interval = Duration::from_secs(cfg.retention.sweep_interval_secs.max(1));
-        workers.spawn("faka-retention", move || {
-            workers::retention::run(s, ages, interval, stop)
-        });
-
         let crypto = Arc::new(crypto);
-        if let Some(hooks) = cfg.webhooks() {
-            let ctx = workers::webhooks::Context {
-                store: store.clone(),
-                crypto: crypto.clone(),
-                cfg: hooks.clone(),
-                currency: cfg.shop.currency.clone(),
-            };
-            workers::webhooks::start(ctx, &mut workers);
-        }
+        let mut workers = start_workers(&cfg, &store, &crypto);
         let metrics = Arc::new(crate::ops::metrics::Metrics::new(&store));
         let limits = Arc::new(http::limits::Limits::new(&cfg.limits));
         let (l, stop) = (limits.clone(), workers.stop_signal());
