@@ -48,6 +48,8 @@ pub fn set_aside_damage(data_dir: &Path) -> Result<Option<SetAside>, OpenError> 
     let lock = datadir::lock_data_dir(data_dir)?;
     let jdir = journal_dir(data_dir);
     let sled_seq = sled_applied_seq(data_dir);
+    // The journal's end when it scans whole (only markers or sled are ahead).
+    let mut scanned_end = None;
     let (reason, cut) = match journal::scan(&jdir) {
         Ok(scan) => {
             let clean = fs::read_to_string(datadir::marker_path(data_dir))
@@ -60,7 +62,10 @@ pub fn set_aside_damage(data_dir: &Path) -> Result<Option<SetAside>, OpenError> 
                 });
             match vouched {
                 Ok(()) => return Ok(None),
-                Err(e) => (e.0, None),
+                Err(e) => {
+                    scanned_end = scan.end;
+                    (e.0, None)
+                }
             }
         }
         Err(journal::JournalError::Damaged { path, offset, why }) => (
@@ -114,8 +119,8 @@ pub fn set_aside_damage(data_dir: &Path) -> Result<Option<SetAside>, OpenError> 
             );
             aside(later.clone(), "damaged")?;
         }
-    } else if let Ok(scan) = journal::scan(&jdir) {
-        kept_end = scan.end.unwrap_or(0);
+    } else if let Some(end) = scanned_end {
+        kept_end = end;
     }
     for name in ["CLEAN", datadir::SYNCED] {
         let path = data_dir.join(name);
