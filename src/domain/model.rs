@@ -175,6 +175,55 @@ pub struct Order {
     pub trade_no: Option<String>,
     pub client_ip: Option<String>,
     pub events: Vec<OrderEvent>,
+    // ---- order format 2 (contract v1.1) ----
+    /// The price as fixed when the order was made; `amount` is its total.
+    pub pricing: Pricing,
+    /// The buyer's choice among the gateway's pay types (epay `alipay`,
+    /// `wxpay`…; alipay `wap`), when it has several.
+    pub pay_type: Option<String>,
+    /// Slow salted hash (argon2 PHC string) of the buyer's query password.
+    /// Format-1 orders kept only a fast hash in `query_password_hash`; lookup
+    /// never finds them.
+    pub query_password_phc: Option<String>,
+    /// The provider's payment session, for gateways whose payment is started
+    /// by calling them (wechat, stripe): made once per order on the first
+    /// visit of `/pay/{order_no}` and reused after.
+    pub pay_session: Option<PaySession>,
+}
+
+/// An order's price, fixed at creation: `amount = subtotal - discount`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pricing {
+    pub unit_price: u64,
+    /// `unit_price × quantity`.
+    pub subtotal: u64,
+    pub discount: u64,
+    /// The coupon's code as the merchant wrote it, when one was used.
+    pub coupon: Option<String>,
+}
+
+impl Pricing {
+    /// The price of an order without tiers or coupon.
+    pub fn plain(unit_price: u64, quantity: u32) -> Pricing {
+        Pricing {
+            unit_price,
+            subtotal: unit_price.saturating_mul(quantity as u64),
+            discount: 0,
+            coupon: None,
+        }
+    }
+}
+
+/// A payment session at a provider (wechat `code_url`, stripe Checkout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaySession {
+    /// The provider's id for it (stripe `cs_…`; wechat: the prepay's id or
+    /// empty when it gives none).
+    pub provider_ref: String,
+    /// Where the buyer pays: a URL to open, or (wechat) the `code_url` shown
+    /// as a QR code.
+    pub url: String,
+    pub created_at_ms: i64,
 }
 
 #[cfg(test)]
@@ -202,6 +251,10 @@ impl Order {
             trade_no: None,
             client_ip: Some(ip.into()),
             events: Vec::new(),
+            pricing: Pricing::plain(1, 1),
+            pay_type: None,
+            query_password_phc: None,
+            pay_session: None,
         }
     }
 }

@@ -223,6 +223,8 @@ pub fn new_order(
         gateway,
         token_hash: sha256(token.as_bytes()),
         query_password_hash,
+        query_password_phc: None,
+        pay_type: None,
         client_ip: ip,
         created_at_ms: now,
         hold_ms: state.config.orders.hold_secs as i64 * 1000,

@@ -5,7 +5,7 @@
 use super::outbox::emit;
 use super::{load_order, load_product};
 use crate::domain::ids::{printable, Gateway};
-use crate::domain::model::{EventKind, IdempotencyRecord, KeyState, Order};
+use crate::domain::model::{EventKind, IdempotencyRecord, KeyState, Order, Pricing};
 use crate::domain::order::{self, OrderStatus};
 use crate::error::{Error, Result};
 use crate::store::Tx;
@@ -21,6 +21,9 @@ pub struct NewOrder {
     pub gateway: Gateway,
     pub token_hash: [u8; 32],
     pub query_password_hash: Option<[u8; 32]>,
+    /// Argon2 PHC string of the query password (hashed before the write).
+    pub query_password_phc: Option<String>,
+    pub pay_type: Option<String>,
     pub client_ip: Option<String>,
     pub created_at_ms: i64,
     pub hold_ms: i64,
@@ -136,6 +139,10 @@ pub fn create_order(
         trade_no: None,
         client_ip: req.client_ip,
         events: Vec::new(),
+        pricing: Pricing::plain(product.price, req.quantity),
+        pay_type: req.pay_type,
+        query_password_phc: req.query_password_phc,
+        pay_session: None,
     };
     if tx.order(&order.order_no)?.is_some() {
         return Err(Error::unavailable("order number collision, try again"));

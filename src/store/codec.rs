@@ -2,7 +2,8 @@
 //! a serde struct. Decoding has a size limit and refuses trailing bytes, so a
 //! torn or foreign value is an error, never a silently wrong record.
 
-use crate::domain::model::{KeyCounts, Presentation, Product};
+use crate::domain::model::{KeyCounts, Order, OrderEvent, Presentation, Pricing, Product};
+use crate::domain::order::OrderStatus;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The format version written today. Readers reject other versions loudly
@@ -104,6 +105,88 @@ pub fn decode_product(bytes: &[u8]) -> Result<Product, CodecError> {
     match bytes.first() {
         Some(&PRODUCT_FORMAT) => decode_body(&bytes[1..]),
         Some(&FORMAT_VERSION) => decode_body::<ProductV1>(&bytes[1..]).map(Product::from),
+        Some(&v) => Err(CodecError::Version(v)),
+        None => Err(CodecError::Empty),
+    }
+}
+
+/// Orders are written in format 2, which added pricing, the pay type, the
+/// query password's slow hash and the provider's payment session; format 1
+/// orders still read: their price is their amount, with no discount.
+pub const ORDER_FORMAT: u8 = 2;
+
+/// An order as format 1 stored it.
+#[derive(serde::Deserialize)]
+struct OrderV1 {
+    order_no: String,
+    seq: u64,
+    product_id: String,
+    quantity: u32,
+    amount: u64,
+    email: String,
+    gateway: String,
+    token_hash: [u8; 32],
+    query_password_hash: Option<[u8; 32]>,
+    status: OrderStatus,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    paid_at_ms: Option<i64>,
+    delivered_at_ms: Option<i64>,
+    refunded_at_ms: Option<i64>,
+    key_ids: Vec<u64>,
+    paid_gateway: Option<String>,
+    trade_no: Option<String>,
+    client_ip: Option<String>,
+    events: Vec<OrderEvent>,
+}
+
+impl From<OrderV1> for Order {
+    fn from(o: OrderV1) -> Order {
+        let pricing = Pricing {
+            unit_price: o.amount / (o.quantity.max(1) as u64),
+            subtotal: o.amount,
+            discount: 0,
+            coupon: None,
+        };
+        Order {
+            order_no: o.order_no,
+            seq: o.seq,
+            product_id: o.product_id,
+            quantity: o.quantity,
+            amount: o.amount,
+            email: o.email,
+            gateway: o.gateway,
+            token_hash: o.token_hash,
+            query_password_hash: o.query_password_hash,
+            status: o.status,
+            created_at_ms: o.created_at_ms,
+            expires_at_ms: o.expires_at_ms,
+            paid_at_ms: o.paid_at_ms,
+            delivered_at_ms: o.delivered_at_ms,
+            refunded_at_ms: o.refunded_at_ms,
+            key_ids: o.key_ids,
+            paid_gateway: o.paid_gateway,
+            trade_no: o.trade_no,
+            client_ip: o.client_ip,
+            events: o.events,
+            pricing,
+            pay_type: None,
+            query_password_phc: None,
+            pay_session: None,
+        }
+    }
+}
+
+pub fn encode_order(o: &Order) -> Vec<u8> {
+    let mut out = encode(o);
+    out[0] = ORDER_FORMAT;
+    out
+}
+
+pub fn decode_order(bytes: &[u8]) -> Result<Order, CodecError> {
+    match bytes.first() {
+        Some(&ORDER_FORMAT) => decode_body(&bytes[1..]),
+        Some(&FORMAT_VERSION) => decode_body::<OrderV1>(&bytes[1..]).map(Order::from),
         Some(&v) => Err(CodecError::Version(v)),
         None => Err(CodecError::Empty),
     }
@@ -219,5 +302,56 @@ mod tests {
             decode_product(&bytes),
             Err(CodecError::Version(9))
         ));
+    }
+
+    #[test]
+    fn orders_stored_by_format_1_still_read_priced_at_their_amount() {
+        let mut o = Order::pending_for_test("F1", "b@example.com", "1.2.3.4", 99);
+        o.quantity = 3;
+        o.amount = 2100;
+        // Format 1 is today's order without the format-2 fields at the end:
+        // the old bytes are today's minus the encoding of those fields.
+        let tail = bincode::serde::encode_to_vec(
+            (
+                &o.pricing,
+                &o.pay_type,
+                &o.query_password_phc,
+                &o.pay_session,
+            ),
+            config(),
+        )
+        .unwrap();
+        let now = encode_order(&o);
+        let mut v1 = vec![FORMAT_VERSION];
+        v1.extend_from_slice(&now[1..now.len() - tail.len()]);
+        let back = decode_order(&v1).unwrap();
+        assert_eq!(back.pricing, Pricing::plain(700, 3));
+        assert_eq!(back.amount, 2100);
+        assert_eq!((back.pay_type, back.query_password_phc), (None, None));
+        assert_eq!(back.events, o.events);
+    }
+
+    #[test]
+    fn orders_round_trip_in_format_2_and_refuse_other_formats() {
+        let mut o = Order::pending_for_test("F2", "b@example.com", "1.2.3.4", 99);
+        o.pricing = Pricing {
+            unit_price: 500,
+            subtotal: 1500,
+            discount: 150,
+            coupon: Some("Spring10".into()),
+        };
+        o.pay_type = Some("wxpay".into());
+        o.query_password_phc = Some("$argon2id$v=19$…".into());
+        o.pay_session = Some(crate::domain::model::PaySession {
+            provider_ref: "cs_1".into(),
+            url: "https://checkout.example/cs_1".into(),
+            created_at_ms: 5,
+        });
+        let mut bytes = encode_order(&o);
+        assert_eq!(bytes[0], ORDER_FORMAT);
+        assert_eq!(decode_order(&bytes).unwrap(), o);
+        assert!(decode_order(&bytes[..bytes.len() - 1]).is_err());
+        bytes[0] = 7;
+        assert!(matches!(decode_order(&bytes), Err(CodecError::Version(7))));
     }
 }

@@ -12,7 +12,6 @@ use super::datadir::{self, journal_dir, sled_dir, OpenError};
 use super::journal::{self, Batch};
 use super::recovery;
 use super::tree::{Tree, Trees};
-use crate::domain::model::Order;
 use crate::domain::order::OrderStatus;
 use std::collections::BTreeSet;
 use std::fs;
@@ -188,7 +187,7 @@ pub fn orders_in_sled(dir: &Path) -> io::Result<Vec<(String, OrderStatus)>> {
     let mut out = Vec::new();
     for item in trees.get(Tree::Orders).iter() {
         let (k, v) = item.map_err(io::Error::other)?;
-        let status = super::codec::decode::<Order>(&v).map(|o| o.status).ok();
+        let status = super::codec::decode_order(&v).map(|o| o.status).ok();
         if let Some(status) = status {
             out.push((String::from_utf8_lossy(&k).into_owned(), status));
         }

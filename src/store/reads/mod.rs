@@ -33,6 +33,10 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     codec::decode(bytes).map_err(storage)
 }
 
+fn decode_order(bytes: &[u8]) -> Result<Order> {
+    codec::decode_order(bytes).map_err(storage)
+}
+
 /// A part of the order tree, by order number.
 #[derive(Debug, Clone)]
 pub enum OrderRange {
@@ -104,7 +108,11 @@ impl Store {
     }
 
     pub fn order(&self, order_no: &str) -> Result<Option<Order>> {
-        self.read(Tree::Orders, order_no.as_bytes())
+        match self.read_raw(Tree::Orders, order_no.as_bytes())? {
+            Some(v) => decode_order(&v).map(Some),
+            None if self.inner.unapplied.is_behind() => Err(super::view::catching_up()),
+            None => Ok(None),
+        }
     }
 
     /// Orders newest first, from `cursor` (an order number, exclusive) down.
@@ -131,7 +139,7 @@ impl Store {
                 next_cursor = orders.last().map(|o| o.order_no.clone());
                 break;
             }
-            let order: Order = decode(&v)?;
+            let order = decode_order(&v)?;
             if filter.status.is_some_and(|s| s != order.status)
                 || filter
                     .email
@@ -168,7 +176,7 @@ impl Store {
             OrderRange::From(split) => orders.range(split..),
         };
         for v in iter.values() {
-            f(decode(&v.map_err(storage)?)?)?;
+            f(decode_order(&v.map_err(storage)?)?)?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use super::{HoldCounts, Tx, MAX_ATTEMPTS_PER_ORDER};
 use crate::domain::model::{IdempotencyRecord, Order};
 use crate::domain::order::OrderStatus;
 use crate::error::Result;
+use crate::store::codec;
 use crate::store::tree::{self, Tree};
 use std::collections::HashMap;
 
@@ -13,7 +14,10 @@ impl Tx<'_> {
     // ---- orders ------------------------------------------------------------
 
     pub fn order(&self, order_no: &str) -> Result<Option<Order>> {
-        self.get(Tree::Orders, order_no.as_bytes())
+        match self.get_raw(Tree::Orders, order_no.as_bytes())? {
+            None => Ok(None),
+            Some(b) => codec::decode_order(&b).map(Some).map_err(super::internal),
+        }
     }
 
     pub fn next_order_seq(&mut self) -> u64 {
@@ -99,7 +103,11 @@ impl Tx<'_> {
     /// (docs/BENCHMARKS.md, "Where the time goes").
     pub fn insert_order(&mut self, o: &Order) {
         self.track(o, None);
-        self.put(Tree::Orders, o.order_no.as_bytes().to_vec(), o);
+        self.put_raw(
+            Tree::Orders,
+            o.order_no.as_bytes().to_vec(),
+            codec::encode_order(o),
+        );
     }
 
     pub fn put_order(&mut self, o: &Order) {
@@ -107,7 +115,11 @@ impl Tx<'_> {
         if was != Some(o.status) {
             self.track(o, was);
         }
-        self.put(Tree::Orders, o.order_no.as_bytes().to_vec(), o);
+        self.put_raw(
+            Tree::Orders,
+            o.order_no.as_bytes().to_vec(),
+            codec::encode_order(o),
+        );
     }
 
     pub fn schedule_expiry(&mut self, o: &Order) {
