@@ -41,6 +41,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    pub email: Option<EmailConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +254,44 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Outgoing e-mail (`[email]`): none is sent without `smtp_url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `smtp://host:port` (plain, a local relay), `smtp://…?tls=required`
+    /// (STARTTLS), `smtps://host:port` (implicit TLS); `user:pass@` allowed.
+    pub smtp_url: String,
+    /// The sender, `Name <address>` or an address.
+    pub from: String,
+    /// Where alerts go; absent = no alerts.
+    pub merchant: Option<String>,
+    /// Whether the delivery e-mail carries the key text.
+    pub send_keys: bool,
+    /// Sender threads.
+    pub workers: usize,
+    /// Per-message SMTP timeout.
+    pub timeout_secs: u64,
+    /// First retry delay; doubles per attempt (with jitter), capped at 1 h.
+    pub retry_base_ms: u64,
+    /// After this long an e-mail that cannot be sent is dead.
+    pub give_up_secs: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_url: String::new(),
+            from: String::new(),
+            merchant: None,
+            send_keys: true,
+            workers: 2,
+            timeout_secs: 20,
+            retry_base_ms: 2000,
+            give_up_secs: 24 * 3600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShopConfig {
@@ -310,6 +349,10 @@ pub struct LimitsConfig {
     pub lookups_per_minute: u32,
     /// Failed admin logins per client IP per minute before 429.
     pub admin_failures_per_minute: u32,
+    /// Order lookups by e-mail and query password per client IP per minute.
+    pub password_lookups_per_minute: u32,
+    /// Order lookups by e-mail and query password per e-mail per hour.
+    pub lookups_per_email_per_hour: u32,
 }
 
 impl Default for LimitsConfig {
@@ -322,6 +365,8 @@ impl Default for LimitsConfig {
             max_pending_per_email: 5,
             lookups_per_minute: 300,
             admin_failures_per_minute: 10,
+            password_lookups_per_minute: 10,
+            lookups_per_email_per_hour: 20,
         }
     }
 }
@@ -386,6 +431,16 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("retention.idempotency_hours", Kind::Int),
     ("retention.delivered_events_hours", Kind::Int),
     ("retention.sweep_interval_secs", Kind::Int),
+    ("limits.password_lookups_per_minute", Kind::Int),
+    ("limits.lookups_per_email_per_hour", Kind::Int),
+    ("email.smtp_url", Kind::Str),
+    ("email.from", Kind::Str),
+    ("email.merchant", Kind::Str),
+    ("email.send_keys", Kind::Bool),
+    ("email.workers", Kind::Int),
+    ("email.timeout_secs", Kind::Int),
+    ("email.retry_base_ms", Kind::Int),
+    ("email.give_up_secs", Kind::Int),
 ];
 
 fn env_name(path: &str) -> String {
@@ -562,6 +617,18 @@ impl Config {
                 ));
             }
         }
+        if let Some(e) = self.email() {
+            let schemes = ["smtp://", "smtps://"];
+            if !schemes.iter().any(|p| e.smtp_url.starts_with(p)) {
+                return Err(invalid(
+                    "email.smtp_url",
+                    "must start with smtp:// or smtps://",
+                ));
+            }
+            if e.from.trim().is_empty() {
+                return Err(invalid("email.from", "must be set when email.smtp_url is"));
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -599,6 +666,11 @@ impl Config {
             .epay
             .as_ref()
             .filter(|e| !e.key.is_empty() && !e.pid.is_empty())
+    }
+
+    /// Outgoing e-mail, if enabled (`smtp_url` non-empty).
+    pub fn email(&self) -> Option<&EmailConfig> {
+        self.email.as_ref().filter(|e| !e.smtp_url.is_empty())
     }
 
     /// Outbound webhooks, if enabled (url and secret non-empty).

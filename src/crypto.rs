@@ -174,6 +174,33 @@ pub fn new_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+/// What an order's token is sealed for: the link in its e-mails (the store
+/// keeps only the token's hash otherwise).
+pub const ORDER_LINK_CONTEXT: &[u8] = b"faka/order-link/v1";
+
+/// An argon2id PHC string of `secret`: slow and salted, for what a buyer
+/// or the merchant types (the admin token, an order's query password). Call
+/// it off the async workers.
+pub fn slow_hash(secret: &str) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    argon2::Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `secret` is the one `phc` ([`slow_hash`]) was made from; a PHC
+/// string that does not parse matches nothing. Slow: off the async workers.
+pub fn slow_verify(secret: &str, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(phc).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(secret.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }

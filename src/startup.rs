@@ -37,6 +37,10 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
         snapshot_bytes: s.snapshot_mb * 1024 * 1024,
         webhooks: cfg.webhooks().is_some(),
         min_free_bytes: s.min_free_mb * 1024 * 1024,
+        mailing: crate::store::Mailing {
+            buyer: cfg.email().is_some(),
+            merchant: cfg.email().is_some_and(|e| e.merchant.is_some()),
+        },
     }
 }
 

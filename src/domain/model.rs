@@ -333,3 +333,67 @@ pub struct PaymentAttempt {
     /// The error code of a refusal.
     pub reason: Option<String>,
 }
+
+/// What an e-mail says (the contract's event names, `as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EmailKind {
+    /// To the buyer: the keys (or the link to them) are ready.
+    OrderDelivered,
+    /// To the buyer and to the merchant: paid, waiting for keys.
+    OrderAwaitingStock,
+    /// To the merchant: a product's available keys fell below `low_stock`.
+    StockLow,
+    /// To the merchant: a webhook event was given up on.
+    WebhookDead,
+}
+
+impl EmailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailKind::OrderDelivered => "order.delivered",
+            EmailKind::OrderAwaitingStock => "order.awaiting_stock",
+            EmailKind::StockLow => "stock.low",
+            EmailKind::WebhookDead => "webhook.dead",
+        }
+    }
+}
+
+/// Whom an e-mail goes to; the address is looked up when it is sent (the
+/// order's e-mail, or `[email] merchant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EmailTo {
+    Buyer,
+    Merchant,
+}
+
+impl EmailTo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailTo::Buyer => "buyer",
+            EmailTo::Merchant => "merchant",
+        }
+    }
+}
+
+/// One e-mail in the outbox, written in the batch of the change it reports
+/// and sent by the e-mail workers (retried like a webhook event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailEvent {
+    pub id: String,
+    pub seq: u64,
+    pub kind: EmailKind,
+    pub to: EmailTo,
+    /// The order it is about (order events; a dead webhook's order).
+    pub order_no: Option<String>,
+    /// The product it is about (`stock.low`).
+    pub product_id: Option<String>,
+    /// The dead webhook event's id (`webhook.dead`).
+    pub detail: Option<String>,
+    pub created_at_ms: i64,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    /// Retries give up this long after this moment.
+    pub retry_from_ms: i64,
+    pub last_error: Option<String>,
+}

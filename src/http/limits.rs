@@ -1,6 +1,9 @@
 //! Abuse limits per client IP, in memory (they reset on restart, which is
 //! fine for throttling): order creation rate, order lookups (so 128-bit
-//! tokens cannot be guessed at speed anyway), and failed admin logins. The
+//! tokens cannot be guessed at speed anyway), lookups by e-mail and query
+//! password per IP and per e-mail (each costs an argon2, and a password
+//! must not be guessed at speed), resends per order, and failed admin
+//! logins. The
 //! caps on unpaid orders per IP and per e-mail live in the writer instead,
 //! because they must hold exactly under concurrency (see
 //! `shop::create_order`). Exceeding a limit is 429 `rate_limited`
@@ -25,6 +28,9 @@ struct Failures {
 pub struct Limits {
     orders: Option<DefaultKeyedRateLimiter<String>>,
     lookups: Option<DefaultKeyedRateLimiter<String>>,
+    password_lookups: Option<DefaultKeyedRateLimiter<String>>,
+    email_lookups: Option<DefaultKeyedRateLimiter<String>>,
+    resends: DefaultKeyedRateLimiter<String>,
     admin_failures: Mutex<Failures>,
     admin_max: u32,
 }
@@ -41,13 +47,28 @@ pub enum Limit {
     Orders,
     Lookups,
     AdminFailures,
+    /// Lookups by e-mail and query password, per client IP.
+    PasswordLookups,
+    /// Lookups by e-mail and query password, per e-mail.
+    EmailLookups,
+    /// Delivery e-mails sent again, per order.
+    Resends,
 }
+
+/// Delivery e-mails one order may have sent again per hour (the contract's).
+const RESENDS_PER_HOUR: u32 = 3;
 
 impl Limits {
     pub fn new(cfg: &LimitsConfig) -> Self {
         Limits {
             orders: per_minute(cfg.orders_per_minute),
             lookups: per_minute(cfg.lookups_per_minute),
+            password_lookups: per_minute(cfg.password_lookups_per_minute),
+            email_lookups: NonZeroU32::new(cfg.lookups_per_email_per_hour)
+                .map(|n| RateLimiter::keyed(Quota::per_hour(n))),
+            resends: RateLimiter::keyed(Quota::per_hour(
+                NonZeroU32::new(RESENDS_PER_HOUR).unwrap_or(NonZeroU32::MIN),
+            )),
             admin_failures: Mutex::new(Failures {
                 by_client: HashMap::new(),
                 swept: Instant::now(),
@@ -61,6 +82,9 @@ impl Limits {
             Limit::Orders => self.orders.as_ref(),
             Limit::Lookups => self.lookups.as_ref(),
             Limit::AdminFailures => None,
+            Limit::PasswordLookups => self.password_lookups.as_ref(),
+            Limit::EmailLookups => self.email_lookups.as_ref(),
+            Limit::Resends => Some(&self.resends),
         }
     }
 
@@ -116,7 +140,13 @@ impl Limits {
 
     /// Forgets idle clients now and then, so memory stays bounded.
     pub fn shrink(&self) {
-        for l in [&self.orders, &self.lookups].into_iter().flatten() {
+        let limiters = [
+            &self.orders,
+            &self.lookups,
+            &self.password_lookups,
+            &self.email_lookups,
+        ];
+        for l in limiters.into_iter().flatten().chain([&self.resends]) {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -128,6 +158,9 @@ fn limited(which: Limit, wait: Duration) -> Error {
         Limit::Orders => "too many orders from this address",
         Limit::Lookups => "too many order lookups from this address",
         Limit::AdminFailures => "too many failed admin logins from this address",
+        Limit::PasswordLookups => "too many order lookups by e-mail from this address",
+        Limit::EmailLookups => "too many order lookups for this e-mail",
+        Limit::Resends => "this order's e-mail was sent again too often",
     };
     Error::RateLimited {
         message: format!("{what}; retry in {} s", wait.as_secs().max(1)),

@@ -6,6 +6,7 @@
 pub mod admin_orders;
 pub mod auth;
 pub(crate) mod body;
+pub mod emails;
 mod health;
 pub mod keys;
 pub mod limits;
@@ -125,6 +126,12 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
         "/api/v1/orders",
         "Create an order holding keys (Idempotency-Key supported)",
     ),
+    // Before `/api/v1/orders/{order_no}`: actix matches paths in order.
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/orders/lookup",
+        "Find orders by e-mail and query password",
+    ),
     openapi::RouteDoc::public(
         "GET",
         "/api/v1/orders/{order_no}",
@@ -203,6 +210,17 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
         "Write a consistent backup while serving",
     ),
     openapi::RouteDoc::admin("GET", "/metrics", "Prometheus metrics"),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/orders/{order_no}/resend",
+        "Send the delivery e-mail again (202 whether or not the e-mail matches)",
+    ),
+    openapi::RouteDoc::admin("GET", "/api/v1/admin/emails", "Outgoing e-mails by state"),
+    openapi::RouteDoc::admin(
+        "POST",
+        "/api/v1/admin/emails/{id}/retry",
+        "Re-queue a dead e-mail",
+    ),
 ];
 
 /// The handler of one table entry. A route in [`ROUTES`] without a handler
@@ -233,6 +251,10 @@ fn handler(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/v1/admin/webhooks/{id}/retry") => web::post().to(webhooks::retry),
         ("POST", "/api/v1/admin/backup") => web::post().to(ops::backup),
         ("GET", "/metrics") => web::get().to(ops::metrics),
+        ("POST", "/api/v1/orders/lookup") => web::post().to(emails::lookup),
+        ("POST", "/api/v1/orders/{order_no}/resend") => web::post().to(emails::resend),
+        ("GET", "/api/v1/admin/emails") => web::get().to(emails::list),
+        ("POST", "/api/v1/admin/emails/{id}/retry") => web::post().to(emails::retry),
         _ => return None,
     };
     Some(r)

@@ -3,7 +3,7 @@
 use super::body::read_body;
 use super::limits::Limit;
 use super::{path_param, HttpResult, State};
-use crate::crypto::{ct_eq, new_token, sha256};
+use crate::crypto::{ct_eq, new_token, sha256, slow_hash, ORDER_LINK_CONTEXT};
 use crate::domain::ids::{printable, Email, Gateway, OrderNo, ProductId};
 use crate::domain::model::Order;
 use crate::error::Error;
@@ -143,7 +143,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         key_hash,
         fingerprint: fingerprint(&b),
     });
-    let (new, token) = new_order(&state, ip, b, idem)?;
+    let (new, token) = place_order(&state, ip, b, idem).await?;
     let st = state.clone();
     let tok = token.clone();
     let created = state
@@ -202,19 +202,15 @@ pub fn new_order(
     }
     let now = now_ms();
     let order_no = OrderNo::generate(now);
-    let query_password_hash = match b.query_password {
-        None => None,
-        Some(pw) if (1..=128).contains(&pw.chars().count()) => {
-            Some(sha256(format!("{}\0{pw}", order_no.as_str()).as_bytes()))
-        }
-        Some(_) => {
-            return Err(Error::invalid(
-                "query_password",
-                "must be 1 to 128 characters",
-            ))
-        }
-    };
+    if let Some(pw) = &b.query_password {
+        check_query_password(pw)?;
+    }
     let token = new_token();
+    // Kept for the link in the order's e-mails only when e-mail is on.
+    let sealed_token = state
+        .config
+        .email()
+        .map(|_| state.crypto.seal(token.as_bytes(), ORDER_LINK_CONTEXT));
     let new = NewOrder {
         order_no: order_no.as_str().to_string(),
         product_id: product_id.as_str().to_string(),
@@ -222,8 +218,9 @@ pub fn new_order(
         email: email.as_str().to_string(),
         gateway,
         token_hash: sha256(token.as_bytes()),
-        query_password_hash,
+        query_password_hash: None,
         query_password_phc: None,
+        sealed_token,
         pay_type: None,
         client_ip: ip,
         created_at_ms: now,
@@ -232,6 +229,39 @@ pub fn new_order(
         max_pending_per_ip: state.config.limits.max_pending_per_ip,
         max_pending_per_email: state.config.limits.max_pending_per_email,
     };
+    Ok((new, token))
+}
+
+/// A query password is 4 to 64 characters.
+pub fn check_query_password(pw: &str) -> Result<(), Error> {
+    if (4..=64).contains(&pw.chars().count()) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "query_password",
+            "must be 4 to 64 characters",
+        ))
+    }
+}
+
+/// [`new_order`], then the query password's slow hash, if the order has
+/// one: on the blocking pool and before the write, so the writer never
+/// waits on argon2 and orders without a password cost nothing more.
+pub async fn place_order(
+    state: &State,
+    ip: Option<String>,
+    b: CreateBody,
+    idem: Option<Idempotency>,
+) -> Result<(NewOrder, String), Error> {
+    let password = b.query_password.clone();
+    let (mut new, token) = new_order(state, ip, b, idem)?;
+    if let Some(pw) = password {
+        let phc = web::block(move || slow_hash(&pw))
+            .await
+            .map_err(|_| Error::unavailable("busy, try again"))?
+            .map_err(|_| Error::unavailable("could not hash the query password"))?;
+        new.query_password_phc = Some(phc);
+    }
     Ok((new, token))
 }
 

@@ -3,8 +3,6 @@
 //! the data dir (mode 0600), where the API's admin auth checks against it,
 //! backups copy it and the CLI rotates it (`faka admin-token --rotate`).
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
 use std::path::Path;
 
 /// The hash's file in the data dir.
@@ -12,11 +10,7 @@ pub const HASH_FILE: &str = "admin_token.argon2";
 
 /// Hashes a token for storage.
 pub fn hash_token(token: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
-        .hash_password(token.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    crate::crypto::slow_hash(token)
 }
 
 /// Writes the hash of a new admin token into the data dir (mode 0600).

@@ -92,6 +92,8 @@ pub fn update_product(tx: &mut Tx, id: &str, patch: ProductPatch) -> Result<Prod
     check_quantities(p.min_quantity, p.max_quantity)?;
     p.updated_at_ms = tx.now_ms();
     tx.put_product(&p);
+    // A new threshold may put the stock below it (or above it) at once.
+    super::emails::watch_stock(tx, &p)?;
     Ok(p)
 }
 
@@ -169,10 +171,12 @@ fn put_on_sale(
     product.counts.imported += added;
     tx.put_product(&product);
     backfill(tx, &product.id)?;
+    let after = load_product(tx, &product.id)?;
+    super::emails::watch_stock(tx, &after)?;
     let stock = if tx.stock_is_spoken_for(&product.id)? {
         0
     } else {
-        load_product(tx, &product.id)?.counts.available
+        after.counts.available
     };
     Ok(ImportResult {
         added,
@@ -252,5 +256,6 @@ pub fn delete_keys(tx: &mut Tx, product_id: &str, ids: &[u64]) -> Result<u64> {
     product.counts.available -= removed;
     product.counts.deleted += removed;
     tx.put_product(&product);
+    super::emails::watch_stock(tx, &product)?;
     Ok(removed)
 }

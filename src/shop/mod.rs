@@ -9,10 +9,11 @@
 //! transitions are legal is decided by [`crate::domain::order`]; these
 //! modules carry them out and keep the product's key counts in step. They
 //! are split by job: [`catalogue`] (products, keys, uploads), [`orders`]
-//! (holds, delivery, expiry, refunds), [`payments`] and [`outbox`]
-//! (webhook events).
+//! (holds, delivery, expiry, refunds), [`payments`], [`outbox`]
+//! (webhook events) and [`emails`] (the e-mail outbox).
 
 pub mod catalogue;
+pub mod emails;
 pub mod key_parse;
 pub mod orders;
 pub mod outbox;
@@ -23,6 +24,7 @@ pub use catalogue::{
     import_keys, publish_upload, stage_keys, update_product, ImportResult, NewProduct,
     ProductPatch, SealedKey,
 };
+pub use emails::{record_email_attempt, requeue_email, resend_delivery};
 pub use orders::{
     backfill, count_pending_holds, create_order, expire_order, prune_idempotency, redrive_paid,
     refund_order, Created, Idempotency, NewOrder,

@@ -2,6 +2,7 @@
 //! unpaid hold, refund, back-fill orders waiting for stock, re-drive a paid
 //! order at start-up, and forget old idempotency records.
 
+use super::emails::{keep_order_link, watch_stock};
 use super::outbox::emit;
 use super::{load_order, load_product};
 use crate::domain::ids::{printable, Gateway};
@@ -23,6 +24,9 @@ pub struct NewOrder {
     pub query_password_hash: Option<[u8; 32]>,
     /// Argon2 PHC string of the query password (hashed before the write).
     pub query_password_phc: Option<String>,
+    /// The buyer's token sealed with the master key, kept for the link in
+    /// the order's e-mails (only while buyer e-mail is configured).
+    pub sealed_token: Option<Vec<u8>>,
     pub pay_type: Option<String>,
     pub client_ip: Option<String>,
     pub created_at_ms: i64,
@@ -116,6 +120,7 @@ pub fn create_order(
     product.counts.available -= req.quantity as u64;
     product.counts.held += req.quantity as u64;
     tx.put_product(&product);
+    watch_stock(tx, &product)?;
 
     let seq = tx.next_order_seq();
     let mut order = Order {
@@ -150,6 +155,11 @@ pub fn create_order(
     order.record(req.created_at_ms, EventKind::Created);
     tx.insert_order(&order);
     tx.schedule_expiry(&order);
+    if order.query_password_phc.is_some() {
+        // Only orders a password protects can be looked up by e-mail.
+        tx.index_order_email(&order.email, &order.order_no);
+    }
+    keep_order_link(tx, &order.order_no, req.sealed_token);
     if let Some(idem) = req.idempotency {
         tx.put_idempotency(
             &idem.key_hash,
@@ -205,16 +215,15 @@ pub(super) fn deliver_held(tx: &mut Tx, order: &mut Order, now: i64) -> Result<(
     product.counts.held -= n;
     product.counts.sold += n;
     tx.put_product(&product);
-    finish_delivery(tx, order, now);
-    Ok(())
+    finish_delivery(tx, order, now)
 }
 
-fn finish_delivery(tx: &mut Tx, order: &mut Order, now: i64) {
+fn finish_delivery(tx: &mut Tx, order: &mut Order, now: i64) -> Result<()> {
     order.status = OrderStatus::Delivered;
     order.delivered_at_ms = Some(now);
     order.record(now, EventKind::Delivered);
     tx.put_order(order);
-    emit(tx, order, EventKind::Delivered);
+    emit(tx, order, EventKind::Delivered)
 }
 
 /// Claims fresh available keys as sold for `order`, if there are enough.
@@ -235,6 +244,7 @@ fn claim_sold(tx: &mut Tx, order: &mut Order) -> Result<bool> {
     product.counts.available -= ids.len() as u64;
     product.counts.sold += ids.len() as u64;
     tx.put_product(&product);
+    watch_stock(tx, &product)?;
     order.key_ids = ids;
     Ok(true)
 }
@@ -245,16 +255,14 @@ pub(super) fn claim_or_await(tx: &mut Tx, order: &mut Order, now: i64) -> Result
     // Paid orders that wait already queued ahead get stock first.
     if tx.oldest_awaiting(&order.product_id)?.is_none() && claim_sold(tx, order)? {
         order::on_deliver(order.status).map_err(|r| Error::Conflict(r.to_string()))?;
-        finish_delivery(tx, order, now);
-        return Ok(());
+        return finish_delivery(tx, order, now);
     }
     order::on_await_stock(order.status).map_err(|r| Error::Conflict(r.to_string()))?;
     order.status = OrderStatus::AwaitingStock;
     order.record(now, EventKind::AwaitingStock);
     tx.enqueue_awaiting(order);
     tx.put_order(order);
-    emit(tx, order, EventKind::AwaitingStock);
-    Ok(())
+    emit(tx, order, EventKind::AwaitingStock)
 }
 
 /// Delivers waiting orders of a product from available stock, strictly
@@ -273,7 +281,7 @@ pub fn backfill(tx: &mut Tx, product_id: &str) -> Result<u64> {
         }
         tx.dequeue_awaiting(&order);
         let now = tx.now_ms();
-        finish_delivery(tx, &mut order, now);
+        finish_delivery(tx, &mut order, now)?;
         delivered += 1;
     }
     Ok(delivered)
@@ -302,12 +310,13 @@ pub fn expire_order(tx: &mut Tx, order_no: &str) -> Result<bool> {
     product.counts.held -= n;
     product.counts.available += n;
     tx.put_product(&product);
+    watch_stock(tx, &product)?;
     order.key_ids.clear();
     order.status = OrderStatus::Expired;
     order.record(now, EventKind::Expired);
     tx.unschedule_expiry(&order);
     tx.put_order(&order);
-    emit(tx, &order, EventKind::Expired);
+    emit(tx, &order, EventKind::Expired)?;
     backfill(tx, &order.product_id)?;
     Ok(true)
 }
@@ -326,7 +335,7 @@ pub fn refund_order(tx: &mut Tx, order_no: &str, note: Option<String>) -> Result
     order.refunded_at_ms = Some(now);
     order.record(now, EventKind::Refunded).note = note;
     tx.put_order(&order);
-    emit(tx, &order, EventKind::Refunded);
+    emit(tx, &order, EventKind::Refunded)?;
     if was_waiting {
         // It may have been the head of the queue: the next in line may fit now.
         backfill(tx, &order.product_id)?;

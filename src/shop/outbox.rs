@@ -1,20 +1,22 @@
 //! Outbox commands: webhook events are written in the same batch as the
 //! change they report ([`emit`]); the delivery workers record each
 //! attempt's outcome and the merchant re-queues dead events here; retention
-//! prunes delivered ones.
+//! prunes delivered ones. The retry bookkeeping here is shared with the
+//! e-mail outbox (`emails`).
 
 use crate::domain::model::{DeliveryState, EventKind, Order, OutboxEvent};
 use crate::error::{Error, Result};
 use crate::store::Tx;
 use rand::Rng;
 
-/// Writes an outbound webhook event into the outbox in the same batch as the
-/// change it reports (when webhooks are configured).
-pub(super) fn emit(tx: &mut Tx, order: &Order, kind: EventKind) {
-    if !tx.webhooks || kind.webhook_type().is_none() {
-        return;
+/// Writes an order event's outbound webhook event (when webhooks are
+/// configured) and the e-mails it causes into the outboxes, in the same
+/// batch as the change it reports.
+pub(super) fn emit(tx: &mut Tx, order: &Order, kind: EventKind) -> Result<()> {
+    if tx.webhooks && kind.webhook_type().is_some() {
+        tx.emit_event(&order.order_no, kind);
     }
-    tx.emit_event(&order.order_no, kind);
+    super::emails::queue_for_event(tx, order, kind)
 }
 
 /// Retention: deletes the outbox records among `groups` (their first
@@ -37,16 +39,51 @@ fn backoff_ms(base_ms: u64, attempts: u32) -> i64 {
     (capped * jitter) as i64
 }
 
-/// What one webhook delivery attempt did.
+/// What one send attempt (a webhook's POST, an e-mail's SMTP session) did.
 #[derive(Debug, Clone)]
 pub enum WebhookOutcome {
     Delivered,
     Failed(String),
 }
 
-/// Records a delivery attempt's outcome on its event: delivered, or failed
-/// and due again after a backoff, or dead once it has failed for
-/// `give_up_ms`.
+/// The retry bookkeeping webhook events and e-mails share.
+pub(super) struct Retry<'a> {
+    pub state: &'a mut DeliveryState,
+    pub attempts: &'a mut u32,
+    pub next_attempt_ms: &'a mut i64,
+    pub retry_from_ms: i64,
+    pub last_error: &'a mut Option<String>,
+}
+
+/// Counts an attempt: delivered, or failed and due again after a back-off
+/// (from `base_ms`), or dead once it has failed for `give_up_ms`.
+pub(super) fn apply_outcome(
+    r: Retry,
+    outcome: WebhookOutcome,
+    now: i64,
+    base_ms: u64,
+    give_up_ms: i64,
+) {
+    *r.attempts += 1;
+    match outcome {
+        WebhookOutcome::Delivered => {
+            *r.state = DeliveryState::Delivered;
+            *r.last_error = None;
+        }
+        WebhookOutcome::Failed(reason) => {
+            *r.last_error = Some(reason);
+            if now - r.retry_from_ms >= give_up_ms {
+                *r.state = DeliveryState::Dead;
+            } else {
+                *r.next_attempt_ms = now + backoff_ms(base_ms, *r.attempts);
+            }
+        }
+    }
+}
+
+/// Records a delivery attempt's outcome on its event (see
+/// [`apply_outcome`]); a webhook event that dies is reported to the
+/// merchant by e-mail, when configured.
 pub fn record_webhook_attempt(
     tx: &mut Tx,
     seq: u64,
@@ -61,20 +98,16 @@ pub fn record_webhook_attempt(
         return Ok(());
     }
     let now = tx.now_ms();
-    e.attempts += 1;
-    match outcome {
-        WebhookOutcome::Delivered => {
-            e.state = DeliveryState::Delivered;
-            e.last_error = None;
-        }
-        WebhookOutcome::Failed(reason) => {
-            e.last_error = Some(reason);
-            if now - e.retry_from_ms >= give_up_ms {
-                e.state = DeliveryState::Dead;
-            } else {
-                e.next_attempt_ms = now + backoff_ms(base_ms, e.attempts);
-            }
-        }
+    let retry = Retry {
+        state: &mut e.state,
+        attempts: &mut e.attempts,
+        next_attempt_ms: &mut e.next_attempt_ms,
+        retry_from_ms: e.retry_from_ms,
+        last_error: &mut e.last_error,
+    };
+    apply_outcome(retry, outcome, now, base_ms, give_up_ms);
+    if e.state == DeliveryState::Dead {
+        super::emails::webhook_dead(tx, &e.order_no, &e.id)?;
     }
     tx.put_outbox(&e)
 }

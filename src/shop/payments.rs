@@ -67,12 +67,12 @@ pub fn apply_payment(tx: &mut Tx, p: Payment) -> Result<PaymentApplied> {
             tx.put_order(&order);
         }
         PaymentStep::DeliverHeld => {
-            mark_paid(tx, &mut order, &p, amount, now);
+            mark_paid(tx, &mut order, &p, amount, now)?;
             tx.unschedule_expiry(&order);
             deliver_held(tx, &mut order, now)?;
         }
         PaymentStep::ClaimOrAwait => {
-            mark_paid(tx, &mut order, &p, amount, now);
+            mark_paid(tx, &mut order, &p, amount, now)?;
             claim_or_await(tx, &mut order, now)?;
         }
     }
@@ -119,7 +119,7 @@ pub fn record_callback_attempt(
     }
 }
 
-fn mark_paid(tx: &mut Tx, order: &mut Order, p: &Payment, amount: u64, now: i64) {
+fn mark_paid(tx: &mut Tx, order: &mut Order, p: &Payment, amount: u64, now: i64) -> Result<()> {
     order.status = OrderStatus::Paid;
     order.paid_at_ms = Some(now);
     order.paid_gateway = Some(p.gateway.as_str().to_string());
@@ -130,7 +130,7 @@ fn mark_paid(tx: &mut Tx, order: &mut Order, p: &Payment, amount: u64, now: i64)
     e.amount = Some(amount);
     e.note = p.note.clone();
     tx.record_payment(p.gateway.as_str(), &p.trade_no, &order.order_no);
-    emit(tx, order, EventKind::Paid);
+    emit(tx, order, EventKind::Paid)
 }
 
 #[cfg(test)]

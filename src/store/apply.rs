@@ -20,8 +20,9 @@ use super::tree::{Tree, Trees};
 pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> {
     // A staged upload's record names blocks readers must skip: written
     // before the blocks it names, removed after they are published or gone.
-    let uploads = writes.partition_point(|w| w.tree < Tree::Uploads as u8);
-    let (writes, uploads) = writes.split_at(uploads);
+    let start = writes.partition_point(|w| w.tree < Tree::Uploads as u8);
+    let end = writes.partition_point(|w| w.tree <= Tree::Uploads as u8);
+    let (writes, uploads, later) = (&writes[..start], &writes[start..end], &writes[end..]);
     let (added, removed): (Vec<Write>, Vec<Write>) =
         uploads.iter().cloned().partition(|w| w.value.is_some());
     apply_rows(trees, &added)?;
@@ -32,6 +33,9 @@ pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> 
     apply_phase(trees, &writes[blocks..])?;
     apply_phase(trees, &writes[..split])?;
     apply_phase(trees, &writes[split..blocks])?;
+    // The trees added after uploads (e-mail index and outbox) name orders:
+    // they go after them.
+    apply_phase(trees, later)?;
     apply_rows(trees, &removed)
 }
 

@@ -24,6 +24,7 @@ mod writer;
 
 pub use datadir::OpenError;
 pub use reads::{Expired, KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
+pub use tx::emails::EmailAbout;
 pub use tx::{Counters, FingerprintSet, Published, Tx};
 pub use writer::{now_ms, WriterStats, LATENCY_BUCKETS};
 
@@ -53,6 +54,16 @@ pub struct StoreOptions {
     pub webhooks: bool,
     /// Writes are refused (503) while less than this is free on the disk.
     pub min_free_bytes: u64,
+    /// Which e-mails the commands queue (none unless `[email]` is set).
+    pub mailing: Mailing,
+}
+
+/// Which e-mails the writer's commands put in the e-mail outbox: to buyers
+/// (delivery, waiting for stock) and to the merchant (alerts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mailing {
+    pub buyer: bool,
+    pub merchant: bool,
 }
 
 impl StoreOptions {
@@ -74,6 +85,7 @@ impl StoreOptions {
             snapshot_bytes: 256 * 1024 * 1024,
             webhooks: false,
             min_free_bytes: 16 * 1024 * 1024,
+            mailing: Mailing::default(),
         }
     }
 }
@@ -93,6 +105,8 @@ struct Inner {
     min_free_bytes: u64,
     /// Lowest outbox seq re-queued since the dispatcher last looked.
     outbox_hint: std::sync::atomic::AtomicU64,
+    /// Lowest e-mail seq re-queued since the e-mail dispatcher last looked.
+    email_hint: std::sync::atomic::AtomicU64,
     commit_hooks: CommitHooks,
     /// The data-dir lock; released by `close` so a CLI may follow.
     lock: Mutex<Option<std::fs::File>>,
@@ -176,6 +190,7 @@ impl Store {
             rx,
             max_batch: opts.max_batch.max(1),
             webhooks: opts.webhooks,
+            mailing: opts.mailing,
             stats: stats.clone(),
             snapshots: snapshot::Snapshotter {
                 data_dir: opts.data_dir.clone(),
@@ -209,6 +224,7 @@ impl Store {
                 recovery: opened.recovery,
                 min_free_bytes: opts.min_free_bytes,
                 outbox_hint: std::sync::atomic::AtomicU64::new(u64::MAX),
+                email_hint: std::sync::atomic::AtomicU64::new(u64::MAX),
                 commit_hooks,
                 lock: Mutex::new(Some(opened.lock)),
                 early,
@@ -275,6 +291,16 @@ impl Store {
     /// Takes the lowest re-queued seq, if any.
     pub fn take_outbox_hint(&self) -> u64 {
         self.inner.outbox_hint.swap(u64::MAX, Ordering::SeqCst)
+    }
+
+    /// Tells the e-mail dispatcher that e-mail `seq` is pending again.
+    pub fn email_rescan_from(&self, seq: u64) {
+        self.inner.email_hint.fetch_min(seq, Ordering::SeqCst);
+    }
+
+    /// Takes the lowest re-queued e-mail seq, if any.
+    pub fn take_email_hint(&self) -> u64 {
+        self.inner.email_hint.swap(u64::MAX, Ordering::SeqCst)
     }
 
     /// True when the store accepts writes. After a refused batch, healthy

@@ -50,9 +50,20 @@ pub enum Tree {
     /// not yet published. Written before the rest of its batch, removed
     /// after it (`apply::apply_writes`).
     Uploads = 15,
+    /// lower-cased e-mail, 0, order no → (): the orders a buyer can look
+    /// up (only those created with a query password)
+    EmailOrders = 16,
+    /// seq (u64 BE) → EmailEvent: the e-mail outbox
+    Emails = 17,
+    /// order no → the order's token sealed with the master key, for the
+    /// link in its e-mails (written only while e-mail is configured)
+    OrderLinks = 18,
+    /// product id → (): the product's low-stock alert went out and stock has
+    /// not risen back to its threshold since
+    LowStock = 19,
 }
 
-pub const ALL: [Tree; 16] = [
+pub const ALL: [Tree; 20] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
@@ -69,6 +80,10 @@ pub const ALL: [Tree; 16] = [
     Tree::Attempts,
     Tree::KeyBlocks,
     Tree::Uploads,
+    Tree::EmailOrders,
+    Tree::Emails,
+    Tree::OrderLinks,
+    Tree::LowStock,
 ];
 
 /// sled trees of the key layout before key blocks (a key per row). A data
@@ -99,6 +114,10 @@ impl Tree {
             Tree::Attempts => "payment_attempts",
             Tree::KeyBlocks => "key_blocks",
             Tree::Uploads => "uploads",
+            Tree::EmailOrders => "email_orders",
+            Tree::Emails => "emails",
+            Tree::OrderLinks => "order_links",
+            Tree::LowStock => "low_stock",
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::domain::model::{Order, Product};
 use crate::domain::order::OrderStatus;
 use crate::error::Error;
 use crate::http::limits::Limit;
-use crate::http::orders::{client_ip, new_order, order_with_token, CreateBody};
+use crate::http::orders::{client_ip, order_with_token, place_order, CreateBody};
 use crate::http::{products, State};
 use crate::shop::{self, Created};
 use crate::views;
@@ -244,7 +244,7 @@ async fn place(
         gateway,
         query_password: form.text("query_password"),
     };
-    let (new, token) = new_order(state, ip, body, None)?;
+    let (new, token) = place_order(state, ip, body, None).await?;
     let created = state
         .store
         .write(move |tx| shop::create_order(tx, new, |_| Vec::new()))

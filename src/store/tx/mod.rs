@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
+pub(crate) mod emails;
 mod keys;
 mod orders;
 pub(crate) mod outbox;
@@ -152,6 +153,8 @@ pub struct Tx<'a> {
     saved_counters: Counters,
     now_ms: i64,
     pub(crate) webhooks: bool,
+    /// Which e-mails commands queue (see `emails`).
+    pub(crate) mailing: super::Mailing,
     /// Webhook events the current command emitted, written at its commit as
     /// one outbox record per order (see `put_outbox_group`).
     events: Vec<(String, EventKind)>,
@@ -188,6 +191,7 @@ impl<'a> Tx<'a> {
             saved_counters: counters,
             now_ms,
             webhooks,
+            mailing: super::Mailing::default(),
             events: Vec::new(),
         }
     }

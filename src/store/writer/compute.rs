@@ -27,6 +27,7 @@ pub(super) struct Computer {
     pub(super) rx: Receiver<Msg>,
     pub(super) max_batch: usize,
     pub(super) webhooks: bool,
+    pub(super) mailing: crate::store::Mailing,
     pub(super) in_flight: InFlight,
     pub(super) to_commit: crossbeam_channel::Sender<Stage>,
     /// A token per finished commit: the committer is free again.
@@ -163,6 +164,7 @@ impl Computer {
             now_ms(),
             self.webhooks,
         );
+        tx.mailing = self.mailing;
         let mut finishes: Vec<Finish> = Vec::new();
         let mut n = 1;
         run_job(&mut tx, first, &mut finishes, &early);

@@ -1,0 +1,91 @@
+//! E-mail reads: a buyer's orders by e-mail (for lookup), the e-mail
+//! outbox's pages and due e-mails, and an order's sealed link token.
+
+use super::{decode, storage};
+use crate::domain::model::{DeliveryState, EmailEvent, Order};
+use crate::error::Result;
+use crate::store::tree::{self, Tree};
+use crate::store::tx::emails::email_order_key;
+use crate::store::Store;
+
+impl Store {
+    /// The newest `limit` orders listed under `email` (any case) for lookup,
+    /// newest first.
+    pub fn orders_by_email(&self, email: &str, limit: usize) -> Result<Vec<Order>> {
+        let prefix = email_order_key(email, "");
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for item in trees.get(Tree::EmailOrders).scan_prefix(&prefix).rev() {
+            let (k, _) = item.map_err(storage)?;
+            let Some(order_no) = std::str::from_utf8(&k[prefix.len()..]).ok() else {
+                continue;
+            };
+            if let Some(o) = self.order(order_no)? {
+                out.push(o);
+            }
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// E-mails oldest first from `cursor` (a seq, exclusive), in `state` if
+    /// given; the next cursor when there are more.
+    pub fn emails_page(
+        &self,
+        state: Option<DeliveryState>,
+        limit: usize,
+        cursor: Option<u64>,
+    ) -> Result<(Vec<EmailEvent>, Option<u64>)> {
+        let start = cursor.map_or(0, |c| c.saturating_add(1));
+        let mut out: Vec<EmailEvent> = Vec::new();
+        let trees = self.trees()?;
+        for item in trees.get(Tree::Emails).range(tree::u64_key(start)..) {
+            let (_, v) = item.map_err(storage)?;
+            let e: EmailEvent = decode(&v)?;
+            if state.is_some_and(|s| s != e.state) {
+                continue;
+            }
+            if out.len() == limit {
+                let next = out.last().map(|e| e.seq);
+                return Ok((out, next));
+            }
+            out.push(e);
+        }
+        Ok((out, None))
+    }
+
+    /// Pending e-mails from seq `from` on, oldest first, at most `limit`;
+    /// and the new low-water mark (the first pending seen, or past the end).
+    pub fn pending_emails(&self, from: u64, limit: usize) -> Result<(Vec<EmailEvent>, u64)> {
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        let mut low = None;
+        let mut next = from;
+        for item in trees.get(Tree::Emails).range(tree::u64_key(from)..) {
+            let (_, v) = item.map_err(storage)?;
+            let e: EmailEvent = decode(&v)?;
+            next = e.seq + 1;
+            if e.state == DeliveryState::Pending {
+                low.get_or_insert(e.seq);
+                out.push(e);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok((out, low.unwrap_or(next)))
+    }
+
+    pub fn email_event(&self, seq: u64) -> Result<Option<EmailEvent>> {
+        self.read_raw(Tree::Emails, &tree::u64_key(seq))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// The order's token as sealed at its creation, if kept.
+    pub fn order_link(&self, order_no: &str) -> Result<Option<Vec<u8>>> {
+        self.read_raw(Tree::OrderLinks, order_no.as_bytes())
+    }
+}
