@@ -253,7 +253,12 @@ pub fn ensure_admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
 
 /// Starts the background threads over the store: the expiry sweeper, the
 /// retention pruner and, when configured, the webhook senders.
-fn start_workers(cfg: &Config, store: &Store, crypto: &Arc<Crypto>) -> Workers {
+fn start_workers(
+    cfg: &Config,
+    store: &Store,
+    crypto: &Arc<Crypto>,
+    metrics: &crate::ops::metrics::Metrics,
+) -> Workers {
     let mut workers = Workers::new();
     let (s, stop) = (store.clone(), workers.stop_signal());
     let interval = Duration::from_millis(cfg.orders.sweep_interval_ms.max(10));
@@ -275,6 +280,19 @@ fn start_workers(cfg: &Config, store: &Store, crypto: &Arc<Crypto>) -> Workers {
             currency: cfg.shop.currency.clone(),
         };
         workers::webhooks::start(ctx, &mut workers);
+    }
+    if let Some(email) = cfg.email() {
+        let ctx = workers::emails::Context {
+            store: store.clone(),
+            crypto: crypto.clone(),
+            cfg: email.clone(),
+            shop: cfg.shop.clone(),
+            public_url: cfg.server.public_url.clone(),
+            metrics: metrics.emails.clone(),
+        };
+        if let Err(e) = workers::emails::start(ctx, &mut workers) {
+            tracing::error!(error = %e, "e-mail is configured but cannot be sent; e-mails wait in the outbox");
+        }
     }
     workers
 }
@@ -334,8 +352,8 @@ impl Application {
         let generated_admin_token = ensure_admin_token(&cfg)?;
         let cfg = Arc::new(cfg);
         let crypto = Arc::new(crypto);
-        let mut workers = start_workers(&cfg, &store, &crypto);
         let metrics = Arc::new(crate::ops::metrics::Metrics::new(&store));
+        let mut workers = start_workers(&cfg, &store, &crypto, &metrics);
         let limits = Arc::new(http::limits::Limits::new(&cfg.limits));
         let (l, stop) = (limits.clone(), workers.stop_signal());
         workers.spawn("faka-limits", move || {

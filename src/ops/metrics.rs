@@ -6,8 +6,8 @@
 use crate::domain::order::OrderStatus;
 use crate::store::Store;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::time::Duration;
 
@@ -22,6 +22,17 @@ pub struct Metrics {
     applied_batch: IntGauge,
     outbox: IntGaugeVec,
     store_bytes: IntGauge,
+    /// Updated by the e-mail senders.
+    pub emails: MailMetrics,
+}
+
+/// The e-mail senders' metrics: attempts by result (`sent`, `failed`,
+/// `dead`), e-mails waiting, and how long an SMTP session took.
+#[derive(Clone)]
+pub struct MailMetrics {
+    pub attempts: IntCounterVec,
+    pub queue_depth: IntGauge,
+    pub send_seconds: Histogram,
 }
 
 /// Buckets (seconds) for HTTP latency: the writer's scale (its histograms
@@ -95,6 +106,28 @@ impl Metrics {
                 &r,
                 IntGauge::new("faka_store_bytes", "Size of the data directory on disk").expect("valid"),
             ),
+            emails: MailMetrics {
+                attempts: register(
+                    &r,
+                    IntCounterVec::new(
+                        Opts::new("faka_emails_total", "E-mail send attempts by result (sent, failed, dead)"),
+                        &["result"],
+                    )
+                    .expect("valid"),
+                ),
+                queue_depth: register(
+                    &r,
+                    IntGauge::new("faka_email_queue_depth", "E-mails waiting to be sent").expect("valid"),
+                ),
+                send_seconds: register(
+                    &r,
+                    Histogram::with_opts(
+                        HistogramOpts::new("faka_email_send_seconds", "Time of one SMTP send")
+                            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                    )
+                    .expect("valid"),
+                ),
+            },
             registry: r,
         }
     }

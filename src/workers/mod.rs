@@ -1,7 +1,8 @@
 //! Background threads: the expiry sweeper, the retention pruner (and, with
-//! webhooks, the outbox senders). Each is a plain thread that sleeps on a stop channel, so
+//! webhooks or e-mail, the outbox senders). Each is a plain thread that sleeps on a stop channel, so
 //! shutdown wakes them at once and joins them.
 
+pub mod emails;
 pub mod expiry;
 pub mod retention;
 pub mod webhooks;

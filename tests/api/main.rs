@@ -14,6 +14,7 @@ mod crash;
 mod demo;
 mod diskfull;
 mod docs;
+mod email;
 mod epay;
 mod errors;
 mod first_start;
