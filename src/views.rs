@@ -369,3 +369,46 @@ pub fn key_texts(store: &Store, crypto: &Crypto, order: &Order) -> Result<Vec<St
         })
         .collect()
 }
+
+/// The orders a buyer's e-mail and query password found.
+#[derive(Serialize, ToSchema)]
+pub struct LookupList<'a> {
+    pub orders: Vec<OrderView<'a>>,
+}
+
+/// An answer that says only that the request was taken.
+#[derive(Serialize, ToSchema)]
+pub struct OkView {
+    pub ok: bool,
+}
+
+/// An outgoing e-mail as the merchant sees it (never its text).
+#[derive(Serialize, ToSchema)]
+pub struct EmailView<'a> {
+    pub id: &'a str,
+    /// `order.delivered`, `order.awaiting_stock`, `stock.low` or `webhook.dead`.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// `buyer` or `merchant`.
+    pub to: &'a str,
+    #[schema(required = true)]
+    pub order_no: Option<&'a str>,
+    #[schema(required = true)]
+    pub product_id: Option<&'a str>,
+    /// `pending`, `sent` or `dead`.
+    pub state: &'a str,
+    pub attempts: u32,
+    #[schema(required = true)]
+    pub last_error: Option<&'a str>,
+    pub created_at: String,
+    /// Set while pending.
+    #[schema(required = true)]
+    pub next_attempt_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EmailList<'a> {
+    pub emails: Vec<EmailView<'a>>,
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}

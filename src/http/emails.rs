@@ -28,17 +28,19 @@ use std::sync::OnceLock;
 /// Most orders one lookup answers (the contract's).
 pub const LOOKUP_MAX: usize = 50;
 
-#[derive(Deserialize)]
+/// A buyer's e-mail and the query password of their orders.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LookupBody {
-    email: String,
-    query_password: String,
+pub struct LookupBody {
+    pub email: String,
+    pub query_password: String,
 }
 
-#[derive(Deserialize)]
+/// The e-mail the order was placed with.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResendBody {
-    email: String,
+pub struct ResendBody {
+    pub email: String,
 }
 
 /// A hash no password is checked against but to spend the time a real
@@ -113,12 +115,12 @@ pub async fn lookup(state: State, req: HttpRequest, payload: web::Payload) -> Ht
     let b: LookupBody = parse_json(&bytes)?;
     let found = lookup_orders(&state, &req, &b.email, b.query_password).await?;
     let currency = &state.config.shop.currency;
-    let orders: Vec<_> = found
-        .into_iter()
-        .map(|(o, keys)| serde_json::to_value(views::order(&o, currency, keys)))
-        .collect::<Result<_, _>>()
-        .map_err(|_| Error::unavailable("could not render the orders"))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "orders": orders })))
+    Ok(HttpResponse::Ok().json(views::LookupList {
+        orders: found
+            .iter()
+            .map(|(o, keys)| views::order(o, currency, keys.clone()))
+            .collect(),
+    }))
 }
 
 /// Queues the delivery e-mail of `raw` again when `email` is its buyer's
@@ -155,7 +157,7 @@ pub async fn resend(state: State, req: HttpRequest, payload: web::Payload) -> Ht
     let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
     let b: ResendBody = parse_json(&bytes)?;
     resend_delivery(&state, path_param(&req, "order_no"), &b.email).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "ok": true })))
+    Ok(HttpResponse::Accepted().json(views::OkView { ok: true }))
 }
 
 /// An e-mail's state as the contract names it (`sent`, not `delivered`).
@@ -166,20 +168,20 @@ fn state_name(s: DeliveryState) -> &'static str {
     }
 }
 
-fn view(e: &EmailEvent) -> serde_json::Value {
-    serde_json::json!({
-        "id": e.id,
-        "type": e.kind.as_str(),
-        "to": e.to.as_str(),
-        "order_no": e.order_no,
-        "product_id": e.product_id,
-        "state": state_name(e.state),
-        "attempts": e.attempts,
-        "last_error": e.last_error,
-        "created_at": views::rfc3339(e.created_at_ms),
-        "next_attempt_at": (e.state == DeliveryState::Pending)
+fn view(e: &EmailEvent) -> views::EmailView<'_> {
+    views::EmailView {
+        id: &e.id,
+        kind: e.kind.as_str(),
+        to: e.to.as_str(),
+        order_no: e.order_no.as_deref(),
+        product_id: e.product_id.as_deref(),
+        state: state_name(e.state),
+        attempts: e.attempts,
+        last_error: e.last_error.as_deref(),
+        created_at: views::rfc3339(e.created_at_ms),
+        next_attempt_at: (e.state == DeliveryState::Pending)
             .then(|| views::rfc3339(e.next_attempt_ms)),
-    })
+    }
 }
 
 pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
@@ -195,10 +197,10 @@ pub async fn list(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     let cursor = cursor(q.cursor.as_deref())?;
     let shop = state.clone();
     let (emails, next) = off_worker(move || shop.store.emails_page(st, limit, cursor)).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "emails": emails.iter().map(view).collect::<Vec<_>>(),
-        "next_cursor": next.map(|c| c.to_string()),
-    })))
+    Ok(HttpResponse::Ok().json(views::EmailList {
+        emails: emails.iter().map(view).collect(),
+        next_cursor: next.map(|c| c.to_string()),
+    }))
 }
 
 /// E-mail ids are `eml_<seq, 16 digits>`.

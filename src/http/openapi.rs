@@ -206,6 +206,14 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Option<Shape> {
                 "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": props}}
             }))
         }
+        ("POST", "/api/v1/orders/lookup") => Shape::new(json_content(s.of::<views::LookupList>()))
+            .body(json_content(s.of::<super::emails::LookupBody>())),
+        ("POST", "/api/v1/orders/{order_no}/resend") => {
+            let mut shape = Shape::new(json_content(s.of::<views::OkView>()))
+                .body(json_content(s.of::<super::emails::ResendBody>()));
+            shape.ok_status = "202";
+            shape
+        }
         _ => return admin_shape(method, path, s),
     };
     Some(shape)
@@ -258,6 +266,12 @@ fn admin_shape(method: &str, path: &str, s: &mut Schemas) -> Option<Shape> {
             Shape::new(json_content(s.of::<views::WebhookView>()))
         }
         ("POST", "/api/v1/admin/backup") => Shape::new(json_content(s.of::<views::BackupView>())),
+        ("GET", "/api/v1/admin/emails") => {
+            Shape::new(json_content(s.of::<views::EmailList>())).params(query_params::<PageQuery>())
+        }
+        ("POST", "/api/v1/admin/emails/{id}/retry") => {
+            Shape::new(json_content(s.of::<views::EmailView>()))
+        }
         ("GET", "/metrics") => Shape::new(json!({
             "text/plain; version=0.0.4": {"schema": {"type": "string"}}
         })),
