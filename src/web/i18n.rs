@@ -115,6 +115,15 @@ pub struct Texts {
     pub gateway_manual: &'static str,
     pub gateway_online: &'static str,
     pub gateway_epay: &'static str,
+    pub lookup_link: &'static str,
+    pub lookup_title: &'static str,
+    pub lookup_help: &'static str,
+    pub lookup_password: &'static str,
+    pub lookup_button: &'static str,
+    pub lookup_none: &'static str,
+    pub resend_button: &'static str,
+    pub resend_help: &'static str,
+    pub resend_done: &'static str,
 }
 
 impl Texts {
@@ -177,6 +186,15 @@ static ZH: Texts = Texts {
     gateway_manual: "人工转账（商家确认）",
     gateway_online: "在线支付",
     gateway_epay: "支付宝 / 微信（易支付）",
+    lookup_link: "查询订单",
+    lookup_title: "查询订单",
+    lookup_help: "输入下单时填写的邮箱和查询密码，找回您的订单和卡密。",
+    lookup_password: "查询密码",
+    lookup_button: "查询",
+    lookup_none: "没有找到订单。请检查邮箱和查询密码（未设置查询密码的订单无法查询）。",
+    resend_button: "重新发送邮件",
+    resend_help: "输入下单邮箱，我们会把发货邮件再发送一次。",
+    resend_done: "如果邮箱与订单一致且订单已发货，邮件已在发送途中（每个订单每小时最多 3 次）。",
 };
 
 static EN: Texts = Texts {
@@ -224,6 +242,15 @@ static EN: Texts = Texts {
     gateway_manual: "Bank transfer (confirmed by the shop)",
     gateway_online: "Online payment",
     gateway_epay: "Alipay / WeChat (epay)",
+    lookup_link: "Find my orders",
+    lookup_title: "Find your orders",
+    lookup_help: "Enter the e-mail and query password you ordered with to see your orders and keys again.",
+    lookup_password: "Query password",
+    lookup_button: "Find",
+    lookup_none: "No orders found. Check the e-mail and query password (orders placed without a query password cannot be found).",
+    resend_button: "Send the e-mail again",
+    resend_help: "Enter the e-mail you ordered with and the delivery e-mail is sent again.",
+    resend_done: "If the e-mail is the order's and the order is delivered, the e-mail is on its way (at most 3 times per order per hour).",
 };
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub fn page(ctx: &Ctx, title: &str, body: Markup) -> Markup {
             body {
                 header.top {
                     a.brand href="/" { (ctx.shop) }
+                    a.lookup href="/lookup" { (ctx.t().lookup_link) }
                     a.lang href=(ctx.switch_href()) hreflang=(ctx.lang.other().code()) data-lang-switch {
                         (ctx.lang.other().own_name())
                     }

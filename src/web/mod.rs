@@ -14,6 +14,7 @@ mod csrf;
 mod i18n;
 mod key_file;
 mod layout;
+mod lookup_pages;
 mod markdown;
 mod page_cache;
 mod session;
@@ -168,7 +169,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/orders/{order_no}",
             vec![web::get().to(shop_pages::order)],
         ))
-        .service(page("/assets/{name}", vec![web::get().to(assets::serve)]));
+        .service(page("/assets/{name}", vec![web::get().to(assets::serve)]))
+        .service(page(
+            "/lookup",
+            vec![
+                web::get().to(lookup_pages::form),
+                web::post().to(lookup_pages::find),
+            ],
+        ))
+        .service(page(
+            "/orders/{order_no}/resend",
+            vec![web::post().to(lookup_pages::resend)],
+        ));
     admin::routes(cfg);
     cfg.default_service(web::to(not_found));
 }

@@ -171,7 +171,7 @@ fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
                         small { (t.email_hint) }
                     }
                     label { (t.query_password)
-                        input type="password" name="query_password" maxlength="64" autocomplete="new-password";
+                        input type="password" name="query_password" minlength="4" maxlength="64" autocomplete="new-password";
                         small { (t.query_password_hint) }
                     }
                     fieldset {
@@ -354,6 +354,9 @@ fn order_body(
                     h2 { (t.instructions) }
                     p { (text) }
                 }
+            }
+            @if o.status == OrderStatus::Delivered && state.config.email().is_some() {
+                (super::lookup_pages::resend_form(ctx, &o.order_no, None))
             }
             p.hint { (t.keep_page) }
         }

@@ -495,3 +495,71 @@ fn stock_low_alerts_once_per_crossing() {
     bought(&app, json!({"quantity": 2}));
     assert_eq!(low(), 2, "back at 3, then below again");
 }
+
+fn browser() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The hidden CSRF field of a page.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..at + html[at..].find('"').unwrap()].to_string()
+}
+
+#[test]
+fn the_lookup_page_finds_orders_and_the_order_page_sends_the_email_again() {
+    let s = sink(vec![Some(250)]);
+    let app = spawn_with(|d| email_config(d, &s.url, ""));
+    product(&app, &["KEY-PAGE-1"], 0);
+    let o = bought(&app, json!({"query_password": "pass-page"}));
+    let no = o["order_no"].as_str().unwrap();
+    s.wait_for(1);
+    let c = browser();
+    let form = c.get(app.url("/lookup")).send().unwrap().text().unwrap();
+    assert!(form.contains("minlength=\"4\""));
+    let post = |fields: &[(&str, &str)]| c.post(app.url("/lookup")).form(fields).send().unwrap();
+    let r = post(&[
+        ("email", "buyer@example.com"),
+        ("query_password", "pass-page"),
+    ]);
+    assert_eq!(r.status(), 403, "no CSRF token");
+    let token = csrf_of(&form);
+    let fields = [("csrf", token.as_str()), ("email", "buyer@example.com")];
+    let found = post(&[fields[0], fields[1], ("query_password", "pass-page")])
+        .text()
+        .unwrap();
+    assert!(
+        found.contains(no) && found.contains("KEY-PAGE-1"),
+        "{found}"
+    );
+    let none = post(&[fields[0], fields[1], ("query_password", "wrong-pass")])
+        .text()
+        .unwrap();
+    assert!(none.contains("data-lookup-empty") && !none.contains(no));
+
+    let page = c
+        .get(app.url(&format!(
+            "/orders/{no}?token={}",
+            o["token"].as_str().unwrap()
+        )))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains(&format!("action=\"/orders/{no}/resend\"")));
+    let r = c
+        .post(app.url(&format!("/orders/{no}/resend")))
+        .form(&[
+            ("csrf", csrf_of(&page).as_str()),
+            ("email", "BUYER@example.com"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(r.text().unwrap().contains("data-resend-done"));
+    s.wait_for(2);
+}

@@ -267,7 +267,7 @@ fn an_idempotent_retry_returns_the_first_response_and_creates_nothing() {
         (409, "conflict".into())
     );
     let with_password = json!({"product_id": "p", "quantity": 2, "email": "a@b.co",
-        "gateway": "manual", "query_password": "pw"});
+        "gateway": "manual", "query_password": "pw-1"});
     assert_eq!(
         error_code(send(&with_password, "retry-1")),
         (409, "conflict".into()),

@@ -75,6 +75,7 @@ fn every_page_answers_html_with_the_security_headers() {
         "/products/p",
         order_page.as_str(),
         "/admin/login",
+        "/lookup",
     ] {
         let r = page(&c, &app, path);
         assert_eq!(r.status(), 200, "{path}");

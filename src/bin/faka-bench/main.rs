@@ -110,13 +110,23 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let cfg = match Settings::from_args(&args, webhook_url) {
+    let mut cfg = match Settings::from_args(&args, webhook_url) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("faka-bench: {e:#}");
             std::process::exit(2);
         }
     };
+    if args.hanging_smtp {
+        // The hanging receiver never sends SMTP's greeting either.
+        match servers::start_hanging_receiver() {
+            Ok(url) => cfg.smtp_url = Some(url.replace("http://", "smtp://").replace("/hook", "")),
+            Err(e) => {
+                eprintln!("faka-bench: cannot start the hanging SMTP server: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     if let Some(path) = &cfg.burst_trace {
         burst_trace::record_to(path.clone());
     }

@@ -365,9 +365,15 @@ level = "warn,faka=info"
         ),
         None => text,
     };
-    match &cfg.webhook_url {
+    let text = match &cfg.webhook_url {
         Some(url) => format!(
             "{text}[webhooks]\nurl = \"{url}\"\nsecret = \"bench-hook\"\nworkers = 4\ntimeout_secs = 30\n"
+        ),
+        None => text,
+    };
+    match &cfg.smtp_url {
+        Some(url) => format!(
+            "{text}[email]\nsmtp_url = \"{url}\"\nfrom = \"bench@example.com\"\nmerchant = \"owner@example.com\"\ntimeout_secs = 30\n"
         ),
         None => text,
     }

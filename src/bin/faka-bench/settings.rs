@@ -66,6 +66,11 @@ pub struct Args {
     /// to every event (so events end delivered)
     #[arg(long, conflicts_with = "hanging_webhooks")]
     pub accepting_webhooks: bool,
+    /// Configure faka's e-mail (`[email]`, buyer and merchant) to an SMTP
+    /// server that accepts connections and never answers (to show it does
+    /// not slow orders)
+    #[arg(long)]
+    pub hanging_smtp: bool,
     /// Send an `Idempotency-Key` with every order (one key per order), as
     /// a careful client does
     #[arg(long)]
@@ -149,6 +154,9 @@ pub struct Settings {
     /// The webhook URL written into faka's config: the hanging receiver's
     /// (`--hanging-webhooks`) or the accepting one's (`--accepting-webhooks`).
     pub webhook_url: Option<String>,
+    /// The SMTP URL written into faka's `[email]`: the hanging server's
+    /// (`--hanging-smtp`); set by `main`, which starts it.
+    pub smtp_url: Option<String>,
     /// Whether every order carries an `Idempotency-Key` (`--idempotency-keys`).
     pub idempotency_keys: bool,
     /// `[retention]` hours written into faka's config, when `--retention-hours`.
@@ -191,6 +199,7 @@ impl Settings {
             worker_nice: a.worker_nice,
             workers: a.workers.map(|n| n.max(1)),
             webhook_url,
+            smtp_url: None,
             idempotency_keys: a.idempotency_keys,
             retention_hours: a.retention_hours,
             burst_trace: a.burst_trace.clone(),
