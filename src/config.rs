@@ -791,4 +791,30 @@ mod tests {
         assert_eq!(c.storage.data_dir, PathBuf::from("/etc/faka/data"));
         assert_eq!(c.storage.key_file, PathBuf::from("/etc/faka/faka.key"));
     }
+
+    #[test]
+    fn email_is_on_with_an_smtp_url_and_a_sender() {
+        assert!(load("", &[]).unwrap().email().is_none());
+        let c = load(
+            "[email]\nsmtp_url = \"smtps://u:p@smtp.example.com:465\"\nfrom = \"Shop <s@example.com>\"\n",
+            &[],
+        )
+        .unwrap();
+        let e = c.email().expect("on");
+        assert!(e.send_keys && e.merchant.is_none());
+        let err = |text: &str| load(text, &[]).unwrap_err().to_string();
+        assert!(
+            err("[email]\nsmtp_url = \"http://x\"\nfrom = \"s@example.com\"\n")
+                .contains("email.smtp_url")
+        );
+        assert!(err("[email]\nsmtp_url = \"smtp://127.0.0.1:25\"\n").contains("email.from"));
+        let env = load(
+            "",
+            &[
+                ("FAKA_EMAIL_SMTP_URL", "smtp://127.0.0.1:2525"),
+                ("FAKA_EMAIL_FROM", "s@example.com"),
+            ],
+        );
+        assert!(env.unwrap().email().is_some());
+    }
 }

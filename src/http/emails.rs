@@ -223,3 +223,48 @@ pub async fn retry(_: Admin, state: State, req: HttpRequest) -> HttpResult {
     state.store.email_rescan_from(seq);
     Ok(HttpResponse::Ok().json(view(&e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order_with(phc: Option<String>) -> Order {
+        let mut o = Order::pending_for_test("F0000000000000001", "a@b.co", "1.2.3.4", 0);
+        o.query_password_phc = phc;
+        o
+    }
+
+    /// Two orders with one password and one with another: the password
+    /// opens exactly its own; an order without a password is never opened.
+    #[test]
+    fn a_password_opens_only_the_orders_it_protects() {
+        let a = slow_hash("first-pass").unwrap();
+        let b = slow_hash("other-pass").unwrap();
+        let orders = vec![
+            order_with(Some(a.clone())),
+            order_with(Some(b)),
+            order_with(None),
+            order_with(Some(a)),
+        ];
+        let opened = opened_by("first-pass", orders.clone());
+        assert_eq!(opened.len(), 2);
+        assert!(opened
+            .iter()
+            .all(|o| o.query_password_phc == orders[0].query_password_phc));
+        assert!(opened_by("wrong-pass", orders.clone()).is_empty());
+        assert!(opened_by("", vec![order_with(None)]).is_empty());
+    }
+
+    #[test]
+    fn email_ids_parse_only_in_their_own_shape() {
+        assert_eq!(email_seq("eml_0000000000000042"), Some(42));
+        for bad in [
+            "eml_42",
+            "evt_0000000000000042",
+            "eml_000000000000004x",
+            "eml_00000000000000420",
+        ] {
+            assert_eq!(email_seq(bad), None, "{bad}");
+        }
+    }
+}

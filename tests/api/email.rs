@@ -563,3 +563,70 @@ fn the_lookup_page_finds_orders_and_the_order_page_sends_the_email_again() {
     assert!(r.text().unwrap().contains("data-resend-done"));
     s.wait_for(2);
 }
+
+#[test]
+fn a_paid_order_waiting_for_stock_tells_the_buyer_and_the_merchant() {
+    let s = sink(vec![Some(250)]);
+    let app = spawn_with(|d| {
+        email_config(d, &s.url, "merchant = \"owner@example.com\"\n")
+            .replace("hold_secs = 900", "hold_secs = 1")
+    });
+    product(&app, &["K-ONLY"], 0);
+    let late = app.order_ok("p", 1, "hmac");
+    let no = late["order_no"].as_str().unwrap();
+    eventually(Duration::from_secs(10), || {
+        (app.admin_order(no)["status"] == "expired").then_some(())
+    });
+    app.order_ok("p", 1, "hmac"); // holds the only key
+    assert_eq!(app.hmac_notify(no, "T-LATE", 100).status(), 200);
+    assert_eq!(app.admin_order(no)["status"], "awaiting_stock");
+    let got = s.wait_for(2);
+    let mut to: Vec<String> = got
+        .iter()
+        .map(|raw| {
+            let m = parse(raw);
+            assert!(m.subject().unwrap().contains(no), "{:?}", m.subject());
+            m.to()
+                .unwrap()
+                .first()
+                .unwrap()
+                .address()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    to.sort();
+    assert_eq!(to, ["buyer@example.com", "owner@example.com"]);
+}
+
+#[test]
+fn a_dead_webhook_is_reported_to_the_merchant() {
+    let s = sink(vec![Some(250)]);
+    let app = spawn_with(|d| {
+        email_config(d, &s.url, "merchant = \"owner@example.com\"\n")
+            + "[webhooks]\nurl = \"http://127.0.0.1:1/hook\"\nsecret = \"s\"\nretry_base_ms = 50\ngive_up_secs = 0\n"
+    });
+    product(&app, &["K-1"], 0);
+    let o = bought(&app, json!({}));
+    let no = o["order_no"].as_str().unwrap();
+    let dead: Vec<Value> = eventually(Duration::from_secs(20), || {
+        let dead: Vec<Value> = emails(&app, "")
+            .into_iter()
+            .filter(|e| e["type"] == "webhook.dead")
+            .collect();
+        (dead.len() == 2).then_some(dead)
+    });
+    assert!(dead
+        .iter()
+        .all(|e| e["to"] == "merchant" && e["order_no"] == no));
+    let merchant_mail = eventually(Duration::from_secs(20), || {
+        s.messages().into_iter().find(|raw| {
+            parse(raw).to().unwrap().first().unwrap().address() == Some("owner@example.com")
+        })
+    });
+    let text = parse(&merchant_mail).body_text(0).unwrap().into_owned();
+    assert!(
+        text.contains(no) && text.contains("/api/v1/admin/webhooks/evt_"),
+        "{text}"
+    );
+}
