@@ -625,8 +625,21 @@ impl Config {
                     "must start with smtp:// or smtps://",
                 ));
             }
-            if e.from.trim().is_empty() {
-                return Err(invalid("email.from", "must be set when email.smtp_url is"));
+            if lettre::SmtpTransport::from_url(&e.smtp_url).is_err() {
+                return Err(invalid(
+                    "email.smtp_url",
+                    "must be smtp://host:port or smtps://host:port (user:pass@ and ?tls=required allowed)",
+                ));
+            }
+            if e.from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(invalid(
+                    "email.from",
+                    "must be set to an address or Name <address> when email.smtp_url is",
+                ));
+            }
+            let merchant = e.merchant.as_deref();
+            if merchant.is_some_and(|m| m.parse::<lettre::message::Mailbox>().is_err()) {
+                return Err(invalid("email.merchant", "must be an e-mail address"));
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -808,6 +821,9 @@ mod tests {
                 .contains("email.smtp_url")
         );
         assert!(err("[email]\nsmtp_url = \"smtp://127.0.0.1:25\"\n").contains("email.from"));
+        let bad_merchant =
+            "[email]\nsmtp_url = \"smtp://h:25\"\nfrom = \"s@example.com\"\nmerchant = \"nope\"\n";
+        assert!(err(bad_merchant).contains("email.merchant"));
         let env = load(
             "",
             &[
