@@ -24,7 +24,7 @@ pub use catalogue::{
     import_keys, publish_upload, stage_keys, update_product, ImportResult, NewProduct,
     ProductPatch, SealedKey,
 };
-pub use emails::{record_email_attempt, requeue_email, resend_delivery};
+pub use emails::{prune_sent_emails, record_email_attempt, requeue_email, resend_delivery};
 pub use orders::{
     backfill, count_pending_holds, create_order, expire_order, prune_idempotency, redrive_paid,
     refund_order, Created, Idempotency, NewOrder,

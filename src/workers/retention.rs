@@ -1,5 +1,5 @@
-//! The retention pruner: deletes idempotency records and delivered webhook
-//! events once they are older than their configured age
+//! The retention pruner: deletes idempotency records, delivered webhook
+//! events and sent e-mails once they are older than their configured age
 //! (`[retention]`), so the store does not grow with every order for good.
 //!
 //! It walks each tree outside the writer, a few thousand rows a step, and
@@ -38,7 +38,7 @@ impl Ages {
 }
 
 /// Prunes every record older than its age at `now_ms`; how many of each
-/// (idempotency records, outbox records).
+/// (idempotency records, outbox records and sent e-mails).
 pub fn sweep(store: &Store, ages: Ages, now_ms: i64) -> Result<(usize, usize)> {
     let cutoff = |age: Duration| now_ms.saturating_sub(age.as_millis() as i64);
     let idem_cutoff = cutoff(ages.idempotency);
@@ -57,7 +57,17 @@ pub fn sweep(store: &Store, ages: Ages, now_ms: i64) -> Result<(usize, usize)> {
             store.write_blocking(move |tx| shop::prune_delivered_events(tx, &groups, events_cutoff))
         },
     )?;
-    Ok((idem, events))
+    let emails = prune(
+        |from| store.expired_emails(events_cutoff, from, SCAN),
+        |keys| {
+            let seqs: Vec<u64> = keys
+                .iter()
+                .filter_map(|k| crate::store::tree::read_u64(k))
+                .collect();
+            store.write_blocking(move |tx| shop::prune_sent_emails(tx, &seqs, events_cutoff))
+        },
+    )?;
+    Ok((idem, events + emails))
 }
 
 /// Walks a tree with `find` and deletes what it finds with `delete`, in
@@ -191,6 +201,50 @@ mod tests {
         assert_eq!(store.outbox_counts(), counts);
         assert_eq!(store.outbox_counts_scanned().unwrap(), counts);
         assert_eq!(sweep(&store, ages, now).unwrap(), (0, 0));
+        store.close();
+    }
+
+    /// Sent e-mails older than the events' age go; younger ones, and old
+    /// ones still pending or dead, stay.
+    #[test]
+    fn sent_emails_past_their_age_go() {
+        use crate::domain::model::{EmailKind, EmailTo};
+        use crate::store::EmailAbout;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        let now = now_ms();
+        // seq → (age in days, state)
+        let emails = [
+            (1, 31, DeliveryState::Delivered),
+            (2, 29, DeliveryState::Delivered),
+            (3, 31, DeliveryState::Pending),
+            (4, 31, DeliveryState::Dead),
+        ];
+        store
+            .write_blocking(move |tx| {
+                for (seq, days, state) in emails {
+                    tx.queue_email(
+                        EmailKind::StockLow,
+                        EmailTo::Merchant,
+                        EmailAbout::default(),
+                    )?;
+                    let mut e = tx.email(seq)?.unwrap();
+                    e.created_at_ms = now - days * DAY;
+                    e.state = state;
+                    tx.put_email(&e)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let ages = Ages {
+            idempotency: Duration::from_secs(7 * 86_400),
+            delivered_events: Duration::from_secs(30 * 86_400),
+        };
+        assert_eq!(sweep(&store, ages, now).unwrap(), (0, 1));
+        let kept: Vec<u64> = (1..=4)
+            .filter(|&seq| store.email_event(seq).unwrap().is_some())
+            .collect();
+        assert_eq!(kept, [2, 3, 4]);
         store.close();
     }
 }

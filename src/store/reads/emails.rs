@@ -6,7 +6,7 @@ use crate::domain::model::{DeliveryState, EmailEvent, Order};
 use crate::error::Result;
 use crate::store::tree::{self, Tree};
 use crate::store::tx::emails::email_order_key;
-use crate::store::Store;
+use crate::store::{Expired, Store};
 
 impl Store {
     /// The newest `limit` orders listed under `email` (any case) for lookup,
@@ -82,6 +82,15 @@ impl Store {
         self.read_raw(Tree::Emails, &tree::u64_key(seq))?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    /// Sent e-mails created before `cutoff_ms`, for retention: one step of
+    /// the walk from key `from`.
+    pub fn expired_emails(&self, cutoff_ms: i64, from: &[u8], scan: usize) -> Result<Expired> {
+        self.expired_in(Tree::Emails, from, scan, |v| {
+            let e: EmailEvent = decode(v)?;
+            Ok(e.state == DeliveryState::Delivered && e.created_at_ms < cutoff_ms)
+        })
     }
 
     /// The order's token as sealed at its creation, if kept.

@@ -75,6 +75,18 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Retention: deletes e-mail `seq` if it was sent before `cutoff_ms`;
+    /// whether it did.
+    pub fn prune_sent_email(&mut self, seq: u64, cutoff_ms: i64) -> Result<bool> {
+        let sent = self
+            .email(seq)?
+            .is_some_and(|e| e.state == DeliveryState::Delivered && e.created_at_ms < cutoff_ms);
+        if sent {
+            self.del_raw(Tree::Emails, tree::u64_key(seq).to_vec());
+        }
+        Ok(sent)
+    }
+
     /// Whether `product_id`'s low-stock alert went out and stock has not
     /// risen back since.
     pub fn low_stock_alerted(&self, product_id: &str) -> Result<bool> {
