@@ -373,6 +373,22 @@ mod tests {
         }
     }
 
+    /// A query password's hash is argon2id, salted (two hashes of one
+    /// password differ), and verifies that password only; a PHC string
+    /// that does not parse matches nothing.
+    #[test]
+    fn slow_hashes_are_salted_argon2id_and_verify_only_their_secret() {
+        let a = slow_hash("pass-word").unwrap();
+        let b = slow_hash("pass-word").unwrap();
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert_ne!(a, b);
+        assert!(slow_verify("pass-word", &a) && slow_verify("pass-word", &b));
+        assert!(!slow_verify("pass-wore", &a));
+        assert!(!slow_verify("", &a));
+        assert!(!slow_verify("pass-word", "not a phc string"));
+        assert!(!slow_verify("pass-word", ""));
+    }
+
     #[test]
     fn tokens_carry_at_least_128_bits() {
         use base64::Engine;
