@@ -213,10 +213,8 @@ fn webhook_dead(ctx: &Context, e: &EmailEvent) -> Message {
 fn text(parts: &[Part]) -> String {
     let mut out = String::new();
     for p in parts {
-        match p {
-            Part::Line(s) | Part::Link(s) => out.push_str(s),
-            Part::Block(s) => out.push_str(s),
-        }
+        let (Part::Line(s) | Part::Block(s) | Part::Link(s)) = p;
+        out.push_str(s);
         out.push_str("\n\n");
     }
     out
