@@ -194,6 +194,11 @@ fn dispatch_due(m: &Mailer, jobs: &Sender<EmailEvent>, busy: &Mutex<Busy>, low: 
     // Locked before the read: a sender leaves the in-flight set only after
     // its attempt is recorded, so a sent e-mail is never seen pending here.
     let mut b = busy.lock().unwrap_or_else(|p| p.into_inner());
+    if b.in_flight.len() >= jobs.capacity().unwrap_or(1) {
+        // Every sender is busy (a slow SMTP server): don't scan the outbox
+        // on every commit; a sender wakes the dispatcher when it is free.
+        return;
+    }
     let from = (*low).min(m.ctx.store.take_email_hint());
     let pending = match m.ctx.store.pending_emails(from, 4096) {
         Ok((p, next_low)) => {
