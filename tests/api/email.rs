@@ -630,3 +630,31 @@ fn a_dead_webhook_is_reported_to_the_merchant() {
         "{text}"
     );
 }
+
+#[test]
+fn a_hanging_smtp_server_does_not_hold_up_orders_or_payments() {
+    let s = sink(vec![None]);
+    let app = spawn_with(|d| {
+        email_config(d, &s.url, "workers = 1\n").replace("timeout_secs = 5", "timeout_secs = 2")
+    });
+    product(&app, &[], 0);
+    app.import("p", &(0..30).map(|i| format!("K-{i}")).collect::<Vec<_>>());
+    // Each session waits 2 s for the hanging server: were e-mails sent on
+    // the payment's path, these 30 payments would take a minute at least.
+    let started = std::time::Instant::now();
+    for i in 0..30 {
+        let o = app.order_ok("p", 1, "hmac");
+        let r = app.hmac_notify(o["order_no"].as_str().unwrap(), &format!("T-{i}"), 100);
+        assert_eq!(r.json::<Value>().unwrap()["status"], "delivered");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "payments waited for e-mail: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        emails(&app, "state=pending").len() >= 29,
+        "e-mails wait in the outbox"
+    );
+    assert!(s.messages().is_empty());
+}
