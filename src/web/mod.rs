@@ -31,8 +31,11 @@ use maud::Markup;
 /// Content-Security-Policy built once from config.
 pub struct WebState {
     pub sessions: session::Sessions,
-    /// The rendered `/`, per products version.
-    home: page_cache::HomeCache,
+    /// The rendered `/` and product pages, per products version.
+    pages: page_cache::PageCache,
+    /// Stands for the buyer's CSRF token in a kept page: random per
+    /// process, so no merchant text can contain it.
+    csrf_slot: String,
     csp: String,
     /// Cookies get `Secure` when the shop is served over https.
     secure_cookies: bool,
@@ -49,7 +52,8 @@ impl WebState {
             .unwrap_or_default();
         WebState {
             sessions: session::Sessions::default(),
-            home: page_cache::HomeCache::default(),
+            pages: page_cache::PageCache::default(),
+            csrf_slot: crate::crypto::new_token(),
             csp: format!(
                 "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
                  connect-src 'self'; form-action 'self'{gateway}; base-uri 'none'; frame-ancestors 'none'"

@@ -3,6 +3,7 @@
 //! `shop::create_order`), and the order page every gateway returns to.
 
 use super::layout::{self, page};
+use super::page_cache::Page;
 use super::{csrf, markdown, money, query, see_other, Ctx, Form, Web};
 use crate::domain::ids::{Gateway, ProductId};
 use crate::domain::model::{Order, Product};
@@ -64,8 +65,9 @@ pub async fn home(req: HttpRequest, state: State, web: Web) -> HttpResponse {
     // repeats the query): any other parameter is rendered, not kept.
     let cacheable = ctx.query_only(&["lang", "category"]);
     let version = state.store.products_version();
+    let key = Page::Home(chosen.clone());
     if cacheable {
-        if let Some(page) = web.home.get(version, ctx.lang, &chosen) {
+        if let Some(page) = web.pages.get(version, ctx.lang, &key) {
             return ctx.respond(StatusCode::OK, &web, PreEscaped(page));
         }
     }
@@ -74,7 +76,7 @@ pub async fn home(req: HttpRequest, state: State, web: Web) -> HttpResponse {
         Err(e) => return layout::error(&req, &state, &web, &e),
     };
     if cacheable {
-        web.home.put(version, ctx.lang, chosen, &page.0);
+        web.pages.put(version, ctx.lang, key, &page.0);
     }
     ctx.respond(StatusCode::OK, &web, page)
 }
@@ -120,6 +122,18 @@ fn urlencode(s: &str) -> String {
 
 pub async fn product(req: HttpRequest, state: State, web: Web) -> HttpResponse {
     let id = req.match_info().get("id").unwrap_or("");
+    let mut ctx = Ctx::new(&req, &state, &web);
+    // Only `lang` shapes the page; the buyer's CSRF token goes into the
+    // kept page where the placeholder stands.
+    let key = Page::Product(id.to_string());
+    let cacheable = ctx.query_only(&["lang"]);
+    let version = state.store.products_version();
+    if cacheable {
+        if let Some(page) = web.pages.get(version, ctx.lang, &key) {
+            let page = page.replace(&web.csrf_slot, &ctx.csrf.token);
+            return ctx.respond(StatusCode::OK, &web, PreEscaped(page));
+        }
+    }
     let found = ProductId::parse(id)
         .ok()
         .map(|id| state.store.product(id.as_str()))
@@ -133,9 +147,15 @@ pub async fn product(req: HttpRequest, state: State, web: Web) -> HttpResponse {
         Ok(s) => s,
         Err(e) => return layout::error(&req, &state, &web, &e),
     };
-    let ctx = Ctx::new(&req, &state, &web);
+    let token = std::mem::replace(&mut ctx.csrf.token, web.csrf_slot.clone());
     let body = product_body(&ctx, &state, &p, stock);
-    ctx.respond(StatusCode::OK, &web, page(&ctx, &p.name, body))
+    let html = page(&ctx, &p.name, body).0;
+    if cacheable {
+        web.pages.put(version, ctx.lang, key, &html);
+    }
+    let html = html.replace(&web.csrf_slot, &token);
+    ctx.csrf.token = token;
+    ctx.respond(StatusCode::OK, &web, PreEscaped(html))
 }
 
 fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
