@@ -207,9 +207,10 @@ pub async fn checkout(
     }
     match place(&req, &state, &form).await {
         Ok((order, token)) => {
-            let next = state
-                .gateways
-                .pay_url(&order, &token)
+            // A free order is delivered already: straight to its page.
+            let next = (order.status == OrderStatus::Pending)
+                .then(|| state.gateways.pay_url(&order, &token))
+                .flatten()
                 .unwrap_or_else(|| format!("/orders/{}?token={token}", order.order_no));
             see_other(&next)
         }
@@ -243,6 +244,7 @@ async fn place(
         email: form.text("email").unwrap_or_default(),
         gateway,
         query_password: form.text("query_password"),
+        coupon: form.text("coupon"),
     };
     let (new, token) = new_order(state, ip, body, None)?;
     let created = state
