@@ -650,3 +650,160 @@ fn after_a_kill_9_under_load_the_coupon_counts_equal_the_orders_holding_it() {
         assert_eq!(v["uses"], with(true), "cycle {cycle}: uses = paid orders");
     }
 }
+
+#[test]
+fn the_storefront_shows_tiers_and_prices_a_coupon_through_the_order_form() {
+    use crate::web::{browser, csrf_of, manual_shop, page};
+    let app = manual_shop();
+    tiered(&app, "bulk", 20);
+    app.product_with_keys("cheap", 100, 1);
+    coupon(
+        &app,
+        json!({"code": "Web-10", "kind": "percent", "value": 10}),
+    );
+    coupon(
+        &app,
+        json!({"code": "all-free", "kind": "fixed", "value": 1000000}),
+    );
+    let buyer = browser();
+    let home = page(&buyer, &app, "/?lang=en").text().unwrap();
+    assert!(
+        home.contains("Wholesale 5 or more ¥9.50 · 10 or more ¥9.00"),
+        "{home}"
+    );
+    let html = page(&buyer, &app, "/products/bulk?lang=en").text().unwrap();
+    assert!(html.contains("data-tiers") && html.contains("name=\"coupon\""));
+    assert!(html.contains("data-quote"), "the live quote's place");
+    let checkout = |product: &str, quantity: &str, coupon: &str| {
+        buyer
+            .post(app.url("/checkout"))
+            .form(&[
+                ("csrf", csrf_of(&html).as_str()),
+                ("product_id", product),
+                ("quantity", quantity),
+                ("email", "w@example.com"),
+                ("gateway", "manual"),
+                ("coupon", coupon),
+            ])
+            .send()
+            .unwrap()
+    };
+    let r = checkout("bulk", "10", "web-10");
+    assert_eq!(r.status(), 303);
+    let order_page = r.headers()["location"].to_str().unwrap().to_string();
+    let body = page(&buyer, &app, &format!("{order_page}&lang=en"))
+        .text()
+        .unwrap();
+    // 10 × ¥9.00 = ¥90.00, 10 % off: ¥81.00.
+    for shown in ["¥9.00 × 10", "¥90.00", "−¥9.00", "Web-10", "¥81.00"] {
+        assert!(body.contains(shown), "{shown} in {body}");
+    }
+    assert_eq!(coupon_counts(&app, "web-10"), (0, 1));
+    // A free order goes straight to its page, delivered.
+    let r = checkout("cheap", "1", "ALL-FREE");
+    assert_eq!(r.status(), 303);
+    let order_page = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(order_page.starts_with("/orders/"), "{order_page}");
+    let body = page(&buyer, &app, &order_page).text().unwrap();
+    assert!(body.contains("data-order-status>delivered<") && body.contains("cheap-KEY-00000"));
+    // An empty coupon field is no coupon; a bad one is refused.
+    assert_eq!(checkout("bulk", "1", "").status(), 303);
+    let r = checkout("bulk", "1", "nope");
+    assert_eq!(r.status(), 422);
+}
+
+#[test]
+fn the_merchant_creates_and_switches_coupons_in_the_admin_panel_behind_csrf() {
+    use crate::web::{csrf_of, page, signed_in_admin};
+    let app = spawn();
+    let merchant = signed_in_admin(&app);
+    let html = page(&merchant, &app, "/admin/coupons").text().unwrap();
+    assert!(html.contains("data-coupon-form"));
+    let before = app.dump();
+    let r = merchant
+        .post(app.url("/admin/coupons"))
+        .form(&[
+            ("action", "create"),
+            ("code", "NOCSRF"),
+            ("kind", "fixed"),
+            ("value", "5"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.dump(), before, "refused without its CSRF token");
+    let csrf = csrf_of(&html);
+    let r = merchant
+        .post(app.url("/admin/coupons"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("action", "create"),
+            ("code", "Panel-5"),
+            ("kind", "fixed"),
+            ("value", "500"),
+            ("max_uses", "10"),
+            ("product_ids", "a, b"),
+            ("expires_at", "2030-01-01T00:00:00Z"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let c: Value = app
+        .admin_get("/api/v1/admin/coupons/panel-5")
+        .json()
+        .unwrap();
+    assert_eq!(
+        (
+            c["value"].clone(),
+            c["max_uses"].clone(),
+            c["product_ids"].clone(),
+            c["active"].clone()
+        ),
+        (json!(500), json!(10), json!(["a", "b"]), json!(true))
+    );
+    let list = page(&merchant, &app, "/admin/coupons").text().unwrap();
+    assert!(list.contains("data-admin-coupon=\"Panel-5\""));
+    let toggle = |active: &str| {
+        merchant
+            .post(app.url("/admin/coupons"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("action", "toggle"),
+                ("code", "Panel-5"),
+                ("active", active),
+            ])
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(toggle("0"), 303);
+    let c: Value = app
+        .admin_get("/api/v1/admin/coupons/Panel-5")
+        .json()
+        .unwrap();
+    assert_eq!(c["active"], false);
+    assert_eq!(toggle("1"), 303);
+    let c: Value = app
+        .admin_get("/api/v1/admin/coupons/Panel-5")
+        .json()
+        .unwrap();
+    assert_eq!(c["active"], true);
+    // The product form takes tiers as quantity:price.
+    let products = page(&merchant, &app, "/admin/products").text().unwrap();
+    let r = merchant
+        .post(app.url("/admin/products"))
+        .form(&[
+            ("csrf", csrf_of(&products).as_str()),
+            ("id", "tiered"),
+            ("name", "Tiered"),
+            ("price", "1000"),
+            ("tiers", "10:900, 5:950"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        app.admin_product("tiered")["tiers"],
+        json!([{"min_quantity": 5, "price": 950}, {"min_quantity": 10, "price": 900}])
+    );
+}
