@@ -240,8 +240,7 @@ fn a_fixed_discount_past_the_subtotal_makes_a_free_order_delivered_at_once() {
         (json!("free"), json!(0))
     );
     assert_eq!(coupon_counts(&app, "gift"), (1, 0));
-    let report = faka::ops::check::run(&app.store).unwrap();
-    assert!(report.ok(), "{report}");
+    assert_checked(&app);
 }
 
 #[test]
@@ -449,6 +448,13 @@ fn three_hundred_buyers_race_for_twenty_coupon_uses() {
     assert_eq!(carrying(&results, "flash20"), 20);
     assert_eq!(coupon_counts(&app, "flash20"), (0, 20));
     assert_eq!(app.admin_product("flash")["keys"]["held"], 20);
+    assert_checked(&app);
+}
+
+/// `faka check` agrees: every coupon's counts are its orders'.
+fn assert_checked(app: &TestApp) {
+    let report = faka::ops::check::run(&app.store).unwrap();
+    assert!(report.ok(), "{report}");
 }
 
 #[test]
@@ -485,6 +491,7 @@ fn the_per_email_cap_holds_under_a_crowd() {
             .count();
         assert_eq!(n, 2, "buyer{b}");
     }
+    assert_checked(&app);
 }
 
 #[test]
@@ -537,6 +544,7 @@ fn an_expired_hold_gives_its_use_back_and_a_payment_keeps_it() {
     assert_eq!(app.admin_order(late)["status"], "expired");
     assert_eq!(app.hmac_notify(late, "T-late", 900).status(), 200);
     assert_eq!(coupon_counts(&app, "three"), (2, 2));
+    assert_checked(&app);
 }
 
 /// Buyers with a coupon, paying half their orders, until stopped or the
@@ -625,6 +633,10 @@ fn after_a_kill_9_under_load_the_coupon_counts_equal_the_orders_holding_it() {
             b.join().unwrap();
         }
         server = start_binary(&config);
+        // The start's own check (after a crash) finds the counts right.
+        eventually(Duration::from_secs(60), || {
+            server.checked.load(Ordering::SeqCst).then_some(())
+        });
         let orders = all_orders(&c, &server.base);
         let with = |paid: bool| {
             orders

@@ -24,6 +24,18 @@ impl Store {
             .collect()
     }
 
+    /// Every per-e-mail use count, by its row key (for `faka check`).
+    pub fn coupon_email_counts(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        self.trees()?
+            .get(Tree::CouponEmails)
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(storage)?;
+                Ok((k.to_vec(), tree::read_u64(&v).unwrap_or(0)))
+            })
+            .collect()
+    }
+
     /// How many orders of `email` (pending or paid) carry coupon `code`.
     pub fn coupon_email_uses(&self, code: &str, email: &str) -> Result<u64> {
         Ok(self
