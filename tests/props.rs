@@ -866,3 +866,84 @@ proptest! {
         prop_assert!(epay_verify(&query, &body).is_err());
     }
 }
+
+// ------------------------------------------------------ tiers and coupons
+
+use faka::domain::model::Tier;
+use faka::domain::pricing::{
+    coupon_key, discount, parse_tiers, unit_price, valid_code, CouponKind, MAX_TIERS,
+};
+
+fn code_oracle(s: &str) -> bool {
+    (3..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn tiers() -> impl Strategy<Value = Vec<Tier>> {
+    prop::collection::vec(
+        (0u32..60, 0u64..2_000).prop_map(|(min_quantity, price)| Tier {
+            min_quantity,
+            price,
+        }),
+        0..20,
+    )
+}
+
+proptest! {
+    #![proptest_config(cases(2000))]
+
+    #[test]
+    fn coupon_codes_are_accepted_exactly_by_their_grammar(
+        s in prop_oneof!["[A-Za-z0-9_\\-]{0,40}", "[A-Za-z0-9_\\- .!ü]{0,40}", any::<String>()]
+    ) {
+        prop_assert_eq!(valid_code(&s), code_oracle(&s));
+        if valid_code(&s) {
+            prop_assert_eq!(coupon_key(&s), coupon_key(&s.to_ascii_uppercase()));
+            prop_assert!(valid_code(&coupon_key(&s)));
+        }
+    }
+
+    #[test]
+    fn tiers_are_accepted_exactly_when_valid_and_come_back_sorted(t in tiers(), max in 0u64..2_500) {
+        let mut mins: Vec<u32> = t.iter().map(|t| t.min_quantity).collect();
+        mins.sort();
+        let unique = mins.windows(2).all(|w| w[0] != w[1]);
+        let valid = t.len() <= MAX_TIERS
+            && unique
+            && t.iter().all(|t| t.min_quantity >= 2 && t.price <= max);
+        let parsed = parse_tiers(t.clone(), max);
+        prop_assert_eq!(parsed.is_ok(), valid, "{:?}", t);
+        if let Ok(sorted) = parsed {
+            prop_assert!(sorted.windows(2).all(|w| w[0].min_quantity < w[1].min_quantity));
+            let mut reversed = t.clone();
+            reversed.reverse();
+            prop_assert_eq!(parse_tiers(reversed, max).unwrap(), sorted);
+        }
+    }
+
+    #[test]
+    fn the_unit_price_is_the_highest_tier_reached(
+        t in tiers(), price in 0u64..5_000, q in 0u32..80
+    ) {
+        let Ok(sorted) = parse_tiers(t, u64::MAX) else { return Ok(()) };
+        let want = sorted
+            .iter()
+            .filter(|t| t.min_quantity <= q)
+            .max_by_key(|t| t.min_quantity)
+            .map_or(price, |t| t.price);
+        prop_assert_eq!(unit_price(price, &sorted, q), want);
+    }
+
+    #[test]
+    fn a_discount_is_never_more_than_the_subtotal(
+        subtotal in any::<u64>(), value in 0u64..200, fixed in any::<u64>()
+    ) {
+        let pct = discount(CouponKind::Percent, value, subtotal);
+        prop_assert!(pct <= subtotal);
+        if value <= 100 {
+            prop_assert_eq!(pct as u128, subtotal as u128 * value as u128 / 100);
+        }
+        prop_assert_eq!(discount(CouponKind::Fixed, fixed, subtotal), fixed.min(subtotal));
+    }
+}

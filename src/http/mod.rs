@@ -6,6 +6,7 @@
 pub mod admin_orders;
 pub mod auth;
 pub(crate) mod body;
+pub mod coupons;
 mod health;
 pub mod keys;
 pub mod limits;
@@ -125,6 +126,12 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
         "/api/v1/orders",
         "Create an order holding keys (Idempotency-Key supported)",
     ),
+    // Before `/orders/{order_no}`: a resource matches by path first.
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/orders/quote",
+        "Price an order (tiers, coupon) without holding anything",
+    ),
     openapi::RouteDoc::public(
         "GET",
         "/api/v1/orders/{order_no}",
@@ -203,6 +210,14 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
         "Write a consistent backup while serving",
     ),
     openapi::RouteDoc::admin("GET", "/metrics", "Prometheus metrics"),
+    openapi::RouteDoc::admin(
+        "GET",
+        "/api/v1/admin/coupons",
+        "All coupons with use counts",
+    ),
+    openapi::RouteDoc::admin("POST", "/api/v1/admin/coupons", "Create a coupon"),
+    openapi::RouteDoc::admin("GET", "/api/v1/admin/coupons/{code}", "One coupon"),
+    openapi::RouteDoc::admin("PATCH", "/api/v1/admin/coupons/{code}", "Edit a coupon"),
 ];
 
 /// The handler of one table entry. A route in [`ROUTES`] without a handler
@@ -233,6 +248,11 @@ fn handler(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/v1/admin/webhooks/{id}/retry") => web::post().to(webhooks::retry),
         ("POST", "/api/v1/admin/backup") => web::post().to(ops::backup),
         ("GET", "/metrics") => web::get().to(ops::metrics),
+        ("POST", "/api/v1/orders/quote") => web::post().to(orders::quote),
+        ("GET", "/api/v1/admin/coupons") => web::get().to(coupons::list),
+        ("POST", "/api/v1/admin/coupons") => web::post().to(coupons::create),
+        ("GET", "/api/v1/admin/coupons/{code}") => web::get().to(coupons::get),
+        ("PATCH", "/api/v1/admin/coupons/{code}") => web::patch().to(coupons::update),
         _ => return None,
     };
     Some(r)

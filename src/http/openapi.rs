@@ -206,6 +206,8 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Option<Shape> {
                 "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": props}}
             }))
         }
+        ("POST", "/api/v1/orders/quote") => Shape::new(json_content(s.of::<views::QuoteView>()))
+            .body(json_content(s.of::<orders::CreateBody>())),
         _ => return admin_shape(method, path, s),
     };
     Some(shape)
@@ -261,6 +263,17 @@ fn admin_shape(method: &str, path: &str, s: &mut Schemas) -> Option<Shape> {
         ("GET", "/metrics") => Shape::new(json!({
             "text/plain; version=0.0.4": {"schema": {"type": "string"}}
         })),
+        ("GET", "/api/v1/admin/coupons") => Shape::new(json_content(s.of::<views::CouponList>())),
+        ("POST", "/api/v1/admin/coupons") => Shape::new(json_content(s.of::<views::CouponView>()))
+            .created()
+            .body(json_content(s.of::<super::coupons::CreateBody>())),
+        ("GET", "/api/v1/admin/coupons/{code}") => {
+            Shape::new(json_content(s.of::<views::CouponView>()))
+        }
+        ("PATCH", "/api/v1/admin/coupons/{code}") => {
+            Shape::new(json_content(s.of::<views::CouponView>()))
+                .body(json_content(s.of::<super::coupons::PatchBody>()))
+        }
         _ => return None,
     };
     Some(shape)
@@ -286,7 +299,10 @@ fn error_responses(s: &mut Schemas, epay: bool) -> Map<String, Value> {
         ("404", "not_found"),
         ("409", "out_of_stock, conflict"),
         ("413", "payload_too_large"),
-        ("422", "invalid_request (the message names the field)"),
+        (
+            "422",
+            "invalid_request (the message names the field), invalid_coupon (the message says why)",
+        ),
         ("429", "rate_limited (Retry-After)"),
         ("503", "unavailable (Retry-After)"),
     ]

@@ -5,7 +5,9 @@ use super::limits::Limit;
 use super::{path_param, HttpResult, State};
 use crate::crypto::{ct_eq, new_token, sha256};
 use crate::domain::ids::{printable, Email, Gateway, OrderNo, ProductId};
-use crate::domain::model::Order;
+use crate::domain::model::{Order, Pricing};
+use crate::domain::order::OrderStatus;
+use crate::domain::pricing;
 use crate::error::Error;
 use crate::json::parse_json;
 use crate::shop::{self, Created, Idempotency, NewOrder};
@@ -27,6 +29,8 @@ pub struct CreateBody {
     pub email: String,
     pub gateway: String,
     pub query_password: Option<String>,
+    /// A coupon code, in any letter case; empty is none.
+    pub coupon: Option<String>,
 }
 
 /// The hash of the request's `Idempotency-Key`, if it has one: 1 to 64
@@ -62,6 +66,7 @@ fn fingerprint(b: &CreateBody) -> [u8; 32] {
         Some(b.email.as_str()),
         Some(b.gateway.as_str()),
         b.query_password.as_deref(),
+        b.coupon.as_deref(),
     ];
     for field in fields {
         match field {
@@ -171,15 +176,9 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
     }
 }
 
-/// Checks an order's fields and fixes what must be known before the write
-/// (order number, the buyer's fresh token, the clock). The JSON API and
-/// the storefront's form both place orders through this.
-pub fn new_order(
-    state: &State,
-    ip: Option<String>,
-    b: CreateBody,
-    idem: Option<Idempotency>,
-) -> Result<(NewOrder, String), Error> {
+/// The order's fields that need no read: product id, quantity, e-mail,
+/// gateway (the order and the quote check them alike).
+fn checked_fields(state: &State, b: &CreateBody) -> Result<(ProductId, Email, Gateway), Error> {
     let product_id = ProductId::parse(&b.product_id).map_err(|_| {
         Error::not_found(format!(
             "product {} not found",
@@ -197,23 +196,37 @@ pub fn new_order(
             format!("gateway {} is not enabled", gateway.as_str()),
         ));
     }
+    if b.query_password
+        .as_ref()
+        .is_some_and(|pw| !(1..=128).contains(&pw.chars().count()))
+    {
+        return Err(Error::invalid(
+            "query_password",
+            "must be 1 to 128 characters",
+        ));
+    }
+    Ok((product_id, email, gateway))
+}
+
+/// Checks an order's fields and fixes what must be known before the write
+/// (order number, the buyer's fresh token, the clock). The JSON API and
+/// the storefront's form both place orders through this.
+pub fn new_order(
+    state: &State,
+    ip: Option<String>,
+    b: CreateBody,
+    idem: Option<Idempotency>,
+) -> Result<(NewOrder, String), Error> {
+    let (product_id, email, gateway) = checked_fields(state, &b)?;
     if idem.is_none() {
         refuse_early(state, product_id.as_str(), b.quantity)?;
     }
     let now = now_ms();
     let order_no = OrderNo::generate(now);
-    let query_password_hash = match b.query_password {
-        None => None,
-        Some(pw) if (1..=128).contains(&pw.chars().count()) => {
-            Some(sha256(format!("{}\0{pw}", order_no.as_str()).as_bytes()))
-        }
-        Some(_) => {
-            return Err(Error::invalid(
-                "query_password",
-                "must be 1 to 128 characters",
-            ))
-        }
-    };
+    let query_password_hash = b
+        .query_password
+        .map(|pw| sha256(format!("{}\0{pw}", order_no.as_str()).as_bytes()));
+    let coupon = coupon_code(b.coupon)?;
     let token = new_token();
     let new = NewOrder {
         order_no: order_no.as_str().to_string(),
@@ -231,8 +244,22 @@ pub fn new_order(
         idempotency: idem,
         max_pending_per_ip: state.config.limits.max_pending_per_ip,
         max_pending_per_email: state.config.limits.max_pending_per_email,
+        coupon,
     };
     Ok((new, token))
+}
+
+/// The buyer's coupon code: absent or empty is none; one that cannot be a
+/// code is refused as unknown, like one no coupon has.
+pub fn coupon_code(raw: Option<String>) -> Result<Option<String>, Error> {
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(c) if pricing::valid_code(c) => Ok(Some(c.to_string())),
+        Some(c) => Err(Error::InvalidCoupon(format!(
+            "coupon {} is unknown",
+            printable(c, 32)
+        ))),
+    }
 }
 
 /// Answers what a read can already tell — unknown product, quantity out of
@@ -266,13 +293,75 @@ fn refuse_early(state: &State, product_id: &str, quantity: u32) -> Result<(), Er
     Ok(())
 }
 
+/// `POST /api/v1/orders/quote`: what the order would cost now, with the
+/// order's own checks, answered from reads (nothing is held or claimed).
+pub async fn quote(state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let ip = client_ip(&req, &state.config.server.trusted_proxies);
+    state
+        .limits
+        .take(Limit::Lookups, ip.as_deref().unwrap_or("unknown"))?;
+    let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
+    let (price, stock) = quote_order(&state, parse_json(&bytes)?)?;
+    Ok(HttpResponse::Ok().json(views::QuoteView {
+        unit_price: price.unit_price,
+        subtotal: price.subtotal,
+        discount: price.discount,
+        amount: price.amount(),
+        currency: &state.config.shop.currency,
+        stock,
+    }))
+}
+
+/// The price an order of `b` would get now and the product's stock; the
+/// same 404/409/422 as placing it. The coupon is checked against its
+/// committed counts: an order placed after may still find it used up.
+pub fn quote_order(state: &State, b: CreateBody) -> Result<(Pricing, u64), Error> {
+    let (product_id, email, _) = checked_fields(state, &b)?;
+    let coupon = coupon_code(b.coupon)?;
+    let Some(p) = state
+        .views
+        .active_product(&state.store, product_id.as_str())?
+    else {
+        return Err(Error::not_found(format!(
+            "product {} not found",
+            product_id.as_str()
+        )));
+    };
+    if b.quantity < p.min_quantity || b.quantity > p.max_quantity {
+        return Err(Error::invalid(
+            "quantity",
+            format!("must be between {} and {}", p.min_quantity, p.max_quantity),
+        ));
+    }
+    let mut price = pricing::price_before_coupon(p.price, &p.presentation.tiers, b.quantity)
+        .ok_or_else(|| Error::invalid("quantity", "order amount is too large"))?;
+    if let Some(code) = coupon {
+        let u = pricing::CouponUse {
+            product_id: &p.id,
+            subtotal: price.subtotal,
+            now_ms: now_ms(),
+            email_uses: state.store.coupon_email_uses(&code, email.as_str())?,
+        };
+        let c = shop::check_coupon_use(state.store.coupon(&code)?, &code, u)?;
+        price = price.with_coupon(&c);
+    }
+    let stock = state.store.stock(&p)?;
+    if stock < b.quantity as u64 {
+        return Err(Error::OutOfStock(format!(
+            "only {stock} keys left for product {}",
+            p.id
+        )));
+    }
+    Ok((price, stock))
+}
+
 fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
-    let view = views::created_order(
-        order,
-        token,
-        &state.config.shop.currency,
-        state.gateways.pay_url(order, token),
-    );
+    // A free order is delivered already: nothing to pay.
+    let pay_url = match order.status {
+        OrderStatus::Pending => state.gateways.pay_url(order, token),
+        _ => None,
+    };
+    let view = views::created_order(order, token, &state.config.shop.currency, pay_url);
     serde_json::to_vec(&view).unwrap_or_default()
 }
 
@@ -310,9 +399,7 @@ pub async fn get(state: State, req: HttpRequest) -> HttpResult {
         .ok_or_else(not_found)?;
     let order = order_with_token(&state, raw, &token)?.ok_or_else(not_found)?;
     let keys = match order.status {
-        crate::domain::order::OrderStatus::Delivered => {
-            Some(views::key_texts(&state.store, &state.crypto, &order)?)
-        }
+        OrderStatus::Delivered => Some(views::key_texts(&state.store, &state.crypto, &order)?),
         _ => None,
     };
     Ok(HttpResponse::Ok().json(views::order(&order, &state.config.shop.currency, keys)))

@@ -9,10 +9,11 @@
 //! transitions are legal is decided by [`crate::domain::order`]; these
 //! modules carry them out and keep the product's key counts in step. They
 //! are split by job: [`catalogue`] (products, keys, uploads), [`orders`]
-//! (holds, delivery, expiry, refunds), [`payments`] and [`outbox`]
-//! (webhook events).
+//! (holds, delivery, expiry, refunds), [`coupons`] (coupons and the
+//! claim of their uses), [`payments`] and [`outbox`] (webhook events).
 
 pub mod catalogue;
+pub mod coupons;
 pub mod key_parse;
 pub mod orders;
 pub mod outbox;
@@ -23,6 +24,7 @@ pub use catalogue::{
     import_keys, publish_upload, stage_keys, update_product, ImportResult, NewProduct,
     ProductPatch, SealedKey,
 };
+pub use coupons::{check_coupon_use, create_coupon, update_coupon, CouponPatch, NewCoupon};
 pub use orders::{
     backfill, count_pending_holds, create_order, expire_order, prune_idempotency, redrive_paid,
     refund_order, Created, Idempotency, NewOrder,

@@ -21,7 +21,12 @@ pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> 
     // A staged upload's record names blocks readers must skip: written
     // before the blocks it names, removed after they are published or gone.
     let uploads = writes.partition_point(|w| w.tree < Tree::Uploads as u8);
-    let (writes, uploads) = writes.split_at(uploads);
+    let after = writes.partition_point(|w| w.tree <= Tree::Uploads as u8);
+    let (writes, uploads, later) = (
+        &writes[..uploads],
+        &writes[uploads..after],
+        &writes[after..],
+    );
     let (added, removed): (Vec<Write>, Vec<Write>) =
         uploads.iter().cloned().partition(|w| w.value.is_some());
     apply_rows(trees, &added)?;
@@ -32,6 +37,8 @@ pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> 
     apply_phase(trees, &writes[blocks..])?;
     apply_phase(trees, &writes[..split])?;
     apply_phase(trees, &writes[split..blocks])?;
+    // The trees after the uploads' (coupons) need no order of their own.
+    apply_phase(trees, later)?;
     apply_rows(trees, &removed)
 }
 
@@ -109,7 +116,13 @@ mod tests {
         // Sizes below and above PARALLEL_MIN_ROWS; the big one has one tree
         // with most rows (the half point falls in the first tree).
         let shapes: [&[(Tree, u32)]; 3] = [
-            &[(Tree::Keys, 10), (Tree::Orders, 5), (Tree::Uploads, 2)],
+            &[
+                (Tree::Keys, 10),
+                (Tree::Orders, 5),
+                (Tree::Uploads, 2),
+                (Tree::Coupons, 2),
+                (Tree::CouponEmails, 3),
+            ],
             &[
                 (Tree::Keys, 3000),
                 (Tree::Avail, 1000),

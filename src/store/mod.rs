@@ -24,6 +24,7 @@ mod writer;
 
 pub use datadir::OpenError;
 pub use reads::{Expired, KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
+pub(crate) use tx::coupon_email_key;
 pub use tx::{Counters, FingerprintSet, Published, Tx};
 pub use writer::{now_ms, WriterStats, LATENCY_BUCKETS};
 

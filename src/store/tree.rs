@@ -50,9 +50,14 @@ pub enum Tree {
     /// not yet published. Written before the rest of its batch, removed
     /// after it (`apply::apply_writes`).
     Uploads = 15,
+    /// coupon code lower-cased → `pricing::Coupon` (with its use counts)
+    Coupons = 16,
+    /// coupon code lower-cased, 0, buyer e-mail lower-cased → u64 BE: the
+    /// buyer's orders that carry the coupon, pending or paid
+    CouponEmails = 17,
 }
 
-pub const ALL: [Tree; 16] = [
+pub const ALL: [Tree; 18] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
@@ -69,6 +74,8 @@ pub const ALL: [Tree; 16] = [
     Tree::Attempts,
     Tree::KeyBlocks,
     Tree::Uploads,
+    Tree::Coupons,
+    Tree::CouponEmails,
 ];
 
 /// sled trees of the key layout before key blocks (a key per row). A data
@@ -99,6 +106,8 @@ impl Tree {
             Tree::Attempts => "payment_attempts",
             Tree::KeyBlocks => "key_blocks",
             Tree::Uploads => "uploads",
+            Tree::Coupons => "coupons",
+            Tree::CouponEmails => "coupon_emails",
         }
     }
 }

@@ -115,6 +115,14 @@ pub struct Texts {
     pub gateway_manual: &'static str,
     pub gateway_online: &'static str,
     pub gateway_epay: &'static str,
+    pub wholesale: &'static str,
+    pub from_quantity: &'static str,
+    pub coupon: &'static str,
+    pub coupon_hint: &'static str,
+    pub to_pay: &'static str,
+    pub unit_price: &'static str,
+    pub subtotal: &'static str,
+    pub discount: &'static str,
 }
 
 impl Texts {
@@ -177,6 +185,14 @@ static ZH: Texts = Texts {
     gateway_manual: "人工转账（商家确认）",
     gateway_online: "在线支付",
     gateway_epay: "支付宝 / 微信（易支付）",
+    wholesale: "批发价",
+    from_quantity: "件起",
+    coupon: "优惠码（可选）",
+    coupon_hint: "提交订单时核验并计入价格",
+    to_pay: "应付",
+    unit_price: "单价",
+    subtotal: "小计",
+    discount: "优惠",
 };
 
 static EN: Texts = Texts {
@@ -224,6 +240,14 @@ static EN: Texts = Texts {
     gateway_manual: "Bank transfer (confirmed by the shop)",
     gateway_online: "Online payment",
     gateway_epay: "Alipay / WeChat (epay)",
+    wholesale: "Wholesale",
+    from_quantity: "or more",
+    coupon: "Coupon (optional)",
+    coupon_hint: "Checked and priced in when you order",
+    to_pay: "To pay",
+    unit_price: "Unit price",
+    subtotal: "Subtotal",
+    discount: "Discount",
 };
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! changes something carries a CSRF token (`csrf.rs`).
 
 mod admin;
+mod admin_coupons;
 mod admin_pages;
 mod assets;
 mod csrf;

@@ -49,10 +49,28 @@ fn card(ctx: &Ctx, p: &Product, stock: u64, currency: &str) -> Markup {
             }
             span.name { (p.name) }
             span.price { (money(p.price, currency)) }
+            (tier_hint(ctx, p, currency))
             @if stock == 0 {
                 span.stock.out { (t.sold_out) }
             } @else {
                 span.stock { (t.in_stock) " " (stock) }
+            }
+        }
+    }
+}
+
+/// The wholesale prices of a product, if it has any: "Wholesale 10 or
+/// more ¥9.00 · 50 or more ¥8.50".
+fn tier_hint(ctx: &Ctx, p: &Product, currency: &str) -> Markup {
+    let t = ctx.t();
+    html! {
+        @if !p.presentation.tiers.is_empty() {
+            span.tiers data-tiers {
+                (t.wholesale)
+                @for (i, tier) in p.presentation.tiers.iter().enumerate() {
+                    @if i > 0 { " ·" }
+                    " " (tier.min_quantity) " " (t.from_quantity) " " (money(tier.price, currency))
+                }
             }
         }
     }
@@ -167,6 +185,7 @@ fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
             @if let Some(src) = &p.presentation.image_url { img.hero src=(src) alt=""; }
             h1 { (p.name) }
             p.price { (money(p.price, &state.config.shop.currency)) " " small { (t.per_key) } }
+            p { (tier_hint(ctx, p, &state.config.shop.currency)) }
             @if stock == 0 {
                 p.stock.out { (t.sold_out) }
             } @else {
@@ -178,7 +197,7 @@ fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
             @if gateways.is_empty() {
                 p.card.notice { (t.no_gateway) }
             } @else {
-                form.card.order method="post" action="/checkout" {
+                form.card.order method="post" action="/checkout" data-quote-form {
                     input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);
                     input type="hidden" name="product_id" value=(p.id);
                     label { (t.quantity)
@@ -194,6 +213,13 @@ fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
                         input type="password" name="query_password" maxlength="64" autocomplete="new-password";
                         small { (t.query_password_hint) }
                     }
+                    label { (t.coupon)
+                        input type="text" name="coupon" maxlength="32" autocomplete="off";
+                        small { (t.coupon_hint) }
+                    }
+                    // Filled by the page's script from POST /api/v1/orders/quote;
+                    // without it the order is priced when it is placed.
+                    p.quote hidden data-quote data-to-pay=(t.to_pay) data-discount=(t.discount) {}
                     fieldset {
                         legend { (t.pay_with) }
                         @for (i, g) in gateways.iter().enumerate() {
@@ -227,9 +253,10 @@ pub async fn checkout(
     }
     match place(&req, &state, &form).await {
         Ok((order, token)) => {
-            let next = state
-                .gateways
-                .pay_url(&order, &token)
+            // A free order is delivered already: straight to its page.
+            let next = (order.status == OrderStatus::Pending)
+                .then(|| state.gateways.pay_url(&order, &token))
+                .flatten()
                 .unwrap_or_else(|| format!("/orders/{}?token={token}", order.order_no));
             see_other(&next)
         }
@@ -263,6 +290,7 @@ async fn place(
         email: form.text("email").unwrap_or_default(),
         gateway,
         query_password: form.text("query_password"),
+        coupon: form.text("coupon"),
     };
     let (new, token) = new_order(state, ip, body, None)?;
     let created = state
@@ -347,7 +375,7 @@ fn order_body(
                 span.raw-status data-order-status { (status) }
             }
             dl {
-                dt { (t.amount) } dd { (money(o.amount, &state.config.shop.currency)) }
+                (price_lines(ctx, o, &state.config.shop.currency))
                 @if let Some(p) = product { dt { "#" } dd { (p.name) " × " (o.quantity) } }
                 dt { (t.created) } dd { time { (views::rfc3339(o.created_at_ms)) } }
                 @if o.status == OrderStatus::Pending {
@@ -377,5 +405,23 @@ fn order_body(
             }
             p.hint { (t.keep_page) }
         }
+    }
+}
+
+/// An order's price as it was fixed: unit price, subtotal, the coupon's
+/// discount when there is one, and the amount.
+fn price_lines(ctx: &Ctx, o: &Order, currency: &str) -> Markup {
+    let t = ctx.t();
+    let p = &o.pricing;
+    html! {
+        dt { (t.unit_price) } dd data-unit-price { (money(p.unit_price, currency)) " × " (o.quantity) }
+        @if p.discount > 0 || p.coupon.is_some() {
+            dt { (t.subtotal) } dd { (money(p.subtotal, currency)) }
+            dt { (t.discount) } dd data-discount {
+                "−" (money(p.discount, currency))
+                @if let Some(code) = &p.coupon { " (" code { (code) } ")" }
+            }
+        }
+        dt { (t.amount) } dd data-amount { (money(o.amount, currency)) }
     }
 }

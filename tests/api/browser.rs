@@ -559,3 +559,44 @@ fn buyers_pay_through_hmac_and_epay_and_land_on_their_order_page() {
     assert_ne!(keys[0].as_str(), Some(key.as_str()), "another key");
     buyer.assert_same_origin(&app.base);
 }
+
+/// The order form prices itself as the buyer types (tiers, then a coupon)
+/// through the quote, under the pages' CSP.
+#[test]
+fn the_order_form_shows_the_price_with_tiers_and_coupon_as_the_buyer_types() {
+    if !available() {
+        return;
+    }
+    let app = spawn_with(|dir| config_text(dir, "[payments.manual]\npublic = true\n"));
+    let r = app.admin_post(
+        "/api/v1/admin/products",
+        json!({"id": "bulk", "name": "Bulk", "price": 1000, "max_quantity": 50,
+               "tiers": [{"min_quantity": 10, "price": 900}]}),
+    );
+    assert_eq!(r.status(), 201);
+    let keys: Vec<String> = (0..20).map(|i| format!("BULK-{i}")).collect();
+    app.import("bulk", &keys);
+    let r = app.admin_post(
+        "/api/v1/admin/coupons",
+        json!({"code": "TEN", "kind": "percent", "value": 10}),
+    );
+    assert_eq!(r.status(), 201);
+    let d = Driver::start();
+    let buyer = d.browser(1280, 900, "en");
+    buyer.go(&app.url("/products/bulk?lang=en"));
+    let quote_is = |want: &str| {
+        eventually(Duration::from_secs(20), || {
+            Some(buyer.text("[data-quote]")).filter(|t| t == want)
+        })
+    };
+    quote_is("To pay ¥10.00");
+    buyer.js(
+        "const q = document.querySelector('input[name=quantity]'); q.value = '10'; \
+         q.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    quote_is("To pay ¥90.00");
+    buyer.type_into("input[name=coupon]", "ten");
+    quote_is("To pay ¥81.00 (Discount ¥9.00)");
+    buyer.type_into("input[name=coupon]", "x");
+    quote_is("coupon tenx is unknown");
+}

@@ -26,6 +26,7 @@ mod ops;
 mod orders;
 mod payments;
 mod presentation;
+mod pricing;
 mod products;
 mod slow_and_proxied;
 mod uploads;

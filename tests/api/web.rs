@@ -8,7 +8,7 @@ use crate::helpers::*;
 use reqwest::blocking::{Client, Response};
 use serde_json::json;
 
-fn browser() -> Client {
+pub(crate) fn browser() -> Client {
     Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -16,7 +16,7 @@ fn browser() -> Client {
         .expect("client")
 }
 
-fn page(c: &Client, app: &TestApp, path: &str) -> Response {
+pub(crate) fn page(c: &Client, app: &TestApp, path: &str) -> Response {
     c.get(app.url(path))
         .header("Accept", "text/html")
         .send()
@@ -44,12 +44,12 @@ fn assert_page_headers(r: &Response, what: &str) {
 }
 
 /// The hidden CSRF field of a page.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[at..at + html[at..].find('"').expect("end")].to_string()
 }
 
-fn manual_shop() -> TestApp {
+pub(crate) fn manual_shop() -> TestApp {
     spawn_with(|dir| {
         config_text(
             dir,
@@ -373,7 +373,7 @@ fn a_kept_product_page_carries_each_buyers_own_token_and_every_change() {
 }
 
 /// A browser signed in to the admin panel.
-fn signed_in_admin(app: &TestApp) -> Client {
+pub(crate) fn signed_in_admin(app: &TestApp) -> Client {
     let merchant = browser();
     let login = page(&merchant, app, "/admin/login").text().unwrap();
     let r = merchant

@@ -70,6 +70,10 @@ pub struct Args {
     /// a careful client does
     #[arg(long)]
     idempotency_keys: bool,
+    /// flow: put a coupon (10 % off, shop-wide) on every order, so each
+    /// order also claims a coupon use in the writer
+    #[arg(long)]
+    coupon: bool,
     /// faka's `[retention]` idempotency_hours and delivered_events_hours
     /// for every faka started, with a sweep every 5 s [default: faka's,
     /// 168 and 720 hours, a sweep every 600 s]
@@ -151,6 +155,8 @@ pub struct Settings {
     pub webhook_url: Option<String>,
     /// Whether every order carries an `Idempotency-Key` (`--idempotency-keys`).
     pub idempotency_keys: bool,
+    /// Whether flow's orders carry a coupon (`--coupon`).
+    pub coupon: bool,
     /// `[retention]` hours written into faka's config, when `--retention-hours`.
     pub retention_hours: Option<u64>,
     /// Where `--burst-trace` writes its stamps.
@@ -192,6 +198,7 @@ impl Settings {
             workers: a.workers.map(|n| n.max(1)),
             webhook_url,
             idempotency_keys: a.idempotency_keys,
+            coupon: a.coupon,
             retention_hours: a.retention_hours,
             burst_trace: a.burst_trace.clone(),
         };

@@ -181,7 +181,16 @@ fn race(cfg: &Settings, faka: &Faka) -> (Racer, Duration) {
         |_| Racer::default(),
         async |r: &mut Racer, conn: &mut AConn, _| {
             let t0 = Instant::now();
-            match create_order(conn, &mut r.race, &mut r.wrong, "bench-flash", 1, keyed).await {
+            match create_order(
+                conn,
+                &mut r.race,
+                &mut r.wrong,
+                "bench-flash",
+                1,
+                (keyed, false),
+            )
+            .await
+            {
                 Created::Ok(o) => {
                     r.won_lat.record(t0);
                     r.won.push(o)

@@ -1,5 +1,6 @@
 //! `flow`: the buyer's journey on every connection for the run's duration
-//! (create order → signed payment → GET the order with its keys), no key
+//! (create order → signed payment → GET the order with its keys; with
+//! `--coupon`, every order carries a coupon whose use it claims), no key
 //! delivered twice and the counts adding up at the end. Right before it,
 //! the same connections make journeys of three `/ping`s to each trivial
 //! server, in this process and outside it: flow's orders/s is also given
@@ -8,8 +9,8 @@
 //! journal's slow syncs, the machine's idle cores and the commit thread's
 //! share of a CPU say what bound the run.
 
-use crate::admin::{check_counts, create_product, import_range};
-use crate::buyer::{check_unique, flow_errors, Buyer};
+use crate::admin::{check_counts, create_coupon, create_product, import_range};
+use crate::buyer::{check_unique, flow_errors, Buyer, COUPON, COUPON_PERCENT};
 use crate::client::{AConn, Conn, Req};
 use crate::cpu::{own_cpu_time, sched_share_text, threads_sched_times, MachineCpu};
 use crate::load::run_tasks;
@@ -109,6 +110,9 @@ pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
         (0, cfg.flow_keys),
         cfg.setup_chunk,
     )?;
+    if cfg.coupon {
+        create_coupon(&mut admin, COUPON, COUPON_PERCENT)?;
+    }
     let ceilings = ceilings(cfg)?;
     let mut m = journeys(cfg, faka, &mut admin)?;
     let failures = verify(cfg, &mut admin, &mut m)?;
@@ -143,7 +147,7 @@ fn journeys(cfg: &Settings, faka: &Faka, admin: &mut Conn) -> Result<Measured> {
         cfg.concurrency,
         cfg.client_threads,
         cfg.duration,
-        |_| Buyer::new(cfg),
+        |_| Buyer::new(cfg).with_coupon(cfg.coupon),
         async |b: &mut Buyer, conn: &mut AConn| b.journey(conn, "bench-flow", "FLOW-").await,
     );
     let idle = machine_before.idle_text(MachineCpu::now());
