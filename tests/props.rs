@@ -779,7 +779,7 @@ fn epay() -> EpayGateway {
         EPAY_KEY,
         "https://pay.example.com/submit.php",
         "http://127.0.0.1:8080",
-        "alipay",
+        vec!["alipay".into()],
     )
 }
 

@@ -27,6 +27,9 @@ pub struct CreateBody {
     pub email: String,
     pub gateway: String,
     pub query_password: Option<String>,
+    /// One of the gateway's `pay_types` (`GET /api/v1/gateways`); without
+    /// it, the gateway's default for the buyer's device.
+    pub pay_type: Option<String>,
 }
 
 /// The hash of the request's `Idempotency-Key`, if it has one: 1 to 64
@@ -74,6 +77,12 @@ fn fingerprint(b: &CreateBody) -> [u8; 32] {
         }
     }
     buf.extend_from_slice(&b.quantity.to_le_bytes());
+    // Appended only when present, so a request without one keeps the
+    // fingerprint it had before pay types existed.
+    if let Some(t) = &b.pay_type {
+        buf.push(2);
+        buf.extend_from_slice(t.as_bytes());
+    }
     sha256(&buf)
 }
 
@@ -143,7 +152,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         key_hash,
         fingerprint: fingerprint(&b),
     });
-    let (new, token) = new_order(&state, ip, b, idem)?;
+    let (new, token) = new_order(&state, ip, mobile(&req), b, idem)?;
     let st = state.clone();
     let tok = token.clone();
     let created = state
@@ -171,12 +180,22 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
     }
 }
 
+/// Whether the request comes from a phone's browser (by its User-Agent).
+pub fn mobile(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::payments::is_mobile)
+}
+
 /// Checks an order's fields and fixes what must be known before the write
 /// (order number, the buyer's fresh token, the clock). The JSON API and
-/// the storefront's form both place orders through this.
+/// the storefront's form both place orders through this; `mobile` picks
+/// the default pay type of gateways with a phone cashier.
 pub fn new_order(
     state: &State,
     ip: Option<String>,
+    mobile: bool,
     b: CreateBody,
     idem: Option<Idempotency>,
 ) -> Result<(NewOrder, String), Error> {
@@ -197,6 +216,9 @@ pub fn new_order(
             format!("gateway {} is not enabled", gateway.as_str()),
         ));
     }
+    let pay_type = state
+        .gateways
+        .pay_type(gateway, b.pay_type.as_deref(), mobile)?;
     if idem.is_none() {
         refuse_early(state, product_id.as_str(), b.quantity)?;
     }
@@ -224,7 +246,7 @@ pub fn new_order(
         token_hash: sha256(token.as_bytes()),
         query_password_hash,
         query_password_phc: None,
-        pay_type: None,
+        pay_type,
         client_ip: ip,
         created_at_ms: now,
         hold_ms: state.config.orders.hold_secs as i64 * 1000,

@@ -115,6 +115,11 @@ pub struct Texts {
     pub gateway_manual: &'static str,
     pub gateway_online: &'static str,
     pub gateway_epay: &'static str,
+    pub gateway_alipay: &'static str,
+    /// epay's channels by their pay type; others show their name.
+    pub pay_type_alipay: &'static str,
+    pub pay_type_wxpay: &'static str,
+    pub pay_type_qqpay: &'static str,
 }
 
 impl Texts {
@@ -177,6 +182,10 @@ static ZH: Texts = Texts {
     gateway_manual: "人工转账（商家确认）",
     gateway_online: "在线支付",
     gateway_epay: "支付宝 / 微信（易支付）",
+    gateway_alipay: "支付宝",
+    pay_type_alipay: "支付宝",
+    pay_type_wxpay: "微信支付",
+    pay_type_qqpay: "QQ 钱包",
 };
 
 static EN: Texts = Texts {
@@ -224,6 +233,10 @@ static EN: Texts = Texts {
     gateway_manual: "Bank transfer (confirmed by the shop)",
     gateway_online: "Online payment",
     gateway_epay: "Alipay / WeChat (epay)",
+    gateway_alipay: "Alipay",
+    pay_type_alipay: "Alipay",
+    pay_type_wxpay: "WeChat Pay",
+    pay_type_qqpay: "QQ Wallet",
 };
 
 #[cfg(test)]
