@@ -122,10 +122,8 @@ enum KeyText {
 }
 
 fn read_key(path: &Path, key: &str) -> Result<KeyText, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| not_a_key(key, path, &format!("cannot be read: {e}")))?;
     if text.contains("-----BEGIN") {
         return Ok(KeyText::Pem(text));
     }
