@@ -399,6 +399,7 @@ impl Application {
             cfg.epay().is_some(),
             cfg.webhooks().is_some(),
         );
+        let alipay = cfg.alipay().is_some();
         let announce = Box::new(move || {
             tracing::info!(
                 version = env!("CARGO_PKG_VERSION"),
@@ -406,6 +407,7 @@ impl Application {
                 data_dir,
                 hmac,
                 epay,
+                alipay,
                 webhooks,
                 "faka is serving"
             );

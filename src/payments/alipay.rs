@@ -52,7 +52,8 @@ pub fn sign_content(params: &[(String, String)], skip_sign_type: bool) -> String
     let mut fields: Vec<&(String, String)> = params
         .iter()
         .filter(|(k, v)| {
-            !k.is_empty() && !v.is_empty() && k != "sign" && !(skip_sign_type && k == "sign_type")
+            let left_out = k == "sign" || (skip_sign_type && k == "sign_type");
+            !(k.is_empty() || v.is_empty() || left_out)
         })
         .collect();
     // Java sorts the names as UTF-16 code units; for the ASCII names Alipay

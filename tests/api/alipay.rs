@@ -442,12 +442,15 @@ fn the_product_page_offers_the_gateways_and_uses_the_chosen_pay_type() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let html = c
-        .get(app.url("/products/vip?lang=en"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let page = c.get(app.url("/products/vip?lang=en")).send().unwrap();
+    // The form may be redirected to either gateway's page; the browser
+    // allows only the origins the policy names.
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("form-action 'self' https://pay.example.com https://openapi.alipay.com;"),
+        "{csp}"
+    );
+    let html = page.text().unwrap();
     for value in ["epay:alipay", "epay:wxpay", "alipay", "hmac"] {
         assert!(
             html.contains(&format!("value=\"{value}\"")),
@@ -484,4 +487,77 @@ fn the_product_page_offers_the_gateways_and_uses_the_chosen_pay_type() {
         to.contains("method=alipay.trade.wap.pay"),
         "a phone's buyer: {to}"
     );
+}
+
+/// What a notify's signature vouches for: the checked content and the
+/// signature itself.
+fn signed_part(body: &[u8]) -> Option<(String, String)> {
+    let p: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
+    let sign = p.iter().find(|(k, _)| k == "sign")?.1.clone();
+    Some((sign_content(&p, true), sign))
+}
+
+/// Whatever body reaches the notify URL (bytes, form-like text, a real
+/// notify with one field broken), under any content type, the answer is
+/// `fail` with a 4xx, never a server error, and nothing changes.
+#[test]
+fn the_notify_never_answers_a_server_error_whatever_the_body() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let app = alipay_app();
+    app.product_with_keys("vip", 10000, 1);
+    let o = order_ok(&app, "alipay", None, DESKTOP);
+    let no = o["order_no"].as_str().unwrap().to_string();
+    let real = serde_urlencoded::to_string(signed(
+        fields(&no, "2024-1", "100.00", "TRADE_SUCCESS"),
+        &keys()[0],
+    ))
+    .unwrap();
+    let genuine = signed_part(real.as_bytes());
+    let bodies = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..300),
+        "([a-z_]{1,14}=[^&]{0,16}&){0,12}".prop_map(String::into_bytes),
+        // The real notify with a stretch of it replaced by anything, unless
+        // that leaves it genuine: the same signed content and signature
+        // spelled differently (`sign_type` dropped, an empty field added),
+        // which Alipay's SDK accepts too.
+        (0..real.len(), 0..40usize, "\\PC{0,20}")
+            .prop_map(move |(at, len, with)| {
+                let mut b = real.as_bytes().to_vec();
+                let end = (at + len).min(b.len());
+                b.splice(at..end, with.into_bytes());
+                b
+            })
+            .prop_filter("still genuine", move |b| signed_part(b) != genuine),
+    ];
+    let types = prop_oneof![
+        Just("application/x-www-form-urlencoded"),
+        Just("application/x-www-form-urlencoded; charset=GBK"),
+        Just("application/json"),
+        Just("text/plain"),
+    ];
+    let before = app.dump();
+    let mut runner = TestRunner::new(Config {
+        cases: 200,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&(bodies, types), |(body, content_type)| {
+            let r = app
+                .client
+                .post(app.url("/api/v1/payments/alipay/notify"))
+                .header("Content-Type", content_type)
+                .body(body.clone())
+                .send()
+                .unwrap();
+            let code = r.status().as_u16();
+            let text = r.text().unwrap();
+            prop_assert!((400..500).contains(&code), "{code} for {body:?}");
+            prop_assert_eq!(text, "fail");
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(app.dump(), before, "no body changed anything");
+    assert_eq!(status(&app, &o), "pending");
 }
