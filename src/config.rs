@@ -800,6 +800,67 @@ mod tests {
         assert!(load("", &[("FAKA_LOG_LEVEL", "info,faka=debug")]).is_ok());
     }
 
+    /// `pay_types` lists the channels with the default first; the old
+    /// single `pay_type` alone still works; a channel must be a name.
+    #[test]
+    fn epay_pay_types_put_the_default_first() {
+        let epay = |text: &str, env: &[(&str, &str)]| {
+            let c = load(&format!("[payments.epay]\npid = \"1\"\nkey = \"k\"\nsubmit_url = \"https://p.example\"\n{text}"), env);
+            c.map(|c| c.epay().unwrap().channels())
+        };
+        assert_eq!(epay("", &[]).unwrap(), ["alipay"]);
+        assert_eq!(epay("pay_type = \"wxpay\"\n", &[]).unwrap(), ["wxpay"]);
+        assert_eq!(
+            epay(
+                "pay_type = \"wxpay\"\npay_types = [\"alipay\", \"wxpay\"]\n",
+                &[]
+            )
+            .unwrap(),
+            ["wxpay", "alipay"]
+        );
+        assert_eq!(
+            epay("pay_types = [\"qqpay\", \"wxpay\"]\n", &[]).unwrap(),
+            ["qqpay", "wxpay"],
+            "the default pay_type (alipay) is not among them: the first is"
+        );
+        assert_eq!(
+            epay("", &[("FAKA_PAYMENTS_EPAY_PAY_TYPES", "wxpay, alipay")]).unwrap(),
+            ["alipay", "wxpay"]
+        );
+        for bad in [
+            "pay_types = [\"\"]",
+            "pay_types = [\"a&b\"]",
+            "pay_type = \"x y\"",
+        ] {
+            let e = epay(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains("payments.epay.pay_types"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn alipay_needs_an_app_id_and_resolves_its_key_files() {
+        let text = "[payments.alipay]\napp_id = \"2021\"\nprivate_key_file = \"keys/app.pem\"\nalipay_public_key_file = \"/etc/alipay.pem\"\n";
+        let c = Config::from_toml(text, "x", Path::new("/etc/faka"), Vec::new()).unwrap();
+        let a = c.alipay().unwrap();
+        assert_eq!(a.private_key_file, PathBuf::from("/etc/faka/keys/app.pem"));
+        assert_eq!(a.alipay_public_key_file, PathBuf::from("/etc/alipay.pem"));
+        assert_eq!(a.gateway_url, "https://openapi.alipay.com/gateway.do");
+        assert!(load("[payments.alipay]\napp_id = \"\"\n", &[])
+            .unwrap()
+            .alipay()
+            .is_none());
+        let e = load(
+            "",
+            &[
+                ("FAKA_PAYMENTS_ALIPAY_APP_ID", "2021"),
+                ("FAKA_PAYMENTS_ALIPAY_GATEWAY_URL", "openapi.alipay.com"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("payments.alipay.gateway_url"), "{e}");
+    }
+
     #[test]
     fn relative_paths_resolve_beside_the_config_file() {
         let c = Config::from_toml("", "x", Path::new("/etc/faka"), Vec::new()).unwrap();

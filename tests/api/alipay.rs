@@ -561,3 +561,27 @@ fn the_notify_never_answers_a_server_error_whatever_the_body() {
     assert_eq!(app.dump(), before, "no body changed anything");
     assert_eq!(status(&app, &o), "pending");
 }
+
+/// The pay type is part of what an `Idempotency-Key` repeat must match:
+/// the same request gets the first answer, another pay type is a conflict.
+#[test]
+fn an_idempotent_repeat_must_name_the_same_pay_type() {
+    let app =
+        spawn_with(|dir| config_text(dir, &epay_section("pay_types = [\"alipay\", \"wxpay\"]\n")));
+    app.product_with_keys("vip", 100, 2);
+    let send = |pay_type: &str| {
+        app.client
+            .post(app.url("/api/v1/orders"))
+            .header("Idempotency-Key", "k-1")
+            .json(
+                &json!({"product_id": "vip", "quantity": 1, "email": "b@example.com",
+                          "gateway": "epay", "pay_type": pay_type}),
+            )
+            .send()
+            .unwrap()
+    };
+    let first: Value = send("wxpay").json().unwrap();
+    let again: Value = send("wxpay").json().unwrap();
+    assert_eq!(again, first);
+    assert_eq!(error_code(send("alipay")), (409, "conflict".into()));
+}
