@@ -160,7 +160,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         .write(move |tx| {
             shop::create_order(tx, new, |order| {
                 st.crypto
-                    .seal(&created_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
+                    .seal(&replay_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
             })
         })
         .await?;
@@ -175,7 +175,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
                 .map_err(|_| Error::unavailable("stored response could not be read"))?;
             Ok(HttpResponse::Created()
                 .content_type(ContentType::json())
-                .body(body))
+                .body(with_pay_url(&state, body)?))
         }
     }
 }
@@ -286,6 +286,43 @@ fn refuse_early(state: &State, product_id: &str, quantity: u32) -> Result<(), Er
         )));
     }
     Ok(())
+}
+
+/// The answer kept for an `Idempotency-Key` repeat, made on the writer
+/// thread: without its pay URL, which a gateway may take milliseconds to
+/// sign (Alipay's RSA) while every other write waits. A repeat gets the
+/// URL made afresh ([`with_pay_url`]).
+fn replay_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
+    let view = views::created_order(order, token, &state.config.shop.currency, None);
+    serde_json::to_vec(&view).unwrap_or_default()
+}
+
+/// A kept answer with its order's pay URL filled in. Answers kept before
+/// pay URLs were left out already hold theirs (no `"pay_url":null`).
+fn with_pay_url(state: &State, body: Vec<u8>) -> Result<Vec<u8>, Error> {
+    const UNSET: &str = "\"pay_url\":null";
+    #[derive(Deserialize)]
+    struct Kept {
+        order_no: String,
+        token: String,
+    }
+    let Ok(text) = String::from_utf8(body) else {
+        return Err(Error::unavailable("stored response could not be read"));
+    };
+    let Ok(kept) = serde_json::from_str::<Kept>(&text) else {
+        return Ok(text.into_bytes());
+    };
+    // A string value holding the same characters would be escaped
+    // (`\"pay_url\"`), so this finds only the field itself.
+    let url = match state.store.order(&kept.order_no)? {
+        Some(order) if text.contains(UNSET) => state.gateways.pay_url(&order, &kept.token),
+        _ => None,
+    };
+    Ok(match url.and_then(|u| serde_json::to_string(&u).ok()) {
+        Some(json) => text.replacen(UNSET, &format!("\"pay_url\":{json}"), 1),
+        None => text,
+    }
+    .into_bytes())
 }
 
 fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {

@@ -50,8 +50,13 @@ fn epay_section(types: &str) -> String {
 }
 
 fn alipay_app() -> TestApp {
+    alipay_app_with("")
+}
+
+/// Alipay and epay, with `epay_types` in epay's section.
+fn alipay_app_with(epay_types: &str) -> TestApp {
     spawn_with(|dir| {
-        let extra = alipay_section(dir) + &epay_section("");
+        let extra = alipay_section(dir) + &epay_section(epay_types);
         config_text(dir, &extra)
     })
 }
@@ -393,10 +398,7 @@ fn the_gateway_list_shows_what_a_buyer_may_choose() {
 /// nothing changes; epay's goes into the pay URL's signed `type`.
 #[test]
 fn pay_types_are_checked_and_reach_the_epay_pay_url_signed() {
-    let app = spawn_with(|dir| {
-        let extra = alipay_section(dir) + &epay_section("pay_types = [\"alipay\", \"wxpay\"]\n");
-        config_text(dir, &extra)
-    });
+    let app = alipay_app_with("pay_types = [\"alipay\", \"wxpay\"]\n");
     app.product_with_keys("vip", 100, 4);
     let before = app.dump();
     for (gateway, pay_type) in [
@@ -432,10 +434,7 @@ fn pay_types_are_checked_and_reach_the_epay_pay_url_signed() {
 /// is the one the buyer is sent to pay with.
 #[test]
 fn the_product_page_offers_the_gateways_and_uses_the_chosen_pay_type() {
-    let app = spawn_with(|dir| {
-        let extra = alipay_section(dir) + &epay_section("pay_types = [\"alipay\", \"wxpay\"]\n");
-        config_text(dir, &extra)
-    });
+    let app = alipay_app_with("pay_types = [\"alipay\", \"wxpay\"]\n");
     app.product_with_keys("vip", 100, 2);
     let c = reqwest::blocking::Client::builder()
         .cookie_store(true)
@@ -564,24 +563,44 @@ fn the_notify_never_answers_a_server_error_whatever_the_body() {
 
 /// The pay type is part of what an `Idempotency-Key` repeat must match:
 /// the same request gets the first answer, another pay type is a conflict.
+/// The repeat's pay URL is made afresh (the kept answer is made on the
+/// writer thread, where an RSA signature would hold up every write): the
+/// same for epay, newly signed for Alipay.
 #[test]
 fn an_idempotent_repeat_must_name_the_same_pay_type() {
-    let app =
-        spawn_with(|dir| config_text(dir, &epay_section("pay_types = [\"alipay\", \"wxpay\"]\n")));
+    let app = alipay_app_with("pay_types = [\"alipay\", \"wxpay\"]\n");
     app.product_with_keys("vip", 100, 2);
-    let send = |pay_type: &str| {
+    let send = |key: &str, gateway: &str, pay_type: &str| {
         app.client
             .post(app.url("/api/v1/orders"))
-            .header("Idempotency-Key", "k-1")
+            .header("Idempotency-Key", key)
             .json(
                 &json!({"product_id": "vip", "quantity": 1, "email": "b@example.com",
-                          "gateway": "epay", "pay_type": pay_type}),
+                          "gateway": gateway, "pay_type": pay_type}),
             )
             .send()
             .unwrap()
     };
-    let first: Value = send("wxpay").json().unwrap();
-    let again: Value = send("wxpay").json().unwrap();
+    let first: Value = send("k-1", "epay", "wxpay").json().unwrap();
+    let again: Value = send("k-1", "epay", "wxpay").json().unwrap();
     assert_eq!(again, first);
-    assert_eq!(error_code(send("alipay")), (409, "conflict".into()));
+    assert!(first["pay_url"].as_str().unwrap().contains("type=wxpay"));
+    assert_eq!(
+        error_code(send("k-1", "epay", "alipay")),
+        (409, "conflict".into())
+    );
+    let first: Value = send("k-2", "alipay", "wap").json().unwrap();
+    let again: Value = send("k-2", "alipay", "wap").json().unwrap();
+    assert_eq!(again["order_no"], first["order_no"]);
+    assert_eq!(again["token"], first["token"]);
+    for answer in [&first, &again] {
+        let params = pay_params(answer, "https://openapi.alipay.com/gateway.do");
+        let content = sign_content(&params, false);
+        assert!(rsa2_verify(
+            &keys()[1].to_public_key(),
+            &content,
+            get(&params, "sign")
+        ));
+        assert_eq!(get(&params, "method"), "alipay.trade.wap.pay");
+    }
 }
