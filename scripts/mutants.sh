@@ -30,8 +30,9 @@ CRITICAL=(
     src/crypto.rs
     src/payments/hmac.rs
     src/payments/epay.rs
+    src/payments/alipay.rs
 )
-QUICK=(epay:: payments:: keys:: orders:: errors:: products::)
+QUICK=(epay:: alipay:: payments:: keys:: orders:: errors:: products::)
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=("${CRITICAL[@]}")
 

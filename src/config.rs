@@ -184,6 +184,7 @@ pub struct PaymentsConfig {
     pub hmac: Option<HmacConfig>,
     pub epay: Option<EpayConfig>,
     pub manual: ManualConfig,
+    pub alipay: Option<AlipayConfig>,
 }
 
 /// The `manual` gateway is always enabled for the API; `public` offers it
@@ -209,7 +210,51 @@ pub struct EpayConfig {
     pub key: String,
     pub submit_url: String,
     /// The `type` of pay URLs (payment channel): `alipay`, `wxpay`, …
+    /// With `pay_types`, the one an order gets when the buyer names none
+    /// (if it is among them; otherwise the first of them is).
     pub pay_type: String,
+    /// The channels a buyer may choose among; empty = `pay_type` only.
+    pub pay_types: Vec<String>,
+}
+
+impl EpayConfig {
+    /// The channels buyers may choose, the default first.
+    pub fn channels(&self) -> Vec<String> {
+        if self.pay_types.is_empty() {
+            return vec![self.pay_type.clone()];
+        }
+        let mut out = self.pay_types.clone();
+        if let Some(i) = out.iter().position(|t| *t == self.pay_type) {
+            let default = out.remove(i);
+            out.insert(0, default);
+        }
+        out
+    }
+}
+
+/// Alipay open platform (RSA2). The key files are read at start; a file
+/// that is missing or not an RSA key stops the start with its path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlipayConfig {
+    pub app_id: String,
+    /// The application's private key (PKCS#8 or PKCS#1, PEM or the bare
+    /// base64 Alipay's key tool writes).
+    pub private_key_file: PathBuf,
+    /// Alipay's public key, as the open platform's console shows it.
+    pub alipay_public_key_file: PathBuf,
+    pub gateway_url: String,
+}
+
+impl Default for AlipayConfig {
+    fn default() -> Self {
+        AlipayConfig {
+            app_id: String::new(),
+            private_key_file: PathBuf::new(),
+            alipay_public_key_file: PathBuf::new(),
+            gateway_url: "https://openapi.alipay.com/gateway.do".into(),
+        }
+    }
 }
 
 impl Default for EpayConfig {
@@ -219,6 +264,7 @@ impl Default for EpayConfig {
             key: String::new(),
             submit_url: String::new(),
             pay_type: "alipay".into(),
+            pay_types: Vec::new(),
         }
     }
 }
@@ -362,6 +408,11 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("payments.epay.key", Kind::Str),
     ("payments.epay.submit_url", Kind::Str),
     ("payments.epay.pay_type", Kind::Str),
+    ("payments.epay.pay_types", Kind::List),
+    ("payments.alipay.app_id", Kind::Str),
+    ("payments.alipay.private_key_file", Kind::Str),
+    ("payments.alipay.alipay_public_key_file", Kind::Str),
+    ("payments.alipay.gateway_url", Kind::Str),
     ("webhooks.url", Kind::Str),
     ("webhooks.secret", Kind::Str),
     ("webhooks.include_keys", Kind::Bool),
@@ -491,9 +542,16 @@ impl Config {
 
     fn resolve_paths(&mut self, base: &Path) {
         let s = &mut self.storage;
+        let alipay = self
+            .payments
+            .alipay
+            .as_mut()
+            .into_iter()
+            .flat_map(|a| [&mut a.private_key_file, &mut a.alipay_public_key_file]);
         for p in [&mut s.data_dir, &mut s.key_file]
             .into_iter()
             .chain(s.backup_dir.as_mut())
+            .chain(alipay)
         {
             if p.is_relative() && !base.as_os_str().is_empty() {
                 *p = base.join(&*p);
@@ -541,6 +599,27 @@ impl Config {
             if !e.key.is_empty() && !http_url(&e.submit_url) {
                 return Err(invalid(
                     "payments.epay.submit_url",
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        if let Some(e) = &self.payments.epay {
+            let name = |t: &String| {
+                !t.is_empty()
+                    && t.len() <= 32
+                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            };
+            if !e.channels().iter().all(name) {
+                return Err(invalid(
+                    "payments.epay.pay_types",
+                    "must be names like alipay, wxpay, qqpay",
+                ));
+            }
+        }
+        if let Some(a) = self.alipay() {
+            if !http_url(&a.gateway_url) {
+                return Err(invalid(
+                    "payments.alipay.gateway_url",
                     "must start with http:// or https://",
                 ));
             }
@@ -599,6 +678,14 @@ impl Config {
             .epay
             .as_ref()
             .filter(|e| !e.key.is_empty() && !e.pid.is_empty())
+    }
+
+    /// The alipay gateway, if enabled (app_id non-empty).
+    pub fn alipay(&self) -> Option<&AlipayConfig> {
+        self.payments
+            .alipay
+            .as_ref()
+            .filter(|a| !a.app_id.is_empty())
     }
 
     /// Outbound webhooks, if enabled (url and secret non-empty).
@@ -711,6 +798,67 @@ mod tests {
             .to_string();
         assert!(e.contains("log.level"), "{e}");
         assert!(load("", &[("FAKA_LOG_LEVEL", "info,faka=debug")]).is_ok());
+    }
+
+    /// `pay_types` lists the channels with the default first; the old
+    /// single `pay_type` alone still works; a channel must be a name.
+    #[test]
+    fn epay_pay_types_put_the_default_first() {
+        let epay = |text: &str, env: &[(&str, &str)]| {
+            let c = load(&format!("[payments.epay]\npid = \"1\"\nkey = \"k\"\nsubmit_url = \"https://p.example\"\n{text}"), env);
+            c.map(|c| c.epay().unwrap().channels())
+        };
+        assert_eq!(epay("", &[]).unwrap(), ["alipay"]);
+        assert_eq!(epay("pay_type = \"wxpay\"\n", &[]).unwrap(), ["wxpay"]);
+        assert_eq!(
+            epay(
+                "pay_type = \"wxpay\"\npay_types = [\"alipay\", \"wxpay\"]\n",
+                &[]
+            )
+            .unwrap(),
+            ["wxpay", "alipay"]
+        );
+        assert_eq!(
+            epay("pay_types = [\"qqpay\", \"wxpay\"]\n", &[]).unwrap(),
+            ["qqpay", "wxpay"],
+            "the default pay_type (alipay) is not among them: the first is"
+        );
+        assert_eq!(
+            epay("", &[("FAKA_PAYMENTS_EPAY_PAY_TYPES", "wxpay, alipay")]).unwrap(),
+            ["alipay", "wxpay"]
+        );
+        for bad in [
+            "pay_types = [\"\"]",
+            "pay_types = [\"a&b\"]",
+            "pay_type = \"x y\"",
+        ] {
+            let e = epay(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains("payments.epay.pay_types"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn alipay_needs_an_app_id_and_resolves_its_key_files() {
+        let text = "[payments.alipay]\napp_id = \"2021\"\nprivate_key_file = \"keys/app.pem\"\nalipay_public_key_file = \"/etc/alipay.pem\"\n";
+        let c = Config::from_toml(text, "x", Path::new("/etc/faka"), Vec::new()).unwrap();
+        let a = c.alipay().unwrap();
+        assert_eq!(a.private_key_file, PathBuf::from("/etc/faka/keys/app.pem"));
+        assert_eq!(a.alipay_public_key_file, PathBuf::from("/etc/alipay.pem"));
+        assert_eq!(a.gateway_url, "https://openapi.alipay.com/gateway.do");
+        assert!(load("[payments.alipay]\napp_id = \"\"\n", &[])
+            .unwrap()
+            .alipay()
+            .is_none());
+        let e = load(
+            "",
+            &[
+                ("FAKA_PAYMENTS_ALIPAY_APP_ID", "2021"),
+                ("FAKA_PAYMENTS_ALIPAY_GATEWAY_URL", "openapi.alipay.com"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("payments.alipay.gateway_url"), "{e}");
     }
 
     #[test]

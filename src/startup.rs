@@ -306,6 +306,9 @@ impl Application {
             .map_err(|e| StartError(e.to_string()))?
             .port();
         set_listen_backlog(&listener).map_err(|e| fail("listening")(e.to_string()))?;
+        // Gateways' key files first: a bad one stops the start before the
+        // store is opened.
+        let gateways = Gateways::from_config(&cfg).map_err(|e| StartError(e.to_string()))?;
         let (crypto, created_key_file) = load_crypto(&cfg)?;
         let (store, check) = open_store(&cfg)?;
         if let Err(e) = verify_master_key(&store, &crypto, &cfg) {
@@ -344,7 +347,7 @@ impl Application {
             metrics: metrics.clone(),
             store: store.clone(),
             admin: auth::AdminAuth::new(cfg.admin.token.as_deref(), &cfg.storage.data_dir),
-            gateways: Gateways::from_config(&cfg),
+            gateways,
             crypto,
             config: cfg.clone(),
             views: Default::default(),
@@ -396,6 +399,7 @@ impl Application {
             cfg.epay().is_some(),
             cfg.webhooks().is_some(),
         );
+        let alipay = cfg.alipay().is_some();
         let announce = Box::new(move || {
             tracing::info!(
                 version = env!("CARGO_PKG_VERSION"),
@@ -403,6 +407,7 @@ impl Application {
                 data_dir,
                 hmac,
                 epay,
+                alipay,
                 webhooks,
                 "faka is serving"
             );

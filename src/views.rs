@@ -365,6 +365,35 @@ pub struct HealthView {
     pub status: &'static str,
 }
 
+/// `GET /api/v1/gateways`: what a buyer may choose, in the order offered.
+#[derive(Serialize, ToSchema)]
+pub struct GatewayList<'a> {
+    pub gateways: Vec<GatewayView<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GatewayView<'a> {
+    /// The order's `gateway`.
+    pub id: &'static str,
+    pub name: &'static str,
+    /// The order's possible `pay_type`s, the default first (empty: none).
+    pub pay_types: Vec<String>,
+    /// `manual` only: how to pay the merchant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<&'a str>,
+}
+
+/// A gateway's name for buyers.
+pub fn gateway_name(g: crate::domain::ids::Gateway) -> &'static str {
+    use crate::domain::ids::Gateway;
+    match g {
+        Gateway::Manual => "Manual payment",
+        Gateway::Hmac => "Online payment",
+        Gateway::Epay => "易支付 (epay)",
+        Gateway::Alipay => "支付宝 (Alipay)",
+    }
+}
+
 /// The hmac gateway's acknowledgement of an applied callback.
 #[derive(Serialize, ToSchema)]
 pub struct CallbackAck<'a> {

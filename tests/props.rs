@@ -1,6 +1,6 @@
 //! Property tests for every parser that hostile input reaches: epay money
 //! strings and signatures, product ids, e-mails, order numbers, key uploads,
-//! JSON bodies, the config file, and hmac/epay callback verification.
+//! JSON bodies, the config file, and hmac/epay/alipay callback verification.
 //!
 //! Case counts are kept moderate so the whole binary runs in seconds in a
 //! debug build; failures are not persisted to files (the shrunk case is in
@@ -10,6 +10,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use faka::config::Config;
 use faka::domain::ids::{Email, Gateway, OrderNo, ProductId};
 use faka::json::parse_json;
+use faka::payments::alipay::{self, AlipayGateway};
 use faka::payments::epay::{format_money, parse_money, sign, EpayGateway};
 use faka::payments::hmac::HmacGateway;
 use faka::payments::{CallbackRequest, PaymentGateway};
@@ -779,7 +780,7 @@ fn epay() -> EpayGateway {
         EPAY_KEY,
         "https://pay.example.com/submit.php",
         "http://127.0.0.1:8080",
-        "alipay",
+        vec!["alipay".into()],
     )
 }
 
@@ -945,5 +946,119 @@ proptest! {
             prop_assert_eq!(pct as u128, subtotal as u128 * value as u128 / 100);
         }
         prop_assert_eq!(discount(CouponKind::Fixed, fixed, subtotal), fixed.min(subtotal));
+    }
+}
+
+// ---------------------------------------------------------------- alipay
+
+/// Two key pairs, made once: [0] stands for Alipay's, [1] for another's.
+fn alipay_keys() -> &'static [rsa::RsaPrivateKey; 2] {
+    static KEYS: std::sync::OnceLock<[rsa::RsaPrivateKey; 2]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut rng = rand::thread_rng();
+        let mut make = || rsa::RsaPrivateKey::new(&mut rng, 2048).expect("key pair");
+        [make(), make()]
+    })
+}
+
+const ALIPAY_APP_ID: &str = "2021000000000001";
+
+fn alipay_verify(body: &[u8]) -> Result<u64, String> {
+    let gateway = AlipayGateway::new(
+        ALIPAY_APP_ID,
+        alipay_keys()[1].clone(),
+        alipay_keys()[0].to_public_key(),
+        "https://openapi.alipay.com/gateway.do",
+        "http://127.0.0.1:8080",
+    );
+    let h = HeaderMap::new();
+    let req = CallbackRequest {
+        headers: &h,
+        query: "",
+        body,
+        now_secs: NOW,
+    };
+    gateway
+        .verify(&req)
+        .map(|p| p.amount)
+        .map_err(|e| e.code().to_string())
+}
+
+/// A paid notify's fields, with arbitrary text where Alipay puts its own.
+fn alipay_form() -> impl Strategy<Value = Vec<(String, String)>> {
+    (
+        "F[0-9A-HJKMNP-TV-Z]{16}",
+        "[0-9]{28}",
+        canonical_money(),
+        "\\PC{0,12}",
+    )
+        .prop_map(|(order, trade, amount, subject)| {
+            vec![
+                ("app_id".into(), ALIPAY_APP_ID.into()),
+                ("trade_no".into(), trade),
+                ("out_trade_no".into(), order),
+                ("subject".into(), subject),
+                ("total_amount".into(), amount),
+                ("trade_status".into(), "TRADE_SUCCESS".into()),
+                ("charset".into(), "utf-8".into()),
+            ]
+        })
+}
+
+fn alipay_signed(mut form: Vec<(String, String)>, key: &rsa::RsaPrivateKey) -> String {
+    let s = alipay::rsa2_sign(key, &alipay::sign_content(&form, true)).expect("sign");
+    form.push(("sign".into(), s));
+    form.push(("sign_type".into(), "RSA2".into()));
+    serde_urlencoded::to_string(&form).expect("form")
+}
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    #[test]
+    fn total_amount_accepts_exactly_the_grammar(s in moneyish()) {
+        prop_assert_eq!(alipay::parse_total_amount(&s), money_oracle(&s), "input {:?}", s);
+    }
+
+    #[test]
+    fn alipay_verification_never_panics_and_refuses_garbage(
+        body in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200).boxed(),
+            "([a-z_]{1,12}=[^&]{0,12}&){0,9}(sign=[A-Za-z0-9+/=]{0,344})?"
+                .prop_map(String::into_bytes)
+                .boxed(),
+        ],
+    ) {
+        prop_assert!(alipay_verify(&body).is_err());
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(64))]
+
+    #[test]
+    fn alipay_accepts_its_signature_with_exact_money(form in alipay_form()) {
+        let amount = alipay::parse_total_amount(&form[4].1).expect("amount");
+        let body = alipay_signed(form, &alipay_keys()[0]);
+        prop_assert_eq!(alipay_verify(body.as_bytes()), Ok(amount));
+    }
+
+    #[test]
+    fn alipay_never_accepts_another_key_or_a_changed_field(
+        form in alipay_form(),
+        which in any::<prop::sample::Index>(),
+        new_value in "[0-9A-Za-z.]{1,12}",
+    ) {
+        let body = alipay_signed(form.clone(), &alipay_keys()[1]);
+        prop_assert_eq!(alipay_verify(body.as_bytes()), Err("invalid_signature".into()));
+        // Signed, then one field changed in transit.
+        let i = which.index(form.len());
+        if form[i].1 != new_value {
+            let body = alipay_signed(form.clone(), &alipay_keys()[0]);
+            let encoded = serde_urlencoded::to_string([(&form[i].0, &form[i].1)]).expect("pair");
+            let changed = serde_urlencoded::to_string([(&form[i].0, &new_value)]).expect("pair");
+            let forged = body.replacen(&encoded, &changed, 1);
+            prop_assert_eq!(alipay_verify(forged.as_bytes()), Err("invalid_signature".into()));
+        }
     }
 }

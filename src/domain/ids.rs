@@ -178,6 +178,7 @@ pub enum Gateway {
     Manual,
     Hmac,
     Epay,
+    Alipay,
 }
 
 impl Gateway {
@@ -186,6 +187,7 @@ impl Gateway {
             "manual" => Ok(Gateway::Manual),
             "hmac" => Ok(Gateway::Hmac),
             "epay" => Ok(Gateway::Epay),
+            "alipay" => Ok(Gateway::Alipay),
             _ => Err(Error::invalid(
                 "gateway",
                 format!("unknown gateway {:?}", printable(s, 32)),
@@ -198,6 +200,7 @@ impl Gateway {
             Gateway::Manual => "manual",
             Gateway::Hmac => "hmac",
             Gateway::Epay => "epay",
+            Gateway::Alipay => "alipay",
         }
     }
 }
@@ -329,10 +332,15 @@ mod tests {
 
     #[test]
     fn gateways_round_trip_their_names() {
-        for g in [Gateway::Manual, Gateway::Hmac, Gateway::Epay] {
+        for g in [
+            Gateway::Manual,
+            Gateway::Hmac,
+            Gateway::Epay,
+            Gateway::Alipay,
+        ] {
             assert_eq!(Gateway::parse(g.as_str()).unwrap(), g);
         }
-        assert!(Gateway::parse("alipay").is_err());
+        assert!(Gateway::parse("paypal").is_err());
     }
 
     #[test]

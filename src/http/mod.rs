@@ -152,6 +152,16 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
         "/api/v1/payments/epay/notify",
         "epay (易支付) notify by form",
     ),
+    openapi::RouteDoc::public(
+        "GET",
+        "/api/v1/gateways",
+        "The gateways a buyer may choose, with their pay types",
+    ),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/payments/alipay/notify",
+        "Alipay asynchronous notify (form, RSA2)",
+    ),
     openapi::RouteDoc::admin(
         "GET",
         "/api/v1/admin/products",
@@ -234,6 +244,8 @@ fn handler(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/v1/payments/hmac/notify") => web::post().to(payments::hmac_notify),
         ("GET", "/api/v1/payments/epay/notify") => web::get().to(payments::epay_notify),
         ("POST", "/api/v1/payments/epay/notify") => web::post().to(payments::epay_notify),
+        ("GET", "/api/v1/gateways") => web::get().to(payments::list_gateways),
+        ("POST", "/api/v1/payments/alipay/notify") => web::post().to(payments::alipay_notify),
         ("GET", "/api/v1/admin/products") => web::get().to(products::list_admin),
         ("POST", "/api/v1/admin/products") => web::post().to(products::create),
         ("PATCH", "/api/v1/admin/products/{id}") => web::patch().to(products::update),

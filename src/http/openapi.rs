@@ -99,6 +99,18 @@ const EPAY_FIELDS: &[&str] = &[
     "sign_type",
 ];
 
+/// The fields of an Alipay notify that faka reads (it verifies all of
+/// them; Alipay sends more).
+const ALIPAY_FIELDS: &[&str] = &[
+    "app_id",
+    "out_trade_no",
+    "trade_no",
+    "total_amount",
+    "trade_status",
+    "sign",
+    "sign_type",
+];
+
 /// What one route takes and answers beyond its path parameters.
 struct Shape {
     params: Vec<Value>,
@@ -208,6 +220,16 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Option<Shape> {
         }
         ("POST", "/api/v1/orders/quote") => Shape::new(json_content(s.of::<views::QuoteView>()))
             .body(json_content(s.of::<orders::CreateBody>())),
+        ("GET", "/api/v1/gateways") => Shape::new(json_content(s.of::<views::GatewayList>())),
+        ("POST", "/api/v1/payments/alipay/notify") => {
+            let props: Map<String, Value> = ALIPAY_FIELDS
+                .iter()
+                .map(|f| (f.to_string(), json!({"type": "string"})))
+                .collect();
+            Shape::new(plain_text("success")).body(json!({
+                "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": props}}
+            }))
+        }
         _ => return admin_shape(method, path, s),
     };
     Some(shape)
@@ -282,8 +304,8 @@ fn plain_text(example: &str) -> Value {
     json!({"text/plain": {"schema": {"type": "string", "example": example}}})
 }
 
-/// The error answers every route may give; the epay callback answers them
-/// as the plain text `fail` its gateway expects.
+/// The error answers every route may give; the epay and Alipay callbacks
+/// answer them as the plain text `fail` their gateways expect.
 fn error_responses(s: &mut Schemas, epay: bool) -> Map<String, Value> {
     let content = if epay {
         plain_text("fail")
@@ -321,7 +343,8 @@ fn operation(r: &RouteDoc, s: &mut Schemas) -> Value {
         .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
-    let mut responses = error_responses(s, r.path.contains("/epay/"));
+    let plain = r.path.contains("/epay/") || r.path.contains("/alipay/");
+    let mut responses = error_responses(s, plain);
     let mut op = json!({
         "summary": r.summary,
         "operationId": format!("{} {}", r.method.to_lowercase(), r.path),

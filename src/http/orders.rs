@@ -31,6 +31,9 @@ pub struct CreateBody {
     pub query_password: Option<String>,
     /// A coupon code, in any letter case; empty is none.
     pub coupon: Option<String>,
+    /// One of the gateway's `pay_types` (`GET /api/v1/gateways`); without
+    /// it, the gateway's default for the buyer's device.
+    pub pay_type: Option<String>,
 }
 
 /// The hash of the request's `Idempotency-Key`, if it has one: 1 to 64
@@ -79,6 +82,12 @@ fn fingerprint(b: &CreateBody) -> [u8; 32] {
         }
     }
     buf.extend_from_slice(&b.quantity.to_le_bytes());
+    // Appended only when present, so a request without one keeps the
+    // fingerprint it had before pay types existed.
+    if let Some(t) = &b.pay_type {
+        buf.push(2);
+        buf.extend_from_slice(t.as_bytes());
+    }
     sha256(&buf)
 }
 
@@ -148,7 +157,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         key_hash,
         fingerprint: fingerprint(&b),
     });
-    let (new, token) = new_order(&state, ip, b, idem)?;
+    let (new, token) = new_order(&state, ip, mobile(&req), b, idem)?;
     let st = state.clone();
     let tok = token.clone();
     let created = state
@@ -156,7 +165,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         .write(move |tx| {
             shop::create_order(tx, new, |order| {
                 st.crypto
-                    .seal(&created_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
+                    .seal(&replay_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
             })
         })
         .await?;
@@ -171,9 +180,17 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
                 .map_err(|_| Error::unavailable("stored response could not be read"))?;
             Ok(HttpResponse::Created()
                 .content_type(ContentType::json())
-                .body(body))
+                .body(with_pay_url(&state, body)?))
         }
     }
+}
+
+/// Whether the request comes from a phone's browser (by its User-Agent).
+pub fn mobile(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::payments::is_mobile)
 }
 
 /// The order's fields that need no read: product id, quantity, e-mail,
@@ -210,14 +227,19 @@ fn checked_fields(state: &State, b: &CreateBody) -> Result<(ProductId, Email, Ga
 
 /// Checks an order's fields and fixes what must be known before the write
 /// (order number, the buyer's fresh token, the clock). The JSON API and
-/// the storefront's form both place orders through this.
+/// the storefront's form both place orders through this; `mobile` picks
+/// the default pay type of gateways with a phone cashier.
 pub fn new_order(
     state: &State,
     ip: Option<String>,
+    mobile: bool,
     b: CreateBody,
     idem: Option<Idempotency>,
 ) -> Result<(NewOrder, String), Error> {
     let (product_id, email, gateway) = checked_fields(state, &b)?;
+    let pay_type = state
+        .gateways
+        .pay_type(gateway, b.pay_type.as_deref(), mobile)?;
     if idem.is_none() {
         refuse_early(state, product_id.as_str(), b.quantity)?;
     }
@@ -237,7 +259,7 @@ pub fn new_order(
         token_hash: sha256(token.as_bytes()),
         query_password_hash,
         query_password_phc: None,
-        pay_type: None,
+        pay_type,
         client_ip: ip,
         created_at_ms: now,
         hold_ms: state.config.orders.hold_secs as i64 * 1000,
@@ -353,6 +375,43 @@ pub fn quote_order(state: &State, b: CreateBody) -> Result<(Pricing, u64), Error
         )));
     }
     Ok((price, stock))
+}
+
+/// The answer kept for an `Idempotency-Key` repeat, made on the writer
+/// thread: without its pay URL, which a gateway may take milliseconds to
+/// sign (Alipay's RSA) while every other write waits. A repeat gets the
+/// URL made afresh ([`with_pay_url`]).
+fn replay_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
+    let view = views::created_order(order, token, &state.config.shop.currency, None);
+    serde_json::to_vec(&view).unwrap_or_default()
+}
+
+/// A kept answer with its order's pay URL filled in. Answers kept before
+/// pay URLs were left out already hold theirs (no `"pay_url":null`).
+fn with_pay_url(state: &State, body: Vec<u8>) -> Result<Vec<u8>, Error> {
+    const UNSET: &str = "\"pay_url\":null";
+    #[derive(Deserialize)]
+    struct Kept {
+        order_no: String,
+        token: String,
+    }
+    let Ok(text) = String::from_utf8(body) else {
+        return Err(Error::unavailable("stored response could not be read"));
+    };
+    let Ok(kept) = serde_json::from_str::<Kept>(&text) else {
+        return Ok(text.into_bytes());
+    };
+    // A string value holding the same characters would be escaped
+    // (`\"pay_url\"`), so this finds only the field itself.
+    let url = match state.store.order(&kept.order_no)? {
+        Some(order) if text.contains(UNSET) => state.gateways.pay_url(&order, &kept.token),
+        _ => None,
+    };
+    Ok(match url.and_then(|u| serde_json::to_string(&u).ok()) {
+        Some(json) => text.replacen(UNSET, &format!("\"pay_url\":{json}"), 1),
+        None => text,
+    }
+    .into_bytes())
 }
 
 fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {

@@ -178,7 +178,37 @@ pub async fn hmac_notify(state: State, req: HttpRequest, payload: web::Payload) 
 /// epay notify (GET query or POST form). The answer is plain text: `success`
 /// when applied or already applied, `fail` otherwise (with a 4xx/503 status).
 pub async fn epay_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    match receive(&state, Gateway::Epay, &req, payload).await {
+    plain_answer(receive(&state, Gateway::Epay, &req, payload).await)
+}
+
+/// Alipay's asynchronous notify (POST form), answered as Alipay expects:
+/// `success` stops its retries, anything else makes it try again later.
+pub async fn alipay_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    plain_answer(receive(&state, Gateway::Alipay, &req, payload).await)
+}
+
+/// `GET /api/v1/gateways`: the gateways a buyer may choose and their pay
+/// types; `manual` only when the merchant made it public.
+pub async fn list_gateways(state: State) -> HttpResponse {
+    let manual = &state.config.payments.manual;
+    let gateways = state
+        .gateways
+        .offered(manual.public)
+        .into_iter()
+        .map(|g| crate::views::GatewayView {
+            id: g.as_str(),
+            name: crate::views::gateway_name(g),
+            pay_types: state.gateways.pay_types(g),
+            instructions: (g == Gateway::Manual).then_some(manual.instructions.as_str()),
+        })
+        .collect();
+    HttpResponse::Ok().json(crate::views::GatewayList { gateways })
+}
+
+/// The plain-text answer epay and Alipay expect: `success`, or `fail`
+/// with the error's status.
+fn plain_answer(result: Result<PaymentApplied, Error>) -> HttpResponse {
+    match result {
         Ok(_) => HttpResponse::Ok()
             .content_type("text/plain")
             .body("success"),

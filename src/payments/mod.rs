@@ -6,10 +6,11 @@
 //! callback reaches them as a [`CallbackRequest`]. See `docs/GATEWAYS.md`
 //! to add one.
 
+pub mod alipay;
 pub mod epay;
 pub mod hmac;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::domain::ids::Gateway;
 use crate::domain::model::Order;
 use crate::error::Error;
@@ -60,17 +61,47 @@ pub trait PaymentGateway: Send + Sync {
     /// `token` is the buyer's order token: a gateway's return address is
     /// the order page, which needs it to show the keys.
     fn pay_url(&self, order: &Order, token: &str) -> Option<String>;
+    /// The pay types a buyer may name on an order (`pay_type`), the
+    /// default first; empty when the gateway has one way to pay.
+    fn pay_types(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The pay type of an order whose buyer named none; `mobile` says
+    /// whether the buyer's browser is a phone's.
+    fn default_pay_type(&self, _mobile: bool) -> Option<String> {
+        self.pay_types().into_iter().next()
+    }
+}
+
+/// Whether a User-Agent is a phone's (or a tablet's, or Alipay's app):
+/// such buyers get a gateway's phone cashier when they choose none.
+pub fn is_mobile(user_agent: &str) -> bool {
+    [
+        "Mobile",
+        "Android",
+        "iPhone",
+        "iPad",
+        "iPod",
+        "HarmonyOS",
+        "AlipayClient",
+    ]
+    .iter()
+    .any(|m| user_agent.contains(m))
 }
 
 /// The enabled gateways, built once from config.
 pub struct Gateways {
     hmac: Option<hmac::HmacGateway>,
     epay: Option<epay::EpayGateway>,
+    alipay: Option<alipay::AlipayGateway>,
 }
 
 impl Gateways {
-    pub fn from_config(cfg: &Config) -> Self {
-        Gateways {
+    /// The gateways of `cfg`; reads their key files, so a missing or bad
+    /// one stops the start with its path.
+    pub fn from_config(cfg: &Config) -> Result<Self, ConfigError> {
+        let public_url = &cfg.server.public_url;
+        Ok(Gateways {
             hmac: cfg
                 .hmac_secret()
                 .map(|s| hmac::HmacGateway::new(s.as_bytes().to_vec())),
@@ -80,10 +111,14 @@ impl Gateways {
                     &e.key,
                     &e.submit_url,
                     &cfg.server.public_url,
-                    &e.pay_type,
+                    e.channels(),
                 )
             }),
-        }
+            alipay: cfg
+                .alipay()
+                .map(|a| alipay::AlipayGateway::from_config(a, public_url))
+                .transpose()?,
+        })
     }
 
     /// The gateway, if enabled. `manual` has no callback and is never here.
@@ -92,12 +127,60 @@ impl Gateways {
             Gateway::Hmac => self.hmac.as_ref().map(|g| g as &dyn PaymentGateway),
             Gateway::Epay => self.epay.as_ref().map(|g| g as &dyn PaymentGateway),
             Gateway::Manual => None,
+            Gateway::Alipay => self.alipay.as_ref().map(|g| g as &dyn PaymentGateway),
         }
     }
 
     /// Whether buyers may create orders for `g`.
     pub fn accepts_orders(&self, g: Gateway) -> bool {
         g == Gateway::Manual || self.get(g).is_some()
+    }
+
+    /// The gateways a buyer may choose, in the order they are offered:
+    /// every enabled one, and `manual` last when `public`.
+    pub fn offered(&self, manual_public: bool) -> Vec<Gateway> {
+        let mut out: Vec<Gateway> = [Gateway::Epay, Gateway::Hmac, Gateway::Alipay]
+            .into_iter()
+            .filter(|g| self.get(*g).is_some())
+            .collect();
+        if manual_public {
+            out.push(Gateway::Manual);
+        }
+        out
+    }
+
+    /// The pay types of `g` a buyer may name (see [`PaymentGateway::pay_types`]).
+    pub fn pay_types(&self, g: Gateway) -> Vec<String> {
+        self.get(g).map(|gw| gw.pay_types()).unwrap_or_default()
+    }
+
+    /// The pay type an order of `g` gets: the buyer's, if `g` has it, or
+    /// the gateway's default for the buyer's device.
+    pub fn pay_type(
+        &self,
+        g: Gateway,
+        given: Option<&str>,
+        mobile: bool,
+    ) -> Result<Option<String>, Error> {
+        let Some(given) = given else {
+            return Ok(self.get(g).and_then(|gw| gw.default_pay_type(mobile)));
+        };
+        let types = self.pay_types(g);
+        if types.iter().any(|t| t == given) {
+            return Ok(Some(given.to_string()));
+        }
+        Err(Error::invalid(
+            "pay_type",
+            if types.is_empty() {
+                format!("gateway {} has no pay types", g.as_str())
+            } else {
+                format!(
+                    "must be one of {} for gateway {}",
+                    types.join(", "),
+                    g.as_str()
+                )
+            },
+        ))
     }
 
     pub fn pay_url(&self, order: &Order, token: &str) -> Option<String> {

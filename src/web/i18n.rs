@@ -123,6 +123,11 @@ pub struct Texts {
     pub unit_price: &'static str,
     pub subtotal: &'static str,
     pub discount: &'static str,
+    pub gateway_alipay: &'static str,
+    /// epay's channels by their pay type; others show their name.
+    pub pay_type_alipay: &'static str,
+    pub pay_type_wxpay: &'static str,
+    pub pay_type_qqpay: &'static str,
 }
 
 impl Texts {
@@ -193,6 +198,10 @@ static ZH: Texts = Texts {
     unit_price: "单价",
     subtotal: "小计",
     discount: "优惠",
+    gateway_alipay: "支付宝",
+    pay_type_alipay: "支付宝",
+    pay_type_wxpay: "微信支付",
+    pay_type_qqpay: "QQ 钱包",
 };
 
 static EN: Texts = Texts {
@@ -248,6 +257,10 @@ static EN: Texts = Texts {
     unit_price: "Unit price",
     subtotal: "Subtotal",
     discount: "Discount",
+    gateway_alipay: "Alipay",
+    pay_type_alipay: "Alipay",
+    pay_type_wxpay: "WeChat Pay",
+    pay_type_qqpay: "QQ Wallet",
 };
 
 #[cfg(test)]

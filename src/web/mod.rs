@@ -44,13 +44,17 @@ pub struct WebState {
 
 impl WebState {
     pub fn new(cfg: &crate::config::Config) -> WebState {
-        // A form may lead (by redirect) to the epay gateway's payment page;
-        // nothing else leaves the shop's origin.
-        let gateway = cfg
-            .epay()
-            .and_then(|e| origin(&e.submit_url))
-            .map(|o| format!(" {o}"))
-            .unwrap_or_default();
+        // A form may lead (by redirect) to the epay or Alipay gateway's
+        // payment page; nothing else leaves the shop's origin.
+        let gateway: String = [
+            cfg.epay().map(|e| e.submit_url.as_str()),
+            cfg.alipay().map(|a| a.gateway_url.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(origin)
+        .map(|o| format!(" {o}"))
+        .collect();
         WebState {
             sessions: session::Sessions::default(),
             pages: page_cache::PageCache::default(),

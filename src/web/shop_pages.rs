@@ -10,7 +10,7 @@ use crate::domain::model::{Order, Product};
 use crate::domain::order::OrderStatus;
 use crate::error::Error;
 use crate::http::limits::Limit;
-use crate::http::orders::{client_ip, new_order, order_with_token, CreateBody};
+use crate::http::orders::{client_ip, mobile, new_order, order_with_token, CreateBody};
 use crate::http::{products, State};
 use crate::shop::{self, Created};
 use crate::views;
@@ -18,25 +18,42 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup, PreEscaped};
 
-/// The gateways a buyer may choose on the storefront, in this order.
-fn offered(state: &State) -> Vec<Gateway> {
+/// The payment choices of the storefront, in this order: a gateway, or
+/// one of its pay types (epay's channels) as the form's `gateway` value
+/// `gateway:pay_type`. Alipay's pay types are the buyer's device, which
+/// its User-Agent tells; the buyer does not choose them.
+fn offered(state: &State) -> Vec<(Gateway, Option<String>)> {
     let mut out = Vec::new();
-    for g in [Gateway::Epay, Gateway::Hmac] {
-        if state.gateways.get(g).is_some() {
-            out.push(g);
+    for g in state.gateways.offered(state.config.payments.manual.public) {
+        let types = state.gateways.pay_types(g);
+        if g == Gateway::Alipay || types.len() < 2 {
+            out.push((g, None));
+        } else {
+            out.extend(types.into_iter().map(|t| (g, Some(t))));
         }
-    }
-    if state.config.payments.manual.public {
-        out.push(Gateway::Manual);
     }
     out
 }
 
-fn gateway_label(ctx: &Ctx, g: Gateway) -> &'static str {
-    match g {
-        Gateway::Epay => ctx.t().gateway_epay,
-        Gateway::Hmac => ctx.t().gateway_online,
-        Gateway::Manual => ctx.t().gateway_manual,
+/// A choice's form value (see [`offered`]).
+fn choice_value(g: Gateway, pay_type: Option<&str>) -> String {
+    match pay_type {
+        Some(t) => format!("{}:{t}", g.as_str()),
+        None => g.as_str().to_string(),
+    }
+}
+
+fn gateway_label(ctx: &Ctx, g: Gateway, pay_type: Option<&str>) -> String {
+    let t = ctx.t();
+    match (g, pay_type) {
+        (_, Some("alipay")) => t.pay_type_alipay.into(),
+        (_, Some("wxpay")) => t.pay_type_wxpay.into(),
+        (_, Some("qqpay")) => t.pay_type_qqpay.into(),
+        (_, Some(other)) => other.into(),
+        (Gateway::Epay, None) => t.gateway_epay.into(),
+        (Gateway::Hmac, None) => t.gateway_online.into(),
+        (Gateway::Manual, None) => t.gateway_manual.into(),
+        (Gateway::Alipay, None) => t.gateway_alipay.into(),
     }
 }
 
@@ -222,10 +239,11 @@ fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
                     p.quote hidden data-quote data-to-pay=(t.to_pay) data-discount=(t.discount) {}
                     fieldset {
                         legend { (t.pay_with) }
-                        @for (i, g) in gateways.iter().enumerate() {
+                        @for (i, (g, pay_type)) in gateways.iter().enumerate() {
                             label.choice {
-                                input type="radio" name="gateway" value=(g.as_str()) checked[i == 0];
-                                (gateway_label(ctx, *g))
+                                input type="radio" name="gateway"
+                                    value=(choice_value(*g, pay_type.as_deref())) checked[i == 0];
+                                (gateway_label(ctx, *g, pay_type.as_deref()))
                             }
                         }
                     }
@@ -273,14 +291,17 @@ async fn place(
     state
         .limits
         .take(Limit::Orders, ip.as_deref().unwrap_or("unknown"))?;
-    let gateway = form.text("gateway").unwrap_or_default();
+    let choice = form.text("gateway").unwrap_or_default();
     // The storefront offers only some gateways; the API may take others.
-    if !offered(state).iter().any(|g| g.as_str() == gateway) {
+    let Some((gateway, pay_type)) = offered(state)
+        .into_iter()
+        .find(|(g, t)| choice_value(*g, t.as_deref()) == choice)
+    else {
         return Err(crate::error::Error::invalid(
             "gateway",
             "choose a payment method",
         ));
-    }
+    };
     let body = CreateBody {
         product_id: form.text("product_id").unwrap_or_default(),
         quantity: form
@@ -288,11 +309,12 @@ async fn place(
             .and_then(|q| q.parse().ok())
             .ok_or_else(|| crate::error::Error::invalid("quantity", "must be a whole number"))?,
         email: form.text("email").unwrap_or_default(),
-        gateway,
+        gateway: gateway.as_str().to_string(),
         query_password: form.text("query_password"),
         coupon: form.text("coupon"),
+        pay_type,
     };
-    let (new, token) = new_order(state, ip, body, None)?;
+    let (new, token) = new_order(state, ip, mobile(req), body, None)?;
     let created = state
         .store
         .write(move |tx| shop::create_order(tx, new, |_| Vec::new()))

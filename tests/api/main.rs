@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod alipay;
 mod at_rest;
 mod backup;
 mod bench_smoke;
