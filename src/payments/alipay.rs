@@ -698,5 +698,22 @@ mod tests {
         }
         let e = load_public_key(&garbage).unwrap_err().to_string();
         assert!(e.contains("payments.alipay.alipay_public_key_file"), "{e}");
+        let short_public = RsaPrivateKey::new(&mut rand::thread_rng(), 1024)
+            .unwrap()
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let short_public = write(dir.path(), "short_public.pem", &short_public);
+        let e = load_public_key(&short_public).unwrap_err().to_string();
+        assert!(e.contains("shorter than 2048 bits"), "{e}");
+    }
+
+    /// The buyer's device picks the cashier unless the buyer names one.
+    #[test]
+    fn the_pay_types_are_the_two_cashiers_chosen_by_device() {
+        let g = gateway();
+        assert_eq!(g.pay_types(), [PAGE, WAP]);
+        assert_eq!(g.default_pay_type(true).as_deref(), Some(WAP));
+        assert_eq!(g.default_pay_type(false).as_deref(), Some(PAGE));
     }
 }

@@ -128,6 +128,8 @@ pub struct Texts {
     pub pay_type_alipay: &'static str,
     pub pay_type_wxpay: &'static str,
     pub pay_type_qqpay: &'static str,
+    /// After an epay channel's name.
+    pub via_epay: &'static str,
 }
 
 impl Texts {
@@ -202,6 +204,7 @@ static ZH: Texts = Texts {
     pay_type_alipay: "支付宝",
     pay_type_wxpay: "微信支付",
     pay_type_qqpay: "QQ 钱包",
+    via_epay: "（易支付）",
 };
 
 static EN: Texts = Texts {
@@ -261,6 +264,7 @@ static EN: Texts = Texts {
     pay_type_alipay: "Alipay",
     pay_type_wxpay: "WeChat Pay",
     pay_type_qqpay: "QQ Wallet",
+    via_epay: " (epay)",
 };
 
 #[cfg(test)]

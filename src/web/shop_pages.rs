@@ -43,18 +43,28 @@ fn choice_value(g: Gateway, pay_type: Option<&str>) -> String {
     }
 }
 
+/// A choice's label. An epay channel is named with epay (`WeChat Pay
+/// (epay)`): with Alipay enabled beside epay, "Alipay" alone would be two
+/// choices.
 fn gateway_label(ctx: &Ctx, g: Gateway, pay_type: Option<&str>) -> String {
     let t = ctx.t();
-    match (g, pay_type) {
-        (_, Some("alipay")) => t.pay_type_alipay.into(),
-        (_, Some("wxpay")) => t.pay_type_wxpay.into(),
-        (_, Some("qqpay")) => t.pay_type_qqpay.into(),
-        (_, Some(other)) => other.into(),
-        (Gateway::Epay, None) => t.gateway_epay.into(),
-        (Gateway::Hmac, None) => t.gateway_online.into(),
-        (Gateway::Manual, None) => t.gateway_manual.into(),
-        (Gateway::Alipay, None) => t.gateway_alipay.into(),
-    }
+    let Some(pay_type) = pay_type else {
+        return match g {
+            Gateway::Epay => t.gateway_epay,
+            Gateway::Hmac => t.gateway_online,
+            Gateway::Manual => t.gateway_manual,
+            Gateway::Alipay => t.gateway_alipay,
+        }
+        .into();
+    };
+    let name = match pay_type {
+        "alipay" => t.pay_type_alipay,
+        "wxpay" => t.pay_type_wxpay,
+        "qqpay" => t.pay_type_qqpay,
+        other => other,
+    };
+    let via = if g == Gateway::Epay { t.via_epay } else { "" };
+    format!("{name}{via}")
 }
 
 fn card(ctx: &Ctx, p: &Product, stock: u64, currency: &str) -> Markup {

@@ -456,7 +456,7 @@ fn the_product_page_offers_the_gateways_and_uses_the_chosen_pay_type() {
             "{value}: {html}"
         );
     }
-    assert!(html.contains("WeChat Pay"), "{html}");
+    assert!(html.contains("WeChat Pay (epay)"), "{html}");
     let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
     let csrf = &html[at..at + html[at..].find('"').unwrap()];
     let checkout = |choice: &str| {
