@@ -178,6 +178,8 @@ pub enum Gateway {
     Manual,
     Hmac,
     Epay,
+    Wechat,
+    Stripe,
 }
 
 impl Gateway {
@@ -186,6 +188,8 @@ impl Gateway {
             "manual" => Ok(Gateway::Manual),
             "hmac" => Ok(Gateway::Hmac),
             "epay" => Ok(Gateway::Epay),
+            "wechat" => Ok(Gateway::Wechat),
+            "stripe" => Ok(Gateway::Stripe),
             _ => Err(Error::invalid(
                 "gateway",
                 format!("unknown gateway {:?}", printable(s, 32)),
@@ -198,6 +202,8 @@ impl Gateway {
             Gateway::Manual => "manual",
             Gateway::Hmac => "hmac",
             Gateway::Epay => "epay",
+            Gateway::Wechat => "wechat",
+            Gateway::Stripe => "stripe",
         }
     }
 }
@@ -329,7 +335,13 @@ mod tests {
 
     #[test]
     fn gateways_round_trip_their_names() {
-        for g in [Gateway::Manual, Gateway::Hmac, Gateway::Epay] {
+        for g in [
+            Gateway::Manual,
+            Gateway::Hmac,
+            Gateway::Epay,
+            Gateway::Wechat,
+            Gateway::Stripe,
+        ] {
             assert_eq!(Gateway::parse(g.as_str()).unwrap(), g);
         }
         assert!(Gateway::parse("alipay").is_err());

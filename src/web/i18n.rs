@@ -115,6 +115,10 @@ pub struct Texts {
     pub gateway_manual: &'static str,
     pub gateway_online: &'static str,
     pub gateway_epay: &'static str,
+    pub gateway_wechat: &'static str,
+    pub gateway_stripe: &'static str,
+    /// Under the WeChat Pay QR code.
+    pub scan_to_pay: &'static str,
 }
 
 impl Texts {
@@ -177,6 +181,9 @@ static ZH: Texts = Texts {
     gateway_manual: "人工转账（商家确认）",
     gateway_online: "在线支付",
     gateway_epay: "支付宝 / 微信（易支付）",
+    gateway_wechat: "微信支付",
+    gateway_stripe: "银行卡（Stripe）",
+    scan_to_pay: "请用微信扫描二维码付款，付款后本页自动更新。",
 };
 
 static EN: Texts = Texts {
@@ -224,6 +231,9 @@ static EN: Texts = Texts {
     gateway_manual: "Bank transfer (confirmed by the shop)",
     gateway_online: "Online payment",
     gateway_epay: "Alipay / WeChat (epay)",
+    gateway_wechat: "WeChat Pay",
+    gateway_stripe: "Card (Stripe)",
+    scan_to_pay: "Scan the QR code with WeChat to pay; this page updates by itself once paid.",
 };
 
 #[cfg(test)]

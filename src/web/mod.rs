@@ -16,6 +16,7 @@ mod key_file;
 mod layout;
 mod markdown;
 mod page_cache;
+mod pay_page;
 mod session;
 mod shop_pages;
 
@@ -47,6 +48,12 @@ impl WebState {
             .and_then(|e| origin(&e.submit_url))
             .map(|o| format!(" {o}"))
             .unwrap_or_default();
+        // The order form's redirect goes on to Stripe Checkout, and
+        // browsers hold redirects after a form post to `form-action`.
+        let gateway = match cfg.stripe() {
+            Some(_) => format!("{gateway} https://checkout.stripe.com"),
+            None => gateway,
+        };
         WebState {
             sessions: session::Sessions::default(),
             home: page_cache::HomeCache::default(),
@@ -168,7 +175,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/orders/{order_no}",
             vec![web::get().to(shop_pages::order)],
         ))
-        .service(page("/assets/{name}", vec![web::get().to(assets::serve)]));
+        .service(page("/assets/{name}", vec![web::get().to(assets::serve)]))
+        .service(page("/pay/{order_no}", vec![web::get().to(pay_page::pay)]));
     admin::routes(cfg);
     cfg.default_service(web::to(not_found));
 }
