@@ -1,0 +1,346 @@
+//! Stripe Checkout against a local fake of Stripe's API: `/pay` makes one
+//! Checkout Session per order (even opened twenty times at once) and sends
+//! the buyer to it; the signed webhook delivers; every forgery is refused
+//! and changes nothing; a Stripe that does not answer costs that buyer a
+//! quick 503 and nobody else anything.
+
+use crate::helpers::*;
+use crate::providers::{no_redirects, FakeProvider};
+use faka::payments::stripe::sign;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECRET_KEY: &str = "sk_test_faka";
+const WEBHOOK_SECRET: &str = "whsec_faka";
+
+/// A fake Stripe that checks the secret key and makes numbered sessions,
+/// each after `delay`.
+fn fake_stripe(delay: Duration) -> FakeProvider {
+    let made = AtomicUsize::new(0);
+    FakeProvider::start(move |req| {
+        if req.header("Authorization") != Some(&format!("Bearer {SECRET_KEY}")) {
+            return (
+                401,
+                json!({"error": {"type": "invalid_request_error"}}).to_string(),
+            );
+        }
+        if req.method != "POST" || req.path != "/v1/checkout/sessions" {
+            return (404, "{}".into());
+        }
+        std::thread::sleep(delay);
+        let n = made.fetch_add(1, Ordering::SeqCst) + 1;
+        let id = format!("cs_test_{n}");
+        let url = format!("https://checkout.stripe.test/c/pay/{id}");
+        (
+            200,
+            json!({"id": id, "object": "checkout.session", "url": url}).to_string(),
+        )
+    })
+}
+
+fn stripe_app(api_base: &str, timeout_ms: u64) -> TestApp {
+    spawn_with(|dir| {
+        config_text(
+            dir,
+            &format!(
+                "[shop]\ncurrency = \"USD\"\n[payments.stripe]\nsecret_key = \"{SECRET_KEY}\"\n\
+                 webhook_secret = \"{WEBHOOK_SECRET}\"\napi_base = \"{api_base}\"\ntimeout_ms = {timeout_ms}\n"
+            ),
+        )
+    })
+}
+
+/// A webhook event for a Checkout Session of `order_no`.
+fn completed(order_no: &str, amount: u64, currency: &str, status: &str) -> String {
+    json!({
+        "id": "evt_1",
+        "object": "event",
+        "type": "checkout.session.completed",
+        "data": {"object": {
+            "id": format!("cs_test_for_{order_no}"),
+            "object": "checkout.session",
+            "client_reference_id": order_no,
+            "amount_total": amount,
+            "currency": currency,
+            "payment_status": status,
+        }},
+    })
+    .to_string()
+}
+
+fn webhook(app: &TestApp, body: &str, t: i64, secret: &str) -> (u16, Value) {
+    let sig = hex::encode(sign(secret, t, body.as_bytes()));
+    let r = app
+        .client
+        .post(app.url("/api/v1/payments/stripe/notify"))
+        .header("Stripe-Signature", format!("t={t},v1={sig}"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+fn open_pay(app: &TestApp, pay_url: &str) -> reqwest::blocking::Response {
+    let path = pay_url
+        .split_once("/pay/")
+        .map(|(_, p)| format!("/pay/{p}"))
+        .unwrap();
+    no_redirects()
+        .get(app.url(&path))
+        .header("Accept", "text/html")
+        .send()
+        .unwrap()
+}
+
+fn location(r: &reqwest::blocking::Response) -> String {
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_stripe_order_pays_through_one_checkout_session() {
+    let fake = fake_stripe(Duration::ZERO);
+    let app = stripe_app(&fake.base, 5000);
+    app.product_with_keys("card", 1380, 2);
+    let o = app.order_ok("card", 1, "stripe");
+    let (no, token) = (
+        o["order_no"].as_str().unwrap(),
+        o["token"].as_str().unwrap(),
+    );
+    let pay_url = o["pay_url"].as_str().unwrap();
+    assert!(
+        pay_url.ends_with(&format!("/pay/{no}?token={token}")),
+        "{pay_url}"
+    );
+    assert!(
+        fake.seen().is_empty(),
+        "creating the order does not call Stripe"
+    );
+
+    let r = open_pay(&app, pay_url);
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "https://checkout.stripe.test/c/pay/cs_test_1");
+    let again = open_pay(&app, pay_url);
+    assert_eq!(
+        location(&again),
+        "https://checkout.stripe.test/c/pay/cs_test_1"
+    );
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1, "the second visit reuses the session");
+    assert_eq!(seen[0].header("Idempotency-Key"), Some(no));
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(&seen[0].body).unwrap();
+    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(field("mode"), Some("payment"));
+    assert_eq!(field("client_reference_id"), Some(no));
+    assert_eq!(
+        field("line_items[0][price_data][unit_amount]"),
+        Some("1380")
+    );
+    assert_eq!(field("line_items[0][price_data][currency]"), Some("usd"));
+    assert_eq!(field("line_items[0][quantity]"), Some("1"));
+    let back = format!("{}/orders/{no}?token={token}", "http://127.0.0.1:8080");
+    assert_eq!(field("success_url"), Some(back.as_str()));
+
+    let (status, body) = webhook(
+        &app,
+        &completed(no, 1380, "usd", "paid"),
+        now_secs(),
+        WEBHOOK_SECRET,
+    );
+    assert_eq!((status, &body["received"]), (200, &json!("applied")));
+    let view: Value = app.buyer_view(no, token).json().unwrap();
+    assert_eq!(view["status"], "delivered");
+    let after = open_pay(&app, pay_url);
+    assert_eq!(after.status(), 303);
+    assert_eq!(location(&after), format!("/orders/{no}?token={token}"));
+}
+
+#[test]
+fn forged_stripe_webhooks_are_refused_and_change_nothing() {
+    let fake = fake_stripe(Duration::ZERO);
+    let app = stripe_app(&fake.base, 5000);
+    app.product_with_keys("card", 1380, 3);
+    let o = app.order_ok("card", 1, "stripe");
+    let no = o["order_no"].as_str().unwrap();
+    let other = app.order_ok("card", 1, "hmac");
+    let other_no = other["order_no"].as_str().unwrap();
+    let now = now_secs();
+    let before = app.dump();
+    let good = completed(no, 1380, "usd", "paid");
+    for (body, t, secret, want, why) in [
+        (
+            good.clone(),
+            now,
+            "whsec_other",
+            400,
+            "signed with another secret",
+        ),
+        (good.clone(), now - 301, WEBHOOK_SECRET, 400, "stale"),
+        (
+            good.clone(),
+            now + 301,
+            WEBHOOK_SECRET,
+            400,
+            "from the future",
+        ),
+        (
+            completed(no, 1379, "usd", "paid"),
+            now,
+            WEBHOOK_SECRET,
+            400,
+            "tampered amount",
+        ),
+        (
+            completed(no, 1380, "eur", "paid"),
+            now,
+            WEBHOOK_SECRET,
+            422,
+            "another currency",
+        ),
+        (
+            completed(no, 1380, "usd", "unpaid"),
+            now,
+            WEBHOOK_SECRET,
+            422,
+            "not paid",
+        ),
+        (
+            completed(other_no, 1380, "usd", "paid"),
+            now,
+            WEBHOOK_SECRET,
+            400,
+            "another gateway's order",
+        ),
+    ] {
+        assert_eq!(webhook(&app, &body, t, secret).0, want, "{why}");
+    }
+    let tampered = app
+        .client
+        .post(app.url("/api/v1/payments/stripe/notify"))
+        .header(
+            "Stripe-Signature",
+            format!(
+                "t={now},v1={}",
+                hex::encode(sign(WEBHOOK_SECRET, now, good.as_bytes()))
+            ),
+        )
+        .body(good.replace("1380", "1"))
+        .send()
+        .unwrap();
+    assert_eq!(error_code(tampered), (400, "invalid_signature".into()));
+    let unsigned = app
+        .client
+        .post(app.url("/api/v1/payments/stripe/notify"))
+        .body(good.clone())
+        .send()
+        .unwrap();
+    assert_eq!(error_code(unsigned), (400, "invalid_signature".into()));
+    let ignored =
+        r#"{"id":"evt_2","type":"payment_intent.created","data":{"object":{"id":"pi_1"}}}"#;
+    assert_eq!(
+        webhook(&app, ignored, now, WEBHOOK_SECRET),
+        (200, json!({"received": "ignored"}))
+    );
+    assert_eq!(
+        app.dump(),
+        before,
+        "no refused or ignored webhook changed anything"
+    );
+
+    assert_eq!(webhook(&app, &good, now, WEBHOOK_SECRET).0, 200);
+    let paid = app.dump();
+    assert_eq!(
+        webhook(&app, &good, now, WEBHOOK_SECRET).0,
+        200,
+        "Stripe retries"
+    );
+    assert_eq!(app.dump(), paid, "the repeat changed nothing");
+    let events = eventually(Duration::from_secs(10), || {
+        let e = app.admin_order(no)["events"].as_array().unwrap().clone();
+        (e.iter().any(|e| e["type"] == "payment_repeated")).then_some(e)
+    });
+    let mut notes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "payment_refused")
+        .map(|e| e["note"].as_str().unwrap())
+        .collect();
+    notes.sort_unstable();
+    assert_eq!(
+        notes,
+        ["amount_mismatch", "invalid_request", "invalid_request"]
+    );
+    let other_events = app.admin_order(other_no)["events"].clone();
+    assert!(
+        other_events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["note"] == "gateway_mismatch"),
+        "the refusal is recorded on the order it named: {other_events}"
+    );
+}
+
+/// Twenty tabs opening `/pay` at once: Stripe is asked once, and all
+/// twenty go to the same session.
+#[test]
+fn concurrent_opens_make_one_session() {
+    let fake = fake_stripe(Duration::from_millis(300));
+    let app = Arc::new(stripe_app(&fake.base, 5000));
+    app.product_with_keys("card", 1380, 1);
+    let o = app.order_ok("card", 1, "stripe");
+    let pay_url = o["pay_url"].as_str().unwrap().to_string();
+    let opens: Vec<_> = (0..20)
+        .map(|_| {
+            let (app, url) = (app.clone(), pay_url.clone());
+            std::thread::spawn(move || {
+                let r = open_pay(&app, &url);
+                (r.status().as_u16(), location(&r))
+            })
+        })
+        .collect();
+    for open in opens {
+        assert_eq!(
+            open.join().unwrap(),
+            (
+                303,
+                "https://checkout.stripe.test/c/pay/cs_test_1".to_string()
+            )
+        );
+    }
+    assert_eq!(fake.seen().len(), 1);
+}
+
+/// A Stripe that does not answer: the buyer gets 503 `unavailable` once
+/// the gateway's timeout passes (an HTML page for a browser), nothing is
+/// kept, and a later visit tries again.
+#[test]
+fn a_silent_stripe_answers_503_at_its_timeout() {
+    let fake = fake_stripe(Duration::from_secs(5));
+    let app = stripe_app(&fake.base, 300);
+    app.product_with_keys("card", 1380, 1);
+    let o = app.order_ok("card", 1, "stripe");
+    let pay_url = o["pay_url"].as_str().unwrap();
+    let started = Instant::now();
+    let r = open_pay(&app, pay_url);
+    let took = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r
+        .text()
+        .unwrap()
+        .contains("data-error-code=\"unavailable\""));
+    assert!(took < Duration::from_secs(3), "answered in {took:?}");
+    let path = pay_url
+        .split_once("/pay/")
+        .map(|(_, p)| format!("/pay/{p}"))
+        .unwrap();
+    let json = no_redirects().get(app.url(&path)).send().unwrap();
+    assert_eq!(error_code(json), (503, "unavailable".into()));
+    let order = app.admin_order(o["order_no"].as_str().unwrap());
+    assert_eq!(order["status"], "pending", "the order still holds its key");
+}
