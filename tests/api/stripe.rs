@@ -344,3 +344,84 @@ fn a_silent_stripe_answers_503_at_its_timeout() {
     let order = app.admin_order(o["order_no"].as_str().unwrap());
     assert_eq!(order["status"], "pending", "the order still holds its key");
 }
+
+/// Orders and payments (hmac) by 4 buyers at once, 50 each: how long they
+/// take.
+fn order_flow(app: &Arc<TestApp>) -> Duration {
+    let started = Instant::now();
+    let buyers: Vec<_> = (0..4)
+        .map(|_| {
+            let app = app.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let o = app.order_ok("flow", 1, "hmac");
+                    let no = o["order_no"].as_str().unwrap();
+                    assert_eq!(
+                        app.hmac_notify(no, &format!("T-{no}-{i}"), 100).status(),
+                        200
+                    );
+                }
+            })
+        })
+        .collect();
+    for b in buyers {
+        b.join().unwrap();
+    }
+    started.elapsed()
+}
+
+/// A Stripe that never answers, opened over and over by twenty buyers,
+/// beside the order flow of everyone else: measured, in alternating
+/// pairs, and printed (docs/BENCHMARKS.md has the numbers). Each stuck
+/// buyer gets 503.
+#[test]
+fn a_silent_provider_slows_no_other_order() {
+    use std::sync::atomic::AtomicBool;
+    let fake = fake_stripe(Duration::from_secs(3));
+    let app = Arc::new(stripe_app(&fake.base, 1000));
+    app.product_with_keys("card", 1380, 20);
+    app.product_with_keys("flow", 100, 1000);
+    let stuck: Vec<String> = (0..20)
+        .map(|_| {
+            app.order_ok("card", 1, "stripe")["pay_url"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let (mut quiet, mut busy) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        quiet.push(order_flow(&app));
+        let stop = Arc::new(AtomicBool::new(false));
+        let asked = fake.seen().len();
+        let openers: Vec<_> = stuck
+            .iter()
+            .map(|url| {
+                let (app, url, stop) = (app.clone(), url.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut answers = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        answers.push(open_pay(&app, &url).status().as_u16());
+                    }
+                    answers
+                })
+            })
+            .collect();
+        // Every opener is waiting on the silent Stripe before the flow runs.
+        eventually(Duration::from_secs(10), || {
+            (fake.seen().len() >= 20).then_some(())
+        });
+        busy.push(order_flow(&app));
+        stop.store(true, Ordering::SeqCst);
+        for o in openers {
+            let answers = o.join().unwrap();
+            assert!(answers.iter().all(|&s| s == 503), "{answers:?}");
+        }
+    }
+    let ms = |d: &[Duration]| d.iter().map(|d| d.as_millis()).collect::<Vec<_>>();
+    eprintln!(
+        "200 orders+payments by 4 buyers, ms: quiet {:?}, beside 20 buyers stuck on a silent provider {:?}",
+        ms(&quiet),
+        ms(&busy)
+    );
+}
