@@ -83,13 +83,16 @@ fn webhook(app: &TestApp, body: &str, t: i64, secret: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().unwrap_or(Value::Null))
 }
 
-fn open_pay(app: &TestApp, pay_url: &str) -> reqwest::blocking::Response {
-    let path = pay_url
+fn path_of(pay_url: &str) -> String {
+    pay_url
         .split_once("/pay/")
         .map(|(_, p)| format!("/pay/{p}"))
-        .unwrap();
+        .unwrap()
+}
+
+fn open_pay(app: &TestApp, pay_url: &str) -> reqwest::blocking::Response {
     no_redirects()
-        .get(app.url(&path))
+        .get(app.url(&path_of(pay_url)))
         .header("Accept", "text/html")
         .send()
         .unwrap()
@@ -335,11 +338,10 @@ fn a_silent_stripe_answers_503_at_its_timeout() {
         .unwrap()
         .contains("data-error-code=\"unavailable\""));
     assert!(took < Duration::from_secs(3), "answered in {took:?}");
-    let path = pay_url
-        .split_once("/pay/")
-        .map(|(_, p)| format!("/pay/{p}"))
+    let json = no_redirects()
+        .get(app.url(&path_of(pay_url)))
+        .send()
         .unwrap();
-    let json = no_redirects().get(app.url(&path)).send().unwrap();
     assert_eq!(error_code(json), (503, "unavailable".into()));
     let order = app.admin_order(o["order_no"].as_str().unwrap());
     assert_eq!(order["status"], "pending", "the order still holds its key");
@@ -380,7 +382,7 @@ fn a_silent_provider_slows_no_other_order() {
     let fake = fake_stripe(Duration::from_secs(3));
     let app = Arc::new(stripe_app(&fake.base, 1000));
     app.product_with_keys("card", 1380, 20);
-    app.product_with_keys("flow", 100, 1000);
+    app.product_with_keys("flow", 100, 1300);
     let stuck: Vec<String> = (0..20)
         .map(|_| {
             app.order_ok("card", 1, "stripe")["pay_url"]
@@ -390,7 +392,7 @@ fn a_silent_provider_slows_no_other_order() {
         })
         .collect();
     let (mut quiet, mut busy) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
+    for _ in 0..3 {
         quiet.push(order_flow(&app));
         let stop = Arc::new(AtomicBool::new(false));
         let asked = fake.seen().len();
@@ -399,9 +401,11 @@ fn a_silent_provider_slows_no_other_order() {
             .map(|url| {
                 let (app, url, stop) = (app.clone(), url.clone(), stop.clone());
                 std::thread::spawn(move || {
+                    let (client, path) = (no_redirects(), path_of(&url));
                     let mut answers = Vec::new();
                     while !stop.load(Ordering::SeqCst) {
-                        answers.push(open_pay(&app, &url).status().as_u16());
+                        let r = client.get(app.url(&path)).send().unwrap();
+                        answers.push(r.status().as_u16());
                     }
                     answers
                 })
@@ -409,7 +413,7 @@ fn a_silent_provider_slows_no_other_order() {
             .collect();
         // Every opener is waiting on the silent Stripe before the flow runs.
         eventually(Duration::from_secs(10), || {
-            (fake.seen().len() >= 20).then_some(())
+            (fake.seen().len() >= asked + 20).then_some(())
         });
         busy.push(order_flow(&app));
         stop.store(true, Ordering::SeqCst);
