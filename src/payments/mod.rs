@@ -16,6 +16,7 @@ use crate::domain::ids::Gateway;
 use crate::domain::model::{Order, PaySession};
 use crate::error::Error;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,24 +94,43 @@ pub trait SessionStarter: Send + Sync {
 
 /// One payment start at a time per order, so that buyers opening `/pay`
 /// twice at once cause one provider call: the second waits for the first
-/// and finds its session stored.
+/// and finds its session stored, or, if that call failed, gets its error
+/// at once instead of trying again in turn (twenty tabs against a provider
+/// that is down would otherwise wait twenty timeouts).
 #[derive(Default)]
-pub struct PayStarts(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub struct PayStarts(Mutex<HashMap<String, Arc<Turn>>>);
+
+/// An order's turn: the calls finished in it, and how the last one failed.
+#[derive(Default)]
+struct Turn {
+    finished: AtomicU64,
+    last_error: tokio::sync::Mutex<Option<Error>>,
+}
 
 impl PayStarts {
-    /// Runs `start` while holding `order_no`'s turn.
+    /// Runs `start` while holding `order_no`'s turn, unless a start that
+    /// finished while this one waited failed: then its error.
     pub async fn one_at_a_time<T>(
         &self,
         order_no: &str,
-        start: impl std::future::Future<Output = T>,
-    ) -> T {
+        start: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         let turn = {
             let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(order_no.to_string()).or_default().clone()
         };
+        let before = turn.finished.load(Ordering::SeqCst);
         let out = {
-            let _held = turn.lock().await;
-            start.await
+            let mut last_error = turn.last_error.lock().await;
+            match &*last_error {
+                Some(e) if turn.finished.load(Ordering::SeqCst) != before => Err(e.clone()),
+                _ => {
+                    let out = start.await;
+                    *last_error = out.as_ref().err().cloned();
+                    turn.finished.fetch_add(1, Ordering::SeqCst);
+                    out
+                }
+            }
         };
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Ours and the map's: nobody else waits, so the entry can go.
@@ -208,4 +228,57 @@ pub fn order_page_url(public_url: &str, order_no: &str, token: &str) -> String {
         "{}/orders/{order_no}?token={token}",
         public_url.trim_end_matches('/')
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Five starts of one order at once: they run one at a time; when the
+    /// first fails, those that waited for it get its error without a call.
+    #[test]
+    fn starts_of_one_order_take_turns_and_share_a_failure() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let starts = Arc::new(PayStarts::default());
+        let (calls, running) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let outcomes: Vec<Result<(), Error>> = rt.block_on(async {
+            let tasks: Vec<_> = (0..5)
+                .map(|_| {
+                    let (starts, calls, running) = (starts.clone(), calls.clone(), running.clone());
+                    tokio::spawn(async move {
+                        starts
+                            .one_at_a_time("F1", async {
+                                assert_eq!(
+                                    running.fetch_add(1, Ordering::SeqCst),
+                                    0,
+                                    "one at a time"
+                                );
+                                calls.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                running.fetch_sub(1, Ordering::SeqCst);
+                                Err::<(), _>(Error::unavailable("down"))
+                            })
+                            .await
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(outcomes
+            .iter()
+            .all(|o| o.as_ref().unwrap_err().code() == "unavailable"));
+        assert!(starts.0.lock().unwrap().is_empty(), "the turn is dropped");
+        // A later start, after the failed one finished, calls again.
+        let again = rt.block_on(starts.one_at_a_time("F1", async { Ok::<_, Error>(7) }));
+        assert_eq!(again.unwrap(), 7);
+    }
 }

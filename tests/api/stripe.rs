@@ -429,3 +429,32 @@ fn a_silent_provider_slows_no_other_order() {
         ms(&busy)
     );
 }
+
+/// Twenty tabs opening `/pay` at once while Stripe is silent: one call,
+/// and every tab gets its 503 when that call times out, not one timeout
+/// after another.
+#[test]
+fn concurrent_opens_against_a_silent_stripe_share_one_timeout() {
+    let fake = fake_stripe(Duration::from_secs(5));
+    // Long enough that all twenty are waiting before the call gives up.
+    let app = Arc::new(stripe_app(&fake.base, 1500));
+    app.product_with_keys("card", 1380, 1);
+    let pay_url = app.order_ok("card", 1, "stripe")["pay_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    let opens: Vec<_> = (0..20)
+        .map(|_| {
+            let (app, url) = (app.clone(), pay_url.clone());
+            std::thread::spawn(move || open_pay(&app, &url).status().as_u16())
+        })
+        .collect();
+    for open in opens {
+        assert_eq!(open.join().unwrap(), 503);
+    }
+    let took = started.elapsed();
+    assert_eq!(fake.seen().len(), 1, "one call for all twenty");
+    // One after another they would take 30 s.
+    assert!(took < Duration::from_secs(8), "twenty answers in {took:?}");
+}
