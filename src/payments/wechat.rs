@@ -286,7 +286,8 @@ impl PaymentGateway for WechatGateway {
             .ok_or_else(|| Error::invalid("amount.total", "missing"))?;
         // Paid in another currency is not a payment of this (CNY) order:
         // refused like a failed one, after the order's checks.
-        let cny = amount.currency.as_deref().unwrap_or("CNY") == "CNY";
+        let currency = need(amount.currency, "amount.currency")?;
+        let cny = currency == "CNY";
         Ok(VerifiedPayment {
             order_no: need(t.out_trade_no, "out_trade_no")?,
             trade_no: need(t.transaction_id, "transaction_id")?,

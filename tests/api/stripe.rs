@@ -458,3 +458,53 @@ fn concurrent_opens_against_a_silent_stripe_share_one_timeout() {
     // One after another they would take 30 s.
     assert!(took < Duration::from_secs(8), "twenty answers in {took:?}");
 }
+
+/// The storefront offers Stripe, its order form goes on to `/pay`, and
+/// `/pay` to Checkout; the pages allow that last hop in `form-action`.
+#[test]
+fn a_storefront_order_goes_on_to_stripe_checkout() {
+    let fake = fake_stripe(Duration::ZERO);
+    let app = stripe_app(&fake.base, 5000);
+    app.product_with_keys("card", 1380, 1);
+    let buyer = reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = buyer
+        .get(app.url("/products/card"))
+        .header("Accept", "text/html")
+        .send()
+        .unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("form-action 'self' https://checkout.stripe.com"),
+        "{csp}"
+    );
+    let html = r.text().unwrap();
+    assert!(html.contains("value=\"stripe\""), "Stripe is offered");
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &html[at..at + html[at..].find('"').unwrap()];
+    let r = buyer
+        .post(app.url("/checkout"))
+        .form(&[
+            ("csrf", csrf),
+            ("product_id", "card"),
+            ("quantity", "1"),
+            ("email", "b@example.com"),
+            ("gateway", "stripe"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let next = location(&r);
+    assert!(
+        next.contains("/pay/F") && next.contains("?token="),
+        "{next}"
+    );
+    let r = open_pay(&app, &next);
+    assert_eq!(location(&r), "https://checkout.stripe.test/c/pay/cs_test_1");
+}
