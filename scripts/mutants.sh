@@ -30,8 +30,10 @@ CRITICAL=(
     src/crypto.rs
     src/payments/hmac.rs
     src/payments/epay.rs
+    src/payments/wechat.rs
+    src/payments/stripe.rs
 )
-QUICK=(epay:: payments:: keys:: orders:: errors:: products::)
+QUICK=(epay:: payments:: keys:: orders:: errors:: products:: wechat:: stripe::)
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=("${CRITICAL[@]}")
 

@@ -107,6 +107,16 @@ async fn verify_and_apply(
         Error::InvalidSignature(format!("the {} gateway is not enabled", gateway.as_str()))
     })?;
     let verified = gw.verify(&callback(req, body))?;
+    apply_and_audit(state, gateway, verified).await
+}
+
+/// A verified callback through the shared payment path; one that changed
+/// nothing is recorded beside its order.
+async fn apply_and_audit(
+    state: &State,
+    gateway: Gateway,
+    verified: VerifiedPayment,
+) -> Result<PaymentApplied, Error> {
     let result = apply_verified(state, gateway, verified.clone()).await;
     audit(state, gateway, &verified, &result);
     result
@@ -237,15 +247,18 @@ pub async fn wechat_notify(state: State, req: HttpRequest, payload: web::Payload
 pub async fn stripe_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
     let result = async {
         let body = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
-        if let Some(gw) = state.gateways.stripe() {
-            if let Notice::Other(kind) = gw.notice(&callback(&req, &body))? {
+        let gw = state.gateways.stripe().ok_or_else(|| {
+            Error::InvalidSignature("the stripe gateway is not enabled".into())
+        })?;
+        match gw.notice(&callback(&req, &body))? {
+            Notice::Other(kind) => {
                 tracing::debug!(event = %printable(&kind, 64), "stripe event acknowledged, not acted on");
-                return Ok(None);
+                Ok(None)
             }
+            Notice::Payment(verified) => apply_and_audit(&state, Gateway::Stripe, verified)
+                .await
+                .map(Some),
         }
-        verify_and_apply(&state, Gateway::Stripe, &req, &body)
-            .await
-            .map(Some)
     }
     .await;
     let outcome = match result {
