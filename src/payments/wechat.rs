@@ -1,6 +1,7 @@
 //! WeChat Pay API v3, Native payment (the buyer scans a QR code). Starting
 //! a payment is a signed `POST /v3/pay/transactions/native` that answers a
-//! `code_url`; the request's `Authorization` is `WECHATPAY2-SHA256-RSA2048`
+//! `code_url` (read only if WeChat Pay signed the answer, as it signs its
+//! notifications); the request's `Authorization` is `WECHATPAY2-SHA256-RSA2048`
 //! with the merchant's RSA key over `METHOD\nPATH\nTIMESTAMP\nNONCE\nBODY\n`.
 //! A notification is signed by WeChat Pay's key over
 //! `TIMESTAMP\nNONCE\nBODY\n` (`Wechatpay-*` headers, ±300 s) and carries
@@ -206,6 +207,32 @@ impl WechatGateway {
         authorization(&self.mchid, &nonce, &signature, timestamp, &self.serial_no)
     }
 
+    /// An answer of the API, read only if WeChat Pay signed it (as its
+    /// notifications are: the same headers, over the answer's body).
+    fn signed_answer<T: serde::de::DeserializeOwned>(&self, r: ureq::Response) -> Result<T, Error> {
+        let names = [
+            "Wechatpay-Timestamp",
+            "Wechatpay-Nonce",
+            "Wechatpay-Signature",
+            "Wechatpay-Serial",
+        ];
+        let headers: Vec<(&str, String)> = names
+            .iter()
+            .filter_map(|&n| Some((n, r.header(n)?.to_string())))
+            .collect();
+        let body = r
+            .into_string()
+            .map_err(|_| Error::InvalidJson("the answer is not text".into()))?;
+        self.check_signature(&CallbackRequest {
+            headers: &headers,
+            query: "",
+            body: body.as_bytes(),
+            now_secs: crate::store::now_ms() / 1000,
+        })?;
+        serde_json::from_str(&body)
+            .map_err(|_| Error::InvalidJson("the answer has no code_url".into()))
+    }
+
     /// The `Wechatpay-*` headers' signature, timestamp and key id.
     fn check_signature(&self, req: &CallbackRequest) -> Result<(), Error> {
         let header = |name: &str| {
@@ -347,15 +374,14 @@ impl SessionStarter for WechatGateway {
             tracing::warn!(order_no = %order.order_no, reason = %why, "WeChat Pay did not start a payment");
             Error::unavailable("WeChat Pay is not answering; try again in a moment")
         };
-        let answer: NativeAnswer = match answer {
-            Ok(r) => r
-                .into_string()
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .ok_or_else(|| unavailable("an answer without a session".into()))?,
+        let answer = match answer {
+            Ok(r) => r,
             Err(ureq::Error::Status(code, _)) => return Err(unavailable(format!("status {code}"))),
             Err(ureq::Error::Transport(t)) => return Err(unavailable(t.kind().to_string())),
         };
+        let answer: NativeAnswer = self
+            .signed_answer(answer)
+            .map_err(|e| unavailable(format!("answer: {e}")))?;
         Ok(PaySession {
             provider_ref: String::new(),
             url: answer.code_url,

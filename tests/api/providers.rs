@@ -27,7 +27,9 @@ impl Seen {
     }
 }
 
-type Answer = dyn Fn(&Seen) -> (u16, String) + Send + Sync;
+/// A status, extra headers and a JSON body.
+pub type Reply = (u16, Vec<(String, String)>, String);
+type Answer = dyn Fn(&Seen) -> Reply + Send + Sync;
 
 pub struct FakeProvider {
     pub base: String,
@@ -36,8 +38,9 @@ pub struct FakeProvider {
 
 impl FakeProvider {
     /// Serves on a thread per connection; `answer` gives each request's
-    /// status and JSON body (and may sleep, to play a slow provider).
-    pub fn start(answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static) -> FakeProvider {
+    /// status, headers and JSON body (and may sleep, to play a slow
+    /// provider).
+    pub fn start(answer: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> FakeProvider {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -95,11 +98,15 @@ fn serve(conn: std::net::TcpStream, log: &Mutex<Vec<Seen>>, answer: &Answer) {
         body: String::from_utf8_lossy(&body).into_owned(),
     };
     log.lock().unwrap().push(seen.clone());
-    let (status, text) = answer(&seen);
+    let (status, headers, text) = answer(&seen);
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let mut conn = conn;
     let _ = write!(
         conn,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{text}",
         text.len()
     );
 }

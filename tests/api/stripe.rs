@@ -23,11 +23,12 @@ fn fake_stripe(delay: Duration) -> FakeProvider {
         if req.header("Authorization") != Some(&format!("Bearer {SECRET_KEY}")) {
             return (
                 401,
+                vec![],
                 json!({"error": {"type": "invalid_request_error"}}).to_string(),
             );
         }
         if req.method != "POST" || req.path != "/v1/checkout/sessions" {
-            return (404, "{}".into());
+            return (404, vec![], "{}".into());
         }
         std::thread::sleep(delay);
         let n = made.fetch_add(1, Ordering::SeqCst) + 1;
@@ -35,6 +36,7 @@ fn fake_stripe(delay: Duration) -> FakeProvider {
         let url = format!("https://checkout.stripe.test/c/pay/{id}");
         (
             200,
+            vec![],
             json!({"id": id, "object": "checkout.session", "url": url}).to_string(),
         )
     })

@@ -62,19 +62,39 @@ fn signed_by_merchant(req: &Seen) -> bool {
     valid && mchid == MCHID && serial == SERIAL && (ts - now_secs()).abs() < 300
 }
 
-fn fake_wechat() -> FakeProvider {
-    FakeProvider::start(|req| {
+/// A fake WeChat Pay that checks the merchant's signature and signs its
+/// answers with `signer` (keys()[1] is the key the shop trusts).
+fn fake_wechat(signer: &'static RsaPrivateKey) -> FakeProvider {
+    FakeProvider::start(move |req| {
         if !signed_by_merchant(req) {
-            return (
-                401,
-                json!({"code": "SIGN_ERROR", "message": "签名错误"}).to_string(),
-            );
+            let body = json!({"code": "SIGN_ERROR", "message": "签名错误"}).to_string();
+            return (401, vec![], body);
         }
         if req.method != "POST" || req.path != "/v3/pay/transactions/native" {
-            return (404, json!({"code": "NOT_FOUND"}).to_string());
+            return (404, vec![], json!({"code": "NOT_FOUND"}).to_string());
         }
-        (200, json!({"code_url": CODE_URL}).to_string())
+        let body = json!({"code_url": CODE_URL}).to_string();
+        (200, signed_headers(&body, signer, now_secs()), body)
     })
+}
+
+/// The `Wechatpay-*` headers of `body` signed by `signer` at `at`.
+fn signed_headers(body: &str, signer: &RsaPrivateKey, at: i64) -> Vec<(String, String)> {
+    let (ts, nonce) = (at.to_string(), "5K8264ILTKCH16CQ2502SI8ZNMTM67VS");
+    let sig = SigningKey::<Sha256>::new(signer.clone()).sign(&notify_message(
+        &ts,
+        nonce,
+        body.as_bytes(),
+    ));
+    vec![
+        ("Wechatpay-Timestamp".to_string(), ts),
+        ("Wechatpay-Nonce".to_string(), nonce.to_string()),
+        (
+            "Wechatpay-Signature".to_string(),
+            B64.encode(sig.to_bytes()),
+        ),
+        ("Wechatpay-Serial".to_string(), PLATFORM_KEY_ID.to_string()),
+    ]
 }
 
 /// A shop whose merchant key is `merchant` (keys()[0] is the one the fake
@@ -144,24 +164,7 @@ fn notification(tx: &Value, signer: &RsaPrivateKey, at: i64) -> (Vec<(String, St
         },
     })
     .to_string();
-    let ts = at.to_string();
-    let sig = SigningKey::<Sha256>::new(signer.clone()).sign(&notify_message(
-        &ts,
-        "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
-        body.as_bytes(),
-    ));
-    let headers = vec![
-        ("Wechatpay-Timestamp".to_string(), ts),
-        (
-            "Wechatpay-Nonce".to_string(),
-            "5K8264ILTKCH16CQ2502SI8ZNMTM67VS".to_string(),
-        ),
-        (
-            "Wechatpay-Signature".to_string(),
-            B64.encode(sig.to_bytes()),
-        ),
-        ("Wechatpay-Serial".to_string(), PLATFORM_KEY_ID.to_string()),
-    ];
+    let headers = signed_headers(&body, signer, at);
     (headers, body)
 }
 
@@ -187,7 +190,7 @@ fn path_of(url: &str) -> String {
 
 #[test]
 fn a_wechat_order_shows_its_code_and_a_signed_notification_delivers() {
-    let fake = fake_wechat();
+    let fake = fake_wechat(&keys()[1]);
     let app = wechat_app(&fake.base, &keys()[0]);
     app.product_with_keys("vip", 1380, 2);
     let o = app.order_ok("vip", 1, "wechat");
@@ -240,7 +243,7 @@ fn a_wechat_order_shows_its_code_and_a_signed_notification_delivers() {
 
 #[test]
 fn forged_wechat_notifications_are_refused_and_change_nothing() {
-    let fake = fake_wechat();
+    let fake = fake_wechat(&keys()[1]);
     let app = wechat_app(&fake.base, &keys()[0]);
     app.product_with_keys("vip", 1380, 3);
     let no = app.order_ok("vip", 1, "wechat")["order_no"]
@@ -340,7 +343,7 @@ fn forged_wechat_notifications_are_refused_and_change_nothing() {
 /// the signature, and the buyer gets 503, not a broken page.
 #[test]
 fn a_request_wechat_pay_refuses_answers_503() {
-    let fake = fake_wechat();
+    let fake = fake_wechat(&keys()[1]);
     let app = wechat_app(&fake.base, &keys()[2]);
     app.product_with_keys("vip", 1380, 1);
     let o = app.order_ok("vip", 1, "wechat");
@@ -349,6 +352,19 @@ fn a_request_wechat_pay_refuses_answers_503() {
     assert_eq!(fake.seen().len(), 1);
     let order = app.admin_order(o["order_no"].as_str().unwrap());
     assert!(order.get("pay_session").is_none_or(Value::is_null));
+}
+
+/// An answer not signed by WeChat Pay's key (someone between faka and
+/// WeChat Pay, or a wrong `api_base`) is not shown to the buyer.
+#[test]
+fn an_answer_not_signed_by_wechat_pay_is_not_shown() {
+    let fake = fake_wechat(&keys()[2]);
+    let app = wechat_app(&fake.base, &keys()[0]);
+    app.product_with_keys("vip", 1380, 1);
+    let o = app.order_ok("vip", 1, "wechat");
+    let r = app.get(&path_of(o["pay_url"].as_str().unwrap()));
+    assert_eq!(error_code(r), (503, "unavailable".into()));
+    assert_eq!(fake.seen().len(), 1, "the request itself was accepted");
 }
 
 /// A key file that is not a key stops the start, naming the file.
