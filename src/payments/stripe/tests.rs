@@ -161,3 +161,36 @@ fn the_session_form_names_the_order() {
     );
     assert_eq!(get("metadata[order_no]"), Some("F1"));
 }
+
+/// `t` exactly 300 s away is still accepted; the same valid `v1` twice is
+/// still valid (every candidate is compared, none cancels another).
+#[test]
+fn the_tolerance_is_inclusive_and_repeated_candidates_still_match() {
+    let body = session("paid", 1380, "usd");
+    let now = 1_700_000_000;
+    for t in [now - 300, now + 300] {
+        assert!(
+            check(&header(t, &body, "whsec_test"), &body, now).is_ok(),
+            "{t}"
+        );
+    }
+    let good = header(now, &body, "whsec_test");
+    let twice = format!("{good},{}", good.split_once(',').unwrap().1);
+    assert!(check(&twice, &body, now).is_ok());
+}
+
+/// The buyer pays through faka's `/pay` page, which starts a Checkout
+/// Session (a page to go to) within the configured time.
+#[test]
+fn payment_starts_at_faka_then_redirects_to_stripe() {
+    let order = Order::pending_for_test("F1", "b@x.com", "1", 0);
+    let g = gateway();
+    assert_eq!(
+        g.pay_url(&order, "t0ken").as_deref(),
+        Some("https://shop.example/pay/F1?token=t0ken")
+    );
+    let starter = g.session_starter().expect("stripe starts sessions");
+    assert_eq!(starter.kind(), SessionKind::Redirect);
+    assert_eq!(starter.timeout(), Duration::from_millis(5000));
+    assert_eq!(g.id(), Gateway::Stripe);
+}

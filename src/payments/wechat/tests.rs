@@ -295,3 +295,38 @@ fn bad_key_files_are_named() {
         "{e}"
     );
 }
+
+/// The buyer pays through faka's `/pay` page, which shows a QR code of the
+/// session WeChat Pay makes within the configured time.
+#[test]
+fn payment_starts_at_faka_and_is_shown_as_a_qr_code() {
+    let (g, _dir) = gateway(None);
+    let order = Order::pending_for_test("F1", "b@x.com", "1", 0);
+    assert_eq!(
+        g.pay_url(&order, "t0ken").as_deref(),
+        Some("https://shop.example/pay/F1?token=t0ken")
+    );
+    let starter = g.session_starter().expect("wechat starts sessions");
+    assert_eq!(starter.kind(), SessionKind::QrCode);
+    assert_eq!(starter.timeout(), Duration::from_millis(5000));
+    assert_eq!(g.id(), Gateway::Wechat);
+}
+
+/// A timestamp exactly 300 s away is accepted, 301 s is not.
+#[test]
+fn the_tolerance_is_inclusive() {
+    let (g, _dir) = gateway(None);
+    let now = 1_700_000_000;
+    for at in [now - 300, now + 300] {
+        assert!(
+            check(&g, &notice(paid(), &keys()[1], at), now).is_ok(),
+            "{at}"
+        );
+    }
+    for at in [now - 301, now + 301] {
+        assert!(
+            check(&g, &notice(paid(), &keys()[1], at), now).is_err(),
+            "{at}"
+        );
+    }
+}
