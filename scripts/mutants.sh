@@ -31,8 +31,10 @@ CRITICAL=(
     src/payments/hmac.rs
     src/payments/epay.rs
     src/payments/alipay.rs
+    src/payments/wechat.rs
+    src/payments/stripe.rs
 )
-QUICK=(epay:: alipay:: payments:: keys:: orders:: errors:: products::)
+QUICK=(epay:: alipay:: payments:: keys:: orders:: errors:: products:: wechat:: stripe::)
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=("${CRITICAL[@]}")
 

@@ -185,6 +185,69 @@ pub struct PaymentsConfig {
     pub epay: Option<EpayConfig>,
     pub manual: ManualConfig,
     pub alipay: Option<AlipayConfig>,
+    pub wechat: Option<WechatConfig>,
+    pub stripe: Option<StripeConfig>,
+}
+
+/// WeChat Pay API v3, Native (QR code). Enabled when `mchid` is set; the
+/// key files are read at start and a bad one stops the start naming it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WechatConfig {
+    pub mchid: String,
+    pub appid: String,
+    /// The serial number of the merchant's API certificate.
+    pub serial_no: String,
+    /// The merchant's API private key (`apiclient_key.pem`).
+    pub private_key_file: PathBuf,
+    /// The APIv3 key: 32 characters, the AES-256-GCM key of notifications.
+    pub api_v3_key: String,
+    /// WeChat Pay's public key, which signs its notifications.
+    pub platform_public_key_file: PathBuf,
+    /// That key's id (`PUB_KEY_ID_…`); when set, `Wechatpay-Serial` must equal it.
+    pub platform_key_id: Option<String>,
+    pub api_base: String,
+    /// How long starting a payment may wait for WeChat Pay.
+    pub timeout_ms: u64,
+}
+
+impl Default for WechatConfig {
+    fn default() -> Self {
+        WechatConfig {
+            mchid: String::new(),
+            appid: String::new(),
+            serial_no: String::new(),
+            private_key_file: PathBuf::new(),
+            api_v3_key: String::new(),
+            platform_public_key_file: PathBuf::new(),
+            platform_key_id: None,
+            api_base: "https://api.mch.weixin.qq.com".into(),
+            timeout_ms: 5000,
+        }
+    }
+}
+
+/// Stripe Checkout. Enabled when `secret_key` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StripeConfig {
+    pub secret_key: String,
+    /// The webhook endpoint's signing secret (`whsec_…`).
+    pub webhook_secret: String,
+    pub api_base: String,
+    /// How long starting a payment may wait for Stripe.
+    pub timeout_ms: u64,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        StripeConfig {
+            secret_key: String::new(),
+            webhook_secret: String::new(),
+            api_base: "https://api.stripe.com".into(),
+            timeout_ms: 5000,
+        }
+    }
 }
 
 /// The `manual` gateway is always enabled for the API; `public` offers it
@@ -413,6 +476,19 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("payments.alipay.private_key_file", Kind::Str),
     ("payments.alipay.alipay_public_key_file", Kind::Str),
     ("payments.alipay.gateway_url", Kind::Str),
+    ("payments.wechat.mchid", Kind::Str),
+    ("payments.wechat.appid", Kind::Str),
+    ("payments.wechat.serial_no", Kind::Str),
+    ("payments.wechat.private_key_file", Kind::Str),
+    ("payments.wechat.api_v3_key", Kind::Str),
+    ("payments.wechat.platform_public_key_file", Kind::Str),
+    ("payments.wechat.platform_key_id", Kind::Str),
+    ("payments.wechat.api_base", Kind::Str),
+    ("payments.wechat.timeout_ms", Kind::Int),
+    ("payments.stripe.secret_key", Kind::Str),
+    ("payments.stripe.webhook_secret", Kind::Str),
+    ("payments.stripe.api_base", Kind::Str),
+    ("payments.stripe.timeout_ms", Kind::Int),
     ("webhooks.url", Kind::Str),
     ("webhooks.secret", Kind::Str),
     ("webhooks.include_keys", Kind::Bool),
@@ -548,10 +624,17 @@ impl Config {
             .as_mut()
             .into_iter()
             .flat_map(|a| [&mut a.private_key_file, &mut a.alipay_public_key_file]);
+        let wechat = self
+            .payments
+            .wechat
+            .as_mut()
+            .into_iter()
+            .flat_map(|w| [&mut w.private_key_file, &mut w.platform_public_key_file]);
         for p in [&mut s.data_dir, &mut s.key_file]
             .into_iter()
             .chain(s.backup_dir.as_mut())
             .chain(alipay)
+            .chain(wechat)
         {
             if p.is_relative() && !base.as_os_str().is_empty() {
                 *p = base.join(&*p);
@@ -624,6 +707,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_providers()?;
         if let Some(w) = &self.webhooks {
             if !w.url.is_empty() && !http_url(&w.url) {
                 return Err(invalid(
@@ -686,6 +770,72 @@ impl Config {
             .alipay
             .as_ref()
             .filter(|a| !a.app_id.is_empty())
+    }
+
+    /// The gateways that call their provider: what they cannot start without.
+    fn validate_providers(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        };
+        let http_url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if let Some(w) = self.wechat() {
+            for (key, value) in [
+                ("appid", &w.appid),
+                ("serial_no", &w.serial_no),
+                ("api_v3_key", &w.api_v3_key),
+            ] {
+                if value.is_empty() {
+                    return Err(invalid(&format!("payments.wechat.{key}"), "must be set"));
+                }
+            }
+            if w.api_v3_key.len() != 32 {
+                return Err(invalid(
+                    "payments.wechat.api_v3_key",
+                    "must be the 32-character APIv3 key",
+                ));
+            }
+            if !http_url(&w.api_base) {
+                return Err(invalid(
+                    "payments.wechat.api_base",
+                    "must start with http:// or https://",
+                ));
+            }
+            if self.shop.currency != "CNY" {
+                return Err(invalid(
+                    "payments.wechat",
+                    "WeChat Pay takes CNY only: shop.currency must be CNY",
+                ));
+            }
+        }
+        if let Some(s) = self.stripe() {
+            if s.webhook_secret.is_empty() {
+                return Err(invalid("payments.stripe.webhook_secret", "must be set"));
+            }
+            if !http_url(&s.api_base) {
+                return Err(invalid(
+                    "payments.stripe.api_base",
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The wechat gateway, if enabled (`mchid` non-empty).
+    pub fn wechat(&self) -> Option<&WechatConfig> {
+        self.payments
+            .wechat
+            .as_ref()
+            .filter(|w| !w.mchid.is_empty())
+    }
+
+    /// The stripe gateway, if enabled (`secret_key` non-empty).
+    pub fn stripe(&self) -> Option<&StripeConfig> {
+        self.payments
+            .stripe
+            .as_ref()
+            .filter(|s| !s.secret_key.is_empty())
     }
 
     /// Outbound webhooks, if enabled (url and secret non-empty).

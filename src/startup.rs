@@ -306,9 +306,9 @@ impl Application {
             .map_err(|e| StartError(e.to_string()))?
             .port();
         set_listen_backlog(&listener).map_err(|e| fail("listening")(e.to_string()))?;
-        // Gateways' key files first: a bad one stops the start before the
-        // store is opened.
-        let gateways = Gateways::from_config(&cfg).map_err(|e| StartError(e.to_string()))?;
+        // Gateway key files are read before anything is created or opened:
+        // a bad one stops the start here, naming it.
+        let gateways = Gateways::from_config(&cfg).map_err(StartError)?;
         let (crypto, created_key_file) = load_crypto(&cfg)?;
         let (store, check) = open_store(&cfg)?;
         if let Err(e) = verify_master_key(&store, &crypto, &cfg) {

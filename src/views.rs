@@ -391,6 +391,8 @@ pub fn gateway_name(g: crate::domain::ids::Gateway) -> &'static str {
         Gateway::Hmac => "Online payment",
         Gateway::Epay => "易支付 (epay)",
         Gateway::Alipay => "支付宝 (Alipay)",
+        Gateway::Wechat => "微信支付 (WeChat Pay)",
+        Gateway::Stripe => "Card (Stripe)",
     }
 }
 

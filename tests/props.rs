@@ -319,14 +319,14 @@ proptest! {
     }
 
     #[test]
-    fn only_the_three_gateways_parse(s in prop_oneof![
+    fn only_the_known_gateways_parse(s in prop_oneof![
         any::<String>(),
-        "(manual|hmac|epay|Manual|HMAC|EPAY| epay|epay |alipay)",
+        "(manual|hmac|epay|alipay|wechat|stripe|Manual|HMAC|EPAY| epay|epay |Stripe|wxpay|Alipay)",
     ]) {
         match Gateway::parse(&s) {
             Ok(g) => prop_assert_eq!(g.as_str(), s.as_str()),
             Err(e) => {
-                prop_assert!(!["manual", "hmac", "epay"].contains(&s.as_str()));
+                prop_assert!(!["manual", "hmac", "epay", "alipay", "wechat", "stripe"].contains(&s.as_str()));
                 prop_assert_eq!(faka::error::Error::from(e).code(), "invalid_request");
             }
         }
@@ -1059,6 +1059,182 @@ proptest! {
             let changed = serde_urlencoded::to_string([(&form[i].0, &new_value)]).expect("pair");
             let forged = body.replacen(&encoded, &changed, 1);
             prop_assert_eq!(alipay_verify(forged.as_bytes()), Err("invalid_signature".into()));
+        }
+    }
+}
+
+// ------------------------------------------------ wechat and stripe notify
+
+fn stripe() -> faka::payments::stripe::StripeGateway {
+    let cfg = faka::config::StripeConfig {
+        secret_key: "sk_test".into(),
+        webhook_secret: "whsec_test".into(),
+        ..Default::default()
+    };
+    faka::payments::stripe::StripeGateway::new(&cfg, "http://127.0.0.1:8080", "CNY")
+}
+
+/// A Stripe-Signature-like header: pieces of the real grammar and noise.
+fn stripe_header() -> impl Strategy<Value = String> {
+    let item = prop_oneof![
+        "t=-?[0-9]{0,20}",
+        "v1=[0-9a-f]{0,70}",
+        "v0=[0-9a-f]{64}",
+        "[ -~]{0,20}",
+        Just("t=".to_string()),
+        Just("=".to_string()),
+    ];
+    prop::collection::vec(item, 0..6).prop_map(|items| items.join(","))
+}
+
+/// A webhook body: a Checkout Session event with odd fields, or noise.
+fn stripe_body() -> impl Strategy<Value = Vec<u8>> {
+    let odd = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        "[ -~]{0,12}".prop_map(serde_json::Value::from),
+    ];
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        (odd.clone(), odd.clone(), odd.clone(), odd).prop_map(|(a, b, c, d)| {
+            serde_json::to_vec(&serde_json::json!({
+                "type": "checkout.session.completed",
+                "data": {"object": {"id": a, "client_reference_id": b, "amount_total": c,
+                    "currency": "cny", "payment_status": d}},
+            }))
+            .expect("json")
+        }),
+    ]
+}
+
+fn stripe_verify(header: &str, body: &[u8]) -> Result<(), faka::error::Error> {
+    let h = vec![("Stripe-Signature", header)];
+    let req = CallbackRequest {
+        headers: &h,
+        query: "",
+        body,
+        now_secs: NOW,
+    };
+    stripe().notice(&req).map(|_| ())
+}
+
+/// A wechat gateway with test keys (made once): [merchant, platform].
+fn wechat() -> &'static (faka::payments::wechat::WechatGateway, rsa::RsaPrivateKey) {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    static G: std::sync::OnceLock<(faka::payments::wechat::WechatGateway, rsa::RsaPrivateKey)> =
+        std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        let mut rng = rand::thread_rng();
+        let merchant = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("key");
+        let platform = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("key");
+        let dir = tempfile::tempdir().expect("dir");
+        let (private, public) = (dir.path().join("k.pem"), dir.path().join("p.pem"));
+        let pem = merchant.to_pkcs8_pem(LineEnding::LF).expect("pem");
+        std::fs::write(&private, pem.as_bytes()).expect("write");
+        let pem = platform
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("pem");
+        std::fs::write(&public, pem).expect("write");
+        let cfg = faka::config::WechatConfig {
+            mchid: "1900000109".into(),
+            appid: "wxd678efh567hg6787".into(),
+            serial_no: "S".into(),
+            private_key_file: private,
+            api_v3_key: "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb".into(),
+            platform_public_key_file: public,
+            ..Default::default()
+        };
+        let g = faka::payments::wechat::WechatGateway::new(&cfg, "http://127.0.0.1:8080")
+            .expect("gateway");
+        (g, platform)
+    })
+}
+
+fn wechat_verify(headers: &[(String, String)], body: &[u8]) -> Result<(), faka::error::Error> {
+    let h = headers.to_vec();
+    let req = CallbackRequest {
+        headers: &h,
+        query: "",
+        body,
+        now_secs: NOW,
+    };
+    wechat().0.verify(&req).map(|_| ())
+}
+
+/// A notification body: noise, or JSON with an odd resource.
+fn wechat_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        ("[ -~]{0,16}", "[ -~]{0,40}", "[ -~]{0,16}", "[ -~]{0,20}").prop_map(
+            |(alg, ct, ad, n)| {
+                serde_json::to_vec(&serde_json::json!({
+                "resource": {"algorithm": alg, "ciphertext": ct, "associated_data": ad, "nonce": n},
+            }))
+            .expect("json")
+            }
+        ),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn stripe_signature_headers_never_panic_and_refuse_with_400(h in stripe_header()) {
+        if let Err(e) = faka::payments::stripe::parse_signature_header(&h) {
+            prop_assert_eq!(e.code(), "invalid_signature");
+        }
+    }
+
+    /// Odd headers and bodies: a 4xx, never a panic or a 5xx; signed
+    /// properly, an odd body is read without panicking either.
+    #[test]
+    fn stripe_webhooks_never_panic_or_answer_5xx(h in stripe_header(), body in stripe_body()) {
+        if let Err(e) = stripe_verify(&h, &body) {
+            prop_assert!(e.status() < 500, "{:?}", e);
+        }
+        let sig = hex::encode(faka::payments::stripe::sign("whsec_test", NOW, &body));
+        match stripe_verify(&format!("t={NOW},v1={sig}"), &body) {
+            Ok(()) => {}
+            Err(e) => prop_assert!(e.status() < 500 && e.code() != "invalid_signature", "{:?}", e),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(64))]
+
+    #[test]
+    fn wechat_notifications_never_panic_or_answer_5xx(
+        ts in prop_oneof!["[0-9]{0,12}", "[ -~]{0,12}", Just(NOW.to_string())],
+        nonce in "[ -~]{0,32}",
+        sig in prop_oneof!["[A-Za-z0-9+/=]{0,400}", "[ -~]{0,40}"],
+        serial in "[ -~]{0,20}",
+        body in wechat_body(),
+    ) {
+        let headers = vec![
+            ("Wechatpay-Timestamp".to_string(), ts),
+            ("Wechatpay-Nonce".to_string(), nonce.clone()),
+            ("Wechatpay-Signature".to_string(), sig),
+            ("Wechatpay-Serial".to_string(), serial.clone()),
+        ];
+        let e = wechat_verify(&headers, &body).expect_err("unsigned");
+        prop_assert_eq!(e.code(), "invalid_signature");
+        // Signed with the platform key: what remains is the body's shape.
+        use rsa::signature::{SignatureEncoding, Signer};
+        let message = faka::payments::wechat::notify_message(&NOW.to_string(), &nonce, &body);
+        let signed = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(wechat().1.clone()).sign(&message);
+        let headers = vec![
+            ("Wechatpay-Timestamp".to_string(), NOW.to_string()),
+            ("Wechatpay-Nonce".to_string(), if nonce.trim().is_empty() { "n".into() } else { nonce }),
+            ("Wechatpay-Signature".to_string(), base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD, signed.to_bytes())),
+            ("Wechatpay-Serial".to_string(), if serial.trim().is_empty() { "s".into() } else { serial }),
+        ];
+        if let Err(e) = wechat_verify(&headers, &body) {
+            prop_assert!(e.status() < 500, "{:?}", e);
         }
     }
 }

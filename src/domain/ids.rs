@@ -179,6 +179,8 @@ pub enum Gateway {
     Hmac,
     Epay,
     Alipay,
+    Wechat,
+    Stripe,
 }
 
 impl Gateway {
@@ -188,6 +190,8 @@ impl Gateway {
             "hmac" => Ok(Gateway::Hmac),
             "epay" => Ok(Gateway::Epay),
             "alipay" => Ok(Gateway::Alipay),
+            "wechat" => Ok(Gateway::Wechat),
+            "stripe" => Ok(Gateway::Stripe),
             _ => Err(Error::invalid(
                 "gateway",
                 format!("unknown gateway {:?}", printable(s, 32)),
@@ -201,6 +205,8 @@ impl Gateway {
             Gateway::Hmac => "hmac",
             Gateway::Epay => "epay",
             Gateway::Alipay => "alipay",
+            Gateway::Wechat => "wechat",
+            Gateway::Stripe => "stripe",
         }
     }
 }
@@ -337,6 +343,8 @@ mod tests {
             Gateway::Hmac,
             Gateway::Epay,
             Gateway::Alipay,
+            Gateway::Wechat,
+            Gateway::Stripe,
         ] {
             assert_eq!(Gateway::parse(g.as_str()).unwrap(), g);
         }

@@ -162,6 +162,16 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
         "/api/v1/payments/alipay/notify",
         "Alipay asynchronous notify (form, RSA2)",
     ),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/payments/wechat/notify",
+        "WeChat Pay v3 notify (Wechatpay-Signature, encrypted resource)",
+    ),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/payments/stripe/notify",
+        "Stripe webhook (Stripe-Signature)",
+    ),
     openapi::RouteDoc::admin(
         "GET",
         "/api/v1/admin/products",
@@ -246,6 +256,8 @@ fn handler(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/v1/payments/epay/notify") => web::post().to(payments::epay_notify),
         ("GET", "/api/v1/gateways") => web::get().to(payments::list_gateways),
         ("POST", "/api/v1/payments/alipay/notify") => web::post().to(payments::alipay_notify),
+        ("POST", "/api/v1/payments/wechat/notify") => web::post().to(payments::wechat_notify),
+        ("POST", "/api/v1/payments/stripe/notify") => web::post().to(payments::stripe_notify),
         ("GET", "/api/v1/admin/products") => web::get().to(products::list_admin),
         ("POST", "/api/v1/admin/products") => web::post().to(products::create),
         ("PATCH", "/api/v1/admin/products/{id}") => web::patch().to(products::update),

@@ -142,6 +142,11 @@ impl Shape {
         self.ok_status = "201";
         self
     }
+    /// Success is `204` without a body (`ok` is not used).
+    fn no_content(mut self) -> Self {
+        self.ok_status = "204";
+        self
+    }
 }
 
 /// The shape of each route of [`super::ROUTES`]; `None` for one this does
@@ -230,6 +235,31 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Option<Shape> {
                 "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": props}}
             }))
         }
+        ("POST", "/api/v1/payments/wechat/notify") => Shape::new(Value::Null)
+            .no_content()
+            .body(json_content(json!({"type": "object"})))
+            .params(
+                [
+                    "Wechatpay-Timestamp",
+                    "Wechatpay-Nonce",
+                    "Wechatpay-Signature",
+                    "Wechatpay-Serial",
+                ]
+                .iter()
+                .map(|h| param(h, "header", true, "WeChat Pay's signature headers"))
+                .collect(),
+            ),
+        ("POST", "/api/v1/payments/stripe/notify") => Shape::new(json_content(json!({
+            "type": "object",
+            "properties": {"received": {"type": "string", "enum": ["applied", "ignored"]}},
+        })))
+        .body(json_content(json!({"type": "object"})))
+        .params(vec![param(
+            "Stripe-Signature",
+            "header",
+            true,
+            "t=<unix seconds>,v1=<hex HMAC-SHA256>",
+        )]),
         _ => return admin_shape(method, path, s),
     };
     Some(shape)
@@ -305,10 +335,14 @@ fn plain_text(example: &str) -> Value {
 }
 
 /// The error answers every route may give; the epay and Alipay callbacks
-/// answer them as the plain text `fail` their gateways expect.
-fn error_responses(s: &mut Schemas, epay: bool) -> Map<String, Value> {
-    let content = if epay {
+/// answer them as the plain text `fail` their gateways expect, the wechat one as WeChat
+/// Pay's `{"code": "FAIL", "message": …}`.
+fn error_responses(s: &mut Schemas, path: &str) -> Map<String, Value> {
+    let content = if path.contains("/epay/") || path.contains("/alipay/") {
         plain_text("fail")
+    } else if path.contains("/wechat/") {
+        json_content(json!({"type": "object", "properties": {
+            "code": {"type": "string", "example": "FAIL"}, "message": {"type": "string"}}}))
     } else {
         json_content(s.of::<views::ErrorBody>())
     };
@@ -343,8 +377,7 @@ fn operation(r: &RouteDoc, s: &mut Schemas) -> Value {
         .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
-    let plain = r.path.contains("/epay/") || r.path.contains("/alipay/");
-    let mut responses = error_responses(s, plain);
+    let mut responses = error_responses(s, r.path);
     let mut op = json!({
         "summary": r.summary,
         "operationId": format!("{} {}", r.method.to_lowercase(), r.path),
@@ -353,10 +386,11 @@ fn operation(r: &RouteDoc, s: &mut Schemas) -> Value {
     // refuse that, so it cannot ship.
     if let Some(shape) = shape(r.method, r.path, s) {
         params.extend(shape.params);
-        responses.insert(
-            shape.ok_status.to_string(),
-            json!({"description": "Success", "content": shape.ok}),
-        );
+        let ok = match shape.ok_status {
+            "204" => json!({"description": "Success"}),
+            _ => json!({"description": "Success", "content": shape.ok}),
+        };
+        responses.insert(shape.ok_status.to_string(), ok);
         if let Some(body) = shape.body {
             // Manual payments and refunds take an empty body too.
             let required = !r.path.ends_with("/pay") && !r.path.ends_with("/refund");

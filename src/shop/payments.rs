@@ -7,7 +7,7 @@ use super::orders::{claim_or_await, deliver_held};
 use super::outbox::emit;
 use super::{coupons, load_order};
 use crate::domain::ids::{printable, Gateway};
-use crate::domain::model::{EventKind, Order, PaymentAttempt};
+use crate::domain::model::{EventKind, Order, PaySession, PaymentAttempt};
 use crate::domain::order::{self, OrderStatus, PaymentSource, PaymentStep};
 use crate::error::{Error, Result};
 use crate::store::Tx;
@@ -117,6 +117,19 @@ pub fn record_callback_attempt(
         Some(_) => tx.record_attempt(order_no, attempt, seen),
         None => Ok(true),
     }
+}
+
+/// Keeps the provider's payment session on an order that has none, and
+/// returns the order's session: the one given, or the one an earlier start
+/// stored, so two starts that raced end with one session.
+pub fn keep_pay_session(tx: &mut Tx, order_no: &str, session: PaySession) -> Result<PaySession> {
+    let mut order = load_order(tx, order_no)?;
+    if let Some(kept) = &order.pay_session {
+        return Ok(kept.clone());
+    }
+    order.pay_session = Some(session.clone());
+    tx.put_order(&order);
+    Ok(session)
 }
 
 /// What a payment records on its order.

@@ -130,6 +130,10 @@ pub struct Texts {
     pub pay_type_qqpay: &'static str,
     /// After an epay channel's name.
     pub via_epay: &'static str,
+    pub gateway_wechat: &'static str,
+    pub gateway_stripe: &'static str,
+    /// Under the WeChat Pay QR code.
+    pub scan_to_pay: &'static str,
 }
 
 impl Texts {
@@ -205,6 +209,9 @@ static ZH: Texts = Texts {
     pay_type_wxpay: "微信支付",
     pay_type_qqpay: "QQ 钱包",
     via_epay: "（易支付）",
+    gateway_wechat: "微信支付",
+    gateway_stripe: "银行卡（Stripe）",
+    scan_to_pay: "请用微信扫描二维码付款，付款后本页自动更新。",
 };
 
 static EN: Texts = Texts {
@@ -265,6 +272,9 @@ static EN: Texts = Texts {
     pay_type_wxpay: "WeChat Pay",
     pay_type_qqpay: "QQ Wallet",
     via_epay: " (epay)",
+    gateway_wechat: "WeChat Pay",
+    gateway_stripe: "Card (Stripe)",
+    scan_to_pay: "Scan the QR code with WeChat to pay; this page updates by itself once paid.",
 };
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod key_file;
 mod layout;
 mod markdown;
 mod page_cache;
+mod pay_page;
 mod session;
 mod shop_pages;
 
@@ -53,6 +54,10 @@ impl WebState {
         .into_iter()
         .flatten()
         .filter_map(origin)
+        .chain(
+            cfg.stripe()
+                .map(|_| "https://checkout.stripe.com".to_string()),
+        )
         .map(|o| format!(" {o}"))
         .collect();
         WebState {
@@ -177,7 +182,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/orders/{order_no}",
             vec![web::get().to(shop_pages::order)],
         ))
-        .service(page("/assets/{name}", vec![web::get().to(assets::serve)]));
+        .service(page("/assets/{name}", vec![web::get().to(assets::serve)]))
+        .service(page("/pay/{order_no}", vec![web::get().to(pay_page::pay)]));
     admin::routes(cfg);
     cfg.default_service(web::to(not_found));
 }

@@ -54,6 +54,8 @@ fn gateway_label(ctx: &Ctx, g: Gateway, pay_type: Option<&str>) -> String {
             Gateway::Hmac => t.gateway_online,
             Gateway::Manual => t.gateway_manual,
             Gateway::Alipay => t.gateway_alipay,
+            Gateway::Wechat => t.gateway_wechat,
+            Gateway::Stripe => t.gateway_stripe,
         }
         .into();
     };
@@ -351,29 +353,42 @@ pub async fn order(req: HttpRequest, state: State, web: Web) -> HttpResponse {
         Ok(None) => return layout::not_found(&req, &state, &web),
         Err(e) => return layout::error(&req, &state, &web, &e),
     };
+    render_order(&req, &state, &web, &order, &token)
+}
+
+/// The order page of `order`, whose token the buyer showed: also what
+/// `/pay/{order_no}` shows for a gateway paid by QR code.
+pub(super) fn render_order(
+    req: &HttpRequest,
+    state: &State,
+    web: &Web,
+    order: &Order,
+    token: &str,
+) -> HttpResponse {
     let keys = match order.status {
-        OrderStatus::Delivered => match views::key_texts(&state.store, &state.crypto, &order) {
+        OrderStatus::Delivered => match views::key_texts(&state.store, &state.crypto, order) {
             Ok(k) => k,
-            Err(e) => return layout::error(&req, &state, &web, &e),
+            Err(e) => return layout::error(req, state, web, &e),
         },
         _ => Vec::new(),
     };
     let product = state.store.product(&order.product_id).ok().flatten();
-    let ctx = Ctx::new(&req, &state, &web);
-    let pay_url = (order.status == OrderStatus::Pending)
-        .then(|| state.gateways.pay_url(&order, &token))
+    let ctx = Ctx::new(req, state, web);
+    let qr = super::pay_page::qr_code(&ctx, state, order);
+    let pay_url = (order.status == OrderStatus::Pending && qr.is_none())
+        .then(|| state.gateways.pay_url(order, token))
         .flatten();
     let body = order_body(
         &ctx,
-        &state,
-        &order,
-        &token,
+        state,
+        order,
+        token,
         product.as_ref(),
         &keys,
-        pay_url,
+        (pay_url, qr),
     );
     let title = format!("{} {}", ctx.t().order, order.order_no);
-    ctx.respond(StatusCode::OK, &web, page(&ctx, &title, body))
+    ctx.respond(StatusCode::OK, web, page(&ctx, &title, body))
 }
 
 fn order_body(
@@ -383,7 +398,7 @@ fn order_body(
     token: &str,
     product: Option<&Product>,
     keys: &[String],
-    pay_url: Option<String>,
+    (pay_url, qr): (Option<String>, Option<Markup>),
 ) -> Markup {
     let t = ctx.t();
     let status = o.status.as_str();
@@ -417,6 +432,9 @@ fn order_body(
             p.help data-help { (help) }
             @if let Some(url) = pay_url {
                 p { a.button.pay href=(url) rel="noreferrer" { (t.pay_now) } }
+            }
+            @if let Some(qr) = qr {
+                (qr)
             }
             @if o.status == OrderStatus::Pending && o.gateway == "manual" && !manual.is_empty() {
                 p.manual { (manual) }
