@@ -30,6 +30,7 @@ CRITICAL=(
     src/crypto.rs
     src/payments/hmac.rs
     src/payments/epay.rs
+    src/domain/pricing.rs
 )
 QUICK=(epay:: payments:: keys:: orders:: errors:: products::)
 files=("$@")
