@@ -33,6 +33,7 @@ CRITICAL=(
     src/payments/alipay.rs
     src/payments/wechat.rs
     src/payments/stripe.rs
+    src/domain/pricing.rs
 )
 QUICK=(epay:: alipay:: payments:: keys:: orders:: errors:: products:: wechat:: stripe::)
 files=("$@")

@@ -158,7 +158,6 @@ pub(super) fn follow_order(tx: &mut Tx, order: &Order, from: OrderStatus) -> Res
     let Some(mut c) = tx.coupon(code)? else {
         return Ok(());
     };
-    let email_uses = tx.coupon_email_uses(code, &order.email)?;
     let (held, uses, email) = match (from, order.status) {
         (OrderStatus::Pending, OrderStatus::Expired) => (-1, 0, -1),
         (OrderStatus::Pending, OrderStatus::Paid) => (-1, 1, 0),
@@ -168,6 +167,11 @@ pub(super) fn follow_order(tx: &mut Tx, order: &Order, from: OrderStatus) -> Res
     c.held = c.held.saturating_add_signed(held);
     c.uses = c.uses.saturating_add_signed(uses);
     tx.put_coupon(&c);
-    tx.put_coupon_email_uses(code, &order.email, email_uses.saturating_add_signed(email));
+    // A payment of a pending order leaves the buyer's count as it is: the
+    // common case reads and writes no row for it.
+    if email != 0 {
+        let n = tx.coupon_email_uses(code, &order.email)?;
+        tx.put_coupon_email_uses(code, &order.email, n.saturating_add_signed(email));
+    }
     Ok(())
 }
