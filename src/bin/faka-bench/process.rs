@@ -8,6 +8,7 @@
 
 use crate::client::Conn;
 use crate::cpu::threads_cpu_time;
+use crate::proxy::Proxy;
 use crate::settings::Settings;
 use crate::{ADMIN, SECRET};
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,6 +31,8 @@ pub struct Faka {
     /// Info log lines of the current process, with their arrival time
     /// since its spawn.
     events: Events,
+    /// The TLS proxy in front of it (`--proxy`), set by `run_main`.
+    pub proxy: Option<Proxy>,
 }
 
 type Events = Arc<Mutex<Vec<(Duration, String)>>>;
@@ -96,6 +99,7 @@ impl Faka {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             warnings,
             events,
+            proxy: None,
         };
         faka.addr
             .set_port(port.with_context(|| format!("faka ({label}) did not start"))?);

@@ -3,6 +3,7 @@
 //! `--smoke`) and checked. Every knob a scenario, a faka process or the
 //! trivial server reads is a field of `Settings`, passed down by reference.
 
+use crate::proxy::ProxyKind;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
@@ -101,6 +102,11 @@ pub struct Args {
     /// was answered (µs from the first), and the server thread that ran it
     #[arg(long, value_name = "FILE")]
     burst_trace: Option<PathBuf>,
+    /// Also measure `read`, `flow` and `flash` through a TLS-terminating
+    /// proxy started on loopback in front of faka and of the outside
+    /// trivial server (`scripts/install-bench-deps.sh` installs nginx)
+    #[arg(long, value_enum)]
+    proxy: Option<ProxyKind>,
     /// Internal: serve the outside ceiling (`GET /ping`) in this process
     /// until stdin closes, after printing its port and nice value
     #[arg(long, hide = true)]
@@ -155,6 +161,8 @@ pub struct Settings {
     pub retention_hours: Option<u64>,
     /// Where `--burst-trace` writes its stamps.
     pub burst_trace: Option<PathBuf>,
+    /// The proxy `--proxy` puts in front of faka and the outside server.
+    pub proxy: Option<ProxyKind>,
 }
 
 impl Settings {
@@ -194,6 +202,7 @@ impl Settings {
             idempotency_keys: a.idempotency_keys,
             retention_hours: a.retention_hours,
             burst_trace: a.burst_trace.clone(),
+            proxy: a.proxy,
         };
         if s.concurrency < 4
             || s.flash_conns == 0
@@ -254,8 +263,16 @@ mod tests {
         .concat();
         assert_eq!(settings(&flags).unwrap().retention_hours, Some(0));
         let plain = settings(&["--scenario", "scale"]).unwrap();
+        assert!(plain.proxy.is_none());
         assert!(!plain.idempotency_keys);
         let both = settings(&["--hanging-webhooks", "--accepting-webhooks"]);
         assert!(both.is_err_and(|e| e.contains("cannot be used with")));
+    }
+
+    #[test]
+    fn the_proxy_flag_names_nginx_and_nothing_else() {
+        let proxied = settings(&["--proxy", "nginx"]).unwrap();
+        assert!(proxied.proxy == Some(super::ProxyKind::Nginx));
+        assert!(settings(&["--proxy", "apache"]).is_err());
     }
 }
