@@ -336,10 +336,14 @@ fn config_text(cfg: &Settings, dir: &Path, hold_secs: u64) -> String {
         .workers
         .map(|n| format!("workers = {n}\n"))
         .unwrap_or_default();
+    let writer_nice = cfg
+        .writer_nice
+        .map(|n| format!("writer_nice = {n}\n"))
+        .unwrap_or_default();
     let text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
-{nice}{workers}[storage]
+{nice}{writer_nice}{workers}[storage]
 data_dir = "{data}"
 key_file = "{key}"
 {cache}[admin]

@@ -92,6 +92,11 @@ pub struct Args {
     /// yield alike to the load generator [default: faka's default, 5]
     #[arg(long)]
     worker_nice: Option<i32>,
+    /// faka's `server.writer_nice` for every faka started: below 0 raises
+    /// its writer and commit threads (needs CAP_SYS_NICE) [default:
+    /// faka's default]
+    #[arg(long, allow_negative_numbers = true)]
+    writer_nice: Option<i32>,
     /// faka's `server.workers` (HTTP worker threads) for every faka
     /// started, and the trivial servers' worker count [default: actix's,
     /// one per core]
@@ -149,6 +154,8 @@ pub struct Settings {
     /// `server.worker_nice` written into faka's config, when `--worker-nice`;
     /// also the trivial server workers' nice value.
     pub worker_nice: Option<i32>,
+    /// `server.writer_nice` written into faka's config, when `--writer-nice`.
+    pub writer_nice: Option<i32>,
     /// `server.workers` written into faka's config, when `--workers`; also
     /// the trivial server's worker count.
     pub workers: Option<usize>,
@@ -197,6 +204,7 @@ impl Settings {
             scale_orders: pick(a.scale_orders, 1_000_000, 1_000),
             cache_mb: a.cache_mb,
             worker_nice: a.worker_nice,
+            writer_nice: a.writer_nice,
             workers: a.workers.map(|n| n.max(1)),
             webhook_url,
             idempotency_keys: a.idempotency_keys,
@@ -274,5 +282,10 @@ mod tests {
         let proxied = settings(&["--proxy", "nginx"]).unwrap();
         assert!(proxied.proxy == Some(super::ProxyKind::Nginx));
         assert!(settings(&["--proxy", "apache"]).is_err());
+        let raised = settings(&["--worker-nice", "0", "--writer-nice", "-5"]).unwrap();
+        assert_eq!(
+            (raised.worker_nice, raised.writer_nice),
+            (Some(0), Some(-5))
+        );
     }
 }
