@@ -44,6 +44,7 @@
 //! cargo build --release --bins
 //! target/release/faka-bench                         # every scenario, 10 s each
 //! target/release/faka-bench --scenario flow --duration 5
+//! target/release/faka-bench --scenario read,flow,flash --proxy nginx   # also through nginx
 //! target/debug/faka-bench --smoke                   # correctness only, < 30 s
 //! target/release/faka-bench --scenario scale        # 1M keys + 1M orders, ~12 min
 //! ```
@@ -123,7 +124,7 @@ fn main() {
     if let Some(path) = &cfg.burst_trace {
         burst_trace::record_to(path.clone());
     }
-    let rows = run_all(&cfg, args.scenario);
+    let rows = run_all(&cfg, &args.scenario);
     print_table(&rows, cfg.smoke);
     print_goals(&rows, cfg.smoke);
     let failed = rows
@@ -140,9 +141,11 @@ fn main() {
     std::process::exit(if failed { 1 } else { 0 });
 }
 
-fn run_all(cfg: &Settings, which: Scenario) -> Vec<Row> {
+fn run_all(cfg: &Settings, which: &[Scenario]) -> Vec<Row> {
     // `scale` is long: only when asked for by name.
-    let wants = |s: Scenario| which == s || (which == Scenario::All && s != Scenario::Scale);
+    let wants = |s: Scenario| {
+        which.contains(&s) || (which.contains(&Scenario::All) && s != Scenario::Scale)
+    };
     eprintln!(
         "faka-bench: {} with {} connections, {:.1} s per scenario{}",
         cfg.faka.display(),

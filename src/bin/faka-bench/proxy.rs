@@ -231,8 +231,42 @@ fn free_port() -> Result<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    use super::{nginx_config, Site};
+    use super::{find_nginx, nginx_config, Proxy, ProxyKind, Site};
+    use crate::client::{AConn, Http, Req};
     use std::path::Path;
+    use std::time::Duration;
+
+    /// nginx started as the bench starts it, in front of a receiver that
+    /// answers 200 to everything: the client's TLS reaches it through
+    /// both ports, several requests on one connection. Skipped where
+    /// nginx is not installed (scripts/install-bench-deps.sh).
+    #[test]
+    fn requests_reach_the_upstream_through_nginx_over_tls() {
+        if find_nginx().is_err() {
+            eprintln!("skipped: nginx is not installed");
+            return;
+        }
+        let hook = crate::servers::start_accepting_receiver().unwrap();
+        let upstream = hook
+            .trim_start_matches("http://")
+            .trim_end_matches("/hook")
+            .parse()
+            .unwrap();
+        let proxy = Proxy::start(ProxyKind::Nginx, upstream, upstream).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for port in [proxy.faka, proxy.outside] {
+            rt.block_on(async {
+                let mut conn = AConn::new(port, Duration::from_secs(10));
+                for _ in 0..3 {
+                    let r = conn.call(&Req::get("/hook".into())).await.unwrap();
+                    assert_eq!(r.status, 200);
+                }
+            });
+        }
+    }
 
     fn sites() -> [Site; 2] {
         let a = |s: &str| s.parse().unwrap();

@@ -24,8 +24,9 @@ pub struct Args {
     /// Client connections [default: 64; smoke: 8]
     #[arg(long)]
     concurrency: Option<usize>,
-    #[arg(long, value_enum, default_value_t = Scenario::All)]
-    pub scenario: Scenario,
+    /// One scenario or several, comma-separated (`read,flow,flash`)
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<Scenario>,
     /// Short runs with small sizes that check correctness only
     #[arg(long)]
     smoke: bool,
@@ -246,7 +247,7 @@ fn default_faka() -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Args, Settings};
+    use super::{Args, Scenario, Settings};
     use clap::Parser;
 
     fn settings(flags: &[&str]) -> Result<Settings, String> {
@@ -283,9 +284,18 @@ mod tests {
         assert!(proxied.proxy == Some(super::ProxyKind::Nginx));
         assert!(settings(&["--proxy", "apache"]).is_err());
         let raised = settings(&["--worker-nice", "0", "--writer-nice", "-5"]).unwrap();
+
         assert_eq!(
             (raised.worker_nice, raised.writer_nice),
             (Some(0), Some(-5))
         );
+    }
+
+    #[test]
+    fn several_scenarios_run_in_one_invocation() {
+        let args = Args::try_parse_from(["faka-bench", "--scenario", "read,flow,flash"]).unwrap();
+        assert!(args.scenario == [Scenario::Read, Scenario::Flow, Scenario::Flash]);
+        let all = Args::try_parse_from(["faka-bench"]).unwrap();
+        assert!(all.scenario == [Scenario::All]);
     }
 }
