@@ -2,9 +2,11 @@
 //! connections: exactly M orders, the rest 409 `out_of_stock`, then all M
 //! paid and M distinct keys delivered. The same burst is first sent to the
 //! trivial `GET /ping` in this process and outside it, and flash's p99 is
-//! also given as a ratio to each burst's p99. Beside them: the winners' and losers' latencies apart, how
-//! many buyers reached the writer, the journal's slow syncs and each
-//! server's CPU time per request of the burst.
+//! also given as a ratio to each burst's p99. Beside them: the winners'
+//! and losers' latencies apart, how many buyers reached the writer, the
+//! journal's slow syncs and each server's CPU time per request of the
+//! burst. With `--proxy`, a second round (a burst to the outside server,
+//! then a race for a product of its own) goes through the proxy.
 
 use crate::admin::{check_counts, create_product, import_range};
 use crate::burst_trace;

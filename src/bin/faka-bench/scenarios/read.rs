@@ -2,7 +2,9 @@
 //! the trivial `GET /ping` in this process and outside it, the four taking
 //! turns in slices of about a second; every body must equal the one read
 //! before (nothing writes meanwhile). Each is reported as req/s with its
-//! ratios to both ceilings, and each server's CPU time per request.
+//! ratios to both ceilings, and each server's CPU time per request. With
+//! `--proxy`, the outside ceiling and the product are also read through the
+//! proxy in the same rotation, the one compared with the other.
 
 use crate::admin::{create_product, import_range};
 use crate::client::{AConn, Conn, Req, Resp};
