@@ -39,6 +39,13 @@ pub struct Proxy {
     dir: tempfile::TempDir,
 }
 
+/// How long nginx keeps an idle upstream connection: under the 5 s after
+/// which faka (actix-web's default keep-alive) closes an idle one. Longer,
+/// and nginx sends a request on a connection faka is closing at that
+/// moment; a POST is not retried, and the buyer gets a 502 (63 of 2,000 in
+/// one flash burst through the proxy, with nginx's 600 s here).
+pub const UPSTREAM_IDLE_SECS: u64 = 4;
+
 /// nginx's config: `sites` on TLS with the certificate in `dir`, upstream
 /// connections kept alive (HTTP/1.1, no `Connection: close` passed on),
 /// no access log, every file it writes in `dir`. Client and upstream
@@ -82,7 +89,7 @@ http {{
         server {up};
         keepalive 1024;
         keepalive_requests 100000000;
-        keepalive_timeout 600s;
+        keepalive_timeout {UPSTREAM_IDLE_SECS}s;
     }}
     server {{
         listen {listen} ssl;
@@ -297,6 +304,8 @@ mod tests {
         assert!(c.contains("ssl_certificate /tmp/x/cert.pem;"));
         assert!(c.contains("ssl_certificate_key /tmp/x/key.pem;"));
         assert!(c.contains("daemon off;"));
+        // Below faka's own 5 s, so nginx never reuses one faka is closing.
+        assert_eq!(c.matches("keepalive_timeout 4s;").count(), 2);
         assert!(!c.contains("user root;"));
         assert!(nginx_config(Path::new("/tmp/x"), &sites(), true).starts_with("user root;\n"));
     }
