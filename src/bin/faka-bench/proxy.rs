@@ -63,7 +63,6 @@ pub fn nginx_config(dir: &Path, sites: &[Site], as_root: bool) -> String {
     let _ = write!(
         c,
         "worker_processes auto;
-worker_rlimit_nofile 65536;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
