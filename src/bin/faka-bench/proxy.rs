@@ -8,6 +8,7 @@
 //! like), each passing requests on over keep-alive upstream connections.
 //! The client trusts exactly that certificate (`tls::pinned`).
 
+use crate::cpu::threads_cpu_time;
 use crate::tls;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
@@ -183,6 +184,19 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// CPU time of nginx's master and worker processes so far.
+    pub fn cpu_time(&self) -> Duration {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master.to_string())
+            .chain(children.split_whitespace().map(str::to_string))
+            .map(|pid| threads_cpu_time(&pid, |_| true))
+            .sum()
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         // SIGTERM is nginx's fast shutdown; its workers go with the master.
@@ -263,6 +277,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
+        let before = proxy.cpu_time();
         for port in [proxy.faka, proxy.outside] {
             rt.block_on(async {
                 let mut conn = AConn::new(port, Duration::from_secs(10));
@@ -272,6 +287,8 @@ mod tests {
                 }
             });
         }
+        // Its workers' time is counted: six TLS requests cost some.
+        assert!(proxy.cpu_time() > before);
     }
 
     fn sites() -> [Site; 2] {

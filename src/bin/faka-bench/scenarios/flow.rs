@@ -164,6 +164,8 @@ struct Measured {
     writer: WriterTotals,
     /// This process's CPU time: the load generator's.
     client_cpu: Duration,
+    /// The proxy's CPU time, when the journeys went through it.
+    proxy_cpu: Option<Duration>,
 }
 
 /// The timed part: journeys on every connection for the run's duration,
@@ -182,6 +184,8 @@ fn journeys(
     let client_before = own_cpu_time();
     let commit_thread = || threads_sched_times(&faka.pid().to_string(), |n| n == "faka-commit");
     let (machine_before, commit_before) = (MachineCpu::now(), commit_thread());
+    let proxy = faka.proxy.as_ref().filter(|p| p.faka == addr);
+    let proxy_before = proxy.map(Proxy::cpu_time);
     let key_prefix = format!("{prefix}-");
     let (states, elapsed) = run_tasks(
         addr,
@@ -200,6 +204,9 @@ fn journeys(
     let cpu = faka.cpu_time().saturating_sub(cpu_before);
     let writer = writer_totals(admin)?.since(writer_before);
     let client_cpu = own_cpu_time().saturating_sub(client_before);
+    let proxy_cpu = proxy
+        .zip(proxy_before)
+        .map(|(p, before)| p.cpu_time().saturating_sub(before));
     let mut all = Buyer::default();
     states.into_iter().for_each(|b| all.merge(b));
     Ok(Measured {
@@ -210,6 +217,7 @@ fn journeys(
         cpu,
         writer,
         client_cpu,
+        proxy_cpu,
     })
 }
 
@@ -286,7 +294,7 @@ fn rows(
     journey.outside = Some(orders_per_s / outside.max(1e-9));
     // "  proxy flow create": indented as the row it stands for.
     let named = |s: &str| format!("  {label}{}", s.trim_start());
-    vec![
+    let mut out = vec![
         journey,
         Row::new(
             &named("  flow create"),
@@ -323,5 +331,14 @@ fn rows(
             &named("  commit thread"),
             sched_share_text(m.commit, elapsed),
         ),
-    ]
+    ];
+    // What the TLS proxy took of the same cores, beside faka and the client.
+    if let Some(cpu) = m.proxy_cpu {
+        let per_order = cpu.as_secs_f64() * 1e6 / orders.max(1.0);
+        out.push(Row::info(
+            &named("  nginx CPU µs/order"),
+            format!("{per_order:.0}"),
+        ));
+    }
+    out
 }
