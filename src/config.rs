@@ -60,6 +60,11 @@ pub struct ServerConfig {
     /// every order and payment waits for, still get the CPU they need
     /// (0 = same priority as everything else).
     pub worker_nice: i32,
+    /// Nice value (-20–0) for the writer and its commit thread: below 0
+    /// they run before everything else on the machine, the proxy and the
+    /// HTTP workers included. Needs CAP_SYS_NICE; refused, faka warns
+    /// once and leaves them at 0.
+    pub writer_nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +76,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             request_timeout_secs: 10,
             worker_nice: 5,
+            writer_nice: 0,
         }
     }
 }
@@ -451,6 +457,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("server.trusted_proxies", Kind::List),
     ("server.request_timeout_secs", Kind::Int),
     ("server.worker_nice", Kind::Int),
+    ("server.writer_nice", Kind::Int),
     ("storage.data_dir", Kind::Str),
     ("storage.key_file", Kind::Str),
     ("storage.master_key", Kind::Str),

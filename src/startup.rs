@@ -37,6 +37,7 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
         snapshot_bytes: s.snapshot_mb * 1024 * 1024,
         webhooks: cfg.webhooks().is_some(),
         min_free_bytes: s.min_free_mb * 1024 * 1024,
+        writer_nice: cfg.server.writer_nice,
     }
 }
 

@@ -54,6 +54,9 @@ pub struct StoreOptions {
     pub webhooks: bool,
     /// Writes are refused (503) while less than this is free on the disk.
     pub min_free_bytes: u64,
+    /// Nice value of the writer and commit threads (`[server]
+    /// writer_nice`): below 0 raises them, 0 leaves them alone.
+    pub writer_nice: i32,
 }
 
 impl StoreOptions {
@@ -75,6 +78,7 @@ impl StoreOptions {
             snapshot_bytes: 256 * 1024 * 1024,
             webhooks: false,
             min_free_bytes: 16 * 1024 * 1024,
+            writer_nice: 0,
         }
     }
 }
@@ -186,6 +190,7 @@ impl Store {
                 stats: stats.clone(),
             },
             min_free_bytes: opts.min_free_bytes,
+            nice: opts.writer_nice,
             early: early.clone(),
             on_commit: Some(Box::new(move || {
                 if let Ok(hooks) = hooks.lock() {
