@@ -30,8 +30,12 @@ CRITICAL=(
     src/crypto.rs
     src/payments/hmac.rs
     src/payments/epay.rs
+    src/payments/alipay.rs
+    src/payments/wechat.rs
+    src/payments/stripe.rs
+    src/domain/pricing.rs
 )
-QUICK=(epay:: payments:: keys:: orders:: errors:: products::)
+QUICK=(epay:: alipay:: payments:: keys:: orders:: errors:: products:: wechat:: stripe::)
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=("${CRITICAL[@]}")
 

@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// every order and payment waits for, still get the CPU they need
     /// (0 = same priority as everything else).
     pub worker_nice: i32,
+    /// Nice value (-20–0) for the writer and its commit thread: below 0
+    /// they run before everything else on the machine, the proxy and the
+    /// HTTP workers included. Needs CAP_SYS_NICE; refused, faka warns
+    /// once and leaves them at 0.
+    pub writer_nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +77,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             request_timeout_secs: 10,
             worker_nice: 5,
+            writer_nice: 0,
         }
     }
 }
@@ -185,6 +191,70 @@ pub struct PaymentsConfig {
     pub hmac: Option<HmacConfig>,
     pub epay: Option<EpayConfig>,
     pub manual: ManualConfig,
+    pub alipay: Option<AlipayConfig>,
+    pub wechat: Option<WechatConfig>,
+    pub stripe: Option<StripeConfig>,
+}
+
+/// WeChat Pay API v3, Native (QR code). Enabled when `mchid` is set; the
+/// key files are read at start and a bad one stops the start naming it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WechatConfig {
+    pub mchid: String,
+    pub appid: String,
+    /// The serial number of the merchant's API certificate.
+    pub serial_no: String,
+    /// The merchant's API private key (`apiclient_key.pem`).
+    pub private_key_file: PathBuf,
+    /// The APIv3 key: 32 characters, the AES-256-GCM key of notifications.
+    pub api_v3_key: String,
+    /// WeChat Pay's public key, which signs its notifications.
+    pub platform_public_key_file: PathBuf,
+    /// That key's id (`PUB_KEY_ID_…`); when set, `Wechatpay-Serial` must equal it.
+    pub platform_key_id: Option<String>,
+    pub api_base: String,
+    /// How long starting a payment may wait for WeChat Pay.
+    pub timeout_ms: u64,
+}
+
+impl Default for WechatConfig {
+    fn default() -> Self {
+        WechatConfig {
+            mchid: String::new(),
+            appid: String::new(),
+            serial_no: String::new(),
+            private_key_file: PathBuf::new(),
+            api_v3_key: String::new(),
+            platform_public_key_file: PathBuf::new(),
+            platform_key_id: None,
+            api_base: "https://api.mch.weixin.qq.com".into(),
+            timeout_ms: 5000,
+        }
+    }
+}
+
+/// Stripe Checkout. Enabled when `secret_key` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StripeConfig {
+    pub secret_key: String,
+    /// The webhook endpoint's signing secret (`whsec_…`).
+    pub webhook_secret: String,
+    pub api_base: String,
+    /// How long starting a payment may wait for Stripe.
+    pub timeout_ms: u64,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        StripeConfig {
+            secret_key: String::new(),
+            webhook_secret: String::new(),
+            api_base: "https://api.stripe.com".into(),
+            timeout_ms: 5000,
+        }
+    }
 }
 
 /// The `manual` gateway is always enabled for the API; `public` offers it
@@ -210,7 +280,51 @@ pub struct EpayConfig {
     pub key: String,
     pub submit_url: String,
     /// The `type` of pay URLs (payment channel): `alipay`, `wxpay`, …
+    /// With `pay_types`, the one an order gets when the buyer names none
+    /// (if it is among them; otherwise the first of them is).
     pub pay_type: String,
+    /// The channels a buyer may choose among; empty = `pay_type` only.
+    pub pay_types: Vec<String>,
+}
+
+impl EpayConfig {
+    /// The channels buyers may choose, the default first.
+    pub fn channels(&self) -> Vec<String> {
+        if self.pay_types.is_empty() {
+            return vec![self.pay_type.clone()];
+        }
+        let mut out = self.pay_types.clone();
+        if let Some(i) = out.iter().position(|t| *t == self.pay_type) {
+            let default = out.remove(i);
+            out.insert(0, default);
+        }
+        out
+    }
+}
+
+/// Alipay open platform (RSA2). The key files are read at start; a file
+/// that is missing or not an RSA key stops the start with its path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlipayConfig {
+    pub app_id: String,
+    /// The application's private key (PKCS#8 or PKCS#1, PEM or the bare
+    /// base64 Alipay's key tool writes).
+    pub private_key_file: PathBuf,
+    /// Alipay's public key, as the open platform's console shows it.
+    pub alipay_public_key_file: PathBuf,
+    pub gateway_url: String,
+}
+
+impl Default for AlipayConfig {
+    fn default() -> Self {
+        AlipayConfig {
+            app_id: String::new(),
+            private_key_file: PathBuf::new(),
+            alipay_public_key_file: PathBuf::new(),
+            gateway_url: "https://openapi.alipay.com/gateway.do".into(),
+        }
+    }
 }
 
 impl Default for EpayConfig {
@@ -220,6 +334,7 @@ impl Default for EpayConfig {
             key: String::new(),
             submit_url: String::new(),
             pay_type: "alipay".into(),
+            pay_types: Vec::new(),
         }
     }
 }
@@ -387,6 +502,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("server.trusted_proxies", Kind::List),
     ("server.request_timeout_secs", Kind::Int),
     ("server.worker_nice", Kind::Int),
+    ("server.writer_nice", Kind::Int),
     ("storage.data_dir", Kind::Str),
     ("storage.key_file", Kind::Str),
     ("storage.master_key", Kind::Str),
@@ -407,6 +523,24 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("payments.epay.key", Kind::Str),
     ("payments.epay.submit_url", Kind::Str),
     ("payments.epay.pay_type", Kind::Str),
+    ("payments.epay.pay_types", Kind::List),
+    ("payments.alipay.app_id", Kind::Str),
+    ("payments.alipay.private_key_file", Kind::Str),
+    ("payments.alipay.alipay_public_key_file", Kind::Str),
+    ("payments.alipay.gateway_url", Kind::Str),
+    ("payments.wechat.mchid", Kind::Str),
+    ("payments.wechat.appid", Kind::Str),
+    ("payments.wechat.serial_no", Kind::Str),
+    ("payments.wechat.private_key_file", Kind::Str),
+    ("payments.wechat.api_v3_key", Kind::Str),
+    ("payments.wechat.platform_public_key_file", Kind::Str),
+    ("payments.wechat.platform_key_id", Kind::Str),
+    ("payments.wechat.api_base", Kind::Str),
+    ("payments.wechat.timeout_ms", Kind::Int),
+    ("payments.stripe.secret_key", Kind::Str),
+    ("payments.stripe.webhook_secret", Kind::Str),
+    ("payments.stripe.api_base", Kind::Str),
+    ("payments.stripe.timeout_ms", Kind::Int),
     ("webhooks.url", Kind::Str),
     ("webhooks.secret", Kind::Str),
     ("webhooks.include_keys", Kind::Bool),
@@ -546,9 +680,23 @@ impl Config {
 
     fn resolve_paths(&mut self, base: &Path) {
         let s = &mut self.storage;
+        let alipay = self
+            .payments
+            .alipay
+            .as_mut()
+            .into_iter()
+            .flat_map(|a| [&mut a.private_key_file, &mut a.alipay_public_key_file]);
+        let wechat = self
+            .payments
+            .wechat
+            .as_mut()
+            .into_iter()
+            .flat_map(|w| [&mut w.private_key_file, &mut w.platform_public_key_file]);
         for p in [&mut s.data_dir, &mut s.key_file]
             .into_iter()
             .chain(s.backup_dir.as_mut())
+            .chain(alipay)
+            .chain(wechat)
         {
             if p.is_relative() && !base.as_os_str().is_empty() {
                 *p = base.join(&*p);
@@ -600,6 +748,28 @@ impl Config {
                 ));
             }
         }
+        if let Some(e) = &self.payments.epay {
+            let name = |t: &String| {
+                !t.is_empty()
+                    && t.len() <= 32
+                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            };
+            if !e.channels().iter().all(name) {
+                return Err(invalid(
+                    "payments.epay.pay_types",
+                    "must be names like alipay, wxpay, qqpay",
+                ));
+            }
+        }
+        if let Some(a) = self.alipay() {
+            if !http_url(&a.gateway_url) {
+                return Err(invalid(
+                    "payments.alipay.gateway_url",
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        self.validate_providers()?;
         if let Some(w) = &self.webhooks {
             if !w.url.is_empty() && !http_url(&w.url) {
                 return Err(invalid(
@@ -684,6 +854,80 @@ impl Config {
     /// Outgoing e-mail, if enabled (`smtp_url` non-empty).
     pub fn email(&self) -> Option<&EmailConfig> {
         self.email.as_ref().filter(|e| !e.smtp_url.is_empty())
+    }
+
+    /// The alipay gateway, if enabled (app_id non-empty).
+    pub fn alipay(&self) -> Option<&AlipayConfig> {
+        self.payments
+            .alipay
+            .as_ref()
+            .filter(|a| !a.app_id.is_empty())
+    }
+
+    /// The gateways that call their provider: what they cannot start without.
+    fn validate_providers(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        };
+        let http_url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if let Some(w) = self.wechat() {
+            for (key, value) in [
+                ("appid", &w.appid),
+                ("serial_no", &w.serial_no),
+                ("api_v3_key", &w.api_v3_key),
+            ] {
+                if value.is_empty() {
+                    return Err(invalid(&format!("payments.wechat.{key}"), "must be set"));
+                }
+            }
+            if w.api_v3_key.len() != 32 {
+                return Err(invalid(
+                    "payments.wechat.api_v3_key",
+                    "must be the 32-character APIv3 key",
+                ));
+            }
+            if !http_url(&w.api_base) {
+                return Err(invalid(
+                    "payments.wechat.api_base",
+                    "must start with http:// or https://",
+                ));
+            }
+            if self.shop.currency != "CNY" {
+                return Err(invalid(
+                    "payments.wechat",
+                    "WeChat Pay takes CNY only: shop.currency must be CNY",
+                ));
+            }
+        }
+        if let Some(s) = self.stripe() {
+            if s.webhook_secret.is_empty() {
+                return Err(invalid("payments.stripe.webhook_secret", "must be set"));
+            }
+            if !http_url(&s.api_base) {
+                return Err(invalid(
+                    "payments.stripe.api_base",
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The wechat gateway, if enabled (`mchid` non-empty).
+    pub fn wechat(&self) -> Option<&WechatConfig> {
+        self.payments
+            .wechat
+            .as_ref()
+            .filter(|w| !w.mchid.is_empty())
+    }
+
+    /// The stripe gateway, if enabled (`secret_key` non-empty).
+    pub fn stripe(&self) -> Option<&StripeConfig> {
+        self.payments
+            .stripe
+            .as_ref()
+            .filter(|s| !s.secret_key.is_empty())
     }
 
     /// Outbound webhooks, if enabled (url and secret non-empty).
@@ -796,6 +1040,67 @@ mod tests {
             .to_string();
         assert!(e.contains("log.level"), "{e}");
         assert!(load("", &[("FAKA_LOG_LEVEL", "info,faka=debug")]).is_ok());
+    }
+
+    /// `pay_types` lists the channels with the default first; the old
+    /// single `pay_type` alone still works; a channel must be a name.
+    #[test]
+    fn epay_pay_types_put_the_default_first() {
+        let epay = |text: &str, env: &[(&str, &str)]| {
+            let c = load(&format!("[payments.epay]\npid = \"1\"\nkey = \"k\"\nsubmit_url = \"https://p.example\"\n{text}"), env);
+            c.map(|c| c.epay().unwrap().channels())
+        };
+        assert_eq!(epay("", &[]).unwrap(), ["alipay"]);
+        assert_eq!(epay("pay_type = \"wxpay\"\n", &[]).unwrap(), ["wxpay"]);
+        assert_eq!(
+            epay(
+                "pay_type = \"wxpay\"\npay_types = [\"alipay\", \"wxpay\"]\n",
+                &[]
+            )
+            .unwrap(),
+            ["wxpay", "alipay"]
+        );
+        assert_eq!(
+            epay("pay_types = [\"qqpay\", \"wxpay\"]\n", &[]).unwrap(),
+            ["qqpay", "wxpay"],
+            "the default pay_type (alipay) is not among them: the first is"
+        );
+        assert_eq!(
+            epay("", &[("FAKA_PAYMENTS_EPAY_PAY_TYPES", "wxpay, alipay")]).unwrap(),
+            ["alipay", "wxpay"]
+        );
+        for bad in [
+            "pay_types = [\"\"]",
+            "pay_types = [\"a&b\"]",
+            "pay_type = \"x y\"",
+        ] {
+            let e = epay(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains("payments.epay.pay_types"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn alipay_needs_an_app_id_and_resolves_its_key_files() {
+        let text = "[payments.alipay]\napp_id = \"2021\"\nprivate_key_file = \"keys/app.pem\"\nalipay_public_key_file = \"/etc/alipay.pem\"\n";
+        let c = Config::from_toml(text, "x", Path::new("/etc/faka"), Vec::new()).unwrap();
+        let a = c.alipay().unwrap();
+        assert_eq!(a.private_key_file, PathBuf::from("/etc/faka/keys/app.pem"));
+        assert_eq!(a.alipay_public_key_file, PathBuf::from("/etc/alipay.pem"));
+        assert_eq!(a.gateway_url, "https://openapi.alipay.com/gateway.do");
+        assert!(load("[payments.alipay]\napp_id = \"\"\n", &[])
+            .unwrap()
+            .alipay()
+            .is_none());
+        let e = load(
+            "",
+            &[
+                ("FAKA_PAYMENTS_ALIPAY_APP_ID", "2021"),
+                ("FAKA_PAYMENTS_ALIPAY_GATEWAY_URL", "openapi.alipay.com"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("payments.alipay.gateway_url"), "{e}");
     }
 
     #[test]

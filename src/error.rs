@@ -48,6 +48,9 @@ pub enum Error {
         message: String,
         retry_after: Duration,
     },
+    /// A coupon that does not apply to the order; the message says why.
+    #[error("{0}")]
+    InvalidCoupon(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -84,7 +87,7 @@ impl Error {
             Error::RequestTimeout(_) => 408,
             Error::OutOfStock(_) | Error::Conflict(_) => 409,
             Error::PayloadTooLarge(_) => 413,
-            Error::Invalid { .. } => 422,
+            Error::Invalid { .. } | Error::InvalidCoupon(_) => 422,
             Error::RateLimited { .. } => 429,
             Error::Unavailable { .. } => 503,
         }
@@ -107,6 +110,7 @@ impl Error {
             Error::Invalid { .. } => "invalid_request",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable { .. } => "unavailable",
+            Error::InvalidCoupon(_) => "invalid_coupon",
         }
     }
 

@@ -41,6 +41,7 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
             buyer: cfg.email().is_some(),
             merchant: cfg.email().is_some_and(|e| e.merchant.is_some()),
         },
+        writer_nice: cfg.server.writer_nice,
     }
 }
 
@@ -328,6 +329,9 @@ impl Application {
             .map_err(|e| StartError(e.to_string()))?
             .port();
         set_listen_backlog(&listener).map_err(|e| fail("listening")(e.to_string()))?;
+        // Gateway key files are read before anything is created or opened:
+        // a bad one stops the start here, naming it.
+        let gateways = Gateways::from_config(&cfg).map_err(StartError)?;
         let (crypto, created_key_file) = load_crypto(&cfg)?;
         let (store, check) = open_store(&cfg)?;
         if let Err(e) = verify_master_key(&store, &crypto, &cfg) {
@@ -366,7 +370,7 @@ impl Application {
             metrics: metrics.clone(),
             store: store.clone(),
             admin: auth::AdminAuth::new(cfg.admin.token.as_deref(), &cfg.storage.data_dir),
-            gateways: Gateways::from_config(&cfg),
+            gateways,
             crypto,
             config: cfg.clone(),
             views: Default::default(),
@@ -418,6 +422,7 @@ impl Application {
             cfg.epay().is_some(),
             cfg.webhooks().is_some(),
         );
+        let alipay = cfg.alipay().is_some();
         let announce = Box::new(move || {
             tracing::info!(
                 version = env!("CARGO_PKG_VERSION"),
@@ -425,6 +430,7 @@ impl Application {
                 data_dir,
                 hmac,
                 epay,
+                alipay,
                 webhooks,
                 "faka is serving"
             );

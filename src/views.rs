@@ -49,6 +49,14 @@ pub struct ProductView<'a> {
     #[schema(required = true)]
     pub instructions: Option<&'a str>,
     pub low_stock: u64,
+    /// Wholesale prices, sorted by `min_quantity`.
+    pub tiers: Vec<TierView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TierView {
+    pub min_quantity: u32,
+    pub price: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -83,6 +91,15 @@ pub fn product<'a>(p: &'a Product, stock: u64, currency: &'a str) -> ProductView
         image_url: p.presentation.image_url.as_deref(),
         instructions: p.presentation.instructions.as_deref(),
         low_stock: p.presentation.low_stock,
+        tiers: p
+            .presentation
+            .tiers
+            .iter()
+            .map(|t| TierView {
+                min_quantity: t.min_quantity,
+                price: t.price,
+            })
+            .collect(),
     }
 }
 
@@ -104,6 +121,11 @@ pub struct OrderView<'a> {
     pub status: &'a str,
     pub product_id: &'a str,
     pub quantity: u32,
+    pub unit_price: u64,
+    pub subtotal: u64,
+    #[schema(required = true)]
+    pub coupon: Option<&'a str>,
+    pub discount: u64,
     pub amount: u64,
     pub currency: &'a str,
     pub created_at: String,
@@ -124,6 +146,10 @@ pub fn order<'a>(o: &'a Order, currency: &'a str, keys: Option<Vec<String>>) -> 
         status: o.status.as_str(),
         product_id: &o.product_id,
         quantity: o.quantity,
+        unit_price: o.pricing.unit_price,
+        subtotal: o.pricing.subtotal,
+        coupon: o.pricing.coupon.as_deref(),
+        discount: o.pricing.discount,
         amount: o.amount,
         currency,
         created_at: rfc3339(o.created_at_ms),
@@ -194,6 +220,11 @@ pub struct CreatedOrderView<'a> {
     pub status: &'a str,
     pub product_id: &'a str,
     pub quantity: u32,
+    pub unit_price: u64,
+    pub subtotal: u64,
+    #[schema(required = true)]
+    pub coupon: Option<&'a str>,
+    pub discount: u64,
     pub amount: u64,
     pub currency: &'a str,
     pub email: &'a str,
@@ -216,6 +247,10 @@ pub fn created_order<'a>(
         status: o.status.as_str(),
         product_id: &o.product_id,
         quantity: o.quantity,
+        unit_price: o.pricing.unit_price,
+        subtotal: o.pricing.subtotal,
+        coupon: o.pricing.coupon.as_deref(),
+        discount: o.pricing.discount,
         amount: o.amount,
         currency,
         email: &o.email,
@@ -330,6 +365,37 @@ pub struct HealthView {
     pub status: &'static str,
 }
 
+/// `GET /api/v1/gateways`: what a buyer may choose, in the order offered.
+#[derive(Serialize, ToSchema)]
+pub struct GatewayList<'a> {
+    pub gateways: Vec<GatewayView<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GatewayView<'a> {
+    /// The order's `gateway`.
+    pub id: &'static str,
+    pub name: &'static str,
+    /// The order's possible `pay_type`s, the default first (empty: none).
+    pub pay_types: Vec<String>,
+    /// `manual` only: how to pay the merchant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<&'a str>,
+}
+
+/// A gateway's name for buyers.
+pub fn gateway_name(g: crate::domain::ids::Gateway) -> &'static str {
+    use crate::domain::ids::Gateway;
+    match g {
+        Gateway::Manual => "Manual payment",
+        Gateway::Hmac => "Online payment",
+        Gateway::Epay => "易支付 (epay)",
+        Gateway::Alipay => "支付宝 (Alipay)",
+        Gateway::Wechat => "微信支付 (WeChat Pay)",
+        Gateway::Stripe => "Card (Stripe)",
+    }
+}
+
 /// The hmac gateway's acknowledgement of an applied callback.
 #[derive(Serialize, ToSchema)]
 pub struct CallbackAck<'a> {
@@ -411,4 +477,67 @@ pub struct EmailList<'a> {
     pub emails: Vec<EmailView<'a>>,
     #[schema(required = true)]
     pub next_cursor: Option<String>,
+}
+
+/// A coupon as the merchant sees it, with its use counts.
+#[derive(Serialize, ToSchema)]
+pub struct CouponView<'a> {
+    pub code: &'a str,
+    /// `percent` or `fixed`.
+    pub kind: &'a str,
+    pub value: u64,
+    /// Empty: every product.
+    pub product_ids: &'a [String],
+    pub min_amount: u64,
+    #[schema(required = true)]
+    pub max_uses: Option<u64>,
+    #[schema(required = true)]
+    pub max_uses_per_email: Option<u64>,
+    #[schema(required = true)]
+    pub starts_at: Option<String>,
+    #[schema(required = true)]
+    pub expires_at: Option<String>,
+    pub active: bool,
+    /// Paid orders that carry it.
+    pub uses: u64,
+    /// Pending orders that carry it.
+    pub held: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn coupon(c: &crate::domain::pricing::Coupon) -> CouponView<'_> {
+    CouponView {
+        code: &c.code,
+        kind: c.kind.as_str(),
+        value: c.value,
+        product_ids: &c.product_ids,
+        min_amount: c.min_amount,
+        max_uses: c.max_uses,
+        max_uses_per_email: c.max_uses_per_email,
+        starts_at: c.starts_at_ms.map(rfc3339),
+        expires_at: c.expires_at_ms.map(rfc3339),
+        active: c.active,
+        uses: c.uses,
+        held: c.held,
+        created_at: rfc3339(c.created_at_ms),
+        updated_at: rfc3339(c.updated_at_ms),
+    }
+}
+
+/// `GET /api/v1/admin/coupons`.
+#[derive(Serialize, ToSchema)]
+pub struct CouponList<'a> {
+    pub coupons: Vec<CouponView<'a>>,
+}
+
+/// `POST /api/v1/orders/quote`: what the order would cost now.
+#[derive(Serialize, ToSchema)]
+pub struct QuoteView<'a> {
+    pub unit_price: u64,
+    pub subtotal: u64,
+    pub discount: u64,
+    pub amount: u64,
+    pub currency: &'a str,
+    pub stock: u64,
 }

@@ -1,6 +1,6 @@
 //! Property tests for every parser that hostile input reaches: epay money
 //! strings and signatures, product ids, e-mails, order numbers, key uploads,
-//! JSON bodies, the config file, and hmac/epay callback verification.
+//! JSON bodies, the config file, and hmac/epay/alipay callback verification.
 //!
 //! Case counts are kept moderate so the whole binary runs in seconds in a
 //! debug build; failures are not persisted to files (the shrunk case is in
@@ -10,6 +10,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use faka::config::Config;
 use faka::domain::ids::{Email, Gateway, OrderNo, ProductId};
 use faka::json::parse_json;
+use faka::payments::alipay::{self, AlipayGateway};
 use faka::payments::epay::{format_money, parse_money, sign, EpayGateway};
 use faka::payments::hmac::HmacGateway;
 use faka::payments::{CallbackRequest, PaymentGateway};
@@ -318,14 +319,14 @@ proptest! {
     }
 
     #[test]
-    fn only_the_three_gateways_parse(s in prop_oneof![
+    fn only_the_known_gateways_parse(s in prop_oneof![
         any::<String>(),
-        "(manual|hmac|epay|Manual|HMAC|EPAY| epay|epay |alipay)",
+        "(manual|hmac|epay|alipay|wechat|stripe|Manual|HMAC|EPAY| epay|epay |Stripe|wxpay|Alipay)",
     ]) {
         match Gateway::parse(&s) {
             Ok(g) => prop_assert_eq!(g.as_str(), s.as_str()),
             Err(e) => {
-                prop_assert!(!["manual", "hmac", "epay"].contains(&s.as_str()));
+                prop_assert!(!["manual", "hmac", "epay", "alipay", "wechat", "stripe"].contains(&s.as_str()));
                 prop_assert_eq!(faka::error::Error::from(e).code(), "invalid_request");
             }
         }
@@ -779,7 +780,7 @@ fn epay() -> EpayGateway {
         EPAY_KEY,
         "https://pay.example.com/submit.php",
         "http://127.0.0.1:8080",
-        "alipay",
+        vec!["alipay".into()],
     )
 }
 
@@ -864,5 +865,376 @@ proptest! {
         body in prop::collection::vec(any::<u8>(), 0..160),
     ) {
         prop_assert!(epay_verify(&query, &body).is_err());
+    }
+}
+
+// ------------------------------------------------------ tiers and coupons
+
+use faka::domain::model::Tier;
+use faka::domain::pricing::{
+    coupon_key, discount, parse_tiers, unit_price, valid_code, CouponKind, MAX_TIERS,
+};
+
+fn code_oracle(s: &str) -> bool {
+    (3..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn tiers() -> impl Strategy<Value = Vec<Tier>> {
+    prop::collection::vec(
+        (0u32..60, 0u64..2_000).prop_map(|(min_quantity, price)| Tier {
+            min_quantity,
+            price,
+        }),
+        0..20,
+    )
+}
+
+proptest! {
+    #![proptest_config(cases(2000))]
+
+    #[test]
+    fn coupon_codes_are_accepted_exactly_by_their_grammar(
+        s in prop_oneof!["[A-Za-z0-9_\\-]{0,40}", "[A-Za-z0-9_\\- .!ü]{0,40}", any::<String>()]
+    ) {
+        prop_assert_eq!(valid_code(&s), code_oracle(&s));
+        if valid_code(&s) {
+            prop_assert_eq!(coupon_key(&s), coupon_key(&s.to_ascii_uppercase()));
+            prop_assert!(valid_code(&coupon_key(&s)));
+        }
+    }
+
+    #[test]
+    fn tiers_are_accepted_exactly_when_valid_and_come_back_sorted(t in tiers(), max in 0u64..2_500) {
+        let mut mins: Vec<u32> = t.iter().map(|t| t.min_quantity).collect();
+        mins.sort();
+        let unique = mins.windows(2).all(|w| w[0] != w[1]);
+        let valid = t.len() <= MAX_TIERS
+            && unique
+            && t.iter().all(|t| t.min_quantity >= 2 && t.price <= max);
+        let parsed = parse_tiers(t.clone(), max);
+        prop_assert_eq!(parsed.is_ok(), valid, "{:?}", t);
+        if let Ok(sorted) = parsed {
+            prop_assert!(sorted.windows(2).all(|w| w[0].min_quantity < w[1].min_quantity));
+            let mut reversed = t.clone();
+            reversed.reverse();
+            prop_assert_eq!(parse_tiers(reversed, max).unwrap(), sorted);
+        }
+    }
+
+    #[test]
+    fn the_unit_price_is_the_highest_tier_reached(
+        t in tiers(), price in 0u64..5_000, q in 0u32..80
+    ) {
+        let Ok(sorted) = parse_tiers(t, u64::MAX) else { return Ok(()) };
+        let want = sorted
+            .iter()
+            .filter(|t| t.min_quantity <= q)
+            .max_by_key(|t| t.min_quantity)
+            .map_or(price, |t| t.price);
+        prop_assert_eq!(unit_price(price, &sorted, q), want);
+    }
+
+    #[test]
+    fn a_discount_is_never_more_than_the_subtotal(
+        subtotal in any::<u64>(), value in 0u64..200, fixed in any::<u64>()
+    ) {
+        let pct = discount(CouponKind::Percent, value, subtotal);
+        prop_assert!(pct <= subtotal);
+        if value <= 100 {
+            prop_assert_eq!(pct as u128, subtotal as u128 * value as u128 / 100);
+        }
+        prop_assert_eq!(discount(CouponKind::Fixed, fixed, subtotal), fixed.min(subtotal));
+    }
+}
+
+// ---------------------------------------------------------------- alipay
+
+/// Two key pairs, made once: [0] stands for Alipay's, [1] for another's.
+fn alipay_keys() -> &'static [rsa::RsaPrivateKey; 2] {
+    static KEYS: std::sync::OnceLock<[rsa::RsaPrivateKey; 2]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut rng = rand::thread_rng();
+        let mut make = || rsa::RsaPrivateKey::new(&mut rng, 2048).expect("key pair");
+        [make(), make()]
+    })
+}
+
+const ALIPAY_APP_ID: &str = "2021000000000001";
+
+fn alipay_verify(body: &[u8]) -> Result<u64, String> {
+    let gateway = AlipayGateway::new(
+        ALIPAY_APP_ID,
+        alipay_keys()[1].clone(),
+        alipay_keys()[0].to_public_key(),
+        "https://openapi.alipay.com/gateway.do",
+        "http://127.0.0.1:8080",
+    );
+    let h = HeaderMap::new();
+    let req = CallbackRequest {
+        headers: &h,
+        query: "",
+        body,
+        now_secs: NOW,
+    };
+    gateway
+        .verify(&req)
+        .map(|p| p.amount)
+        .map_err(|e| e.code().to_string())
+}
+
+/// A paid notify's fields, with arbitrary text where Alipay puts its own.
+fn alipay_form() -> impl Strategy<Value = Vec<(String, String)>> {
+    (
+        "F[0-9A-HJKMNP-TV-Z]{16}",
+        "[0-9]{28}",
+        canonical_money(),
+        "\\PC{0,12}",
+    )
+        .prop_map(|(order, trade, amount, subject)| {
+            vec![
+                ("app_id".into(), ALIPAY_APP_ID.into()),
+                ("trade_no".into(), trade),
+                ("out_trade_no".into(), order),
+                ("subject".into(), subject),
+                ("total_amount".into(), amount),
+                ("trade_status".into(), "TRADE_SUCCESS".into()),
+                ("charset".into(), "utf-8".into()),
+            ]
+        })
+}
+
+fn alipay_signed(mut form: Vec<(String, String)>, key: &rsa::RsaPrivateKey) -> String {
+    let s = alipay::rsa2_sign(key, &alipay::sign_content(&form, true)).expect("sign");
+    form.push(("sign".into(), s));
+    form.push(("sign_type".into(), "RSA2".into()));
+    serde_urlencoded::to_string(&form).expect("form")
+}
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    #[test]
+    fn total_amount_accepts_exactly_the_grammar(s in moneyish()) {
+        prop_assert_eq!(alipay::parse_total_amount(&s), money_oracle(&s), "input {:?}", s);
+    }
+
+    #[test]
+    fn alipay_verification_never_panics_and_refuses_garbage(
+        body in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200).boxed(),
+            "([a-z_]{1,12}=[^&]{0,12}&){0,9}(sign=[A-Za-z0-9+/=]{0,344})?"
+                .prop_map(String::into_bytes)
+                .boxed(),
+        ],
+    ) {
+        prop_assert!(alipay_verify(&body).is_err());
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(64))]
+
+    #[test]
+    fn alipay_accepts_its_signature_with_exact_money(form in alipay_form()) {
+        let amount = alipay::parse_total_amount(&form[4].1).expect("amount");
+        let body = alipay_signed(form, &alipay_keys()[0]);
+        prop_assert_eq!(alipay_verify(body.as_bytes()), Ok(amount));
+    }
+
+    #[test]
+    fn alipay_never_accepts_another_key_or_a_changed_field(
+        form in alipay_form(),
+        which in any::<prop::sample::Index>(),
+        new_value in "[0-9A-Za-z.]{1,12}",
+    ) {
+        let body = alipay_signed(form.clone(), &alipay_keys()[1]);
+        prop_assert_eq!(alipay_verify(body.as_bytes()), Err("invalid_signature".into()));
+        // Signed, then one field changed in transit.
+        let i = which.index(form.len());
+        if form[i].1 != new_value {
+            let body = alipay_signed(form.clone(), &alipay_keys()[0]);
+            let encoded = serde_urlencoded::to_string([(&form[i].0, &form[i].1)]).expect("pair");
+            let changed = serde_urlencoded::to_string([(&form[i].0, &new_value)]).expect("pair");
+            let forged = body.replacen(&encoded, &changed, 1);
+            prop_assert_eq!(alipay_verify(forged.as_bytes()), Err("invalid_signature".into()));
+        }
+    }
+}
+
+// ------------------------------------------------ wechat and stripe notify
+
+fn stripe() -> faka::payments::stripe::StripeGateway {
+    let cfg = faka::config::StripeConfig {
+        secret_key: "sk_test".into(),
+        webhook_secret: "whsec_test".into(),
+        ..Default::default()
+    };
+    faka::payments::stripe::StripeGateway::new(&cfg, "http://127.0.0.1:8080", "CNY")
+}
+
+/// A Stripe-Signature-like header: pieces of the real grammar and noise.
+fn stripe_header() -> impl Strategy<Value = String> {
+    let item = prop_oneof![
+        "t=-?[0-9]{0,20}",
+        "v1=[0-9a-f]{0,70}",
+        "v0=[0-9a-f]{64}",
+        "[ -~]{0,20}",
+        Just("t=".to_string()),
+        Just("=".to_string()),
+    ];
+    prop::collection::vec(item, 0..6).prop_map(|items| items.join(","))
+}
+
+/// A webhook body: a Checkout Session event with odd fields, or noise.
+fn stripe_body() -> impl Strategy<Value = Vec<u8>> {
+    let odd = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        "[ -~]{0,12}".prop_map(serde_json::Value::from),
+    ];
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        (odd.clone(), odd.clone(), odd.clone(), odd).prop_map(|(a, b, c, d)| {
+            serde_json::to_vec(&serde_json::json!({
+                "type": "checkout.session.completed",
+                "data": {"object": {"id": a, "client_reference_id": b, "amount_total": c,
+                    "currency": "cny", "payment_status": d}},
+            }))
+            .expect("json")
+        }),
+    ]
+}
+
+fn stripe_verify(header: &str, body: &[u8]) -> Result<(), faka::error::Error> {
+    let h = vec![("Stripe-Signature", header)];
+    let req = CallbackRequest {
+        headers: &h,
+        query: "",
+        body,
+        now_secs: NOW,
+    };
+    stripe().notice(&req).map(|_| ())
+}
+
+/// A wechat gateway with test keys (made once): [merchant, platform].
+fn wechat() -> &'static (faka::payments::wechat::WechatGateway, rsa::RsaPrivateKey) {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    static G: std::sync::OnceLock<(faka::payments::wechat::WechatGateway, rsa::RsaPrivateKey)> =
+        std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        let mut rng = rand::thread_rng();
+        let merchant = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("key");
+        let platform = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("key");
+        let dir = tempfile::tempdir().expect("dir");
+        let (private, public) = (dir.path().join("k.pem"), dir.path().join("p.pem"));
+        let pem = merchant.to_pkcs8_pem(LineEnding::LF).expect("pem");
+        std::fs::write(&private, pem.as_bytes()).expect("write");
+        let pem = platform
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("pem");
+        std::fs::write(&public, pem).expect("write");
+        let cfg = faka::config::WechatConfig {
+            mchid: "1900000109".into(),
+            appid: "wxd678efh567hg6787".into(),
+            serial_no: "S".into(),
+            private_key_file: private,
+            api_v3_key: "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb".into(),
+            platform_public_key_file: public,
+            ..Default::default()
+        };
+        let g = faka::payments::wechat::WechatGateway::new(&cfg, "http://127.0.0.1:8080")
+            .expect("gateway");
+        (g, platform)
+    })
+}
+
+fn wechat_verify(headers: &[(String, String)], body: &[u8]) -> Result<(), faka::error::Error> {
+    let h = headers.to_vec();
+    let req = CallbackRequest {
+        headers: &h,
+        query: "",
+        body,
+        now_secs: NOW,
+    };
+    wechat().0.verify(&req).map(|_| ())
+}
+
+/// A notification body: noise, or JSON with an odd resource.
+fn wechat_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        ("[ -~]{0,16}", "[ -~]{0,40}", "[ -~]{0,16}", "[ -~]{0,20}").prop_map(
+            |(alg, ct, ad, n)| {
+                serde_json::to_vec(&serde_json::json!({
+                "resource": {"algorithm": alg, "ciphertext": ct, "associated_data": ad, "nonce": n},
+            }))
+            .expect("json")
+            }
+        ),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn stripe_signature_headers_never_panic_and_refuse_with_400(h in stripe_header()) {
+        if let Err(e) = faka::payments::stripe::parse_signature_header(&h) {
+            prop_assert_eq!(e.code(), "invalid_signature");
+        }
+    }
+
+    /// Odd headers and bodies: a 4xx, never a panic or a 5xx; signed
+    /// properly, an odd body is read without panicking either.
+    #[test]
+    fn stripe_webhooks_never_panic_or_answer_5xx(h in stripe_header(), body in stripe_body()) {
+        if let Err(e) = stripe_verify(&h, &body) {
+            prop_assert!(e.status() < 500, "{:?}", e);
+        }
+        let sig = hex::encode(faka::payments::stripe::sign("whsec_test", NOW, &body));
+        match stripe_verify(&format!("t={NOW},v1={sig}"), &body) {
+            Ok(()) => {}
+            Err(e) => prop_assert!(e.status() < 500 && e.code() != "invalid_signature", "{:?}", e),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(64))]
+
+    #[test]
+    fn wechat_notifications_never_panic_or_answer_5xx(
+        ts in prop_oneof!["[0-9]{0,12}", "[ -~]{0,12}", Just(NOW.to_string())],
+        nonce in "[ -~]{0,32}",
+        sig in prop_oneof!["[A-Za-z0-9+/=]{0,400}", "[ -~]{0,40}"],
+        serial in "[ -~]{0,20}",
+        body in wechat_body(),
+    ) {
+        let headers = vec![
+            ("Wechatpay-Timestamp".to_string(), ts),
+            ("Wechatpay-Nonce".to_string(), nonce.clone()),
+            ("Wechatpay-Signature".to_string(), sig),
+            ("Wechatpay-Serial".to_string(), serial.clone()),
+        ];
+        let e = wechat_verify(&headers, &body).expect_err("unsigned");
+        prop_assert_eq!(e.code(), "invalid_signature");
+        // Signed with the platform key: what remains is the body's shape.
+        use rsa::signature::{SignatureEncoding, Signer};
+        let message = faka::payments::wechat::notify_message(&NOW.to_string(), &nonce, &body);
+        let signed = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(wechat().1.clone()).sign(&message);
+        let headers = vec![
+            ("Wechatpay-Timestamp".to_string(), NOW.to_string()),
+            ("Wechatpay-Nonce".to_string(), if nonce.trim().is_empty() { "n".into() } else { nonce }),
+            ("Wechatpay-Signature".to_string(), base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD, signed.to_bytes())),
+            ("Wechatpay-Serial".to_string(), if serial.trim().is_empty() { "s".into() } else { serial }),
+        ];
+        if let Err(e) = wechat_verify(&headers, &body) {
+            prop_assert!(e.status() < 500, "{:?}", e);
+        }
     }
 }

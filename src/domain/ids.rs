@@ -178,6 +178,9 @@ pub enum Gateway {
     Manual,
     Hmac,
     Epay,
+    Alipay,
+    Wechat,
+    Stripe,
 }
 
 impl Gateway {
@@ -186,6 +189,9 @@ impl Gateway {
             "manual" => Ok(Gateway::Manual),
             "hmac" => Ok(Gateway::Hmac),
             "epay" => Ok(Gateway::Epay),
+            "alipay" => Ok(Gateway::Alipay),
+            "wechat" => Ok(Gateway::Wechat),
+            "stripe" => Ok(Gateway::Stripe),
             _ => Err(Error::invalid(
                 "gateway",
                 format!("unknown gateway {:?}", printable(s, 32)),
@@ -198,6 +204,9 @@ impl Gateway {
             Gateway::Manual => "manual",
             Gateway::Hmac => "hmac",
             Gateway::Epay => "epay",
+            Gateway::Alipay => "alipay",
+            Gateway::Wechat => "wechat",
+            Gateway::Stripe => "stripe",
         }
     }
 }
@@ -329,10 +338,17 @@ mod tests {
 
     #[test]
     fn gateways_round_trip_their_names() {
-        for g in [Gateway::Manual, Gateway::Hmac, Gateway::Epay] {
+        for g in [
+            Gateway::Manual,
+            Gateway::Hmac,
+            Gateway::Epay,
+            Gateway::Alipay,
+            Gateway::Wechat,
+            Gateway::Stripe,
+        ] {
             assert_eq!(Gateway::parse(g.as_str()).unwrap(), g);
         }
-        assert!(Gateway::parse("alipay").is_err());
+        assert!(Gateway::parse("paypal").is_err());
     }
 
     #[test]

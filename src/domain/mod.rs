@@ -5,3 +5,4 @@
 pub mod ids;
 pub mod model;
 pub mod order;
+pub mod pricing;

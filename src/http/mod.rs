@@ -6,6 +6,7 @@
 pub mod admin_orders;
 pub mod auth;
 pub(crate) mod body;
+pub mod coupons;
 pub mod emails;
 mod health;
 pub mod keys;
@@ -126,7 +127,12 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
         "/api/v1/orders",
         "Create an order holding keys (Idempotency-Key supported)",
     ),
-    // Before `/api/v1/orders/{order_no}`: actix matches paths in order.
+    // Before `/orders/{order_no}`: a resource matches by path first.
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/orders/quote",
+        "Price an order (tiers, coupon) without holding anything",
+    ),
     openapi::RouteDoc::public(
         "POST",
         "/api/v1/orders/lookup",
@@ -151,6 +157,26 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
         "POST",
         "/api/v1/payments/epay/notify",
         "epay (易支付) notify by form",
+    ),
+    openapi::RouteDoc::public(
+        "GET",
+        "/api/v1/gateways",
+        "The gateways a buyer may choose, with their pay types",
+    ),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/payments/alipay/notify",
+        "Alipay asynchronous notify (form, RSA2)",
+    ),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/payments/wechat/notify",
+        "WeChat Pay v3 notify (Wechatpay-Signature, encrypted resource)",
+    ),
+    openapi::RouteDoc::public(
+        "POST",
+        "/api/v1/payments/stripe/notify",
+        "Stripe webhook (Stripe-Signature)",
     ),
     openapi::RouteDoc::admin(
         "GET",
@@ -221,6 +247,14 @@ pub const ROUTES: &[openapi::RouteDoc] = &[
         "/api/v1/admin/emails/{id}/retry",
         "Re-queue a dead e-mail",
     ),
+    openapi::RouteDoc::admin(
+        "GET",
+        "/api/v1/admin/coupons",
+        "All coupons with use counts",
+    ),
+    openapi::RouteDoc::admin("POST", "/api/v1/admin/coupons", "Create a coupon"),
+    openapi::RouteDoc::admin("GET", "/api/v1/admin/coupons/{code}", "One coupon"),
+    openapi::RouteDoc::admin("PATCH", "/api/v1/admin/coupons/{code}", "Edit a coupon"),
 ];
 
 /// The handler of one table entry. A route in [`ROUTES`] without a handler
@@ -237,6 +271,10 @@ fn handler(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/v1/payments/hmac/notify") => web::post().to(payments::hmac_notify),
         ("GET", "/api/v1/payments/epay/notify") => web::get().to(payments::epay_notify),
         ("POST", "/api/v1/payments/epay/notify") => web::post().to(payments::epay_notify),
+        ("GET", "/api/v1/gateways") => web::get().to(payments::list_gateways),
+        ("POST", "/api/v1/payments/alipay/notify") => web::post().to(payments::alipay_notify),
+        ("POST", "/api/v1/payments/wechat/notify") => web::post().to(payments::wechat_notify),
+        ("POST", "/api/v1/payments/stripe/notify") => web::post().to(payments::stripe_notify),
         ("GET", "/api/v1/admin/products") => web::get().to(products::list_admin),
         ("POST", "/api/v1/admin/products") => web::post().to(products::create),
         ("PATCH", "/api/v1/admin/products/{id}") => web::patch().to(products::update),
@@ -255,6 +293,11 @@ fn handler(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/v1/orders/{order_no}/resend") => web::post().to(emails::resend),
         ("GET", "/api/v1/admin/emails") => web::get().to(emails::list),
         ("POST", "/api/v1/admin/emails/{id}/retry") => web::post().to(emails::retry),
+        ("POST", "/api/v1/orders/quote") => web::post().to(orders::quote),
+        ("GET", "/api/v1/admin/coupons") => web::get().to(coupons::list),
+        ("POST", "/api/v1/admin/coupons") => web::post().to(coupons::create),
+        ("GET", "/api/v1/admin/coupons/{code}") => web::get().to(coupons::get),
+        ("PATCH", "/api/v1/admin/coupons/{code}") => web::patch().to(coupons::update),
         _ => return None,
     };
     Some(r)

@@ -99,6 +99,18 @@ const EPAY_FIELDS: &[&str] = &[
     "sign_type",
 ];
 
+/// The fields of an Alipay notify that faka reads (it verifies all of
+/// them; Alipay sends more).
+const ALIPAY_FIELDS: &[&str] = &[
+    "app_id",
+    "out_trade_no",
+    "trade_no",
+    "total_amount",
+    "trade_status",
+    "sign",
+    "sign_type",
+];
+
 /// What one route takes and answers beyond its path parameters.
 struct Shape {
     params: Vec<Value>,
@@ -128,6 +140,11 @@ impl Shape {
     }
     fn created(mut self) -> Self {
         self.ok_status = "201";
+        self
+    }
+    /// Success is `204` without a body (`ok` is not used).
+    fn no_content(mut self) -> Self {
+        self.ok_status = "204";
         self
     }
 }
@@ -214,6 +231,43 @@ fn shape(method: &str, path: &str, s: &mut Schemas) -> Option<Shape> {
             shape.ok_status = "202";
             shape
         }
+        ("POST", "/api/v1/orders/quote") => Shape::new(json_content(s.of::<views::QuoteView>()))
+            .body(json_content(s.of::<orders::CreateBody>())),
+        ("GET", "/api/v1/gateways") => Shape::new(json_content(s.of::<views::GatewayList>())),
+        ("POST", "/api/v1/payments/alipay/notify") => {
+            let props: Map<String, Value> = ALIPAY_FIELDS
+                .iter()
+                .map(|f| (f.to_string(), json!({"type": "string"})))
+                .collect();
+            Shape::new(plain_text("success")).body(json!({
+                "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": props}}
+            }))
+        }
+        ("POST", "/api/v1/payments/wechat/notify") => Shape::new(Value::Null)
+            .no_content()
+            .body(json_content(json!({"type": "object"})))
+            .params(
+                [
+                    "Wechatpay-Timestamp",
+                    "Wechatpay-Nonce",
+                    "Wechatpay-Signature",
+                    "Wechatpay-Serial",
+                ]
+                .iter()
+                .map(|h| param(h, "header", true, "WeChat Pay's signature headers"))
+                .collect(),
+            ),
+        ("POST", "/api/v1/payments/stripe/notify") => Shape::new(json_content(json!({
+            "type": "object",
+            "properties": {"received": {"type": "string", "enum": ["applied", "ignored"]}},
+        })))
+        .body(json_content(json!({"type": "object"})))
+        .params(vec![param(
+            "Stripe-Signature",
+            "header",
+            true,
+            "t=<unix seconds>,v1=<hex HMAC-SHA256>",
+        )]),
         _ => return admin_shape(method, path, s),
     };
     Some(shape)
@@ -275,6 +329,17 @@ fn admin_shape(method: &str, path: &str, s: &mut Schemas) -> Option<Shape> {
         ("GET", "/metrics") => Shape::new(json!({
             "text/plain; version=0.0.4": {"schema": {"type": "string"}}
         })),
+        ("GET", "/api/v1/admin/coupons") => Shape::new(json_content(s.of::<views::CouponList>())),
+        ("POST", "/api/v1/admin/coupons") => Shape::new(json_content(s.of::<views::CouponView>()))
+            .created()
+            .body(json_content(s.of::<super::coupons::CreateBody>())),
+        ("GET", "/api/v1/admin/coupons/{code}") => {
+            Shape::new(json_content(s.of::<views::CouponView>()))
+        }
+        ("PATCH", "/api/v1/admin/coupons/{code}") => {
+            Shape::new(json_content(s.of::<views::CouponView>()))
+                .body(json_content(s.of::<super::coupons::PatchBody>()))
+        }
         _ => return None,
     };
     Some(shape)
@@ -283,11 +348,15 @@ fn plain_text(example: &str) -> Value {
     json!({"text/plain": {"schema": {"type": "string", "example": example}}})
 }
 
-/// The error answers every route may give; the epay callback answers them
-/// as the plain text `fail` its gateway expects.
-fn error_responses(s: &mut Schemas, epay: bool) -> Map<String, Value> {
-    let content = if epay {
+/// The error answers every route may give; the epay and Alipay callbacks
+/// answer them as the plain text `fail` their gateways expect, the wechat one as WeChat
+/// Pay's `{"code": "FAIL", "message": …}`.
+fn error_responses(s: &mut Schemas, path: &str) -> Map<String, Value> {
+    let content = if path.contains("/epay/") || path.contains("/alipay/") {
         plain_text("fail")
+    } else if path.contains("/wechat/") {
+        json_content(json!({"type": "object", "properties": {
+            "code": {"type": "string", "example": "FAIL"}, "message": {"type": "string"}}}))
     } else {
         json_content(s.of::<views::ErrorBody>())
     };
@@ -300,7 +369,10 @@ fn error_responses(s: &mut Schemas, epay: bool) -> Map<String, Value> {
         ("404", "not_found"),
         ("409", "out_of_stock, conflict"),
         ("413", "payload_too_large"),
-        ("422", "invalid_request (the message names the field)"),
+        (
+            "422",
+            "invalid_request (the message names the field), invalid_coupon (the message says why)",
+        ),
         ("429", "rate_limited (Retry-After)"),
         ("503", "unavailable (Retry-After)"),
     ]
@@ -319,7 +391,7 @@ fn operation(r: &RouteDoc, s: &mut Schemas) -> Value {
         .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
-    let mut responses = error_responses(s, r.path.contains("/epay/"));
+    let mut responses = error_responses(s, r.path);
     let mut op = json!({
         "summary": r.summary,
         "operationId": format!("{} {}", r.method.to_lowercase(), r.path),
@@ -328,10 +400,11 @@ fn operation(r: &RouteDoc, s: &mut Schemas) -> Value {
     // refuse that, so it cannot ship.
     if let Some(shape) = shape(r.method, r.path, s) {
         params.extend(shape.params);
-        responses.insert(
-            shape.ok_status.to_string(),
-            json!({"description": "Success", "content": shape.ok}),
-        );
+        let ok = match shape.ok_status {
+            "204" => json!({"description": "Success"}),
+            _ => json!({"description": "Success", "content": shape.ok}),
+        };
+        responses.insert(shape.ok_status.to_string(), ok);
         if let Some(body) = shape.body {
             // Manual payments and refunds take an empty body too.
             let required = !r.path.ends_with("/pay") && !r.path.ends_with("/refund");

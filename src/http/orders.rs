@@ -5,7 +5,9 @@ use super::limits::Limit;
 use super::{path_param, HttpResult, State};
 use crate::crypto::{ct_eq, new_token, sha256, slow_hash, ORDER_LINK_CONTEXT};
 use crate::domain::ids::{printable, Email, Gateway, OrderNo, ProductId};
-use crate::domain::model::Order;
+use crate::domain::model::{Order, Pricing};
+use crate::domain::order::OrderStatus;
+use crate::domain::pricing;
 use crate::error::Error;
 use crate::json::parse_json;
 use crate::shop::{self, Created, Idempotency, NewOrder};
@@ -27,6 +29,11 @@ pub struct CreateBody {
     pub email: String,
     pub gateway: String,
     pub query_password: Option<String>,
+    /// A coupon code, in any letter case; empty is none.
+    pub coupon: Option<String>,
+    /// One of the gateway's `pay_types` (`GET /api/v1/gateways`); without
+    /// it, the gateway's default for the buyer's device.
+    pub pay_type: Option<String>,
 }
 
 /// The hash of the request's `Idempotency-Key`, if it has one: 1 to 64
@@ -62,6 +69,7 @@ fn fingerprint(b: &CreateBody) -> [u8; 32] {
         Some(b.email.as_str()),
         Some(b.gateway.as_str()),
         b.query_password.as_deref(),
+        b.coupon.as_deref(),
     ];
     for field in fields {
         match field {
@@ -74,6 +82,12 @@ fn fingerprint(b: &CreateBody) -> [u8; 32] {
         }
     }
     buf.extend_from_slice(&b.quantity.to_le_bytes());
+    // Appended only when present, so a request without one keeps the
+    // fingerprint it had before pay types existed.
+    if let Some(t) = &b.pay_type {
+        buf.push(2);
+        buf.extend_from_slice(t.as_bytes());
+    }
     sha256(&buf)
 }
 
@@ -143,7 +157,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         key_hash,
         fingerprint: fingerprint(&b),
     });
-    let (new, token) = place_order(&state, ip, b, idem).await?;
+    let (new, token) = place_order(&state, ip, mobile(&req), b, idem).await?;
     let st = state.clone();
     let tok = token.clone();
     let created = state
@@ -151,7 +165,7 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
         .write(move |tx| {
             shop::create_order(tx, new, |order| {
                 st.crypto
-                    .seal(&created_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
+                    .seal(&replay_body(&st, order, &tok), IDEMPOTENCY_CONTEXT)
             })
         })
         .await?;
@@ -166,20 +180,22 @@ pub async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Ht
                 .map_err(|_| Error::unavailable("stored response could not be read"))?;
             Ok(HttpResponse::Created()
                 .content_type(ContentType::json())
-                .body(body))
+                .body(with_pay_url(&state, body)?))
         }
     }
 }
 
-/// Checks an order's fields and fixes what must be known before the write
-/// (order number, the buyer's fresh token, the clock). The JSON API and
-/// the storefront's form both place orders through this.
-pub fn new_order(
-    state: &State,
-    ip: Option<String>,
-    b: CreateBody,
-    idem: Option<Idempotency>,
-) -> Result<(NewOrder, String), Error> {
+/// Whether the request comes from a phone's browser (by its User-Agent).
+pub fn mobile(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::payments::is_mobile)
+}
+
+/// The order's fields that need no read: product id, quantity, e-mail,
+/// gateway (the order and the quote check them alike).
+fn checked_fields(state: &State, b: &CreateBody) -> Result<(ProductId, Email, Gateway), Error> {
     let product_id = ProductId::parse(&b.product_id).map_err(|_| {
         Error::not_found(format!(
             "product {} not found",
@@ -197,14 +213,33 @@ pub fn new_order(
             format!("gateway {} is not enabled", gateway.as_str()),
         ));
     }
+    if let Some(pw) = &b.query_password {
+        check_query_password(pw)?;
+    }
+    Ok((product_id, email, gateway))
+}
+
+/// Checks an order's fields and fixes what must be known before the write
+/// (order number, the buyer's fresh token, the clock). The JSON API and
+/// the storefront's form both place orders through this; `mobile` picks
+/// the default pay type of gateways with a phone cashier.
+pub fn new_order(
+    state: &State,
+    ip: Option<String>,
+    mobile: bool,
+    b: CreateBody,
+    idem: Option<Idempotency>,
+) -> Result<(NewOrder, String), Error> {
+    let (product_id, email, gateway) = checked_fields(state, &b)?;
+    let pay_type = state
+        .gateways
+        .pay_type(gateway, b.pay_type.as_deref(), mobile)?;
     if idem.is_none() {
         refuse_early(state, product_id.as_str(), b.quantity)?;
     }
     let now = now_ms();
     let order_no = OrderNo::generate(now);
-    if let Some(pw) = &b.query_password {
-        check_query_password(pw)?;
-    }
+    let coupon = coupon_code(b.coupon)?;
     let token = new_token();
     // Kept for the link in the order's e-mails only when e-mail is on.
     let sealed_token = state
@@ -221,13 +256,14 @@ pub fn new_order(
         query_password_hash: None,
         query_password_phc: None,
         sealed_token,
-        pay_type: None,
+        pay_type,
         client_ip: ip,
         created_at_ms: now,
         hold_ms: state.config.orders.hold_secs as i64 * 1000,
         idempotency: idem,
         max_pending_per_ip: state.config.limits.max_pending_per_ip,
         max_pending_per_email: state.config.limits.max_pending_per_email,
+        coupon,
     };
     Ok((new, token))
 }
@@ -250,11 +286,12 @@ pub fn check_query_password(pw: &str) -> Result<(), Error> {
 pub async fn place_order(
     state: &State,
     ip: Option<String>,
+    mobile: bool,
     b: CreateBody,
     idem: Option<Idempotency>,
 ) -> Result<(NewOrder, String), Error> {
     let password = b.query_password.clone();
-    let (mut new, token) = new_order(state, ip, b, idem)?;
+    let (mut new, token) = new_order(state, ip, mobile, b, idem)?;
     if let Some(pw) = password {
         let phc = web::block(move || slow_hash(&pw))
             .await
@@ -263,6 +300,19 @@ pub async fn place_order(
         new.query_password_phc = Some(phc);
     }
     Ok((new, token))
+}
+
+/// The buyer's coupon code: absent or empty is none; one that cannot be a
+/// code is refused as unknown, like one no coupon has.
+pub fn coupon_code(raw: Option<String>) -> Result<Option<String>, Error> {
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(c) if pricing::valid_code(c) => Ok(Some(c.to_string())),
+        Some(c) => Err(Error::InvalidCoupon(format!(
+            "coupon {} is unknown",
+            printable(c, 32)
+        ))),
+    }
 }
 
 /// Answers what a read can already tell — unknown product, quantity out of
@@ -296,13 +346,112 @@ fn refuse_early(state: &State, product_id: &str, quantity: u32) -> Result<(), Er
     Ok(())
 }
 
+/// `POST /api/v1/orders/quote`: what the order would cost now, with the
+/// order's own checks, answered from reads (nothing is held or claimed).
+pub async fn quote(state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let ip = client_ip(&req, &state.config.server.trusted_proxies);
+    state
+        .limits
+        .take(Limit::Lookups, ip.as_deref().unwrap_or("unknown"))?;
+    let bytes = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
+    let (price, stock) = quote_order(&state, parse_json(&bytes)?)?;
+    Ok(HttpResponse::Ok().json(views::QuoteView {
+        unit_price: price.unit_price,
+        subtotal: price.subtotal,
+        discount: price.discount,
+        amount: price.amount(),
+        currency: &state.config.shop.currency,
+        stock,
+    }))
+}
+
+/// The price an order of `b` would get now and the product's stock; the
+/// same 404/409/422 as placing it. The coupon is checked against its
+/// committed counts: an order placed after may still find it used up.
+pub fn quote_order(state: &State, b: CreateBody) -> Result<(Pricing, u64), Error> {
+    let (product_id, email, _) = checked_fields(state, &b)?;
+    let coupon = coupon_code(b.coupon)?;
+    let Some(p) = state
+        .views
+        .active_product(&state.store, product_id.as_str())?
+    else {
+        return Err(Error::not_found(format!(
+            "product {} not found",
+            product_id.as_str()
+        )));
+    };
+    if b.quantity < p.min_quantity || b.quantity > p.max_quantity {
+        return Err(Error::invalid(
+            "quantity",
+            format!("must be between {} and {}", p.min_quantity, p.max_quantity),
+        ));
+    }
+    let mut price = pricing::price_before_coupon(p.price, &p.presentation.tiers, b.quantity)
+        .ok_or_else(|| Error::invalid("quantity", "order amount is too large"))?;
+    if let Some(code) = coupon {
+        let u = pricing::CouponUse {
+            product_id: &p.id,
+            subtotal: price.subtotal,
+            now_ms: now_ms(),
+            email_uses: state.store.coupon_email_uses(&code, email.as_str())?,
+        };
+        let c = shop::check_coupon_use(state.store.coupon(&code)?, &code, u)?;
+        price = price.with_coupon(&c);
+    }
+    let stock = state.store.stock(&p)?;
+    if stock < b.quantity as u64 {
+        return Err(Error::OutOfStock(format!(
+            "only {stock} keys left for product {}",
+            p.id
+        )));
+    }
+    Ok((price, stock))
+}
+
+/// The answer kept for an `Idempotency-Key` repeat, made on the writer
+/// thread: without its pay URL, which a gateway may take milliseconds to
+/// sign (Alipay's RSA) while every other write waits. A repeat gets the
+/// URL made afresh ([`with_pay_url`]).
+fn replay_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
+    let view = views::created_order(order, token, &state.config.shop.currency, None);
+    serde_json::to_vec(&view).unwrap_or_default()
+}
+
+/// A kept answer with its order's pay URL filled in. Answers kept before
+/// pay URLs were left out already hold theirs (no `"pay_url":null`).
+fn with_pay_url(state: &State, body: Vec<u8>) -> Result<Vec<u8>, Error> {
+    const UNSET: &str = "\"pay_url\":null";
+    #[derive(Deserialize)]
+    struct Kept {
+        order_no: String,
+        token: String,
+    }
+    let Ok(text) = String::from_utf8(body) else {
+        return Err(Error::unavailable("stored response could not be read"));
+    };
+    let Ok(kept) = serde_json::from_str::<Kept>(&text) else {
+        return Ok(text.into_bytes());
+    };
+    // A string value holding the same characters would be escaped
+    // (`\"pay_url\"`), so this finds only the field itself.
+    let url = match state.store.order(&kept.order_no)? {
+        Some(order) if text.contains(UNSET) => state.gateways.pay_url(&order, &kept.token),
+        _ => None,
+    };
+    Ok(match url.and_then(|u| serde_json::to_string(&u).ok()) {
+        Some(json) => text.replacen(UNSET, &format!("\"pay_url\":{json}"), 1),
+        None => text,
+    }
+    .into_bytes())
+}
+
 fn created_body(state: &State, order: &Order, token: &str) -> Vec<u8> {
-    let view = views::created_order(
-        order,
-        token,
-        &state.config.shop.currency,
-        state.gateways.pay_url(order, token),
-    );
+    // A free order is delivered already: nothing to pay.
+    let pay_url = match order.status {
+        OrderStatus::Pending => state.gateways.pay_url(order, token),
+        _ => None,
+    };
+    let view = views::created_order(order, token, &state.config.shop.currency, pay_url);
     serde_json::to_vec(&view).unwrap_or_default()
 }
 
@@ -340,9 +489,7 @@ pub async fn get(state: State, req: HttpRequest) -> HttpResult {
         .ok_or_else(not_found)?;
     let order = order_with_token(&state, raw, &token)?.ok_or_else(not_found)?;
     let keys = match order.status {
-        crate::domain::order::OrderStatus::Delivered => {
-            Some(views::key_texts(&state.store, &state.crypto, &order)?)
-        }
+        OrderStatus::Delivered => Some(views::key_texts(&state.store, &state.crypto, &order)?),
         _ => None,
     };
     Ok(HttpResponse::Ok().json(views::order(&order, &state.config.shop.currency, keys)))

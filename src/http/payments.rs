@@ -5,9 +5,11 @@
 
 use super::body::read_body;
 use super::{HttpResult, State};
+use crate::domain::ids::printable;
 use crate::domain::ids::{Gateway, OrderNo};
 use crate::domain::order::{PaymentSource, PaymentStep};
 use crate::error::Error;
+use crate::payments::stripe::Notice;
 use crate::payments::{CallbackRequest, Headers, VerifiedPayment};
 use crate::shop::{self, Payment, PaymentApplied};
 use actix_web::http::header::HeaderMap;
@@ -77,26 +79,56 @@ async fn receive(
     payload: web::Payload,
 ) -> Result<PaymentApplied, Error> {
     let result = async {
-        let gw = state.gateways.get(gateway).ok_or_else(|| {
-            Error::InvalidSignature(format!("the {} gateway is not enabled", gateway.as_str()))
-        })?;
         let body = read_body(req, payload, state.config.limits.body_kb * 1024).await?;
-        let verified = gw.verify(&CallbackRequest {
-            headers: req.headers(),
-            query: req.query_string(),
-            body: &body,
-            now_secs: crate::store::now_ms() / 1000,
-        })?;
-        let result = apply_verified(state, gateway, verified.clone()).await;
-        audit(state, gateway, &verified, &result);
-        result
+        verify_and_apply(state, gateway, req, &body).await
     }
     .await;
-    count(state, gateway, &result);
-    if let Err(e) = &result {
+    settle(state, gateway, &result);
+    result
+}
+
+/// Counts a callback's outcome and logs a refusal.
+fn settle(state: &State, gateway: Gateway, result: &Result<PaymentApplied, Error>) {
+    count(state, gateway, result);
+    if let Err(e) = result {
         tracing::warn!(gateway = gateway.as_str(), code = e.code(), reason = %e, "payment callback refused");
     }
+}
+
+/// A callback's body through its gateway's verification and the shared
+/// payment path, recording a verified callback that changed nothing.
+async fn verify_and_apply(
+    state: &State,
+    gateway: Gateway,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<PaymentApplied, Error> {
+    let gw = state.gateways.get(gateway).ok_or_else(|| {
+        Error::InvalidSignature(format!("the {} gateway is not enabled", gateway.as_str()))
+    })?;
+    let verified = gw.verify(&callback(req, body))?;
+    apply_and_audit(state, gateway, verified).await
+}
+
+/// A verified callback through the shared payment path; one that changed
+/// nothing is recorded beside its order.
+async fn apply_and_audit(
+    state: &State,
+    gateway: Gateway,
+    verified: VerifiedPayment,
+) -> Result<PaymentApplied, Error> {
+    let result = apply_verified(state, gateway, verified.clone()).await;
+    audit(state, gateway, &verified, &result);
     result
+}
+
+fn callback<'a>(req: &'a HttpRequest, body: &'a [u8]) -> CallbackRequest<'a> {
+    CallbackRequest {
+        headers: req.headers(),
+        query: req.query_string(),
+        body,
+        now_secs: crate::store::now_ms() / 1000,
+    }
 }
 
 /// Records a verified callback that changed nothing (a repeat, or a refusal
@@ -178,7 +210,37 @@ pub async fn hmac_notify(state: State, req: HttpRequest, payload: web::Payload) 
 /// epay notify (GET query or POST form). The answer is plain text: `success`
 /// when applied or already applied, `fail` otherwise (with a 4xx/503 status).
 pub async fn epay_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    match receive(&state, Gateway::Epay, &req, payload).await {
+    plain_answer(receive(&state, Gateway::Epay, &req, payload).await)
+}
+
+/// Alipay's asynchronous notify (POST form), answered as Alipay expects:
+/// `success` stops its retries, anything else makes it try again later.
+pub async fn alipay_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    plain_answer(receive(&state, Gateway::Alipay, &req, payload).await)
+}
+
+/// `GET /api/v1/gateways`: the gateways a buyer may choose and their pay
+/// types; `manual` only when the merchant made it public.
+pub async fn list_gateways(state: State) -> HttpResponse {
+    let manual = &state.config.payments.manual;
+    let gateways = state
+        .gateways
+        .offered(manual.public)
+        .into_iter()
+        .map(|g| crate::views::GatewayView {
+            id: g.as_str(),
+            name: crate::views::gateway_name(g),
+            pay_types: state.gateways.pay_types(g),
+            instructions: (g == Gateway::Manual).then_some(manual.instructions.as_str()),
+        })
+        .collect();
+    HttpResponse::Ok().json(crate::views::GatewayList { gateways })
+}
+
+/// The plain-text answer epay and Alipay expect: `success`, or `fail`
+/// with the error's status.
+fn plain_answer(result: Result<PaymentApplied, Error>) -> HttpResponse {
+    match result {
         Ok(_) => HttpResponse::Ok()
             .content_type("text/plain")
             .body("success"),
@@ -190,4 +252,55 @@ pub async fn epay_notify(state: State, req: HttpRequest, payload: web::Payload) 
             res.content_type("text/plain").body("fail")
         }
     }
+}
+
+/// WeChat Pay notify: `204` once applied or already applied; otherwise the
+/// error's status with `{"code":"FAIL","message":…}`, which WeChat Pay
+/// retries (a refusal changes nothing, so its retries change nothing either).
+pub async fn wechat_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    match receive(&state, Gateway::Wechat, &req, payload).await {
+        Ok(_) => HttpResponse::NoContent().finish(),
+        Err(e) => {
+            let mut res = HttpResponse::build(actix_web::ResponseError::status_code(&e));
+            if let Some(secs) = e.retry_after() {
+                res.insert_header(("Retry-After", secs.to_string()));
+            }
+            res.json(serde_json::json!({"code": "FAIL", "message": e.to_string()}))
+        }
+    }
+}
+
+/// Stripe webhook: `200` once applied or already applied, and for the
+/// events faka does not act on (after their signature: Stripe sends every
+/// type the endpoint subscribes to); `400` for a bad signature or a
+/// refused payment, with the contract's error body.
+pub async fn stripe_notify(state: State, req: HttpRequest, payload: web::Payload) -> HttpResult {
+    let result = async {
+        let body = read_body(&req, payload, state.config.limits.body_kb * 1024).await?;
+        let gw = state.gateways.stripe().ok_or_else(|| {
+            Error::InvalidSignature("the stripe gateway is not enabled".into())
+        })?;
+        match gw.notice(&callback(&req, &body))? {
+            Notice::Other(kind) => {
+                tracing::debug!(event = %printable(&kind, 64), "stripe event acknowledged, not acted on");
+                Ok(None)
+            }
+            Notice::Payment(verified) => apply_and_audit(&state, Gateway::Stripe, verified)
+                .await
+                .map(Some),
+        }
+    }
+    .await;
+    let outcome = match result {
+        Ok(None) => "ignored",
+        Ok(Some(applied)) => {
+            settle(&state, Gateway::Stripe, &Ok(applied));
+            "applied"
+        }
+        Err(e) => {
+            settle(&state, Gateway::Stripe, &Err(e.clone()));
+            return Err(e);
+        }
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "received": outcome })))
 }

@@ -4,7 +4,8 @@ use super::auth::Admin;
 use super::body::read_body;
 use super::{path_param, HttpResult, State};
 use crate::domain::ids::{printable, ProductId};
-use crate::domain::model::{Presentation, Product};
+use crate::domain::model::{Presentation, Product, Tier};
+use crate::domain::pricing;
 use crate::error::Error;
 use crate::json::parse_json;
 use crate::shop::{self, NewProduct, ProductPatch};
@@ -212,6 +213,7 @@ pub struct CreateBody {
     pub image_url: Option<String>,
     pub instructions: Option<String>,
     pub low_stock: Option<u64>,
+    pub tiers: Option<Vec<TierBody>>,
 }
 
 /// A product edit as the API and the admin panel's form send it; for the
@@ -234,6 +236,29 @@ pub struct PatchBody {
     #[serde(default, deserialize_with = "nullable")]
     pub instructions: Option<Option<String>>,
     pub low_stock: Option<u64>,
+    pub tiers: Option<Vec<TierBody>>,
+}
+
+/// A wholesale price: from `min_quantity` keys on, each costs `price`.
+#[derive(Deserialize, Clone, Copy, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Tier)]
+pub struct TierBody {
+    pub min_quantity: u32,
+    pub price: u64,
+}
+
+/// Tiers in any order, stored sorted by `min_quantity` (see
+/// `pricing::parse_tiers` for the checks).
+fn tiers(v: Vec<TierBody>) -> Result<Vec<Tier>, Error> {
+    let tiers = v
+        .into_iter()
+        .map(|t| Tier {
+            min_quantity: t.min_quantity,
+            price: t.price,
+        })
+        .collect();
+    pricing::parse_tiers(tiers, MAX_PRICE).map_err(|m| Error::invalid("tiers", m))
 }
 
 /// A present field, `null` or not: `Some(None)` is an explicit `null`.
@@ -384,7 +409,7 @@ pub fn new_product(b: CreateBody) -> Result<NewProduct, Error> {
             image_url: image_url(b.image_url)?,
             instructions: instructions(b.instructions)?,
             low_stock: low_stock(b.low_stock.unwrap_or(0))?,
-            tiers: Vec::new(),
+            tiers: tiers(b.tiers.unwrap_or_default())?,
         },
     })
 }
@@ -409,6 +434,7 @@ pub fn product_patch(b: PatchBody) -> Result<ProductPatch, Error> {
         image_url: b.image_url.map(image_url).transpose()?,
         instructions: b.instructions.map(instructions).transpose()?,
         low_stock: b.low_stock.map(low_stock).transpose()?,
+        tiers: b.tiers.map(tiers).transpose()?,
     })
 }
 

@@ -4,7 +4,8 @@
 //! delivered (or refunded) one; each product's counts match its keys and add
 //! up (`available + held + sold = imported − deleted`); every order is in a
 //! legal shape for its status, and every pending order's expiry is
-//! scheduled (the sweeper and the hold caps find pending orders there).
+//! scheduled (the sweeper and the hold caps find pending orders there);
+//! every coupon's use counts match the orders that carry it.
 
 use crate::domain::model::{KeyRecord, KeyState, Order, Product};
 use crate::domain::order::OrderStatus;
@@ -12,9 +13,11 @@ use crate::error::Result;
 use crate::store::{keyblock, Store};
 use std::collections::BTreeMap;
 
+mod coupons;
 mod scan;
 mod tables;
 
+use coupons::CouponTally;
 use scan::scan_in_two;
 use tables::{Names, Owners, Statuses};
 
@@ -88,10 +91,12 @@ fn run_with(store: &Store, parallel_from: u64) -> Result<Report> {
         twice,
         paid,
         recorded,
+        coupons,
     } = check_orders(store, parallel_from, &mut bad)?;
     let names = Names::new(&statuses, seen);
     check_keys_listed_twice(&twice, &mut owner, &names, &mut bad);
     check_recorded_counts(store, recorded, &statuses, &mut bad)?;
+    coupons.check(store, &mut bad)?;
     let mut index = store.available_index()?;
     let products = store.products()?;
     let (keys, counted) = check_keys(
@@ -137,6 +142,8 @@ struct Orders {
     paid: Vec<String>,
     /// The stored counts of orders by status, as read before the pass.
     recorded: [u64; 6],
+    /// The coupon uses the orders hold.
+    coupons: CouponTally,
 }
 
 /// Pass 1: orders, and which order claims each key. Orders are numbered
@@ -152,8 +159,10 @@ fn check_orders(store: &Store, parallel_from: u64, bad: &mut Vec<String>) -> Res
     let mut seen = 0u32;
     let mut twice = Vec::new();
     let mut paid = Vec::new();
+    let mut coupons = CouponTally::default();
     let visit_order = |o: Order| {
         check_order_shape(store, &o, bad, &mut paid)?;
+        coupons.count(&o);
         let with_keys = matches!(
             o.status,
             OrderStatus::Pending
@@ -191,6 +200,7 @@ fn check_orders(store: &Store, parallel_from: u64, bad: &mut Vec<String>) -> Res
         twice,
         paid,
         recorded,
+        coupons,
     })
 }
 

@@ -17,7 +17,8 @@ pub struct EpayGateway {
     key: String,
     submit_url: String,
     public_url: String,
-    pay_type: String,
+    /// The channels buyers may choose, the default first.
+    pay_types: Vec<String>,
 }
 
 /// The epay signature of `params`.
@@ -71,13 +72,19 @@ pub fn format_money(minor: u64) -> String {
 }
 
 impl EpayGateway {
-    pub fn new(pid: &str, key: &str, submit_url: &str, public_url: &str, pay_type: &str) -> Self {
+    pub fn new(
+        pid: &str,
+        key: &str,
+        submit_url: &str,
+        public_url: &str,
+        pay_types: Vec<String>,
+    ) -> Self {
         EpayGateway {
             pid: pid.to_string(),
             key: key.to_string(),
             submit_url: submit_url.to_string(),
             public_url: public_url.trim_end_matches('/').to_string(),
-            pay_type: pay_type.to_string(),
+            pay_types,
         }
     }
 
@@ -144,10 +151,20 @@ impl PaymentGateway for EpayGateway {
         })
     }
 
+    fn pay_types(&self) -> Vec<String> {
+        self.pay_types.clone()
+    }
+
     fn pay_url(&self, order: &Order, token: &str) -> Option<String> {
         let mut params: Vec<(String, String)> = vec![
             ("pid".into(), self.pid.clone()),
-            ("type".into(), self.pay_type.clone()),
+            (
+                "type".into(),
+                order
+                    .pay_type
+                    .clone()
+                    .or_else(|| self.pay_types.first().cloned())?,
+            ),
             ("out_trade_no".into(), order.order_no.clone()),
             (
                 "notify_url".into(),
@@ -227,7 +244,13 @@ mod tests {
     const KEY: &str = "merchant-key";
 
     fn gateway(submit_url: &str) -> EpayGateway {
-        EpayGateway::new("1001", KEY, submit_url, "https://shop.example/", "alipay")
+        EpayGateway::new(
+            "1001",
+            KEY,
+            submit_url,
+            "https://shop.example/",
+            vec!["alipay".into(), "wxpay".into()],
+        )
     }
 
     /// A notification as the gateway sends it: `fields` plus their `sign`.

@@ -36,6 +36,7 @@ pub struct ProductPatch {
     pub image_url: Option<Option<String>>,
     pub instructions: Option<Option<String>>,
     pub low_stock: Option<u64>,
+    pub tiers: Option<Vec<crate::domain::model::Tier>>,
 }
 
 pub fn create_product(tx: &mut Tx, p: NewProduct) -> Result<Product> {
@@ -112,6 +113,9 @@ fn patch_presentation(look: &mut Presentation, patch: &ProductPatch) {
     }
     if let Some(v) = patch.low_stock {
         look.low_stock = v;
+    }
+    if let Some(v) = &patch.tiers {
+        look.tiers.clone_from(v);
     }
 }
 

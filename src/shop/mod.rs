@@ -9,10 +9,12 @@
 //! transitions are legal is decided by [`crate::domain::order`]; these
 //! modules carry them out and keep the product's key counts in step. They
 //! are split by job: [`catalogue`] (products, keys, uploads), [`orders`]
-//! (holds, delivery, expiry, refunds), [`payments`], [`outbox`]
-//! (webhook events) and [`emails`] (the e-mail outbox).
+//! (holds, delivery, expiry, refunds), [`coupons`] (coupons and the
+//! claim of their uses), [`payments`], [`outbox`] (webhook events) and
+//! [`emails`] (the e-mail outbox).
 
 pub mod catalogue;
+pub mod coupons;
 pub mod emails;
 pub mod key_parse;
 pub mod orders;
@@ -24,6 +26,7 @@ pub use catalogue::{
     import_keys, publish_upload, stage_keys, update_product, ImportResult, NewProduct,
     ProductPatch, SealedKey,
 };
+pub use coupons::{check_coupon_use, create_coupon, update_coupon, CouponPatch, NewCoupon};
 pub use emails::{prune_sent_emails, record_email_attempt, requeue_email, resend_delivery};
 pub use orders::{
     backfill, count_pending_holds, create_order, expire_order, prune_idempotency, redrive_paid,

@@ -4,10 +4,11 @@
 
 use super::emails::{keep_order_link, watch_stock};
 use super::outbox::emit;
-use super::{load_order, load_product};
+use super::{coupons, load_order, load_product};
 use crate::domain::ids::{printable, Gateway};
-use crate::domain::model::{EventKind, IdempotencyRecord, KeyState, Order, Pricing};
+use crate::domain::model::{EventKind, IdempotencyRecord, KeyState, Order};
 use crate::domain::order::{self, OrderStatus};
+use crate::domain::pricing;
 use crate::error::{Error, Result};
 use crate::store::Tx;
 
@@ -35,6 +36,8 @@ pub struct NewOrder {
     /// Caps on unpaid orders per client IP and per e-mail (0 = none).
     pub max_pending_per_ip: u32,
     pub max_pending_per_email: u32,
+    /// The coupon code the buyer gave, as given.
+    pub coupon: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +56,9 @@ pub enum Created {
     Replay(Vec<u8>),
 }
 
-/// Creates an order and holds `quantity` keys for it, all or nothing. When
+/// Creates an order and holds `quantity` keys for it, all or nothing,
+/// priced by the product's tiers and the buyer's coupon (whose use it
+/// claims); an order that comes to 0 is delivered at once. When
 /// an `Idempotency-Key` was given, `seal_response` renders and seals the
 /// response, which is stored for repeats.
 pub fn create_order(
@@ -89,11 +94,15 @@ pub fn create_order(
             ),
         ));
     }
-    let amount = product
-        .price
-        .checked_mul(req.quantity as u64)
-        .ok_or_else(|| Error::invalid("quantity", "order amount is too large"))?;
+    let mut price =
+        pricing::price_before_coupon(product.price, &product.presentation.tiers, req.quantity)
+            .ok_or_else(|| Error::invalid("quantity", "order amount is too large"))?;
     check_hold_caps(tx, &req)?;
+    if let Some(code) = &req.coupon {
+        // Claimed with the keys below: if they are missing, the command
+        // fails and the claim is rolled back with it.
+        price = coupons::claim(tx, code, &product.id, &req.email, price)?;
+    }
     if tx.stock_is_spoken_for(&req.product_id)? {
         // A paid buyer waits for keys: whatever is in stock is theirs
         // first, and no new order may hold it meanwhile.
@@ -128,7 +137,7 @@ pub fn create_order(
         seq,
         product_id: req.product_id,
         quantity: req.quantity,
-        amount,
+        amount: price.amount(),
         email: req.email,
         gateway: req.gateway.as_str().to_string(),
         token_hash: req.token_hash,
@@ -144,7 +153,7 @@ pub fn create_order(
         trade_no: None,
         client_ip: req.client_ip,
         events: Vec::new(),
-        pricing: Pricing::plain(product.price, req.quantity),
+        pricing: price,
         pay_type: req.pay_type,
         query_password_phc: req.query_password_phc,
         pay_session: None,
@@ -154,12 +163,17 @@ pub fn create_order(
     }
     order.record(req.created_at_ms, EventKind::Created);
     tx.insert_order(&order);
-    tx.schedule_expiry(&order);
     if order.query_password_phc.is_some() {
         // Only orders a password protects can be looked up by e-mail.
         tx.index_order_email(&order.email, &order.order_no);
     }
     keep_order_link(tx, &order.order_no, req.sealed_token);
+    if order.amount == 0 {
+        // Nothing to pay: delivered at once, as a paid order would be.
+        super::payments::pay_free(tx, &mut order)?;
+    } else {
+        tx.schedule_expiry(&order);
+    }
     if let Some(idem) = req.idempotency {
         tx.put_idempotency(
             &idem.key_hash,
@@ -314,6 +328,7 @@ pub fn expire_order(tx: &mut Tx, order_no: &str) -> Result<bool> {
     order.key_ids.clear();
     order.status = OrderStatus::Expired;
     order.record(now, EventKind::Expired);
+    coupons::follow_order(tx, &order, OrderStatus::Pending)?;
     tx.unschedule_expiry(&order);
     tx.put_order(&order);
     emit(tx, &order, EventKind::Expired)?;

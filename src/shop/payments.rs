@@ -3,11 +3,11 @@
 //! ([`payment_matches`], also what a refused callback is checked with), and
 //! the audit of callbacks that changed nothing.
 
-use super::load_order;
 use super::orders::{claim_or_await, deliver_held};
 use super::outbox::emit;
+use super::{coupons, load_order};
 use crate::domain::ids::{printable, Gateway};
-use crate::domain::model::{EventKind, Order, PaymentAttempt};
+use crate::domain::model::{EventKind, Order, PaySession, PaymentAttempt};
 use crate::domain::order::{self, OrderStatus, PaymentSource, PaymentStep};
 use crate::error::{Error, Result};
 use crate::store::Tx;
@@ -67,12 +67,12 @@ pub fn apply_payment(tx: &mut Tx, p: Payment) -> Result<PaymentApplied> {
             tx.put_order(&order);
         }
         PaymentStep::DeliverHeld => {
-            mark_paid(tx, &mut order, &p, amount, now)?;
+            mark_paid(tx, &mut order, &Paid::of(&p, amount), now)?;
             tx.unschedule_expiry(&order);
             deliver_held(tx, &mut order, now)?;
         }
         PaymentStep::ClaimOrAwait => {
-            mark_paid(tx, &mut order, &p, amount, now)?;
+            mark_paid(tx, &mut order, &Paid::of(&p, amount), now)?;
             claim_or_await(tx, &mut order, now)?;
         }
     }
@@ -119,18 +119,72 @@ pub fn record_callback_attempt(
     }
 }
 
-fn mark_paid(tx: &mut Tx, order: &mut Order, p: &Payment, amount: u64, now: i64) -> Result<()> {
+/// Keeps the provider's payment session on an order that has none, and
+/// returns the order's session: the one given, or the one an earlier start
+/// stored, so two starts that raced end with one session.
+pub fn keep_pay_session(tx: &mut Tx, order_no: &str, session: PaySession) -> Result<PaySession> {
+    let mut order = load_order(tx, order_no)?;
+    if let Some(kept) = &order.pay_session {
+        return Ok(kept.clone());
+    }
+    order.pay_session = Some(session.clone());
+    tx.put_order(&order);
+    Ok(session)
+}
+
+/// What a payment records on its order.
+struct Paid<'a> {
+    gateway: &'a str,
+    trade_no: &'a str,
+    amount: u64,
+    note: Option<String>,
+}
+
+impl<'a> Paid<'a> {
+    fn of(p: &'a Payment, amount: u64) -> Paid<'a> {
+        Paid {
+            gateway: p.gateway.as_str(),
+            trade_no: &p.trade_no,
+            amount,
+            note: p.note.clone(),
+        }
+    }
+}
+
+/// The gateway a free order's payment is recorded with.
+pub const FREE_GATEWAY: &str = "free";
+
+/// Pays a new order whose amount is 0 and delivers its held keys, in the
+/// command that created it: recorded as a payment through gateway `free`
+/// (trade_no: the order number), with the same events and webhooks as a
+/// paid order.
+pub(super) fn pay_free(tx: &mut Tx, order: &mut Order) -> Result<()> {
+    let now = tx.now_ms();
+    let trade_no = order.order_no.clone();
+    let paid = Paid {
+        gateway: FREE_GATEWAY,
+        trade_no: &trade_no,
+        amount: 0,
+        note: None,
+    };
+    mark_paid(tx, order, &paid, now)?;
+    deliver_held(tx, order, now)
+}
+
+fn mark_paid(tx: &mut Tx, order: &mut Order, p: &Paid<'_>, now: i64) -> Result<()> {
+    let from = order.status;
     order.status = OrderStatus::Paid;
     order.paid_at_ms = Some(now);
-    order.paid_gateway = Some(p.gateway.as_str().to_string());
-    order.trade_no = Some(p.trade_no.clone());
+    order.paid_gateway = Some(p.gateway.to_string());
+    order.trade_no = Some(p.trade_no.to_string());
     let e = order.record(now, EventKind::Paid);
-    e.gateway = Some(p.gateway.as_str().to_string());
-    e.trade_no = Some(p.trade_no.clone());
-    e.amount = Some(amount);
+    e.gateway = Some(p.gateway.to_string());
+    e.trade_no = Some(p.trade_no.to_string());
+    e.amount = Some(p.amount);
     e.note = p.note.clone();
-    tx.record_payment(p.gateway.as_str(), &p.trade_no, &order.order_no);
-    emit(tx, order, EventKind::Paid)
+    tx.record_payment(p.gateway, p.trade_no, &order.order_no);
+    emit(tx, order, EventKind::Paid)?;
+    coupons::follow_order(tx, order, from)
 }
 
 #[cfg(test)]

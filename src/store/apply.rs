@@ -20,9 +20,13 @@ use super::tree::{Tree, Trees};
 pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> {
     // A staged upload's record names blocks readers must skip: written
     // before the blocks it names, removed after they are published or gone.
-    let start = writes.partition_point(|w| w.tree < Tree::Uploads as u8);
-    let end = writes.partition_point(|w| w.tree <= Tree::Uploads as u8);
-    let (writes, uploads, later) = (&writes[..start], &writes[start..end], &writes[end..]);
+    let uploads = writes.partition_point(|w| w.tree < Tree::Uploads as u8);
+    let after = writes.partition_point(|w| w.tree <= Tree::Uploads as u8);
+    let (writes, uploads, later) = (
+        &writes[..uploads],
+        &writes[uploads..after],
+        &writes[after..],
+    );
     let (added, removed): (Vec<Write>, Vec<Write>) =
         uploads.iter().cloned().partition(|w| w.value.is_some());
     apply_rows(trees, &added)?;
@@ -33,8 +37,8 @@ pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> sled::Result<()> 
     apply_phase(trees, &writes[blocks..])?;
     apply_phase(trees, &writes[..split])?;
     apply_phase(trees, &writes[split..blocks])?;
-    // The trees added after uploads (e-mail index and outbox) name orders:
-    // they go after them.
+    // The trees after the uploads' (coupons; the e-mail index and outbox,
+    // which name orders) go after the orders.
     apply_phase(trees, later)?;
     apply_rows(trees, &removed)
 }
@@ -113,7 +117,13 @@ mod tests {
         // Sizes below and above PARALLEL_MIN_ROWS; the big one has one tree
         // with most rows (the half point falls in the first tree).
         let shapes: [&[(Tree, u32)]; 3] = [
-            &[(Tree::Keys, 10), (Tree::Orders, 5), (Tree::Uploads, 2)],
+            &[
+                (Tree::Keys, 10),
+                (Tree::Orders, 5),
+                (Tree::Uploads, 2),
+                (Tree::Coupons, 2),
+                (Tree::CouponEmails, 3),
+            ],
             &[
                 (Tree::Keys, 3000),
                 (Tree::Avail, 1000),

@@ -24,6 +24,7 @@ mod writer;
 
 pub use datadir::OpenError;
 pub use reads::{Expired, KeyPage, OrderFilter, OrderPage, OrderRange, RawRecord};
+pub(crate) use tx::coupon_email_key;
 pub use tx::emails::EmailAbout;
 pub use tx::{Counters, FingerprintSet, Published, Tx};
 pub use writer::{now_ms, WriterStats, LATENCY_BUCKETS};
@@ -54,6 +55,9 @@ pub struct StoreOptions {
     pub webhooks: bool,
     /// Writes are refused (503) while less than this is free on the disk.
     pub min_free_bytes: u64,
+    /// Nice value of the writer and commit threads (`[server]
+    /// writer_nice`): below 0 raises them, 0 leaves them alone.
+    pub writer_nice: i32,
     /// Which e-mails the commands queue (none unless `[email]` is set).
     pub mailing: Mailing,
 }
@@ -85,6 +89,7 @@ impl StoreOptions {
             snapshot_bytes: 256 * 1024 * 1024,
             webhooks: false,
             min_free_bytes: 16 * 1024 * 1024,
+            writer_nice: 0,
             mailing: Mailing::default(),
         }
     }
@@ -200,6 +205,7 @@ impl Store {
                 stats: stats.clone(),
             },
             min_free_bytes: opts.min_free_bytes,
+            nice: opts.writer_nice,
             early: early.clone(),
             on_commit: Some(Box::new(move || {
                 if let Ok(hooks) = hooks.lock() {

@@ -50,20 +50,25 @@ pub enum Tree {
     /// not yet published. Written before the rest of its batch, removed
     /// after it (`apply::apply_writes`).
     Uploads = 15,
+    /// coupon code lower-cased → `pricing::Coupon` (with its use counts)
+    Coupons = 16,
+    /// coupon code lower-cased, 0, buyer e-mail lower-cased → u64 BE: the
+    /// buyer's orders that carry the coupon, pending or paid
+    CouponEmails = 17,
     /// lower-cased e-mail, 0, order no → (): the orders a buyer can look
     /// up (only those created with a query password)
-    EmailOrders = 16,
+    EmailOrders = 18,
     /// seq (u64 BE) → EmailEvent: the e-mail outbox
-    Emails = 17,
+    Emails = 19,
     /// order no → the order's token sealed with the master key, for the
     /// link in its e-mails (written only while e-mail is configured)
-    OrderLinks = 18,
+    OrderLinks = 20,
     /// product id → (): the product's low-stock alert went out and stock has
     /// not risen back to its threshold since
-    LowStock = 19,
+    LowStock = 21,
 }
 
-pub const ALL: [Tree; 20] = [
+pub const ALL: [Tree; 22] = [
     Tree::Meta,
     Tree::Products,
     Tree::Keys,
@@ -80,6 +85,8 @@ pub const ALL: [Tree; 20] = [
     Tree::Attempts,
     Tree::KeyBlocks,
     Tree::Uploads,
+    Tree::Coupons,
+    Tree::CouponEmails,
     Tree::EmailOrders,
     Tree::Emails,
     Tree::OrderLinks,
@@ -114,6 +121,8 @@ impl Tree {
             Tree::Attempts => "payment_attempts",
             Tree::KeyBlocks => "key_blocks",
             Tree::Uploads => "uploads",
+            Tree::Coupons => "coupons",
+            Tree::CouponEmails => "coupon_emails",
             Tree::EmailOrders => "email_orders",
             Tree::Emails => "emails",
             Tree::OrderLinks => "order_links",

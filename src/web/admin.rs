@@ -59,6 +59,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(page(
         "/admin/backup",
         vec![web::post().to(admin_pages::backup)],
+    ))
+    .service(page(
+        "/admin/coupons",
+        vec![
+            web::get().to(super::admin_coupons::coupons),
+            web::post().to(super::admin_coupons::coupon_action),
+        ],
     ));
 }
 

@@ -20,7 +20,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
 
-fn tr(ctx: &Ctx, zh: &'static str, en: &'static str) -> &'static str {
+pub(super) fn tr(ctx: &Ctx, zh: &'static str, en: &'static str) -> &'static str {
     if ctx.lang == Lang::Zh {
         zh
     } else {
@@ -29,13 +29,14 @@ fn tr(ctx: &Ctx, zh: &'static str, en: &'static str) -> &'static str {
 }
 
 /// The admin frame: navigation and the sign-out button.
-fn frame(ctx: &Ctx, title: &str, body: Markup) -> Markup {
+pub(super) fn frame(ctx: &Ctx, title: &str, body: Markup) -> Markup {
     let nav = html! {
         nav.admin {
             a href="/admin" { (tr(ctx, "概览", "Dashboard")) }
             a href="/admin/products" { (tr(ctx, "商品", "Products")) }
             a href="/admin/orders" { (tr(ctx, "订单", "Orders")) }
             a href="/admin/webhooks" { (tr(ctx, "回调", "Webhooks")) }
+            a href="/admin/coupons" { (tr(ctx, "优惠券", "Coupons")) }
             form.inline method="post" action="/admin/logout" {
                 input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);
                 button.link type="submit" data-sign-out { (tr(ctx, "退出", "Sign out")) }
@@ -161,6 +162,7 @@ fn product_form(ctx: &Ctx, p: Option<&Product>) -> Markup {
             label { (tr(ctx, "分类", "Category")) input name="category" value=(v(|p| p.presentation.category.clone().unwrap_or_default())); }
             label { (tr(ctx, "排序", "Sort")) input name="sort" type="number" value=(v(|p| p.presentation.sort.to_string())); }
             label { (tr(ctx, "图片地址", "Image URL")) input name="image_url" value=(v(|p| p.presentation.image_url.clone().unwrap_or_default())); }
+            label { (tr(ctx, "批发价（数量:价格，逗号分隔）", "Wholesale (quantity:price, comma-separated)")) input name="tiers" placeholder="10:900, 50:850" value=(v(|p| tiers_text(&p.presentation.tiers))); }
             label { (tr(ctx, "库存预警", "Low-stock alert")) input name="low_stock" type="number" min="0" value=(v(|p| p.presentation.low_stock.to_string())); }
             label { (tr(ctx, "描述（Markdown）", "Description (Markdown)")) textarea name="description" rows="4" { (v(|p| p.description.clone())) } }
             label { (tr(ctx, "使用说明", "Instructions")) textarea name="instructions" rows="3" { (v(|p| p.presentation.instructions.clone().unwrap_or_default())) } }
@@ -202,13 +204,41 @@ pub async fn products(req: HttpRequest, state: State, web: Web) -> HttpResponse 
     )
 }
 
-fn number<T: std::str::FromStr>(form: &Form, field: &str) -> Result<Option<T>, Error> {
+pub(super) fn number<T: std::str::FromStr>(form: &Form, field: &str) -> Result<Option<T>, Error> {
     form.text(field)
         .map(|v| {
             v.parse()
                 .map_err(|_| Error::invalid(field, "must be a whole number"))
         })
         .transpose()
+}
+
+/// Tiers as the product form shows them: `10:900, 50:850`.
+fn tiers_text(tiers: &[crate::domain::model::Tier]) -> String {
+    tiers
+        .iter()
+        .map(|t| format!("{}:{}", t.min_quantity, t.price))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The form's tiers field (`quantity:price, …`; empty: none), for the
+/// API's checks.
+fn tiers_field(form: &Form) -> Result<Vec<products::TierBody>, Error> {
+    let bad = || Error::invalid("tiers", "write each tier as quantity:price, e.g. 10:900");
+    form.text("tiers")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let (q, p) = t.split_once(':').ok_or_else(bad)?;
+            Ok(products::TierBody {
+                min_quantity: q.trim().parse().map_err(|_| bad())?,
+                price: p.trim().parse().map_err(|_| bad())?,
+            })
+        })
+        .collect()
 }
 
 /// The product form: a new product, or an edit of every field it shows.
@@ -244,6 +274,7 @@ pub async fn save_product(
                 image_url: Some(form.text("image_url")),
                 instructions: Some(form.text("instructions")),
                 low_stock: Some(number(&form, "low_stock")?.unwrap_or(0)),
+                tiers: Some(tiers_field(&form)?),
                 ..Default::default()
             })?;
             state
@@ -262,6 +293,7 @@ pub async fn save_product(
                 image_url: form.text("image_url"),
                 instructions: form.text("instructions"),
                 low_stock: number(&form, "low_stock")?,
+                tiers: Some(tiers_field(&form)?),
                 ..Default::default()
             })?;
             state
@@ -452,6 +484,13 @@ pub async fn order(req: HttpRequest, state: State, web: Web) -> HttpResponse {
         section.card {
             h1 { (o.order_no) }
             p { span data-order-status { (o.status.as_str()) } " · " (money(o.amount, cur)) " · " (o.product_id) " × " (o.quantity) " · " (o.email) " · " (o.gateway) }
+            p data-order-pricing {
+                (tr(&ctx, "单价", "Unit price")) " " (money(o.pricing.unit_price, cur))
+                " · " (tr(&ctx, "小计", "Subtotal")) " " (money(o.pricing.subtotal, cur))
+                @if let Some(code) = &o.pricing.coupon {
+                    " · " (tr(&ctx, "优惠券", "Coupon")) " " code { (code) } " −" (money(o.pricing.discount, cur))
+                }
+            }
             @if can_pay {
                 form.inline method="post" {
                     input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);

@@ -124,6 +124,25 @@ pub struct Texts {
     pub resend_button: &'static str,
     pub resend_help: &'static str,
     pub resend_done: &'static str,
+    pub wholesale: &'static str,
+    pub from_quantity: &'static str,
+    pub coupon: &'static str,
+    pub coupon_hint: &'static str,
+    pub to_pay: &'static str,
+    pub unit_price: &'static str,
+    pub subtotal: &'static str,
+    pub discount: &'static str,
+    pub gateway_alipay: &'static str,
+    /// epay's channels by their pay type; others show their name.
+    pub pay_type_alipay: &'static str,
+    pub pay_type_wxpay: &'static str,
+    pub pay_type_qqpay: &'static str,
+    /// After an epay channel's name.
+    pub via_epay: &'static str,
+    pub gateway_wechat: &'static str,
+    pub gateway_stripe: &'static str,
+    /// Under the WeChat Pay QR code.
+    pub scan_to_pay: &'static str,
 }
 
 impl Texts {
@@ -195,6 +214,22 @@ static ZH: Texts = Texts {
     resend_button: "重新发送邮件",
     resend_help: "输入下单邮箱，我们会把发货邮件再发送一次。",
     resend_done: "如果邮箱与订单一致且订单已发货，邮件已在发送途中（每个订单每小时最多 3 次）。",
+    wholesale: "批发价",
+    from_quantity: "件起",
+    coupon: "优惠码（可选）",
+    coupon_hint: "提交订单时核验并计入价格",
+    to_pay: "应付",
+    unit_price: "单价",
+    subtotal: "小计",
+    discount: "优惠",
+    gateway_alipay: "支付宝",
+    pay_type_alipay: "支付宝",
+    pay_type_wxpay: "微信支付",
+    pay_type_qqpay: "QQ 钱包",
+    via_epay: "（易支付）",
+    gateway_wechat: "微信支付",
+    gateway_stripe: "银行卡（Stripe）",
+    scan_to_pay: "请用微信扫描二维码付款，付款后本页自动更新。",
 };
 
 static EN: Texts = Texts {
@@ -251,6 +286,22 @@ static EN: Texts = Texts {
     resend_button: "Send the e-mail again",
     resend_help: "Enter the e-mail you ordered with and the delivery e-mail is sent again.",
     resend_done: "If the e-mail is the order's and the order is delivered, the e-mail is on its way (at most 3 times per order per hour).",
+    wholesale: "Wholesale",
+    from_quantity: "or more",
+    coupon: "Coupon (optional)",
+    coupon_hint: "Checked and priced in when you order",
+    to_pay: "To pay",
+    unit_price: "Unit price",
+    subtotal: "Subtotal",
+    discount: "Discount",
+    gateway_alipay: "Alipay",
+    pay_type_alipay: "Alipay",
+    pay_type_wxpay: "WeChat Pay",
+    pay_type_qqpay: "QQ Wallet",
+    via_epay: " (epay)",
+    gateway_wechat: "WeChat Pay",
+    gateway_stripe: "Card (Stripe)",
+    scan_to_pay: "Scan the QR code with WeChat to pay; this page updates by itself once paid.",
 };
 
 #[cfg(test)]

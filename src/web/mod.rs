@@ -8,6 +8,7 @@
 //! changes something carries a CSRF token (`csrf.rs`).
 
 mod admin;
+mod admin_coupons;
 mod admin_pages;
 mod assets;
 mod csrf;
@@ -17,6 +18,7 @@ mod layout;
 mod lookup_pages;
 mod markdown;
 mod page_cache;
+mod pay_page;
 mod session;
 mod shop_pages;
 
@@ -32,8 +34,11 @@ use maud::Markup;
 /// Content-Security-Policy built once from config.
 pub struct WebState {
     pub sessions: session::Sessions,
-    /// The rendered `/`, per products version.
-    home: page_cache::HomeCache,
+    /// The rendered `/` and product pages, per products version.
+    pages: page_cache::PageCache,
+    /// Stands for the buyer's CSRF token in a kept page: random per
+    /// process, so no merchant text can contain it.
+    csrf_slot: String,
     csp: String,
     /// Cookies get `Secure` when the shop is served over https.
     secure_cookies: bool,
@@ -41,16 +46,25 @@ pub struct WebState {
 
 impl WebState {
     pub fn new(cfg: &crate::config::Config) -> WebState {
-        // A form may lead (by redirect) to the epay gateway's payment page;
-        // nothing else leaves the shop's origin.
-        let gateway = cfg
-            .epay()
-            .and_then(|e| origin(&e.submit_url))
-            .map(|o| format!(" {o}"))
-            .unwrap_or_default();
+        // A form may lead (by redirect) to the epay or Alipay gateway's
+        // payment page; nothing else leaves the shop's origin.
+        let gateway: String = [
+            cfg.epay().map(|e| e.submit_url.as_str()),
+            cfg.alipay().map(|a| a.gateway_url.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(origin)
+        .chain(
+            cfg.stripe()
+                .map(|_| "https://checkout.stripe.com".to_string()),
+        )
+        .map(|o| format!(" {o}"))
+        .collect();
         WebState {
             sessions: session::Sessions::default(),
-            home: page_cache::HomeCache::default(),
+            pages: page_cache::PageCache::default(),
+            csrf_slot: crate::crypto::new_token(),
             csp: format!(
                 "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
                  connect-src 'self'; form-action 'self'{gateway}; base-uri 'none'; frame-ancestors 'none'"
@@ -170,6 +184,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             vec![web::get().to(shop_pages::order)],
         ))
         .service(page("/assets/{name}", vec![web::get().to(assets::serve)]))
+        .service(page("/pay/{order_no}", vec![web::get().to(pay_page::pay)]))
         .service(page(
             "/lookup",
             vec![

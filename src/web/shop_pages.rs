@@ -3,13 +3,14 @@
 //! `shop::create_order`), and the order page every gateway returns to.
 
 use super::layout::{self, page};
+use super::page_cache::Page;
 use super::{csrf, markdown, money, query, see_other, Ctx, Form, Web};
 use crate::domain::ids::{Gateway, ProductId};
 use crate::domain::model::{Order, Product};
 use crate::domain::order::OrderStatus;
 use crate::error::Error;
 use crate::http::limits::Limit;
-use crate::http::orders::{client_ip, order_with_token, place_order, CreateBody};
+use crate::http::orders::{client_ip, mobile, order_with_token, place_order, CreateBody};
 use crate::http::{products, State};
 use crate::shop::{self, Created};
 use crate::views;
@@ -17,26 +18,55 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup, PreEscaped};
 
-/// The gateways a buyer may choose on the storefront, in this order.
-fn offered(state: &State) -> Vec<Gateway> {
+/// The payment choices of the storefront, in this order: a gateway, or
+/// one of its pay types (epay's channels) as the form's `gateway` value
+/// `gateway:pay_type`. Alipay's pay types are the buyer's device, which
+/// its User-Agent tells; the buyer does not choose them.
+fn offered(state: &State) -> Vec<(Gateway, Option<String>)> {
     let mut out = Vec::new();
-    for g in [Gateway::Epay, Gateway::Hmac] {
-        if state.gateways.get(g).is_some() {
-            out.push(g);
+    for g in state.gateways.offered(state.config.payments.manual.public) {
+        let types = state.gateways.pay_types(g);
+        if g == Gateway::Alipay || types.len() < 2 {
+            out.push((g, None));
+        } else {
+            out.extend(types.into_iter().map(|t| (g, Some(t))));
         }
-    }
-    if state.config.payments.manual.public {
-        out.push(Gateway::Manual);
     }
     out
 }
 
-fn gateway_label(ctx: &Ctx, g: Gateway) -> &'static str {
-    match g {
-        Gateway::Epay => ctx.t().gateway_epay,
-        Gateway::Hmac => ctx.t().gateway_online,
-        Gateway::Manual => ctx.t().gateway_manual,
+/// A choice's form value (see [`offered`]).
+fn choice_value(g: Gateway, pay_type: Option<&str>) -> String {
+    match pay_type {
+        Some(t) => format!("{}:{t}", g.as_str()),
+        None => g.as_str().to_string(),
     }
+}
+
+/// A choice's label. An epay channel is named with epay (`WeChat Pay
+/// (epay)`): with Alipay enabled beside epay, "Alipay" alone would be two
+/// choices.
+fn gateway_label(ctx: &Ctx, g: Gateway, pay_type: Option<&str>) -> String {
+    let t = ctx.t();
+    let Some(pay_type) = pay_type else {
+        return match g {
+            Gateway::Epay => t.gateway_epay,
+            Gateway::Hmac => t.gateway_online,
+            Gateway::Manual => t.gateway_manual,
+            Gateway::Alipay => t.gateway_alipay,
+            Gateway::Wechat => t.gateway_wechat,
+            Gateway::Stripe => t.gateway_stripe,
+        }
+        .into();
+    };
+    let name = match pay_type {
+        "alipay" => t.pay_type_alipay,
+        "wxpay" => t.pay_type_wxpay,
+        "qqpay" => t.pay_type_qqpay,
+        other => other,
+    };
+    let via = if g == Gateway::Epay { t.via_epay } else { "" };
+    format!("{name}{via}")
 }
 
 fn card(ctx: &Ctx, p: &Product, stock: u64, currency: &str) -> Markup {
@@ -48,10 +78,28 @@ fn card(ctx: &Ctx, p: &Product, stock: u64, currency: &str) -> Markup {
             }
             span.name { (p.name) }
             span.price { (money(p.price, currency)) }
+            (tier_hint(ctx, p, currency))
             @if stock == 0 {
                 span.stock.out { (t.sold_out) }
             } @else {
                 span.stock { (t.in_stock) " " (stock) }
+            }
+        }
+    }
+}
+
+/// The wholesale prices of a product, if it has any: "Wholesale 10 or
+/// more ¥9.00 · 50 or more ¥8.50".
+fn tier_hint(ctx: &Ctx, p: &Product, currency: &str) -> Markup {
+    let t = ctx.t();
+    html! {
+        @if !p.presentation.tiers.is_empty() {
+            span.tiers data-tiers {
+                (t.wholesale)
+                @for (i, tier) in p.presentation.tiers.iter().enumerate() {
+                    @if i > 0 { " ·" }
+                    " " (tier.min_quantity) " " (t.from_quantity) " " (money(tier.price, currency))
+                }
             }
         }
     }
@@ -64,8 +112,9 @@ pub async fn home(req: HttpRequest, state: State, web: Web) -> HttpResponse {
     // repeats the query): any other parameter is rendered, not kept.
     let cacheable = ctx.query_only(&["lang", "category"]);
     let version = state.store.products_version();
+    let key = Page::Home(chosen.clone());
     if cacheable {
-        if let Some(page) = web.home.get(version, ctx.lang, &chosen) {
+        if let Some(page) = web.pages.get(version, ctx.lang, &key) {
             return ctx.respond(StatusCode::OK, &web, PreEscaped(page));
         }
     }
@@ -74,7 +123,7 @@ pub async fn home(req: HttpRequest, state: State, web: Web) -> HttpResponse {
         Err(e) => return layout::error(&req, &state, &web, &e),
     };
     if cacheable {
-        web.home.put(version, ctx.lang, chosen, &page.0);
+        web.pages.put(version, ctx.lang, key, &page.0);
     }
     ctx.respond(StatusCode::OK, &web, page)
 }
@@ -120,6 +169,18 @@ fn urlencode(s: &str) -> String {
 
 pub async fn product(req: HttpRequest, state: State, web: Web) -> HttpResponse {
     let id = req.match_info().get("id").unwrap_or("");
+    let mut ctx = Ctx::new(&req, &state, &web);
+    // Only `lang` shapes the page; the buyer's CSRF token goes into the
+    // kept page where the placeholder stands.
+    let key = Page::Product(id.to_string());
+    let cacheable = ctx.query_only(&["lang"]);
+    let version = state.store.products_version();
+    if cacheable {
+        if let Some(page) = web.pages.get(version, ctx.lang, &key) {
+            let page = page.replace(&web.csrf_slot, &ctx.csrf.token);
+            return ctx.respond(StatusCode::OK, &web, PreEscaped(page));
+        }
+    }
     let found = ProductId::parse(id)
         .ok()
         .map(|id| state.store.product(id.as_str()))
@@ -133,9 +194,15 @@ pub async fn product(req: HttpRequest, state: State, web: Web) -> HttpResponse {
         Ok(s) => s,
         Err(e) => return layout::error(&req, &state, &web, &e),
     };
-    let ctx = Ctx::new(&req, &state, &web);
+    let token = std::mem::replace(&mut ctx.csrf.token, web.csrf_slot.clone());
     let body = product_body(&ctx, &state, &p, stock);
-    ctx.respond(StatusCode::OK, &web, page(&ctx, &p.name, body))
+    let html = page(&ctx, &p.name, body).0;
+    if cacheable {
+        web.pages.put(version, ctx.lang, key, &html);
+    }
+    let html = html.replace(&web.csrf_slot, &token);
+    ctx.csrf.token = token;
+    ctx.respond(StatusCode::OK, &web, PreEscaped(html))
 }
 
 fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
@@ -147,6 +214,7 @@ fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
             @if let Some(src) = &p.presentation.image_url { img.hero src=(src) alt=""; }
             h1 { (p.name) }
             p.price { (money(p.price, &state.config.shop.currency)) " " small { (t.per_key) } }
+            p { (tier_hint(ctx, p, &state.config.shop.currency)) }
             @if stock == 0 {
                 p.stock.out { (t.sold_out) }
             } @else {
@@ -158,7 +226,7 @@ fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
             @if gateways.is_empty() {
                 p.card.notice { (t.no_gateway) }
             } @else {
-                form.card.order method="post" action="/checkout" {
+                form.card.order method="post" action="/checkout" data-quote-form {
                     input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);
                     input type="hidden" name="product_id" value=(p.id);
                     label { (t.quantity)
@@ -174,12 +242,20 @@ fn product_body(ctx: &Ctx, state: &State, p: &Product, stock: u64) -> Markup {
                         input type="password" name="query_password" minlength="4" maxlength="64" autocomplete="new-password";
                         small { (t.query_password_hint) }
                     }
+                    label { (t.coupon)
+                        input type="text" name="coupon" maxlength="32" autocomplete="off";
+                        small { (t.coupon_hint) }
+                    }
+                    // Filled by the page's script from POST /api/v1/orders/quote;
+                    // without it the order is priced when it is placed.
+                    p.quote hidden data-quote data-to-pay=(t.to_pay) data-discount=(t.discount) {}
                     fieldset {
                         legend { (t.pay_with) }
-                        @for (i, g) in gateways.iter().enumerate() {
+                        @for (i, (g, pay_type)) in gateways.iter().enumerate() {
                             label.choice {
-                                input type="radio" name="gateway" value=(g.as_str()) checked[i == 0];
-                                (gateway_label(ctx, *g))
+                                input type="radio" name="gateway"
+                                    value=(choice_value(*g, pay_type.as_deref())) checked[i == 0];
+                                (gateway_label(ctx, *g, pay_type.as_deref()))
                             }
                         }
                     }
@@ -207,9 +283,10 @@ pub async fn checkout(
     }
     match place(&req, &state, &form).await {
         Ok((order, token)) => {
-            let next = state
-                .gateways
-                .pay_url(&order, &token)
+            // A free order is delivered already: straight to its page.
+            let next = (order.status == OrderStatus::Pending)
+                .then(|| state.gateways.pay_url(&order, &token))
+                .flatten()
                 .unwrap_or_else(|| format!("/orders/{}?token={token}", order.order_no));
             see_other(&next)
         }
@@ -226,14 +303,17 @@ async fn place(
     state
         .limits
         .take(Limit::Orders, ip.as_deref().unwrap_or("unknown"))?;
-    let gateway = form.text("gateway").unwrap_or_default();
+    let choice = form.text("gateway").unwrap_or_default();
     // The storefront offers only some gateways; the API may take others.
-    if !offered(state).iter().any(|g| g.as_str() == gateway) {
+    let Some((gateway, pay_type)) = offered(state)
+        .into_iter()
+        .find(|(g, t)| choice_value(*g, t.as_deref()) == choice)
+    else {
         return Err(crate::error::Error::invalid(
             "gateway",
             "choose a payment method",
         ));
-    }
+    };
     let body = CreateBody {
         product_id: form.text("product_id").unwrap_or_default(),
         quantity: form
@@ -241,10 +321,12 @@ async fn place(
             .and_then(|q| q.parse().ok())
             .ok_or_else(|| crate::error::Error::invalid("quantity", "must be a whole number"))?,
         email: form.text("email").unwrap_or_default(),
-        gateway,
+        gateway: gateway.as_str().to_string(),
         query_password: form.text("query_password"),
+        coupon: form.text("coupon"),
+        pay_type,
     };
-    let (new, token) = place_order(state, ip, body, None).await?;
+    let (new, token) = place_order(state, ip, mobile(req), body, None).await?;
     let created = state
         .store
         .write(move |tx| shop::create_order(tx, new, |_| Vec::new()))
@@ -271,29 +353,42 @@ pub async fn order(req: HttpRequest, state: State, web: Web) -> HttpResponse {
         Ok(None) => return layout::not_found(&req, &state, &web),
         Err(e) => return layout::error(&req, &state, &web, &e),
     };
+    render_order(&req, &state, &web, &order, &token)
+}
+
+/// The order page of `order`, whose token the buyer showed: also what
+/// `/pay/{order_no}` shows for a gateway paid by QR code.
+pub(super) fn render_order(
+    req: &HttpRequest,
+    state: &State,
+    web: &Web,
+    order: &Order,
+    token: &str,
+) -> HttpResponse {
     let keys = match order.status {
-        OrderStatus::Delivered => match views::key_texts(&state.store, &state.crypto, &order) {
+        OrderStatus::Delivered => match views::key_texts(&state.store, &state.crypto, order) {
             Ok(k) => k,
-            Err(e) => return layout::error(&req, &state, &web, &e),
+            Err(e) => return layout::error(req, state, web, &e),
         },
         _ => Vec::new(),
     };
     let product = state.store.product(&order.product_id).ok().flatten();
-    let ctx = Ctx::new(&req, &state, &web);
-    let pay_url = (order.status == OrderStatus::Pending)
-        .then(|| state.gateways.pay_url(&order, &token))
+    let ctx = Ctx::new(req, state, web);
+    let qr = super::pay_page::qr_code(&ctx, state, order);
+    let pay_url = (order.status == OrderStatus::Pending && qr.is_none())
+        .then(|| state.gateways.pay_url(order, token))
         .flatten();
     let body = order_body(
         &ctx,
-        &state,
-        &order,
-        &token,
+        state,
+        order,
+        token,
         product.as_ref(),
         &keys,
-        pay_url,
+        (pay_url, qr),
     );
     let title = format!("{} {}", ctx.t().order, order.order_no);
-    ctx.respond(StatusCode::OK, &web, page(&ctx, &title, body))
+    ctx.respond(StatusCode::OK, web, page(&ctx, &title, body))
 }
 
 fn order_body(
@@ -303,7 +398,7 @@ fn order_body(
     token: &str,
     product: Option<&Product>,
     keys: &[String],
-    pay_url: Option<String>,
+    (pay_url, qr): (Option<String>, Option<Markup>),
 ) -> Markup {
     let t = ctx.t();
     let status = o.status.as_str();
@@ -327,7 +422,7 @@ fn order_body(
                 span.raw-status data-order-status { (status) }
             }
             dl {
-                dt { (t.amount) } dd { (money(o.amount, &state.config.shop.currency)) }
+                (price_lines(ctx, o, &state.config.shop.currency))
                 @if let Some(p) = product { dt { "#" } dd { (p.name) " × " (o.quantity) } }
                 dt { (t.created) } dd { time { (views::rfc3339(o.created_at_ms)) } }
                 @if o.status == OrderStatus::Pending {
@@ -337,6 +432,9 @@ fn order_body(
             p.help data-help { (help) }
             @if let Some(url) = pay_url {
                 p { a.button.pay href=(url) rel="noreferrer" { (t.pay_now) } }
+            }
+            @if let Some(qr) = qr {
+                (qr)
             }
             @if o.status == OrderStatus::Pending && o.gateway == "manual" && !manual.is_empty() {
                 p.manual { (manual) }
@@ -360,5 +458,23 @@ fn order_body(
             }
             p.hint { (t.keep_page) }
         }
+    }
+}
+
+/// An order's price as it was fixed: unit price, subtotal, the coupon's
+/// discount when there is one, and the amount.
+fn price_lines(ctx: &Ctx, o: &Order, currency: &str) -> Markup {
+    let t = ctx.t();
+    let p = &o.pricing;
+    html! {
+        dt { (t.unit_price) } dd data-unit-price { (money(p.unit_price, currency)) " × " (o.quantity) }
+        @if p.discount > 0 || p.coupon.is_some() {
+            dt { (t.subtotal) } dd { (money(p.subtotal, currency)) }
+            dt { (t.discount) } dd data-discount {
+                "−" (money(p.discount, currency))
+                @if let Some(code) = &p.coupon { " (" code { (code) } ")" }
+            }
+        }
+        dt { (t.amount) } dd data-amount { (money(o.amount, currency)) }
     }
 }

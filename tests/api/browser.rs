@@ -400,3 +400,203 @@ fn at_phone_width_no_page_scrolls_sideways() {
         phone.screenshot(&format!("storefront-phone-{lang}"));
     }
 }
+
+/// A stand-in for epay's cashier on loopback: a buyer sent to its
+/// `submit.php` "pays" (it sends faka the signed notify, server to server,
+/// as the real one does) and is redirected to the order's `return_url`.
+struct FakeCashier {
+    url: String,
+    /// faka's address, known once faka (configured with `url`) runs.
+    faka: std::sync::Arc<std::sync::OnceLock<String>>,
+}
+
+impl FakeCashier {
+    fn start(key: &'static str) -> FakeCashier {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/submit.php", listener.local_addr().expect("addr"));
+        let faka = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+        let base = faka.clone();
+        std::thread::spawn(move || {
+            let http = Client::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut line = String::new();
+                let _ = BufReader::new(&stream).read_line(&mut line);
+                let target = line.split(' ').nth(1).unwrap_or("");
+                let answer = match target.strip_prefix("/submit.php?") {
+                    Some(q) => {
+                        let asked: Vec<(String, String)> =
+                            serde_urlencoded::from_str(q).unwrap_or_default();
+                        let get = |k: &str| {
+                            asked
+                                .iter()
+                                .find(|(a, _)| a == k)
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or_default()
+                        };
+                        let mut notify: Vec<(String, String)> = [
+                            ("pid", get("pid")),
+                            ("trade_no", format!("EP{}", get("out_trade_no"))),
+                            ("out_trade_no", get("out_trade_no")),
+                            ("type", get("type")),
+                            ("name", get("name")),
+                            ("money", get("money")),
+                            ("trade_status", "TRADE_SUCCESS".into()),
+                        ]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect();
+                        let sign = faka::payments::epay::sign(&notify, key);
+                        notify.push(("sign".into(), sign));
+                        notify.push(("sign_type".into(), "MD5".into()));
+                        let faka = base.get().expect("faka runs");
+                        let paid = http
+                            .post(format!("{faka}/api/v1/payments/epay/notify"))
+                            .form(&notify)
+                            .send()
+                            .ok()
+                            .and_then(|r| r.text().ok());
+                        assert_eq!(paid.as_deref(), Some("success"));
+                        format!(
+                            "HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            get("return_url")
+                        )
+                    }
+                    None => {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_string()
+                    }
+                };
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        FakeCashier { url, faka }
+    }
+}
+
+/// Buyers paying online: through the generic hmac gateway (faka's order
+/// page, which shows the keys by itself when the merchant's payment
+/// backend sends the signed callback) and through epay (to the gateway's
+/// cashier and back to the order page, keys shown).
+#[test]
+fn buyers_pay_through_hmac_and_epay_and_land_on_their_order_page() {
+    if !available() {
+        return;
+    }
+    const EPAY_KEY: &str = "89unJUB8HZ54Hj7x4nUj56HN4nUzUJ8i";
+    let cashier = FakeCashier::start(EPAY_KEY);
+    // The cashier sends the buyer to the `return_url` faka gave it, made
+    // from `public_url`: the shop listens where that says.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let app = spawn_with(|dir| {
+        config_text(
+            dir,
+            &format!(
+                "[payments.epay]\npid = \"1001\"\nkey = \"{EPAY_KEY}\"\nsubmit_url = \"{}\"\n",
+                cashier.url
+            ),
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\""),
+        )
+    });
+    cashier.faka.set(app.base.clone()).expect("set once");
+    let r = app.admin_post(
+        "/api/v1/admin/products",
+        json!({"id": "vip", "name": "VIP 1 month", "price": 1990}),
+    );
+    assert_eq!(r.status(), 201);
+    app.import("vip", &["VIP-HMAC-0001".into(), "VIP-EPAY-0002".into()]);
+    let d = Driver::start();
+    let buyer = d.browser(1280, 900, "en");
+
+    // hmac: the order page waits, then shows the key without a reload.
+    buyer.go(&app.url("/products/vip"));
+    buyer.type_into("input[name=email]", "online@example.com");
+    buyer.click("input[name=gateway][value=hmac]");
+    buyer.click("button[type=submit]");
+    buyer.wait_url(|u| u.contains("/orders/") && u.contains("token="));
+    assert_eq!(buyer.text("[data-order-status]"), "pending");
+    buyer.js("window.__notReloaded = true");
+    let no = buyer
+        .js("return document.querySelector('[data-order-no]').dataset.orderNo")
+        .as_str()
+        .expect("order no")
+        .to_string();
+    assert_eq!(
+        pay_hmac(&app.client, &app.base, &no, "HM-1", 1990),
+        Some(200)
+    );
+    let key = eventually(Duration::from_secs(30), || {
+        let k = buyer.js("var k = document.querySelector('[data-key]'); return k && k.offsetParent ? k.textContent : null");
+        k.as_str().map(str::to_string)
+    });
+    assert!(key.starts_with("VIP-"), "{key}");
+    assert_eq!(
+        buyer.js("return window.__notReloaded === true"),
+        json!(true)
+    );
+
+    // epay: off to the cashier, back on the order page with the key.
+    buyer.go(&app.url("/products/vip"));
+    buyer.type_into("input[name=email]", "epay@example.com");
+    buyer.click("input[name=gateway][value=epay]");
+    buyer.click("button[type=submit]");
+    let back = buyer.wait_url(|u| u.starts_with(&app.base) && u.contains("/orders/"));
+    assert!(back.contains("token="), "{back}");
+    let status = eventually(Duration::from_secs(20), || {
+        Some(buyer.text("[data-order-status]")).filter(|s| s == "delivered")
+    });
+    assert_eq!(status, "delivered");
+    let keys = buyer
+        .js("return Array.from(document.querySelectorAll('[data-key]')).map(k => k.textContent)");
+    assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
+    assert_ne!(keys[0].as_str(), Some(key.as_str()), "another key");
+    buyer.assert_same_origin(&app.base);
+}
+
+/// The order form prices itself as the buyer types (tiers, then a coupon)
+/// through the quote, under the pages' CSP.
+#[test]
+fn the_order_form_shows_the_price_with_tiers_and_coupon_as_the_buyer_types() {
+    if !available() {
+        return;
+    }
+    let app = spawn_with(|dir| config_text(dir, "[payments.manual]\npublic = true\n"));
+    let r = app.admin_post(
+        "/api/v1/admin/products",
+        json!({"id": "bulk", "name": "Bulk", "price": 1000, "max_quantity": 50,
+               "tiers": [{"min_quantity": 10, "price": 900}]}),
+    );
+    assert_eq!(r.status(), 201);
+    let keys: Vec<String> = (0..20).map(|i| format!("BULK-{i}")).collect();
+    app.import("bulk", &keys);
+    let r = app.admin_post(
+        "/api/v1/admin/coupons",
+        json!({"code": "TEN", "kind": "percent", "value": 10}),
+    );
+    assert_eq!(r.status(), 201);
+    let d = Driver::start();
+    let buyer = d.browser(1280, 900, "en");
+    buyer.go(&app.url("/products/bulk?lang=en"));
+    let quote_is = |want: &str| {
+        eventually(Duration::from_secs(20), || {
+            Some(buyer.text("[data-quote]")).filter(|t| t == want)
+        })
+    };
+    quote_is("To pay ¥10.00");
+    buyer.js(
+        "const q = document.querySelector('input[name=quantity]'); q.value = '10'; \
+         q.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    quote_is("To pay ¥90.00");
+    buyer.type_into("input[name=coupon]", "ten");
+    quote_is("To pay ¥81.00 (Discount ¥9.00)");
+    buyer.type_into("input[name=coupon]", "x");
+    quote_is("coupon tenx is unknown");
+}

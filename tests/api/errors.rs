@@ -327,8 +327,8 @@ fn wrong_types_missing_and_unknown_fields_are_invalid_requests_naming_the_field(
             "POST",
             "/api/v1/orders".into(),
             false,
-            order(json!({"coupon": "FREE"})),
-            "coupon",
+            order(json!({"voucher": "FREE"})),
+            "voucher",
         ),
         (
             "POST",

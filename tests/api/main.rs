@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod alipay;
 mod at_rest;
 mod backup;
 mod bench_smoke;
@@ -27,8 +28,12 @@ mod ops;
 mod orders;
 mod payments;
 mod presentation;
+mod pricing;
 mod products;
+mod providers;
 mod slow_and_proxied;
+mod stripe;
 mod uploads;
 mod web;
 mod webhooks;
+mod wechat;

@@ -435,6 +435,38 @@ fn http_workers_run_at_the_configured_nice_value() {
     assert!(!writers.is_empty() && !writers.contains(&7), "{writers:?}");
 }
 
+/// `[server] writer_nice` raises the writer and its commit thread above
+/// everything else (the HTTP workers stay where `worker_nice` puts them);
+/// without CAP_SYS_NICE the shop still serves, its writer left at 0.
+#[test]
+#[cfg(target_os = "linux")]
+fn the_writer_runs_at_the_configured_negative_nice_value_when_allowed() {
+    // Whether this process may lower a nice value: try on a scratch thread.
+    let allowed = std::thread::spawn(|| {
+        // SAFETY: plain syscall on the calling (scratch) thread.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -1) == 0 }
+    })
+    .join()
+    .unwrap();
+    let app = spawn_with(|dir| {
+        config_text(dir, "").replace(
+            "[server]\nlisten = \"127.0.0.1:0\"",
+            "[server]\nlisten = \"127.0.0.1:0\"\nworker_nice = 0\nwriter_nice = -4",
+        )
+    });
+    assert_eq!(app.get("/healthz").status(), 200);
+    let (writers, commits) = (thread_nices("faka-writer"), thread_nices("faka-commit"));
+    assert!(!writers.is_empty() && !commits.is_empty());
+    assert_eq!(writers.contains(&-4), allowed, "writers at {writers:?}");
+    assert_eq!(
+        commits.contains(&-4),
+        allowed,
+        "commit threads at {commits:?}"
+    );
+    let workers = thread_nices("actix-rt|system");
+    assert!(!workers.contains(&-4), "actix workers at nice {workers:?}");
+}
+
 /// The shop turns transparent huge pages off for itself unless told to keep
 /// them (`storage.huge_pages`): with them, a 2 MiB page stays resident while
 /// any of it is in use, and a crash start's check of 1M orders left 40-50

@@ -110,7 +110,7 @@ fn bad_presentation_fields_are_refused_naming_the_field_and_change_nothing() {
         ),
         (json!({"instructions": "i".repeat(4097)}), "instructions"),
         (json!({"low_stock": -1}), "low_stock"),
-        (json!({"tiers": []}), "tiers"),
+        (json!({"tiers": [{"min_quantity": 1, "price": 5}]}), "tiers"),
     ];
     for (body, field) in cases {
         let msg = expect_error(patch(&app, "p", body.clone()), 422, "invalid_request");

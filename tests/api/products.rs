@@ -77,7 +77,8 @@ fn buyers_see_only_active_products_with_their_live_stock() {
     assert_eq!(list.len(), 1, "only the active product is listed: {list:?}");
     let expected = json!({"id": "steam-10", "name": "Steam 10 USD", "description": "A gift card",
         "price": 6900, "currency": "CNY", "stock": 3, "min_quantity": 1, "max_quantity": 5, "active": true,
-        "category": null, "sort": 0, "image_url": null, "instructions": null, "low_stock": 0});
+        "category": null, "sort": 0, "image_url": null, "instructions": null, "low_stock": 0,
+        "tiers": []});
     assert_eq!(list[0], expected);
     assert_eq!(public_detail(&app, "steam-10"), expected);
     assert!(

@@ -8,7 +8,7 @@ use crate::helpers::*;
 use reqwest::blocking::{Client, Response};
 use serde_json::json;
 
-fn browser() -> Client {
+pub(crate) fn browser() -> Client {
     Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -16,7 +16,7 @@ fn browser() -> Client {
         .expect("client")
 }
 
-fn page(c: &Client, app: &TestApp, path: &str) -> Response {
+pub(crate) fn page(c: &Client, app: &TestApp, path: &str) -> Response {
     c.get(app.url(path))
         .header("Accept", "text/html")
         .send()
@@ -44,12 +44,12 @@ fn assert_page_headers(r: &Response, what: &str) {
 }
 
 /// The hidden CSRF field of a page.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[at..at + html[at..].find('"').expect("end")].to_string()
 }
 
-fn manual_shop() -> TestApp {
+pub(crate) fn manual_shop() -> TestApp {
     spawn_with(|dir| {
         config_text(
             dir,
@@ -318,8 +318,63 @@ fn the_storefront_shows_every_change_to_products_and_stock_at_once() {
     );
 }
 
+/// Product pages are kept rendered between product changes: each buyer
+/// still gets a form with their own CSRF token, and a change to the
+/// product or its stock shows on the next load.
+#[test]
+fn a_kept_product_page_carries_each_buyers_own_token_and_every_change() {
+    let app = manual_shop();
+    app.product_with_keys("p", 500, 3);
+    let (a, b) = (browser(), browser());
+    let first = |c: &Client| {
+        let r = page(c, &app, "/products/p");
+        let cookie = set_cookie(&r, "faka_csrf");
+        let html = r.text().unwrap();
+        (cookie, html)
+    };
+    let (cookie_a, html_a) = first(&a);
+    let (cookie_b, html_b) = first(&b);
+    let (token_a, token_b) = (csrf_of(&html_a), csrf_of(&html_b));
+    assert_ne!(token_a, token_b, "two buyers, two tokens");
+    assert!(
+        cookie_a.starts_with(&format!("faka_csrf={token_a};")),
+        "{cookie_a}"
+    );
+    assert!(
+        cookie_b.starts_with(&format!("faka_csrf={token_b};")),
+        "{cookie_b}"
+    );
+    // A's second load (a kept page) still carries A's token, and A's order
+    // through it is accepted.
+    let again = page(&a, &app, "/products/p").text().unwrap();
+    assert_eq!(csrf_of(&again), token_a);
+    let r = a
+        .post(app.url("/checkout"))
+        .form(&[
+            ("csrf", token_a.as_str()),
+            ("product_id", "p"),
+            ("quantity", "1"),
+            ("email", "a@example.com"),
+            ("gateway", "manual"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap_or_default());
+    let stock = |html: &str| html.contains(" 2<") && !html.contains(" 3<");
+    assert!(stock(&page(&b, &app, "/products/p").text().unwrap()));
+    let r = app
+        .admin(app.client.patch(app.url("/api/v1/admin/products/p")))
+        .json(&json!({"name": "Renamed"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let renamed = page(&b, &app, "/products/p?lang=en").text().unwrap();
+    assert!(renamed.contains("Renamed") && renamed.contains("lang=\"en\""));
+    assert_eq!(csrf_of(&renamed), token_b);
+}
+
 /// A browser signed in to the admin panel.
-fn signed_in_admin(app: &TestApp) -> Client {
+pub(crate) fn signed_in_admin(app: &TestApp) -> Client {
     let merchant = browser();
     let login = page(&merchant, app, "/admin/login").text().unwrap();
     let r = merchant

@@ -47,6 +47,21 @@ pub fn create_product(conn: &mut Conn, id: &str, max_quantity: u32) -> Result<()
     Ok(())
 }
 
+/// A shop-wide percent coupon with a total cap no run reaches: every
+/// order claims a use (and its buyer's count) in the writer.
+pub fn create_coupon(conn: &mut Conn, code: &str, percent: u64) -> Result<()> {
+    let body =
+        json!({"code": code, "kind": "percent", "value": percent, "max_uses": 1_000_000_000u64});
+    admin_call(
+        conn,
+        "POST",
+        "/api/v1/admin/coupons",
+        "application/json",
+        body.to_string().as_bytes(),
+    )?;
+    Ok(())
+}
+
 /// Imports keys `prefix-from .. prefix-to` in requests of `chunk` keys.
 pub fn import_range(
     conn: &mut Conn,

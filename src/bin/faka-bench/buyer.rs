@@ -1,6 +1,6 @@
 //! The buyer's side of the shop, written once against `Http` so it runs
 //! on either client: create an order (hmac; with an `Idempotency-Key`
-//! under `--idempotency-keys`), pay it with the gateway's signed callback,
+//! under `--idempotency-keys`, with a coupon under `flow --coupon`), pay it with the gateway's signed callback,
 //! GET it with its token and keys; the checks on what
 //! came back (the right number of keys, distinct, from the product, none
 //! delivered twice); and `Buyer`, one connection's record of complete
@@ -33,23 +33,41 @@ pub enum Created {
     Failed,
 }
 
+/// The coupon `flow --coupon` puts on every order: 10 % off every product.
+pub const COUPON: &str = "BENCH10";
+pub const COUPON_PERCENT: u64 = 10;
+
+/// What an order of `quantity` keys costs, with the bench's coupon or not.
+fn expected_amount(quantity: u32, coupon: bool) -> u64 {
+    let subtotal = PRICE * quantity as u64;
+    if coupon {
+        subtotal - subtotal * COUPON_PERCENT / 100
+    } else {
+        subtotal
+    }
+}
+
 /// Creates an order for `quantity` keys of `product`; with
-/// `idempotency_key`, it carries a key of its own, as a careful client's.
+/// `idempotency_key`, it carries a key of its own, as a careful client's;
+/// with `coupon`, the bench's [`COUPON`].
 pub async fn create_order<H: Http>(
     conn: &mut H,
     s: &mut Series,
     wrong: &mut Wrong,
     product: &str,
     quantity: u32,
-    idempotency_key: bool,
+    (idempotency_key, coupon): (bool, bool),
 ) -> Created {
     // Every buyer has an e-mail of their own, as in a real shop: faka keeps
     // a pending-orders count per e-mail (and per IP), so one shared address
     // would make those rows look cheaper than they are.
     static BUYER: AtomicUsize = AtomicUsize::new(0);
     let email = format!("buyer{}@example.com", BUYER.fetch_add(1, Ordering::Relaxed));
-    let body =
+    let mut body =
         json!({"product_id": product, "quantity": quantity, "email": email, "gateway": "hmac"});
+    if coupon {
+        body["coupon"] = json!(COUPON);
+    }
     let mut headers = vec![("Content-Type", "application/json".into())];
     if idempotency_key {
         // The e-mail is new for every order, so the key is too.
@@ -65,7 +83,7 @@ pub async fn create_order<H: Http>(
     if !s.check(&r, 201) {
         return Created::Failed;
     }
-    match parse_created(&r, product, quantity) {
+    match parse_created(&r, product, quantity, coupon) {
         Ok(p) => Created::Ok(p),
         Err(e) => {
             wrong.add(format!("create: {e:#}"));
@@ -74,7 +92,7 @@ pub async fn create_order<H: Http>(
     }
 }
 
-fn parse_created(r: &Resp, product: &str, quantity: u32) -> Result<Placed> {
+fn parse_created(r: &Resp, product: &str, quantity: u32, coupon: bool) -> Result<Placed> {
     let v = r.json()?;
     let text = |k: &str| {
         v[k].as_str()
@@ -90,8 +108,11 @@ fn parse_created(r: &Resp, product: &str, quantity: u32) -> Result<Placed> {
     if v["status"] != "pending" || v["product_id"] != product || v["quantity"] != quantity {
         bail!("unexpected order {v}");
     }
-    if p.amount != PRICE * quantity as u64 {
-        bail!("amount {} for {quantity} × {PRICE}", p.amount);
+    if p.amount != expected_amount(quantity, coupon) {
+        bail!(
+            "amount {} for {quantity} × {PRICE} (coupon: {coupon})",
+            p.amount
+        );
     }
     Ok(p)
 }
@@ -213,6 +234,8 @@ pub struct Buyer {
     n: u64,
     /// Whether its orders carry an `Idempotency-Key`.
     idempotency_keys: bool,
+    /// Whether its orders carry the bench's [`COUPON`] (`flow --coupon`).
+    coupon: bool,
 }
 
 impl Buyer {
@@ -223,6 +246,11 @@ impl Buyer {
             idempotency_keys: cfg.idempotency_keys,
             ..Buyer::default()
         }
+    }
+
+    /// The same buyer with the bench's [`COUPON`] on every order.
+    pub fn with_coupon(self, coupon: bool) -> Buyer {
+        Buyer { coupon, ..self }
     }
 
     pub fn merge(&mut self, o: Buyer) {
@@ -259,7 +287,7 @@ impl Buyer {
             &mut self.wrong,
             product,
             quantity,
-            self.idempotency_keys,
+            (self.idempotency_keys, self.coupon),
         );
         let o = match created.await {
             Created::Ok(o) => o,

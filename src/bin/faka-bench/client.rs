@@ -6,10 +6,12 @@
 //! to have been closed while idle, and read only what a bench needs: a
 //! status and a whole body.
 
+use crate::tls::{self, TlsConn};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A response: status and the whole body.
@@ -218,6 +220,10 @@ pub struct AConn {
     addr: SocketAddr,
     timeout: Duration,
     stream: Option<tokio::net::TcpStream>,
+    /// The client config when `addr` speaks TLS (the proxy, `tls`).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// The TLS session on `stream`, when `tls`.
+    session: Option<TlsConn>,
     out: Vec<u8>,
     buf: Vec<u8>,
 }
@@ -229,34 +235,62 @@ impl AConn {
             addr,
             timeout,
             stream: None,
+            tls: tls::config_for(addr),
+            session: None,
             out: Vec::with_capacity(1024),
             buf: Vec::with_capacity(16 * 1024),
         }
     }
 
+    /// Connects, with the TLS handshake when `addr` speaks TLS.
     pub async fn connect(&mut self) -> io::Result<&mut tokio::net::TcpStream> {
         if self.stream.is_none() {
-            let s = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.addr))
+            let opened = async {
+                let mut s = tokio::net::TcpStream::connect(self.addr).await?;
+                s.set_nodelay(true)?;
+                let session = match &self.tls {
+                    Some(c) => Some(TlsConn::handshake(c.clone(), &mut s).await?),
+                    None => None,
+                };
+                Ok::<_, io::Error>((s, session))
+            };
+            let (s, session) = tokio::time::timeout(self.timeout, opened)
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            s.set_nodelay(true)?;
             self.stream = Some(s);
+            self.session = session;
         }
         Ok(self.stream.as_mut().expect("connected just above"))
+    }
+
+    /// Sends `self.out`, encrypted when the connection speaks TLS.
+    async fn send_out(&mut self) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.connect().await?;
+        let s = self.stream.as_mut().expect("connected just above");
+        match &mut self.session {
+            Some(t) => t.write_all(s, &self.out).await,
+            None => s.write_all(&self.out).await,
+        }
+    }
+
+    /// Appends what arrives next to `self.buf`: how many bytes, 0 at the
+    /// end of the stream.
+    async fn read_more(&mut self) -> io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let Some(s) = self.stream.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        match &mut self.session {
+            Some(t) => t.read_buf(s, &mut self.buf).await,
+            None => s.read_buf(&mut self.buf).await,
+        }
     }
 
     /// Sends `self.out` and reads one response into a `Resp`; only
     /// responses with a `Content-Length` (all of faka's JSON answers).
     async fn exchange(&mut self) -> Result<Resp, Fail> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let out = std::mem::take(&mut self.out);
-        let sent = match self.connect().await {
-            Ok(s) => s.write_all(&out).await,
-            Err(e) => Err(e),
-        };
-        self.out = out;
-        sent.map_err(Fail::Stale)?;
-        let s = self.stream.as_mut().expect("connected above");
+        self.send_out().await.map_err(Fail::Stale)?;
         self.buf.clear();
         loop {
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
@@ -273,13 +307,14 @@ impl AConn {
                     };
                 let start = end + 4;
                 while self.buf.len() < start + n {
-                    if s.read_buf(&mut self.buf).await.map_err(Fail::Other)? == 0 {
+                    if self.read_more().await.map_err(Fail::Other)? == 0 {
                         return Err(Fail::Other(io::ErrorKind::UnexpectedEof.into()));
                     }
                 }
                 let body = self.buf[start..start + n].to_vec();
                 if head.close {
                     self.stream = None;
+                    self.session = None;
                 }
                 return Ok(Resp {
                     status: head.status,
@@ -289,7 +324,7 @@ impl AConn {
             if self.buf.len() as u64 > MAX_LINE {
                 return Err(Fail::Other(bad_data("response head too long")));
             }
-            match s.read_buf(&mut self.buf).await {
+            match self.read_more().await {
                 Ok(0) if self.buf.is_empty() => {
                     return Err(Fail::Stale(io::ErrorKind::UnexpectedEof.into()))
                 }

@@ -44,6 +44,7 @@
 //! cargo build --release --bins
 //! target/release/faka-bench                         # every scenario, 10 s each
 //! target/release/faka-bench --scenario flow --duration 5
+//! target/release/faka-bench --scenario read,flow,flash --proxy nginx   # also through nginx
 //! target/debug/faka-bench --smoke                   # correctness only, < 30 s
 //! target/release/faka-bench --scenario scale        # 1M keys + 1M orders, ~12 min
 //! ```
@@ -52,7 +53,8 @@
 //! `client` (the two keep-alive HTTP/1.1 clients), `load` (the runners that
 //! drive many connections) and `measure` (what they record), `report` (the
 //! table and the targets), `process` (a faka process and its log), `admin`
-//! and `metrics` (set-up and faka's counters), `buyer` (the order journey's
+//! and `metrics` (set-up and faka's counters), `proxy` and `tls` (the TLS
+//! proxy `--proxy` puts in front of faka, and the client's side of it), `buyer` (the order journey's
 //! steps), `cpu` (CPU accounting from /proc), `servers` (the two trivial
 //! ceilings and the two webhook receivers), `burst_trace`, and one module
 //! per scenario under `scenarios/`.
@@ -66,10 +68,12 @@ mod load;
 mod measure;
 mod metrics;
 mod process;
+mod proxy;
 mod report;
 mod scenarios;
 mod servers;
 mod settings;
+mod tls;
 
 use anyhow::Result;
 use clap::Parser;
@@ -130,7 +134,7 @@ fn main() {
     if let Some(path) = &cfg.burst_trace {
         burst_trace::record_to(path.clone());
     }
-    let rows = run_all(&cfg, args.scenario);
+    let rows = run_all(&cfg, &args.scenario);
     print_table(&rows, cfg.smoke);
     print_goals(&rows, cfg.smoke);
     let failed = rows
@@ -147,9 +151,11 @@ fn main() {
     std::process::exit(if failed { 1 } else { 0 });
 }
 
-fn run_all(cfg: &Settings, which: Scenario) -> Vec<Row> {
+fn run_all(cfg: &Settings, which: &[Scenario]) -> Vec<Row> {
     // `scale` is long: only when asked for by name.
-    let wants = |s: Scenario| which == s || (which == Scenario::All && s != Scenario::Scale);
+    let wants = |s: Scenario| {
+        which.contains(&s) || (which.contains(&Scenario::All) && s != Scenario::Scale)
+    };
     eprintln!(
         "faka-bench: {} with {} connections, {:.1} s per scenario{}",
         cfg.faka.display(),
@@ -166,7 +172,7 @@ fn run_all(cfg: &Settings, which: Scenario) -> Vec<Row> {
         Scenario::Import,
     ];
     if main_scenarios.iter().any(|s| wants(*s)) {
-        match Faka::start(cfg, "main", 900) {
+        match Faka::start(cfg, "main", 900).and_then(|f| with_proxy(cfg, f)) {
             Ok(faka) => run_main(cfg, faka, &wants, &mut rows),
             Err(e) => rows.push(Row::failed("start faka", e)),
         }
@@ -180,6 +186,16 @@ fn run_all(cfg: &Settings, which: Scenario) -> Vec<Row> {
         rows.extend(scenarios::scale::run(cfg).unwrap_or_else(|e| vec![Row::failed("scale", e)]));
     }
     rows
+}
+
+/// `faka` with the proxy `--proxy` asks for in front of it (and of the
+/// outside trivial server).
+fn with_proxy(cfg: &Settings, mut faka: Faka) -> Result<Faka> {
+    if let Some(kind) = cfg.proxy {
+        let outside = servers::outside(cfg)?.addr;
+        faka.proxy = Some(proxy::Proxy::start(kind, faka.addr, outside)?);
+    }
+    Ok(faka)
 }
 
 /// read, pages, flow, flash and import on one faka, then its store check.

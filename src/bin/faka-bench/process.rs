@@ -8,6 +8,7 @@
 
 use crate::client::Conn;
 use crate::cpu::threads_cpu_time;
+use crate::proxy::Proxy;
 use crate::settings::Settings;
 use crate::{ADMIN, SECRET};
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,6 +31,8 @@ pub struct Faka {
     /// Info log lines of the current process, with their arrival time
     /// since its spawn.
     events: Events,
+    /// The TLS proxy in front of it (`--proxy`), set by `run_main`.
+    pub proxy: Option<Proxy>,
 }
 
 type Events = Arc<Mutex<Vec<(Duration, String)>>>;
@@ -96,6 +99,7 @@ impl Faka {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             warnings,
             events,
+            proxy: None,
         };
         faka.addr
             .set_port(port.with_context(|| format!("faka ({label}) did not start"))?);
@@ -332,10 +336,14 @@ fn config_text(cfg: &Settings, dir: &Path, hold_secs: u64) -> String {
         .workers
         .map(|n| format!("workers = {n}\n"))
         .unwrap_or_default();
+    let writer_nice = cfg
+        .writer_nice
+        .map(|n| format!("writer_nice = {n}\n"))
+        .unwrap_or_default();
     let text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
-{nice}{workers}[storage]
+{nice}{writer_nice}{workers}[storage]
 data_dir = "{data}"
 key_file = "{key}"
 {cache}[admin]

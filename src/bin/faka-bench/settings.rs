@@ -3,6 +3,7 @@
 //! `--smoke`) and checked. Every knob a scenario, a faka process or the
 //! trivial server reads is a field of `Settings`, passed down by reference.
 
+use crate::proxy::ProxyKind;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
@@ -23,8 +24,9 @@ pub struct Args {
     /// Client connections [default: 64; smoke: 8]
     #[arg(long)]
     concurrency: Option<usize>,
-    #[arg(long, value_enum, default_value_t = Scenario::All)]
-    pub scenario: Scenario,
+    /// One scenario or several, comma-separated (`read,flow,flash`)
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<Scenario>,
     /// Short runs with small sizes that check correctness only
     #[arg(long)]
     smoke: bool,
@@ -75,6 +77,10 @@ pub struct Args {
     /// a careful client does
     #[arg(long)]
     idempotency_keys: bool,
+    /// flow: put a coupon (10 % off, shop-wide) on every order, so each
+    /// order also claims a coupon use in the writer
+    #[arg(long)]
+    coupon: bool,
     /// faka's `[retention]` idempotency_hours and delivered_events_hours
     /// for every faka started, with a sweep every 5 s [default: faka's,
     /// 168 and 720 hours, a sweep every 600 s]
@@ -96,6 +102,11 @@ pub struct Args {
     /// yield alike to the load generator [default: faka's default, 5]
     #[arg(long)]
     worker_nice: Option<i32>,
+    /// faka's `server.writer_nice` for every faka started: below 0 raises
+    /// its writer and commit threads (needs CAP_SYS_NICE) [default:
+    /// faka's default]
+    #[arg(long, allow_negative_numbers = true)]
+    writer_nice: Option<i32>,
     /// faka's `server.workers` (HTTP worker threads) for every faka
     /// started, and the trivial servers' worker count [default: actix's,
     /// one per core]
@@ -106,6 +117,11 @@ pub struct Args {
     /// was answered (µs from the first), and the server thread that ran it
     #[arg(long, value_name = "FILE")]
     burst_trace: Option<PathBuf>,
+    /// Also measure `read`, `flow` and `flash` through a TLS-terminating
+    /// proxy started on loopback in front of faka and of the outside
+    /// trivial server (`scripts/install-bench-deps.sh` installs nginx)
+    #[arg(long, value_enum)]
+    proxy: Option<ProxyKind>,
     /// Internal: serve the outside ceiling (`GET /ping`) in this process
     /// until stdin closes, after printing its port and nice value
     #[arg(long, hide = true)]
@@ -148,6 +164,8 @@ pub struct Settings {
     /// `server.worker_nice` written into faka's config, when `--worker-nice`;
     /// also the trivial server workers' nice value.
     pub worker_nice: Option<i32>,
+    /// `server.writer_nice` written into faka's config, when `--writer-nice`.
+    pub writer_nice: Option<i32>,
     /// `server.workers` written into faka's config, when `--workers`; also
     /// the trivial server's worker count.
     pub workers: Option<usize>,
@@ -159,10 +177,14 @@ pub struct Settings {
     pub smtp_url: Option<String>,
     /// Whether every order carries an `Idempotency-Key` (`--idempotency-keys`).
     pub idempotency_keys: bool,
+    /// Whether flow's orders carry a coupon (`--coupon`).
+    pub coupon: bool,
     /// `[retention]` hours written into faka's config, when `--retention-hours`.
     pub retention_hours: Option<u64>,
     /// Where `--burst-trace` writes its stamps.
     pub burst_trace: Option<PathBuf>,
+    /// The proxy `--proxy` puts in front of faka and the outside server.
+    pub proxy: Option<ProxyKind>,
 }
 
 impl Settings {
@@ -197,12 +219,15 @@ impl Settings {
             scale_orders: pick(a.scale_orders, 1_000_000, 1_000),
             cache_mb: a.cache_mb,
             worker_nice: a.worker_nice,
+            writer_nice: a.writer_nice,
             workers: a.workers.map(|n| n.max(1)),
             webhook_url,
             smtp_url: None,
             idempotency_keys: a.idempotency_keys,
+            coupon: a.coupon,
             retention_hours: a.retention_hours,
             burst_trace: a.burst_trace.clone(),
+            proxy: a.proxy,
         };
         if s.concurrency < 4
             || s.flash_conns == 0
@@ -238,7 +263,7 @@ fn default_faka() -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Args, Settings};
+    use super::{Args, Scenario, Settings};
     use clap::Parser;
 
     fn settings(flags: &[&str]) -> Result<Settings, String> {
@@ -263,8 +288,30 @@ mod tests {
         .concat();
         assert_eq!(settings(&flags).unwrap().retention_hours, Some(0));
         let plain = settings(&["--scenario", "scale"]).unwrap();
+        assert!(plain.proxy.is_none());
         assert!(!plain.idempotency_keys);
         let both = settings(&["--hanging-webhooks", "--accepting-webhooks"]);
         assert!(both.is_err_and(|e| e.contains("cannot be used with")));
+    }
+
+    #[test]
+    fn the_proxy_flag_names_nginx_and_nothing_else() {
+        let proxied = settings(&["--proxy", "nginx"]).unwrap();
+        assert!(proxied.proxy == Some(super::ProxyKind::Nginx));
+        assert!(settings(&["--proxy", "apache"]).is_err());
+        let raised = settings(&["--worker-nice", "0", "--writer-nice", "-5"]).unwrap();
+
+        assert_eq!(
+            (raised.worker_nice, raised.writer_nice),
+            (Some(0), Some(-5))
+        );
+    }
+
+    #[test]
+    fn several_scenarios_run_in_one_invocation() {
+        let args = Args::try_parse_from(["faka-bench", "--scenario", "read,flow,flash"]).unwrap();
+        assert!(args.scenario == [Scenario::Read, Scenario::Flow, Scenario::Flash]);
+        let all = Args::try_parse_from(["faka-bench"]).unwrap();
+        assert!(all.scenario == [Scenario::All]);
     }
 }

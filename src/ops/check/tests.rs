@@ -329,3 +329,68 @@ fn keys_and_the_available_index_must_agree_key_by_key() {
     assert!(found[1].contains(&format!("lists key {}", last + 1)));
     store.close();
 }
+
+/// A coupon's counts must be its orders': pending ones held, paid ones
+/// used, expired ones neither; each buyer's count both together.
+#[test]
+fn coupon_counts_must_match_the_orders_that_carry_them() {
+    use crate::domain::pricing::{Coupon, CouponKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+    let coupon = |code: &str, held, uses| Coupon {
+        code: code.into(),
+        kind: CouponKind::Fixed,
+        value: 1,
+        product_ids: Vec::new(),
+        min_amount: 0,
+        max_uses: None,
+        max_uses_per_email: None,
+        starts_at_ms: None,
+        expires_at_ms: None,
+        active: true,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        uses,
+        held,
+    };
+    store
+        .write_blocking(move |tx| {
+            for (no, status, code) in [
+                ("A0000000000000001", OrderStatus::Pending, "Right"),
+                ("B0000000000000002", OrderStatus::Expired, "Right"),
+                ("C0000000000000003", OrderStatus::Pending, "Wrong"),
+                ("D0000000000000004", OrderStatus::Pending, "Ghost"),
+            ] {
+                let mut o = Order::pending_for_test(no, "b@x.com", "10.0.0.1", 1);
+                o.quantity = 0;
+                o.status = status;
+                o.pricing.coupon = Some(code.into());
+                if status == OrderStatus::Pending {
+                    tx.schedule_expiry(&o);
+                }
+                tx.insert_order(&o);
+            }
+            tx.put_coupon(&coupon("Right", 1, 0));
+            tx.put_coupon_email_uses("right", "B@X.COM", 1);
+            tx.put_coupon(&coupon("Wrong", 0, 1));
+            tx.put_coupon_email_uses("wrong", "b@x.com", 2);
+            Ok(())
+        })
+        .unwrap();
+    let found: Vec<String> = checked(&store)
+        .violations
+        .into_iter()
+        .filter(|v| v.contains("coupon"))
+        .collect();
+    let mut want = vec![
+        "coupon Wrong counts held/uses 0/1 but its orders are 1/0".to_string(),
+        "orders carry coupon ghost, which does not exist".to_string(),
+        "a buyer's count of coupon wrong is 2 but their orders are 1".to_string(),
+        "1 buyers' coupon counts are missing".to_string(),
+    ];
+    let mut found_sorted = found.clone();
+    found_sorted.sort();
+    want.sort();
+    assert_eq!(found_sorted, want, "{found:#?}");
+    store.close();
+}

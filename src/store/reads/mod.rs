@@ -5,8 +5,8 @@
 //! walk a tree answer 503 rather than show a state older than one
 //! acknowledged (`Store::trees`).
 //!
-//! Orders, products and retention read here; `keys`, `outbox` and `emails`
-//! hold the reads of each.
+//! Orders, products and retention read here; `keys`, `coupons`, `outbox`
+//! and `emails` hold the reads of each.
 
 use super::codec;
 use super::tree::{self, Tree};
@@ -18,6 +18,7 @@ use crate::domain::order::OrderStatus;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 
+mod coupons;
 mod emails;
 mod keys;
 mod outbox;

@@ -5,8 +5,9 @@
 //! then sled) and write into it; nothing reaches sled until the whole batch is
 //! journaled and fsynced. A command that fails is rolled back alone; the rest
 //! of its batch still commits. The typed operations below are what domain code
-//! sees; tree names and key layouts stay in this folder: `keys`, `orders`
-//! and `outbox` hold the operations on each, `staging` a key upload's.
+//! sees; tree names and key layouts stay in this folder: `keys`, `orders`,
+//! `coupons` and `outbox` hold the operations on each, `staging` a key
+//! upload's.
 
 use super::codec;
 use super::journal::{Batch, Write};
@@ -19,6 +20,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
+mod coupons;
+pub(crate) use coupons::coupon_email_key;
 pub(crate) mod emails;
 mod keys;
 mod orders;

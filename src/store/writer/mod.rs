@@ -76,6 +76,9 @@ pub(crate) struct Writer {
     pub on_commit: Option<Box<dyn Fn() + Send>>,
     /// Batches are refused while the data dir's file system has less free.
     pub min_free_bytes: u64,
+    /// This thread's nice value, and so its commit thread's (`[server]
+    /// writer_nice`; 0 leaves both alone).
+    pub nice: i32,
     pub early: Arc<EarlyStock>,
 }
 
@@ -114,10 +117,32 @@ pub fn now_ms() -> i64 {
 /// the biggest keys).
 pub(crate) const MAX_BATCH_BYTES: usize = 256 << 20;
 
+/// Raises the calling thread's priority to `nice` (below 0; 0 leaves it
+/// alone), so that the writer runs before the HTTP workers, a proxy and
+/// anything else on the machine. Lowering a nice value needs CAP_SYS_NICE:
+/// refused, one warning, and the writer runs on at its nice value.
+fn raise_priority(nice: i32) {
+    let nice = nice.clamp(-20, 0);
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscall on the calling thread (who = 0); no memory shared.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+            tracing::warn!(nice, error = %std::io::Error::last_os_error(),
+                "could not raise the writer's priority (needs CAP_SYS_NICE); it runs at its usual priority");
+        }
+    }
+}
+
 impl Writer {
     /// Runs the writer on this thread and the committer on a new one, until
     /// shutdown (or until every sender is gone).
     pub fn run(self) {
+        // Before the commit thread starts: a new thread inherits its
+        // creator's nice value.
+        raise_priority(self.nice);
         let in_flight: InFlight = Arc::default();
         let failed_epoch = self.early.failed_epoch.clone();
         let (to_commit, stages) = crossbeam_channel::bounded(1);

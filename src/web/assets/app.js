@@ -1,6 +1,7 @@
 // faka pages: only improvements. The order page follows its status and
 // shows the keys when they are delivered; copy buttons; the key upload form
-// reads a chosen file into its text box. Everything works without this.
+// reads a chosen file into its text box; the order form shows its price
+// (tiers, coupon) as the buyer types. Everything works without this.
 "use strict";
 (function () {
   function copyButtons(root) {
@@ -108,11 +109,69 @@
     });
   }
 
+  function money(minor, currency) {
+    var amount = Math.floor(minor / 100) + "." + String(minor % 100).padStart(2, "0");
+    var sign = { CNY: "¥", USD: "$", EUR: "€" }[currency];
+    return sign ? sign + amount : amount + " " + currency;
+  }
+
+  // The order form's price, from the same quote the API answers (tiers,
+  // coupon, stock), asked again as the buyer changes the form. Without
+  // this script the order is simply priced when it is placed.
+  function quote(form) {
+    var out = form.querySelector("[data-quote]");
+    var timer = null;
+    var asked = 0;
+    function ask() {
+      var email = form.elements.email.value;
+      var gateway = form.querySelector("input[name=gateway]:checked");
+      var body = {
+        product_id: form.elements.product_id.value,
+        quantity: parseInt(form.elements.quantity.value, 10) || 0,
+        // The price does not depend on who asks, but the body is an order's.
+        email: /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email) ? email : "quote@example.com",
+        gateway: gateway ? gateway.value : "",
+        coupon: form.elements.coupon.value.trim() || null
+      };
+      var mine = ++asked;
+      fetch("/api/v1/orders/quote", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        credentials: "same-origin",
+        body: JSON.stringify(body)
+      })
+        .then(function (r) { return r.json(); })
+        .then(function (q) {
+          if (mine !== asked) return;
+          if (q.error) {
+            out.textContent = q.error.message;
+            out.classList.add("error");
+          } else {
+            var text = out.dataset.toPay + " " + money(q.amount, q.currency);
+            if (q.discount > 0) {
+              text += " (" + out.dataset.discount + " " + money(q.discount, q.currency) + ")";
+            }
+            out.textContent = text;
+            out.classList.remove("error");
+          }
+          out.hidden = false;
+        })
+        .catch(function () { out.hidden = true; });
+    }
+    form.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(ask, 300);
+    });
+    ask();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     copyButtons(document);
     var page = document.querySelector("[data-order-no]");
     if (page) follow(page);
     var up = document.querySelector("[data-key-upload]");
     if (up) upload(up);
+    var orderForm = document.querySelector("[data-quote-form]");
+    if (orderForm) quote(orderForm);
   });
 })();

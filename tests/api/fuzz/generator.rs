@@ -191,7 +191,7 @@ fn path(rng: &mut StdRng, shop: &Shop, route: Route) -> Segment {
                     "/api/v1/admin/",
                     "/api/v1/admin/keys",
                     "/api/v1/orders/",
-                    "/api/v1/payments/alipay/notify",
+                    "/api/v1/payments/paypal/notify",
                     "/api/v1/payments/hmac/notify/",
                     "/api/v1/payments//epay/notify",
                     "/.env",

@@ -66,11 +66,13 @@ pub fn spawn_with(make_config: impl FnOnce(&Path) -> String) -> TestApp {
 /// Starts (or restarts) the shop on `dir` with config `text`.
 pub fn start(dir: tempfile::TempDir, text: &str) -> TestApp {
     let cfg = Config::from_toml(text, "test", Path::new(""), Vec::new()).expect("test config");
+    // Port 0 unless a test needs a known address (its `public_url`).
+    let listen = cfg.server.listen.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let listener = TcpListener::bind(&listen).expect("bind");
             let app = Application::build_with_listener(cfg, listener).expect("app starts");
             let handle = app.handle();
             tx.send((

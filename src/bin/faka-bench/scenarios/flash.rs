@@ -2,9 +2,11 @@
 //! connections: exactly M orders, the rest 409 `out_of_stock`, then all M
 //! paid and M distinct keys delivered. The same burst is first sent to the
 //! trivial `GET /ping` in this process and outside it, and flash's p99 is
-//! also given as a ratio to each burst's p99. Beside them: the winners' and losers' latencies apart, how
-//! many buyers reached the writer, the journal's slow syncs and each
-//! server's CPU time per request of the burst.
+//! also given as a ratio to each burst's p99. Beside them: the winners'
+//! and losers' latencies apart, how many buyers reached the writer, the
+//! journal's slow syncs and each server's CPU time per request of the
+//! burst. With `--proxy`, a second round (a burst to the outside server,
+//! then a race for a product of its own) goes through the proxy.
 
 use crate::admin::{check_counts, create_product, import_range};
 use crate::burst_trace;
@@ -85,37 +87,81 @@ fn ceiling_burst(cfg: &Settings, name: &str, addr: Result<SocketAddr>, trace: bo
     Row::new(name, rate(n as f64, elapsed, "req"), &mut series).verdict(failures)
 }
 
+/// Where a flash round sends its requests and what it races for: straight
+/// to faka, or through the proxy (a product of its own, so each round's
+/// counts check alone).
+struct Round<'a> {
+    /// Starts the names of its rows: "" or "proxy ".
+    label: &'a str,
+    addr: SocketAddr,
+    product: &'a str,
+    /// The prefix of its keys.
+    prefix: &'a str,
+}
+
 pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
-    let m = cfg.flash_keys;
-    let mut admin = Conn::new(faka.addr, Duration::from_secs(60));
-    create_product(&mut admin, "bench-flash", 1)?;
-    import_range(&mut admin, "bench-flash", "FLASH", (0, m), m)?;
     let trivial_cpu = ServerThreads::Trivial.cpu_time();
     let ceiling = ceiling_burst(cfg, "ceiling burst /ping", trivial(cfg), true);
     let trivial_cpu = ServerThreads::Trivial
         .cpu_time()
         .saturating_sub(trivial_cpu);
-    let outside = outside(cfg).map(|o| o.addr);
-    let outside = ceiling_burst(cfg, "outside burst /ping", outside, false);
+    let outside_addr = outside(cfg).map(|o| o.addr);
+    let outside = ceiling_burst(cfg, "outside burst /ping", outside_addr, false);
+    let direct = Round {
+        label: "",
+        addr: faka.addr,
+        product: "bench-flash",
+        prefix: "FLASH",
+    };
+    let mut out = round(cfg, faka, &direct, Some(ceiling), outside, trivial_cpu)?;
+    if let Some(p) = &faka.proxy {
+        let outside = ceiling_burst(cfg, "proxy outside burst /ping", Ok(p.outside), false);
+        let proxied = Round {
+            label: "proxy ",
+            addr: p.faka,
+            product: "bench-flash-proxy",
+            prefix: "PFLASH",
+        };
+        out.extend(round(cfg, faka, &proxied, None, outside, Duration::ZERO)?);
+    }
+    Ok(out)
+}
+
+/// One race and its payments, after the ceiling bursts measured for it
+/// (`ceiling` in this process, when comparable; `outside` on the same
+/// path), with the trivial server's CPU time during its burst.
+fn round(
+    cfg: &Settings,
+    faka: &Faka,
+    r: &Round,
+    ceiling: Option<Row>,
+    outside: Row,
+    trivial_cpu: Duration,
+) -> Result<Vec<Row>> {
+    let m = cfg.flash_keys;
+    let mut admin = Conn::new(faka.addr, Duration::from_secs(60));
+    create_product(&mut admin, r.product, 1)?;
+    import_range(&mut admin, r.product, r.prefix, (0, m), m)?;
     let writer_before = writer_totals(&mut admin)?;
     let faka_cpu = faka.cpu_time();
-    let (mut race, elapsed) = race(cfg, faka);
+    let (mut race, elapsed) = race(cfg, r);
     let faka_cpu = faka.cpu_time().saturating_sub(faka_cpu);
     let mut failures = race.failures(cfg);
     // How many buyers the read-side refusal did not stop: they queued for
     // the writer, and a refused one waited for its batch to be durable.
     let writer = writer_totals(&mut admin)?.since(writer_before);
-    let (paid, pay_failures, pay_elapsed) = flash_pay(cfg, faka, &race.won);
+    let (paid, pay_failures, pay_elapsed) = flash_pay(cfg, r, &race.won);
     failures.extend(pay_failures);
     check_counts(
         &mut admin,
-        "bench-flash",
+        r.product,
         m as u64,
         race.won.len() as u64,
         &mut failures,
     )?;
     Ok(rows(
         cfg,
+        r.label,
         Outcome {
             ceiling,
             outside,
@@ -171,17 +217,18 @@ impl Racer {
 }
 
 /// The race: every buyer wants one key, all at once.
-fn race(cfg: &Settings, faka: &Faka) -> (Racer, Duration) {
+fn race(cfg: &Settings, round: &Round) -> (Racer, Duration) {
     let keyed = cfg.idempotency_keys;
+    let product = round.product;
     let (states, elapsed) = run_batch_tasks(
-        faka.addr,
+        round.addr,
         cfg.flash_conns,
         cfg.client_threads,
         cfg.flash_buyers,
         |_| Racer::default(),
         async |r: &mut Racer, conn: &mut AConn, _| {
             let t0 = Instant::now();
-            match create_order(conn, &mut r.race, &mut r.wrong, "bench-flash", 1, keyed).await {
+            match create_order(conn, &mut r.race, &mut r.wrong, product, 1, (keyed, false)).await {
                 Created::Ok(o) => {
                     r.won_lat.record(t0);
                     r.won.push(o)
@@ -201,8 +248,9 @@ fn race(cfg: &Settings, faka: &Faka) -> (Racer, Duration) {
 
 /// What a flash run gives its rows.
 struct Outcome {
-    /// The `/ping` bursts' rows: in this process, and outside it.
-    ceiling: Row,
+    /// The `/ping` bursts' rows: in this process (none through the
+    /// proxy), and outside it.
+    ceiling: Option<Row>,
     outside: Row,
     race: Racer,
     elapsed: Duration,
@@ -219,48 +267,53 @@ struct Outcome {
 
 /// flash's rows: the ceiling burst, the race with its target, p99 as a
 /// ratio to the burst's, winners and losers, the writer, CPU, payments.
-fn rows(cfg: &Settings, mut o: Outcome) -> Vec<Row> {
+fn rows(cfg: &Settings, label: &str, mut o: Outcome) -> Vec<Row> {
+    // "  proxy flash 201 (won)": indented as the row it stands for.
+    let named = |s: &str| format!("  {label}{}", s.trim_start());
     let (n, m) = (cfg.flash_buyers, cfg.flash_keys);
     let r = &mut o.race;
     let errors_row = format!("{} (+{}×409 expected)", r.race.errors_text(), r.lost);
     let mut row = Row::new(
-        &format!("flash {n}→{m}"),
+        &format!("{label}flash {n}→{m}"),
         rate(n as f64, o.elapsed, "req"),
         &mut r.race,
     )
     .verdict(o.failures);
     if let Some([_, p99, _]) = row.lat {
         row.goals.push(Goal::below(
-            "flash p99 < 50 ms",
+            format!("{label}flash p99 < 50 ms"),
             p99.as_secs_f64() * 1e3,
             50.0,
             "ms",
         ));
     }
     row.errors = errors_row;
-    let mut ratio = Row::info("  flash p99 / burst p99", "-".into());
-    if let (Some(f), Some(c)) = (row.lat, o.ceiling.lat) {
+    let mut ratio = Row::info(&named("  flash p99 / burst p99"), "-".into());
+    if let (Some(f), Some(c)) = (row.lat, o.ceiling.as_ref().and_then(|c| c.lat)) {
         ratio.throughput = format!("{} / {}", ms(f[1]), ms(c[1]));
         ratio.ratio = Some(f[1].as_secs_f64() / c[1].as_secs_f64().max(1e-9));
     }
     if let (Some(f), Some(c)) = (row.lat, o.outside.lat) {
+        if o.ceiling.is_none() {
+            ratio.throughput = format!("{} / {}", ms(f[1]), ms(c[1]));
+        }
         ratio.outside = Some(f[1].as_secs_f64() / c[1].as_secs_f64().max(1e-9));
     }
     // Which side of the race is slow: the winners wait for a durable
     // commit, the losers are refused from a read.
     let won_row = Row::new(
-        "  flash 201 (won)",
+        &named("  flash 201 (won)"),
         format!("{} orders", r.won.len()),
         &mut r.won_lat,
     );
     let lost_row = Row::new(
-        "  flash 409 (lost)",
+        &named("  flash 409 (lost)"),
         format!("{} refusals", r.lost),
         &mut r.lost_lat,
     );
     let writer = &o.writer;
     let writer_row = Row::info(
-        "  buyers that reached the writer",
+        &named("  buyers that reached the writer"),
         format!(
             "{} of {n}, in {} batches of {:.1} ms on average",
             writer.commands,
@@ -268,33 +321,37 @@ fn rows(cfg: &Settings, mut o: Outcome) -> Vec<Row> {
             writer.commit_secs * 1e3 / writer.batches.max(1) as f64
         ),
     );
-    let syncs_row = Row::info("  journal fdatasyncs", writer.syncs_text());
+    let syncs_row = Row::info(&named("  journal fdatasyncs"), writer.syncs_text());
     // What a request of the burst costs the server, whatever share of the
     // two cores the client took meanwhile.
     let per_request = |cpu: Duration| format!("{:.1}", cpu.as_secs_f64() * 1e6 / n.max(1) as f64);
-    let cpu_row = Row::info(
-        "  server CPU µs/req",
-        format!(
+    let cpu_text = match o.ceiling {
+        Some(_) => format!(
             "{} / {} (/ping, flash)",
             per_request(o.trivial_cpu),
             per_request(o.faka_cpu)
         ),
-    );
+        None => format!("{} (flash)", per_request(o.faka_cpu)),
+    };
+    let cpu_row = Row::info(&named("  server CPU µs/req"), cpu_text);
     let paid_row = Row::new(
-        "  flash pay+get",
+        &named("  flash pay+get"),
         rate(r.won.len() as f64, o.pay_elapsed, "orders"),
         &mut o.paid,
     );
-    vec![
-        o.ceiling, o.outside, row, ratio, won_row, lost_row, writer_row, syncs_row, cpu_row,
-        paid_row,
-    ]
+    o.ceiling
+        .into_iter()
+        .chain([
+            o.outside, row, ratio, won_row, lost_row, writer_row, syncs_row, cpu_row, paid_row,
+        ])
+        .collect()
 }
 
 /// Pays every order that won the race and checks the keys are distinct.
-fn flash_pay(cfg: &Settings, faka: &Faka, won: &[Placed]) -> (Series, Vec<String>, Duration) {
+fn flash_pay(cfg: &Settings, round: &Round, won: &[Placed]) -> (Series, Vec<String>, Duration) {
+    let key_prefix = format!("{}-", round.prefix);
     let (states, elapsed) = run_batch_tasks(
-        faka.addr,
+        round.addr,
         cfg.concurrency,
         cfg.client_threads,
         won.len(),
@@ -309,7 +366,7 @@ fn flash_pay(cfg: &Settings, faka: &Faka, won: &[Placed]) -> (Series, Vec<String
             }
             if let Some((status, keys)) = fetch_order(conn, &mut b.get, &mut b.wrong, o).await {
                 both.record(t0);
-                if status == "delivered" && check_delivered(o, &keys, "FLASH-", &mut b.wrong) {
+                if status == "delivered" && check_delivered(o, &keys, &key_prefix, &mut b.wrong) {
                     b.delivered.push((o.clone(), keys));
                 }
             }

@@ -66,7 +66,16 @@ impl Holder {
             }
         }
         let keyed = self.idempotency_keys;
-        match create_order(conn, &mut self.create, &mut self.wrong, MIX_HOLD, 1, keyed).await {
+        match create_order(
+            conn,
+            &mut self.create,
+            &mut self.wrong,
+            MIX_HOLD,
+            1,
+            (keyed, false),
+        )
+        .await
+        {
             Created::Ok(o) => self.waiting.push_back((Instant::now(), o)),
             Created::OutOfStock => {
                 self.out_of_stock += 1;

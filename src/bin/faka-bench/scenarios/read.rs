@@ -2,7 +2,9 @@
 //! the trivial `GET /ping` in this process and outside it, the four taking
 //! turns in slices of about a second; every body must equal the one read
 //! before (nothing writes meanwhile). Each is reported as req/s with its
-//! ratios to both ceilings, and each server's CPU time per request.
+//! ratios to both ceilings, and each server's CPU time per request. With
+//! `--proxy`, the outside ceiling and the product are also read through the
+//! proxy in the same rotation, the one compared with the other.
 
 use crate::admin::{create_product, import_range};
 use crate::client::{AConn, Conn, Req, Resp};
@@ -28,7 +30,7 @@ pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
     // every thread of the outside server's and of faka's. CPU per request
     // does not depend on how much of the two cores the load generator took
     // meanwhile.
-    let targets = [
+    let mut targets = vec![
         Target::new(
             "ceiling /ping",
             trivial,
@@ -58,6 +60,30 @@ pub fn run(cfg: &Settings, faka: &Faka) -> Result<Vec<Row>> {
             ServerThreads::Faka(faka),
         ),
     ];
+    if let Some(p) = &faka.proxy {
+        // The outside ceiling and the product through the proxy: each
+        // ratio compares requests that both paid for TLS and a hop.
+        targets.push(
+            Target::new(
+                "proxy outside /ping",
+                p.outside,
+                "/ping",
+                PING_BODY,
+                ServerThreads::Outside(outside.pid),
+            )
+            .proxied(),
+        );
+        targets.push(
+            Target::new(
+                "proxy read product",
+                p.faka,
+                "/api/v1/products/bench-read",
+                &product.body,
+                ServerThreads::Faka(faka),
+            )
+            .proxied(),
+        );
+    }
     Ok(measure(cfg, &targets, 0.8, outside.nice))
 }
 
@@ -87,6 +113,9 @@ pub struct Target<'a> {
     expected: &'a [u8],
     server: ServerThreads<'a>,
     headers: Vec<(&'static str, String)>,
+    /// Sent through the proxy (`--proxy`): compared with the outside
+    /// ceiling through the proxy only.
+    via_proxy: bool,
 }
 
 impl<'a> Target<'a> {
@@ -104,7 +133,14 @@ impl<'a> Target<'a> {
             expected,
             server,
             headers: Vec::new(),
+            via_proxy: false,
         }
+    }
+
+    /// This target goes through the proxy.
+    pub fn proxied(mut self) -> Target<'a> {
+        self.via_proxy = true;
+        self
     }
 
     /// Sends `name: value` with every request.
@@ -119,6 +155,10 @@ impl<'a> Target<'a> {
 /// request.
 fn rows(runs: Vec<ReadRun>, targets: &[Target], goal: f64, outside_nice: i32) -> Vec<Row> {
     let (ceiling, outside) = (runs[0].rps(), runs[1].rps());
+    let proxy_outside = targets
+        .iter()
+        .position(|t| t.via_proxy && matches!(t.server, ServerThreads::Outside(_)))
+        .map_or(0.0, |i| runs[i].rps());
     let cpu: Vec<String> = runs
         .iter()
         .map(|r| format!("{:.1}", r.cpu_us_per_request()))
@@ -133,6 +173,16 @@ fn rows(runs: Vec<ReadRun>, targets: &[Target], goal: f64, outside_nice: i32) ->
         let mut series = run.series;
         let mut row =
             Row::new(t.name, format!("{} req/s", thousands(rps)), &mut series).verdict(fails);
+        if t.via_proxy {
+            let to_outside = rps / proxy_outside.max(1e-9);
+            row.outside = Some(to_outside);
+            if let ServerThreads::Faka(_) = t.server {
+                let what = format!("{} ≥ {goal} × outside trivial via proxy", t.name);
+                row.goals.push(Goal::at_least(what, to_outside, goal, "×"));
+            }
+            rows.push(row);
+            continue;
+        }
         let ratio = rps / ceiling.max(1e-9);
         let to_outside = rps / outside.max(1e-9);
         row.ratio = Some(ratio);
@@ -145,13 +195,21 @@ fn rows(runs: Vec<ReadRun>, targets: &[Target], goal: f64, outside_nice: i32) ->
         }
         rows.push(row);
     }
-    let names: Vec<&str> = targets[2..].iter().map(|t| t.path).collect();
+    let direct = |i: &usize| !targets[*i].via_proxy;
+    let names: Vec<&str> = (2..targets.len())
+        .filter(direct)
+        .map(|i| targets[i].path)
+        .collect();
+    let faka_cpu: Vec<&str> = (2..targets.len())
+        .filter(direct)
+        .map(|i| cpu[i].as_str())
+        .collect();
     rows.push(Row::info(
         "  server CPU µs/req",
         format!(
             "{} / {} (/ping, {})",
             cpu[0],
-            cpu[2..].join(" / "),
+            faka_cpu.join(" / "),
             names.join(", ")
         ),
     ));
