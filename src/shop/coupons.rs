@@ -72,6 +72,7 @@ pub fn update_coupon(tx: &mut Tx, code: &str, p: CouponPatch) -> Result<Coupon> 
     let mut c = tx
         .coupon(code)?
         .ok_or_else(|| Error::not_found(format!("coupon {} not found", printable(code, 32))))?;
+    let was_capped = c.max_uses_per_email.is_some();
     c.kind = p.kind.unwrap_or(c.kind);
     c.value = p.value.unwrap_or(c.value);
     c.product_ids = p.product_ids.unwrap_or(c.product_ids);
@@ -83,6 +84,14 @@ pub fn update_coupon(tx: &mut Tx, code: &str, p: CouponPatch) -> Result<Coupon> 
     c.active = p.active.unwrap_or(c.active);
     c.updated_at_ms = tx.now_ms();
     check_coupon(&c)?;
+    // Buyers' counts exist only while a coupon has the cap (see `claim`):
+    // one added after its first order would start from uses it never saw.
+    if !was_capped && c.max_uses_per_email.is_some() && (c.uses > 0 || c.held > 0) {
+        return Err(Error::invalid(
+            "max_uses_per_email",
+            "can be added only to a coupon no order has used yet; create a new coupon instead",
+        ));
+    }
     tx.put_coupon(&c);
     Ok(c)
 }
@@ -132,7 +141,16 @@ pub(super) fn claim(
     before: Pricing,
 ) -> Result<Pricing> {
     let coupon = tx.coupon(code)?;
-    let email_uses = tx.coupon_email_uses(code, email)?;
+    // Buyers' counts are kept only for a coupon with a per-e-mail cap: the
+    // common coupon costs the order no row of its own (a new row in a new
+    // place is what sled charges the commit thread most for).
+    let capped = coupon
+        .as_ref()
+        .is_some_and(|c| c.max_uses_per_email.is_some());
+    let email_uses = match capped {
+        true => tx.coupon_email_uses(code, email)?,
+        false => 0,
+    };
     let u = CouponUse {
         product_id,
         subtotal: before.subtotal,
@@ -142,7 +160,9 @@ pub(super) fn claim(
     let mut c = check_coupon_use(coupon, code, u)?;
     c.held += 1;
     tx.put_coupon(&c);
-    tx.put_coupon_email_uses(&c.code, email, email_uses + 1);
+    if capped {
+        tx.put_coupon_email_uses(&c.code, email, email_uses + 1);
+    }
     Ok(before.with_coupon(&c))
 }
 
@@ -169,7 +189,7 @@ pub(super) fn follow_order(tx: &mut Tx, order: &Order, from: OrderStatus) -> Res
     tx.put_coupon(&c);
     // A payment of a pending order leaves the buyer's count as it is: the
     // common case reads and writes no row for it.
-    if email != 0 {
+    if email != 0 && c.max_uses_per_email.is_some() {
         let n = tx.coupon_email_uses(code, &order.email)?;
         tx.put_coupon_email_uses(code, &order.email, n.saturating_add_signed(email));
     }

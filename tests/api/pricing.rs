@@ -402,6 +402,30 @@ fn the_merchant_lists_views_and_edits_coupons() {
     );
     assert_eq!(app.admin_get("/api/v1/admin/coupons/nothing").status(), 404);
     assert_eq!(app.get("/api/v1/admin/coupons").status(), 401);
+    // Buyers' counts are kept only while a coupon has a per-e-mail cap: one
+    // added after orders used it would not see their uses, so it is refused
+    // and changes nothing; a coupon nobody used yet may get one.
+    let r = patch(json!({"max_uses_per_email": 1}));
+    assert_eq!(r.status(), 422);
+    let now: Value = app
+        .admin_get("/api/v1/admin/coupons/summer_24")
+        .json()
+        .unwrap();
+    assert_eq!(now["max_uses_per_email"], Value::Null);
+    coupon(&app, json!({"code": "fresh", "kind": "fixed", "value": 10}));
+    let r = app
+        .admin(app.client.patch(app.url("/api/v1/admin/coupons/fresh")))
+        .json(&json!({"max_uses_per_email": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        buy(&app, "p", 1, "y@example.com", Some("fresh")).status(),
+        201
+    );
+    let (s, c) = error_code(buy(&app, "p", 1, "Y@example.com", Some("FRESH")));
+    assert_eq!((s, c.as_str()), (422, "invalid_coupon"));
+    assert_checked(&app);
 }
 
 /// Runs `n` orders at once, each `(email, coupon)`; returns their answers.

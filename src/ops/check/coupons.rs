@@ -1,6 +1,7 @@
 //! The coupons' use counts against the orders that carry them: a coupon's
 //! `held` is its pending orders, its `uses` its paid ones (awaiting stock,
-//! delivered, refunded), and each buyer's count the two together. The
+//! delivered, refunded), and each buyer's count (kept only for coupons with
+//! a per-e-mail cap) the two together. The
 //! caps are only as exact as these counts, which the writer keeps in the
 //! order's own command.
 
@@ -9,7 +10,7 @@ use crate::domain::order::OrderStatus;
 use crate::domain::pricing::coupon_key;
 use crate::error::Result;
 use crate::store::{coupon_email_key, Store};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The counts the orders say the coupons must have.
 #[derive(Default)]
@@ -38,7 +39,19 @@ impl CouponTally {
     }
 
     pub(super) fn check(mut self, store: &Store, bad: &mut Vec<String>) -> Result<()> {
-        for c in store.coupons()? {
+        let coupons = store.coupons()?;
+        // Buyers' counts are kept only for coupons with a per-e-mail cap.
+        let capped: HashSet<String> = coupons
+            .iter()
+            .filter(|c| c.max_uses_per_email.is_some())
+            .map(|c| coupon_key(&c.code))
+            .collect();
+        let of_capped = |key: &[u8]| {
+            let code = key.split(|&b| b == 0).next().unwrap_or(&[]);
+            capped.contains(String::from_utf8_lossy(code).as_ref())
+        };
+        self.emails.retain(|key, _| of_capped(key));
+        for c in coupons {
             let counted = self
                 .coupons
                 .remove(&coupon_key(&c.code))
@@ -54,6 +67,9 @@ impl CouponTally {
             bad.push(format!("orders carry coupon {code}, which does not exist"));
         }
         for (key, n) in store.coupon_email_counts()? {
+            if !of_capped(&key) {
+                continue;
+            }
             let counted = self.emails.remove(&key).unwrap_or(0);
             if n != counted {
                 bad.push(format!(

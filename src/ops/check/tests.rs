@@ -331,20 +331,21 @@ fn keys_and_the_available_index_must_agree_key_by_key() {
 }
 
 /// A coupon's counts must be its orders': pending ones held, paid ones
-/// used, expired ones neither; each buyer's count both together.
+/// used, expired ones neither; each buyer's count both together, for the
+/// coupons with a per-e-mail cap (only they keep buyers' counts).
 #[test]
 fn coupon_counts_must_match_the_orders_that_carry_them() {
     use crate::domain::pricing::{Coupon, CouponKind};
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
-    let coupon = |code: &str, held, uses| Coupon {
+    let coupon = |code: &str, held, uses, cap| Coupon {
         code: code.into(),
         kind: CouponKind::Fixed,
         value: 1,
         product_ids: Vec::new(),
         min_amount: 0,
         max_uses: None,
-        max_uses_per_email: None,
+        max_uses_per_email: cap,
         starts_at_ms: None,
         expires_at_ms: None,
         active: true,
@@ -360,6 +361,8 @@ fn coupon_counts_must_match_the_orders_that_carry_them() {
                 ("B0000000000000002", OrderStatus::Expired, "Right"),
                 ("C0000000000000003", OrderStatus::Pending, "Wrong"),
                 ("D0000000000000004", OrderStatus::Pending, "Ghost"),
+                ("E0000000000000005", OrderStatus::Pending, "Unseen"),
+                ("F0000000000000006", OrderStatus::Pending, "Loose"),
             ] {
                 let mut o = Order::pending_for_test(no, "b@x.com", "10.0.0.1", 1);
                 o.quantity = 0;
@@ -370,10 +373,15 @@ fn coupon_counts_must_match_the_orders_that_carry_them() {
                 }
                 tx.insert_order(&o);
             }
-            tx.put_coupon(&coupon("Right", 1, 0));
+            tx.put_coupon(&coupon("Right", 1, 0, Some(5)));
             tx.put_coupon_email_uses("right", "B@X.COM", 1);
-            tx.put_coupon(&coupon("Wrong", 0, 1));
+            tx.put_coupon(&coupon("Wrong", 0, 1, Some(5)));
             tx.put_coupon_email_uses("wrong", "b@x.com", 2);
+            // Capped, but its buyer's count is missing.
+            tx.put_coupon(&coupon("Unseen", 1, 0, Some(5)));
+            // No cap: no buyers' counts, and a stale one is not looked at.
+            tx.put_coupon(&coupon("Loose", 1, 0, None));
+            tx.put_coupon_email_uses("loose", "z@x.com", 7);
             Ok(())
         })
         .unwrap();
