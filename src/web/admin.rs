@@ -57,6 +57,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ],
     ))
     .service(page(
+        "/admin/emails",
+        vec![web::post().to(super::admin_emails::retry)],
+    ))
+    .service(page(
         "/admin/backup",
         vec![web::post().to(admin_pages::backup)],
     ))

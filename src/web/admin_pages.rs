@@ -35,7 +35,7 @@ pub(super) fn frame(ctx: &Ctx, title: &str, body: Markup) -> Markup {
             a href="/admin" { (tr(ctx, "概览", "Dashboard")) }
             a href="/admin/products" { (tr(ctx, "商品", "Products")) }
             a href="/admin/orders" { (tr(ctx, "订单", "Orders")) }
-            a href="/admin/webhooks" { (tr(ctx, "回调", "Webhooks")) }
+            a href="/admin/webhooks" { (tr(ctx, "回调与邮件", "Webhooks & e-mails")) }
             a href="/admin/coupons" { (tr(ctx, "优惠券", "Coupons")) }
             form.inline method="post" action="/admin/logout" {
                 input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);
@@ -113,6 +113,7 @@ pub async fn dashboard(req: HttpRequest, state: State, web: Web) -> HttpResponse
         .collect();
     let counts = state.store.order_counts();
     let (_, dead) = state.store.outbox_counts();
+    let dead_emails = tried!(super::admin_emails::dead(&state), req, state, web).len();
     let ctx = Ctx::new(&req, &state, &web);
     let cur = &state.config.shop.currency;
     let body = html! {
@@ -120,6 +121,7 @@ pub async fn dashboard(req: HttpRequest, state: State, web: Web) -> HttpResponse
             div.card { h2 { (tr(&ctx, "今日销售", "Sales today")) } p.big data-sales-today { (money(sold[0].1, cur)) } small { (sold[0].0) " " (tr(&ctx, "单", "orders")) } }
             div.card { h2 { (tr(&ctx, "近 7 天", "Last 7 days")) } p.big { (money(sold[1].1, cur)) } small { (sold[1].0) " " (tr(&ctx, "单", "orders")) } }
             div.card { h2 { (tr(&ctx, "失败的回调", "Dead webhooks")) } p.big { a href="/admin/webhooks" { (dead) } } }
+            div.card { h2 { (tr(&ctx, "发送失败的邮件", "Dead e-mails")) } p.big data-dead-emails { a href="/admin/webhooks#emails" { (dead_emails) } } }
         }
         section.card {
             h2 { (tr(&ctx, "订单状态", "Orders by status")) }
@@ -573,6 +575,7 @@ pub async fn webhooks(req: HttpRequest, state: State, web: Web) -> HttpResponse 
         state,
         web
     );
+    let emails = tried!(super::admin_emails::dead(&state), req, state, web);
     let ctx = Ctx::new(&req, &state, &web);
     let body = html! {
         section.card {
@@ -589,6 +592,7 @@ pub async fn webhooks(req: HttpRequest, state: State, web: Web) -> HttpResponse 
                 }
             } }
         }
+        (super::admin_emails::section(&ctx, &emails))
         form.card method="post" action="/admin/backup" {
             input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);
             button type="submit" data-backup { (tr(&ctx, "立即备份", "Back up now")) }

@@ -9,6 +9,7 @@
 
 mod admin;
 mod admin_coupons;
+mod admin_emails;
 mod admin_pages;
 mod assets;
 mod csrf;

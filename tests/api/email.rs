@@ -658,3 +658,61 @@ fn a_hanging_smtp_server_does_not_hold_up_orders_or_payments() {
     );
     assert!(s.messages().is_empty());
 }
+
+/// The merchant sees a dead e-mail on the dashboard and the webhooks page
+/// and sends it again with the page's button (behind CSRF).
+#[test]
+fn the_admin_panel_counts_dead_emails_and_retries_them() {
+    use crate::web::{csrf_of, page, signed_in_admin};
+    let s = sink(vec![Some(451), Some(250)]);
+    let app = spawn_with(|d| {
+        config_text(
+            d,
+            &format!(
+                "[email]\nsmtp_url = \"{}\"\nfrom = \"shop@example.com\"\n\
+                 retry_base_ms = 100\ntimeout_secs = 5\ngive_up_secs = 0\n",
+                s.url
+            ),
+        )
+    });
+    product(&app, &["K-ADMIN-1"], 0);
+    bought(&app, json!({}));
+    let dead = eventually(Duration::from_secs(10), || {
+        let dead = emails(&app, "state=dead");
+        (!dead.is_empty()).then_some(dead)
+    });
+    let id = dead[0]["id"].as_str().unwrap().to_string();
+    let merchant = signed_in_admin(&app);
+    let dashboard = page(&merchant, &app, "/admin").text().unwrap();
+    let at = dashboard
+        .find("data-dead-emails")
+        .expect("dead e-mails card");
+    assert!(
+        dashboard[at..].contains("#emails\">1<"),
+        "{}",
+        &dashboard[at..at + 120]
+    );
+    let list = page(&merchant, &app, "/admin/webhooks").text().unwrap();
+    assert!(list.contains(&format!("data-email-id=\"{id}\"")), "{list}");
+    let seq = id
+        .trim_start_matches("eml_")
+        .trim_start_matches('0')
+        .to_string();
+    let post = |csrf: &str| {
+        merchant
+            .post(app.url("/admin/emails"))
+            .form(&[("csrf", csrf), ("seq", seq.as_str())])
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        post("wrong-token-that-is-long-enough-0123456789").status(),
+        403
+    );
+    assert!(s.messages().is_empty(), "a refused post sends nothing");
+    let r = post(&csrf_of(&list));
+    assert_eq!(r.status(), 303);
+    s.wait_for(1);
+    let after = page(&merchant, &app, "/admin/webhooks").text().unwrap();
+    assert!(!after.contains(&format!("data-email-id=\"{id}\"")));
+}
