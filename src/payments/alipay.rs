@@ -98,22 +98,10 @@ pub fn parse_total_amount(s: &str) -> Option<u64> {
 /// A form body's fields, each name at most once (a repeated name would let
 /// the signed value and the used value differ).
 pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, Error> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|_| Error::InvalidSignature("notify is not a form".into()))?;
-    let mut names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-    names.sort_unstable();
-    if names.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Error::InvalidSignature("a field appears twice".into()));
-    }
-    Ok(params)
+    super::unique_form(body)
 }
 
-fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
+use super::form_field as field;
 
 /// The text of a key file: PEM, or the bare base64 of its DER that
 /// Alipay's key tool and console give (decoded here).

@@ -94,23 +94,11 @@ impl EpayGateway {
         } else {
             req.body
         };
-        let params: Vec<(String, String)> = serde_urlencoded::from_bytes(raw)
-            .map_err(|_| Error::InvalidSignature("callback is not a form".into()))?;
-        let mut names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-        names.sort_unstable();
-        if names.windows(2).any(|w| w[0] == w[1]) {
-            return Err(Error::InvalidSignature("a field appears twice".into()));
-        }
-        Ok(params)
+        super::unique_form(raw)
     }
 }
 
-fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
+use super::form_field as field;
 
 impl PaymentGateway for EpayGateway {
     fn id(&self) -> Gateway {

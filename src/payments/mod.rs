@@ -317,6 +317,27 @@ pub fn order_page_url(public_url: &str, order_no: &str, token: &str) -> String {
     )
 }
 
+/// A form's fields (a callback's body or query), each name at most once: a
+/// repeated name would let the signed value and the used value differ.
+pub fn unique_form(raw: &[u8]) -> Result<Vec<(String, String)>, Error> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(raw)
+        .map_err(|_| Error::InvalidSignature("callback is not a form".into()))?;
+    let mut names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::InvalidSignature("a field appears twice".into()));
+    }
+    Ok(params)
+}
+
+/// A form field's value.
+pub fn form_field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
