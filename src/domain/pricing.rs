@@ -400,4 +400,58 @@ mod tests {
         assert_eq!(refusal(&edge, use_at(100, 10, 1)), None);
         assert_eq!(refusal(&edge, use_at(100, 19, 1)), None);
     }
+
+    #[test]
+    fn coupon_kinds_read_back_what_they_write_and_nothing_else() {
+        for k in [CouponKind::Percent, CouponKind::Fixed] {
+            assert_eq!(CouponKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(CouponKind::Percent.as_str(), "percent");
+        assert_eq!(CouponKind::Fixed.as_str(), "fixed");
+        for bad in ["", "Percent", "half", "fixed "] {
+            assert_eq!(CouponKind::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Each bound of a tier list, at and one past it.
+    #[test]
+    fn tiers_are_refused_exactly_past_their_bounds() {
+        let t = |min_quantity, price| Tier {
+            min_quantity,
+            price,
+        };
+        let many = |n: u32| (0..n).map(|i| t(2 + i, 1)).collect::<Vec<_>>();
+        assert_eq!(
+            parse_tiers(many(MAX_TIERS as u32), 5).unwrap().len(),
+            MAX_TIERS
+        );
+        assert!(parse_tiers(many(MAX_TIERS as u32 + 1), 5).is_err());
+        assert!(
+            parse_tiers(vec![t(2, 5)], 5).is_ok(),
+            "min 2 and price at the max"
+        );
+        assert!(parse_tiers(vec![t(1, 5)], 5).is_err());
+        assert!(parse_tiers(vec![t(2, 6)], 5).is_err());
+        assert!(parse_tiers(vec![t(3, 4), t(3, 5)], 5).is_err());
+        assert_eq!(
+            parse_tiers(vec![t(9, 1), t(3, 2)], 5).unwrap(),
+            vec![t(3, 2), t(9, 1)]
+        );
+    }
+
+    #[test]
+    fn the_amount_is_the_subtotal_less_the_discount_never_below_zero() {
+        let p = Pricing {
+            unit_price: 500,
+            subtotal: 1500,
+            discount: 200,
+            coupon: None,
+        };
+        assert_eq!(p.amount(), 1300);
+        let all = Pricing {
+            discount: 2000,
+            ..p.clone()
+        };
+        assert_eq!(all.amount(), 0);
+    }
 }
