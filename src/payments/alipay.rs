@@ -49,26 +49,12 @@ pub struct AlipayGateway {
 /// `k=v` joined with `&`, skipping `sign` and, when `skip_sign_type`
 /// (checking a notify), `sign_type`.
 pub fn sign_content(params: &[(String, String)], skip_sign_type: bool) -> String {
-    let mut fields: Vec<&(String, String)> = params
-        .iter()
-        .filter(|(k, v)| {
-            let left_out = k == "sign" || (skip_sign_type && k == "sign_type");
-            !(k.is_empty() || v.is_empty() || left_out)
-        })
-        .collect();
     // Java sorts the names as UTF-16 code units; for the ASCII names Alipay
     // uses that is byte order.
-    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut text = String::new();
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            text.push('&');
-        }
-        text.push_str(k);
-        text.push('=');
-        text.push_str(v);
-    }
-    text
+    super::sorted_pairs(params.iter().filter(|(k, v)| {
+        let left_out = k == "sign" || (skip_sign_type && k == "sign_type");
+        !(k.is_empty() || v.is_empty() || left_out)
+    }))
 }
 
 /// SHA256withRSA of `content` in standard base64.

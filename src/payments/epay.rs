@@ -23,20 +23,11 @@ pub struct EpayGateway {
 
 /// The epay signature of `params`.
 pub fn sign(params: &[(String, String)], key: &str) -> String {
-    let mut fields: Vec<&(String, String)> = params
-        .iter()
-        .filter(|(k, v)| k != "sign" && k != "sign_type" && !v.is_empty())
-        .collect();
-    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut text = String::new();
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            text.push('&');
-        }
-        text.push_str(k);
-        text.push('=');
-        text.push_str(v);
-    }
+    let mut text = super::sorted_pairs(
+        params
+            .iter()
+            .filter(|(k, v)| k != "sign" && k != "sign_type" && !v.is_empty()),
+    );
     text.push_str(key);
     hex::encode(Md5::digest(text.as_bytes()))
 }

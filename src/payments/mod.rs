@@ -317,6 +317,23 @@ pub fn order_page_url(public_url: &str, order_no: &str, token: &str) -> String {
     )
 }
 
+/// `k=v&k=v` of `fields` sorted by name in byte order: the text epay and
+/// Alipay sign (each filters its own fields first).
+pub fn sorted_pairs<'a>(fields: impl Iterator<Item = &'a (String, String)>) -> String {
+    let mut fields: Vec<&(String, String)> = fields.collect();
+    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut text = String::new();
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            text.push('&');
+        }
+        text.push_str(k);
+        text.push('=');
+        text.push_str(v);
+    }
+    text
+}
+
 /// A form's fields (a callback's body or query), each name at most once: a
 /// repeated name would let the signed value and the used value differ.
 pub fn unique_form(raw: &[u8]) -> Result<Vec<(String, String)>, Error> {
