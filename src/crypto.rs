@@ -24,6 +24,9 @@ pub struct Crypto {
     aead: XChaCha20Poly1305,
     dedupe_key: [u8; 32],
     check_value: [u8; 32],
+    /// What buyers' order tokens are derived from, with the shop's salt
+    /// ([`OrderTokens`]).
+    token_base: [u8; 32],
 }
 
 impl std::fmt::Debug for Crypto {
@@ -46,6 +49,7 @@ impl Crypto {
             aead: XChaCha20Poly1305::new(master.into()),
             dedupe_key: derive(master, b"faka/dedupe/v1"),
             check_value: derive(master, b"faka/key-check/v1"),
+            token_base: derive(master, b"faka/order-token/v1"),
         }
     }
 
@@ -174,9 +178,51 @@ pub fn new_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-/// What an order's token is sealed for: the link in its e-mails (the store
-/// keeps only the token's hash otherwise).
+/// What an order's token was sealed for by shops before [`OrderTokens`]:
+/// the link in its e-mails, kept in the `order_links` tree (still read for
+/// orders made then; nothing writes it any more).
 pub const ORDER_LINK_CONTEXT: &[u8] = b"faka/order-link/v1";
+
+/// Buyers' order tokens: HMAC-SHA256 of the order number under a key
+/// derived from the master key and the shop's own random salt (kept in its
+/// store), cut to 192 bits, URL-safe. The store keeps only each token's
+/// hash, as before; the e-mail senders make the token again for the
+/// order's link, so no order needs a row to remember it. Neither the
+/// master key alone nor a copy of the data directory alone gives a token:
+/// it takes both, the same as opening a sealed card key.
+#[derive(Clone)]
+pub struct OrderTokens {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for OrderTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrderTokens(<secret>)")
+    }
+}
+
+impl OrderTokens {
+    /// The tokens of the shop whose salt is `salt`.
+    pub fn new(crypto: &Crypto, salt: &[u8]) -> Self {
+        OrderTokens {
+            key: derive(&crypto.token_base, salt),
+        }
+    }
+
+    /// Order `order_no`'s token.
+    pub fn token(&self, order_no: &str) -> String {
+        use base64::Engine;
+        let mac = derive(&self.key, order_no.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&mac[..24])
+    }
+}
+
+/// A new shop's salt for [`OrderTokens`].
+pub fn new_salt() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
 
 /// An argon2id PHC string of `secret`: slow and salted, for what a buyer
 /// or the merchant types (the admin token, an order's query password). Call
@@ -237,6 +283,30 @@ pub fn mask_key(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An order's token is the same every time it is made (the e-mail's
+    /// link is the one the buyer got), and another order, another shop's
+    /// salt or another master key gives another token; 192 bits, URL-safe.
+    #[test]
+    fn order_tokens_are_stable_and_need_both_the_key_and_the_salt() {
+        let (a, b) = (Crypto::from_master(&[1; 32]), Crypto::from_master(&[2; 32]));
+        let shop = OrderTokens::new(&a, &[7; 32]);
+        let t = shop.token("FK20261207000001");
+        assert_eq!(t, OrderTokens::new(&a, &[7; 32]).token("FK20261207000001"));
+        assert_eq!(t.len(), 32);
+        assert!(t
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        let others = [
+            shop.token("FK20261207000002"),
+            OrderTokens::new(&a, &[8; 32]).token("FK20261207000001"),
+            OrderTokens::new(&b, &[7; 32]).token("FK20261207000001"),
+        ];
+        for o in others {
+            assert_ne!(o, t);
+        }
+        assert!(!format!("{shop:?}").contains(&t));
+    }
 
     /// The check value binds a store to its key: each key matches its own
     /// value only, and the value is not the key.
@@ -397,16 +467,25 @@ mod tests {
                 .decode(t)
                 .unwrap()
         };
-        // 24 random bytes each (192 bits), URL-safe; over a thousand
-        // tokens every byte position takes many values (a counter or a
-        // constant would not), and no two tokens are equal.
-        let tokens: Vec<Vec<u8>> = (0..1000).map(|_| decode(&new_token())).collect();
-        assert!(tokens.iter().all(|t| t.len() == 24));
-        for i in 0..24 {
-            let values: std::collections::HashSet<u8> = tokens.iter().map(|t| t[i]).collect();
-            assert!(values.len() > 200, "byte {i} took {} values", values.len());
+        // 24 bytes each (192 bits), URL-safe; over a thousand tokens every
+        // byte position takes many values (a counter or a constant would
+        // not), and no two tokens are equal: random ones, and order tokens
+        // of consecutive order numbers.
+        let shop = OrderTokens::new(&Crypto::from_master(&[5; 32]), &new_salt());
+        let kinds: [Vec<Vec<u8>>; 2] = [
+            (0..1000).map(|_| decode(&new_token())).collect(),
+            (0..1000)
+                .map(|i| decode(&shop.token(&format!("FK20261207{i:06}"))))
+                .collect(),
+        ];
+        for tokens in kinds {
+            assert!(tokens.iter().all(|t| t.len() == 24));
+            for i in 0..24 {
+                let values: std::collections::HashSet<u8> = tokens.iter().map(|t| t[i]).collect();
+                assert!(values.len() > 200, "byte {i} took {} values", values.len());
+            }
+            let distinct: std::collections::HashSet<&Vec<u8>> = tokens.iter().collect();
+            assert_eq!(distinct.len(), tokens.len());
         }
-        let distinct: std::collections::HashSet<&Vec<u8>> = tokens.iter().collect();
-        assert_eq!(distinct.len(), tokens.len());
     }
 }

@@ -3,7 +3,7 @@
 //! `main` and by the tests, so both run exactly the same application.
 
 use crate::config::Config;
-use crate::crypto::Crypto;
+use crate::crypto::{Crypto, OrderTokens};
 use crate::http::{self, auth, AppState};
 use crate::ops::admin_token;
 use crate::payments::Gateways;
@@ -97,6 +97,25 @@ pub fn verify_master_key(store: &Store, crypto: &Crypto, cfg: &Config) -> Result
                 .map_err(|e| fail("storing the master key's check value")(e.to_string()))
         }
     }
+}
+
+/// The shop's order tokens: from the master key and the salt its store
+/// keeps, stored at the shop's first start with this code (see
+/// `crypto::OrderTokens`).
+pub fn order_tokens(store: &Store, crypto: &Crypto) -> Result<OrderTokens, StartError> {
+    let stored = store
+        .order_token_salt()
+        .map_err(|e| fail("reading the order tokens' salt")(e.to_string()))?;
+    let salt = match stored {
+        Some(salt) => salt,
+        None => {
+            let fresh = crate::crypto::new_salt();
+            store
+                .write_blocking(move |tx| tx.order_token_salt(fresh))
+                .map_err(|e| fail("storing the order tokens' salt")(e.to_string()))?
+        }
+    };
+    Ok(OrderTokens::new(crypto, &salt))
 }
 
 /// Where the master key came from, for messages (never the key itself).
@@ -258,6 +277,7 @@ fn start_workers(
     cfg: &Config,
     store: &Store,
     crypto: &Arc<Crypto>,
+    tokens: &OrderTokens,
     metrics: &crate::ops::metrics::Metrics,
 ) -> Workers {
     let mut workers = Workers::new();
@@ -286,6 +306,7 @@ fn start_workers(
         let ctx = workers::emails::Context {
             store: store.clone(),
             crypto: crypto.clone(),
+            tokens: tokens.clone(),
             cfg: email.clone(),
             shop: cfg.shop.clone(),
             public_url: cfg.server.public_url.clone(),
@@ -334,10 +355,15 @@ impl Application {
         let gateways = Gateways::from_config(&cfg).map_err(StartError)?;
         let (crypto, created_key_file) = load_crypto(&cfg)?;
         let (store, check) = open_store(&cfg)?;
-        if let Err(e) = verify_master_key(&store, &crypto, &cfg) {
-            store.close();
-            return Err(e);
-        }
+        let tokens = match verify_master_key(&store, &crypto, &cfg)
+            .and_then(|()| order_tokens(&store, &crypto))
+        {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                store.close();
+                return Err(e);
+            }
+        };
         // The hold caps' counts are counted from the pending orders once
         // per start: do it now, before serving, not inside the first
         // buyer's order (it reads every pending order). The command writes
@@ -357,7 +383,7 @@ impl Application {
         let cfg = Arc::new(cfg);
         let crypto = Arc::new(crypto);
         let metrics = Arc::new(crate::ops::metrics::Metrics::new(&store));
-        let mut workers = start_workers(&cfg, &store, &crypto, &metrics);
+        let mut workers = start_workers(&cfg, &store, &crypto, &tokens, &metrics);
         let limits = Arc::new(http::limits::Limits::new(&cfg.limits));
         let (l, stop) = (limits.clone(), workers.stop_signal());
         workers.spawn("faka-limits", move || {
@@ -372,6 +398,7 @@ impl Application {
             admin: auth::AdminAuth::new(cfg.admin.token.as_deref(), &cfg.storage.data_dir),
             gateways,
             crypto,
+            tokens,
             config: cfg.clone(),
             views: Default::default(),
         });

@@ -34,6 +34,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub crypto: Arc<Crypto>,
+    /// Buyers' order tokens.
+    pub tokens: crate::crypto::OrderTokens,
     pub admin: auth::AdminAuth,
     pub gateways: crate::payments::Gateways,
     pub metrics: Arc<crate::ops::metrics::Metrics>,

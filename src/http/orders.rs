@@ -3,7 +3,7 @@
 use super::body::read_body;
 use super::limits::Limit;
 use super::{path_param, HttpResult, State};
-use crate::crypto::{ct_eq, new_token, sha256, slow_hash, ORDER_LINK_CONTEXT};
+use crate::crypto::{ct_eq, sha256, slow_hash};
 use crate::domain::ids::{printable, Email, Gateway, OrderNo, ProductId};
 use crate::domain::model::{Order, Pricing};
 use crate::domain::order::OrderStatus;
@@ -240,12 +240,7 @@ pub fn new_order(
     let now = now_ms();
     let order_no = OrderNo::generate(now);
     let coupon = coupon_code(b.coupon)?;
-    let token = new_token();
-    // Kept for the link in the order's e-mails only when e-mail is on.
-    let sealed_token = state
-        .config
-        .email()
-        .map(|_| state.crypto.seal(token.as_bytes(), ORDER_LINK_CONTEXT));
+    let token = state.tokens.token(order_no.as_str());
     let new = NewOrder {
         order_no: order_no.as_str().to_string(),
         product_id: product_id.as_str().to_string(),
@@ -255,7 +250,6 @@ pub fn new_order(
         token_hash: sha256(token.as_bytes()),
         query_password_hash: None,
         query_password_phc: None,
-        sealed_token,
         pay_type,
         client_ip: ip,
         created_at_ms: now,

@@ -151,19 +151,13 @@ pub fn requeue_email(tx: &mut Tx, seq: u64) -> Result<EmailEvent> {
     Ok(e)
 }
 
-/// Retention: deletes the e-mails among `seqs` that were sent and made
-/// before `cutoff_ms`; how many.
-pub fn prune_sent_emails(tx: &mut Tx, seqs: &[u64], cutoff_ms: i64) -> Result<usize> {
+/// Retention: deletes the e-mail records keyed by `firsts` (each a group's
+/// first seq) whose e-mails were all sent and made before `cutoff_ms`; how
+/// many records.
+pub fn prune_sent_emails(tx: &mut Tx, firsts: &[u64], cutoff_ms: i64) -> Result<usize> {
     let mut pruned = 0;
-    for &seq in seqs {
-        pruned += usize::from(tx.prune_sent_email(seq, cutoff_ms)?);
+    for &first in firsts {
+        pruned += usize::from(tx.prune_email_record(first, cutoff_ms)?);
     }
     Ok(pruned)
-}
-
-/// Keeps what the delivery e-mail's link needs for an order being created.
-pub(super) fn keep_order_link(tx: &mut Tx, order_no: &str, sealed_token: Option<Vec<u8>>) {
-    if let Some(sealed) = sealed_token.filter(|_| tx.mailing.buyer) {
-        tx.put_order_link(order_no, sealed);
-    }
 }

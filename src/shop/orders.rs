@@ -2,7 +2,7 @@
 //! unpaid hold, refund, back-fill orders waiting for stock, re-drive a paid
 //! order at start-up, and forget old idempotency records.
 
-use super::emails::{keep_order_link, watch_stock};
+use super::emails::watch_stock;
 use super::outbox::emit;
 use super::{coupons, load_order, load_product};
 use crate::domain::ids::{printable, Gateway};
@@ -25,9 +25,6 @@ pub struct NewOrder {
     pub query_password_hash: Option<[u8; 32]>,
     /// Argon2 PHC string of the query password (hashed before the write).
     pub query_password_phc: Option<String>,
-    /// The buyer's token sealed with the master key, kept for the link in
-    /// the order's e-mails (only while buyer e-mail is configured).
-    pub sealed_token: Option<Vec<u8>>,
     pub pay_type: Option<String>,
     pub client_ip: Option<String>,
     pub created_at_ms: i64,
@@ -167,7 +164,6 @@ pub fn create_order(
         // Only orders a password protects can be looked up by e-mail.
         tx.index_order_email(&order.email, &order.order_no);
     }
-    keep_order_link(tx, &order.order_no, req.sealed_token);
     if order.amount == 0 {
         // Nothing to pay: delivered at once, as a paid order would be.
         super::payments::pay_free(tx, &mut order)?;

@@ -2,7 +2,9 @@
 //! a serde struct. Decoding has a size limit and refuses trailing bytes, so a
 //! torn or foreign value is an error, never a silently wrong record.
 
-use crate::domain::model::{KeyCounts, Order, OrderEvent, Presentation, Pricing, Product};
+use crate::domain::model::{
+    EmailEvent, KeyCounts, Order, OrderEvent, Presentation, Pricing, Product,
+};
 use crate::domain::order::OrderStatus;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -187,6 +189,27 @@ pub fn decode_order(bytes: &[u8]) -> Result<Order, CodecError> {
     match bytes.first() {
         Some(&ORDER_FORMAT) => decode_body(&bytes[1..]),
         Some(&FORMAT_VERSION) => decode_body::<OrderV1>(&bytes[1..]).map(Order::from),
+        Some(&v) => Err(CodecError::Version(v)),
+        None => Err(CodecError::Empty),
+    }
+}
+
+/// The e-mail outbox's rows are written in format 2: a *group*, the
+/// e-mails one batch queued in one block of seqs (see
+/// `store::tx::emails`); format 1 rows, one e-mail each, were written by
+/// the builds before groups and still read, as a group of one.
+pub const EMAIL_GROUP_FORMAT: u8 = 2;
+
+pub fn encode_email_group(group: &[EmailEvent]) -> Vec<u8> {
+    let mut out = encode(&group);
+    out[0] = EMAIL_GROUP_FORMAT;
+    out
+}
+
+pub fn decode_email_group(bytes: &[u8]) -> Result<Vec<EmailEvent>, CodecError> {
+    match bytes.first() {
+        Some(&EMAIL_GROUP_FORMAT) => decode_body(&bytes[1..]),
+        Some(&FORMAT_VERSION) => decode_body::<EmailEvent>(&bytes[1..]).map(|e| vec![e]),
         Some(&v) => Err(CodecError::Version(v)),
         None => Err(CodecError::Empty),
     }

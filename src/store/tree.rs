@@ -219,6 +219,8 @@ pub const META_APPLIED_SEQ: &[u8] = b"applied_seq";
 pub const META_COUNTERS: &[u8] = b"counters";
 /// The master key's check value (`crypto::Crypto::check_value`).
 pub const META_KEY_CHECK: &[u8] = b"key_check";
+/// The salt of buyers' order tokens (`crypto::OrderTokens`).
+pub const META_ORDER_TOKEN_SALT: &[u8] = b"order_token_salt";
 
 pub fn u64_key(v: u64) -> [u8; 8] {
     v.to_be_bytes()

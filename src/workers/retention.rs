@@ -205,7 +205,8 @@ mod tests {
     }
 
     /// Sent e-mails older than the events' age go; younger ones, and old
-    /// ones still pending or dead, stay.
+    /// ones still pending or dead, stay. A batch's e-mails are one record,
+    /// which goes only when every e-mail in it may.
     #[test]
     fn sent_emails_past_their_age_go() {
         use crate::domain::model::{EmailKind, EmailTo};
@@ -213,38 +214,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
         let now = now_ms();
-        // seq → (age in days, state)
-        let emails = [
-            (1, 31, DeliveryState::Delivered),
-            (2, 29, DeliveryState::Delivered),
-            (3, 31, DeliveryState::Pending),
-            (4, 31, DeliveryState::Dead),
+        // One batch each: (age in days, state) of its e-mails.
+        let batches: [&[(i64, DeliveryState)]; 5] = [
+            &[
+                (31, DeliveryState::Delivered),
+                (40, DeliveryState::Delivered),
+            ],
+            &[(29, DeliveryState::Delivered)],
+            &[(31, DeliveryState::Pending)],
+            &[(31, DeliveryState::Dead)],
+            &[(31, DeliveryState::Delivered), (31, DeliveryState::Pending)],
         ];
-        store
-            .write_blocking(move |tx| {
-                for (seq, days, state) in emails {
-                    tx.queue_email(
-                        EmailKind::StockLow,
-                        EmailTo::Merchant,
-                        EmailAbout::default(),
-                    )?;
-                    let mut e = tx.email(seq)?.unwrap();
-                    e.created_at_ms = now - days * DAY;
-                    e.state = state;
-                    tx.put_email(&e)?;
-                }
-                Ok(())
-            })
-            .unwrap();
+        let mut seqs = Vec::new();
+        for batch in batches {
+            let batch = batch.to_vec();
+            let queued = store
+                .write_blocking(move |tx| {
+                    let mut seqs = Vec::new();
+                    for (days, state) in batch {
+                        tx.queue_email(
+                            EmailKind::StockLow,
+                            EmailTo::Merchant,
+                            EmailAbout::default(),
+                        )?;
+                        let mut e = tx.email(tx.emails_queued_last().unwrap())?.unwrap();
+                        e.created_at_ms = now - days * DAY;
+                        e.state = state;
+                        tx.put_email(&e)?;
+                        seqs.push(e.seq);
+                    }
+                    Ok(seqs)
+                })
+                .unwrap();
+            seqs.push(queued);
+        }
         let ages = Ages {
             idempotency: Duration::from_secs(7 * 86_400),
             delivered_events: Duration::from_secs(30 * 86_400),
         };
+        let all = |store: &Store| -> Vec<bool> {
+            seqs.iter()
+                .flatten()
+                .map(|&seq| store.email_event(seq).unwrap().is_some())
+                .collect()
+        };
+        assert_eq!(all(&store), [true; 7]);
         assert_eq!(sweep(&store, ages, now).unwrap(), (0, 1));
-        let kept: Vec<u64> = (1..=4)
-            .filter(|&seq| store.email_event(seq).unwrap().is_some())
-            .collect();
-        assert_eq!(kept, [2, 3, 4]);
+        assert_eq!(all(&store), [false, false, true, true, true, true, true]);
+        assert_eq!(sweep(&store, ages, now).unwrap(), (0, 0));
         store.close();
     }
 }

@@ -1,11 +1,12 @@
 //! E-mail reads: a buyer's orders by e-mail (for lookup), the e-mail
 //! outbox's pages and due e-mails, and an order's sealed link token.
 
-use super::{decode, storage};
+use super::storage;
 use crate::domain::model::{DeliveryState, EmailEvent, Order};
 use crate::error::Result;
+use crate::store::codec;
 use crate::store::tree::{self, Tree};
-use crate::store::tx::emails::email_order_key;
+use crate::store::tx::emails::{block_of, email_order_key, emails_expired};
 use crate::store::{Expired, Store};
 
 impl Store {
@@ -40,10 +41,8 @@ impl Store {
     ) -> Result<(Vec<EmailEvent>, Option<u64>)> {
         let start = cursor.map_or(0, |c| c.saturating_add(1));
         let mut out: Vec<EmailEvent> = Vec::new();
-        let trees = self.trees()?;
-        for item in trees.get(Tree::Emails).range(tree::u64_key(start)..) {
-            let (_, v) = item.map_err(storage)?;
-            let e: EmailEvent = decode(&v)?;
+        for e in self.emails_from(start)? {
+            let e = e?;
             if state.is_some_and(|s| s != e.state) {
                 continue;
             }
@@ -56,16 +55,36 @@ impl Store {
         Ok((out, None))
     }
 
+    /// Every e-mail from seq `from` on, oldest first, out of the records
+    /// (groups, and single e-mails of the builds before groups) that hold
+    /// them.
+    fn emails_from(&self, from: u64) -> Result<impl Iterator<Item = Result<EmailEvent>>> {
+        let trees = self.trees()?;
+        let records = trees
+            .get(Tree::Emails)
+            .range(tree::u64_key(block_of(from))..)
+            .values();
+        Ok(records
+            .flat_map(|v| {
+                let group = v
+                    .map_err(storage)
+                    .and_then(|v| codec::decode_email_group(&v).map_err(storage));
+                match group {
+                    Ok(g) => g.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                }
+            })
+            .filter(move |e| e.as_ref().map_or(true, |e| e.seq >= from)))
+    }
+
     /// Pending e-mails from seq `from` on, oldest first, at most `limit`;
     /// and the new low-water mark (the first pending seen, or past the end).
     pub fn pending_emails(&self, from: u64, limit: usize) -> Result<(Vec<EmailEvent>, u64)> {
-        let trees = self.trees()?;
         let mut out = Vec::new();
         let mut low = None;
         let mut next = from;
-        for item in trees.get(Tree::Emails).range(tree::u64_key(from)..) {
-            let (_, v) = item.map_err(storage)?;
-            let e: EmailEvent = decode(&v)?;
+        for e in self.emails_from(from)? {
+            let e = e?;
             next = e.seq + 1;
             if e.state == DeliveryState::Pending {
                 low.get_or_insert(e.seq);
@@ -78,18 +97,26 @@ impl Store {
         Ok((out, low.unwrap_or(next)))
     }
 
+    /// E-mail `seq`, from its block's record or (the builds before groups)
+    /// its own.
     pub fn email_event(&self, seq: u64) -> Result<Option<EmailEvent>> {
-        self.read_raw(Tree::Emails, &tree::u64_key(seq))?
-            .map(|v| decode(&v))
-            .transpose()
+        for first in [block_of(seq), seq] {
+            if let Some(v) = self.read_raw(Tree::Emails, &tree::u64_key(first))? {
+                let group = codec::decode_email_group(&v).map_err(storage)?;
+                if let Some(e) = group.into_iter().find(|e| e.seq == seq) {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        Ok(None)
     }
 
-    /// Sent e-mails created before `cutoff_ms`, for retention: one step of
-    /// the walk from key `from`.
+    /// E-mail records whose e-mails were all sent before `cutoff_ms`, for
+    /// retention: one step of the walk from key `from`.
     pub fn expired_emails(&self, cutoff_ms: i64, from: &[u8], scan: usize) -> Result<Expired> {
         self.expired_in(Tree::Emails, from, scan, |v| {
-            let e: EmailEvent = decode(v)?;
-            Ok(e.state == DeliveryState::Delivered && e.created_at_ms < cutoff_ms)
+            let group = codec::decode_email_group(v).map_err(storage)?;
+            Ok(emails_expired(&group, cutoff_ms))
         })
     }
 

@@ -99,6 +99,11 @@ impl Store {
         self.read(Tree::Meta, super::tree::META_KEY_CHECK)
     }
 
+    /// The salt of the shop's order tokens, once its first start stored it.
+    pub fn order_token_salt(&self) -> Result<Option<Vec<u8>>> {
+        self.read(Tree::Meta, super::tree::META_ORDER_TOKEN_SALT)
+    }
+
     /// Every product, ordered by id.
     pub fn products(&self) -> Result<Vec<Product>> {
         self.trees()?

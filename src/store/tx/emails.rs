@@ -6,6 +6,7 @@
 use super::Tx;
 use crate::domain::model::{DeliveryState, EmailEvent, EmailKind, EmailTo};
 use crate::error::{Error, Result};
+use crate::store::codec;
 use crate::store::tree::{self, Tree};
 
 /// The next e-mail's seq, in the meta tree (the writer's `Counters` are a
@@ -30,18 +31,31 @@ impl Tx<'_> {
         );
     }
 
-    /// Keeps an order's sealed token for the link in its e-mails.
-    pub fn put_order_link(&mut self, order_no: &str, sealed: Vec<u8>) {
+    /// Keeps an order's sealed token as shops before derived order tokens
+    /// did (for tests of how such orders are still read).
+    #[cfg(test)]
+    pub(crate) fn put_order_link(&mut self, order_no: &str, sealed: Vec<u8>) {
         self.put_raw(Tree::OrderLinks, order_no.as_bytes().to_vec(), sealed);
     }
 
-    /// Queues an e-mail in this command's batch.
+    /// Queues an e-mail in this command's batch. The e-mails a batch
+    /// queues are written as one record per block of [`EMAIL_BLOCK`] seqs
+    /// when it closes (`flush_emails`): the first e-mail of a batch starts
+    /// a fresh block, the next ones follow it. A new sled row is the
+    /// expensive kind of write (docs/BENCHMARKS.md, "Where the time goes"),
+    /// so an e-mail per order costs a row per batch instead of per order.
+    /// Seqs are therefore not dense; they only grow.
     pub fn queue_email(&mut self, kind: EmailKind, to: EmailTo, about: EmailAbout) -> Result<()> {
-        let seq: u64 = self
-            .get(Tree::Meta, META_NEXT_EMAIL_SEQ)?
-            .unwrap_or(1u64)
-            .max(1);
-        self.put(Tree::Meta, META_NEXT_EMAIL_SEQ.to_vec(), &(seq + 1));
+        let seq = match self.cmd_emails.last().or(self.batch_emails.last()) {
+            Some(last) => last.seq + 1,
+            None => {
+                let next: u64 = self
+                    .get(Tree::Meta, META_NEXT_EMAIL_SEQ)?
+                    .unwrap_or(1u64)
+                    .max(1);
+                next.div_ceil(EMAIL_BLOCK) * EMAIL_BLOCK
+            }
+        };
         let now = self.now_ms;
         let e = EmailEvent {
             id: format!("eml_{seq:016}"),
@@ -58,33 +72,93 @@ impl Tx<'_> {
             retry_from_ms: now,
             last_error: None,
         };
-        self.put(Tree::Emails, tree::u64_key(seq).to_vec(), &e);
+        // About what its share of the group record will take.
+        self.written += 64 + e.order_no.as_ref().map_or(0, String::len);
+        self.cmd_emails.push(e);
         Ok(())
     }
 
+    /// The seq of the e-mail this batch queued last.
+    #[cfg(test)]
+    pub(crate) fn emails_queued_last(&self) -> Option<u64> {
+        self.cmd_emails
+            .last()
+            .or(self.batch_emails.last())
+            .map(|e| e.seq)
+    }
+
+    /// Writes the batch's queued e-mails, one record per block, into the
+    /// batch, with the next seq (called once, as it closes; its commands
+    /// are all settled, so a rolled-back one took no seq).
+    pub(super) fn flush_emails(&mut self) {
+        let queued = std::mem::take(&mut self.batch_emails);
+        if let Some(last) = queued.last() {
+            self.put(Tree::Meta, META_NEXT_EMAIL_SEQ.to_vec(), &(last.seq + 1));
+        }
+        for group in queued.chunk_by(|a, b| block_of(a.seq) == block_of(b.seq)) {
+            let key = tree::u64_key(block_of(group[0].seq)).to_vec();
+            self.put_raw(Tree::Emails, key, codec::encode_email_group(group));
+        }
+        let cmd = std::mem::take(&mut self.cmd);
+        self.batch.extend(cmd);
+    }
+
+    /// E-mail `seq`: one of this batch's, or from the record holding it.
     pub fn email(&self, seq: u64) -> Result<Option<EmailEvent>> {
-        self.get(Tree::Emails, &tree::u64_key(seq))
+        let queued = self.cmd_emails.iter().chain(&self.batch_emails);
+        if let Some(e) = queued.into_iter().find(|e| e.seq == seq) {
+            return Ok(Some(e.clone()));
+        }
+        Ok(self
+            .email_record(seq)?
+            .and_then(|(_, g)| g.into_iter().find(|e| e.seq == seq)))
     }
 
-    /// Stores a changed e-mail event back.
-    pub fn put_email(&mut self, e: &EmailEvent) -> Result<()> {
-        if self.email(e.seq)?.is_none() {
-            return Err(Error::not_found(format!("e-mail {} not found", e.id)));
+    /// The record holding e-mail `seq` and its key: its block's group, or
+    /// a one-e-mail record of the builds before groups (keyed by its seq).
+    fn email_record(&self, seq: u64) -> Result<Option<(Vec<u8>, Vec<EmailEvent>)>> {
+        for first in [block_of(seq), seq] {
+            let key = tree::u64_key(first);
+            if let Some(v) = self.get_raw(Tree::Emails, &key)? {
+                let group = codec::decode_email_group(&v).map_err(super::internal)?;
+                if group.iter().any(|e| e.seq == seq) {
+                    return Ok(Some((key.to_vec(), group)));
+                }
+            }
         }
-        self.put(Tree::Emails, tree::u64_key(e.seq).to_vec(), e);
+        Ok(None)
+    }
+
+    /// Stores a changed e-mail back where it is kept.
+    pub fn put_email(&mut self, e: &EmailEvent) -> Result<()> {
+        let queued = self.cmd_emails.iter_mut().chain(&mut self.batch_emails);
+        if let Some(slot) = queued.into_iter().find(|x| x.seq == e.seq) {
+            *slot = e.clone();
+            return Ok(());
+        }
+        let Some((key, mut group)) = self.email_record(e.seq)? else {
+            return Err(Error::not_found(format!("e-mail {} not found", e.id)));
+        };
+        for slot in group.iter_mut().filter(|x| x.seq == e.seq) {
+            *slot = e.clone();
+        }
+        self.put_raw(Tree::Emails, key, codec::encode_email_group(&group));
         Ok(())
     }
 
-    /// Retention: deletes e-mail `seq` if it was sent before `cutoff_ms`;
-    /// whether it did.
-    pub fn prune_sent_email(&mut self, seq: u64, cutoff_ms: i64) -> Result<bool> {
-        let sent = self
-            .email(seq)?
-            .is_some_and(|e| e.state == DeliveryState::Delivered && e.created_at_ms < cutoff_ms);
-        if sent {
-            self.del_raw(Tree::Emails, tree::u64_key(seq).to_vec());
+    /// Retention: deletes the e-mail record keyed `first` if every e-mail
+    /// in it was sent before `cutoff_ms`; whether it did.
+    pub fn prune_email_record(&mut self, first: u64, cutoff_ms: i64) -> Result<bool> {
+        let key = tree::u64_key(first).to_vec();
+        let Some(v) = self.get_raw(Tree::Emails, &key)? else {
+            return Ok(false);
+        };
+        let group = codec::decode_email_group(&v).map_err(super::internal)?;
+        if !emails_expired(&group, cutoff_ms) {
+            return Ok(false);
         }
-        Ok(sent)
+        self.del_raw(Tree::Emails, key);
+        Ok(true)
     }
 
     /// Whether `product_id`'s low-stock alert went out and stock has not
@@ -105,8 +179,166 @@ impl Tx<'_> {
     }
 }
 
+/// How many seqs one e-mail record spans: a batch's e-mails start at the
+/// next multiple of it, so the record holding an e-mail is found from its
+/// seq alone.
+pub const EMAIL_BLOCK: u64 = 64;
+
+/// The first seq of `seq`'s block: its record's key.
+pub fn block_of(seq: u64) -> u64 {
+    seq - seq % EMAIL_BLOCK
+}
+
+/// Whether an e-mail record may go by retention: every e-mail in it was
+/// sent and created before `cutoff_ms`.
+pub(crate) fn emails_expired(group: &[EmailEvent], cutoff_ms: i64) -> bool {
+    group
+        .iter()
+        .all(|e| e.state == DeliveryState::Delivered && e.created_at_ms < cutoff_ms)
+}
+
 /// The lookup index's key: the e-mail lower-cased (buyers type it in any
 /// case), 0, the order number (time-ordered, so newest last).
 pub fn email_order_key(email: &str, order_no: &str) -> Vec<u8> {
     tree::scoped(&email.to_lowercase(), order_no.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    fn queue(tx: &mut Tx, n: usize) -> Result<Vec<u64>> {
+        let mut seqs = Vec::new();
+        for i in 0..n {
+            let about = EmailAbout {
+                order_no: Some(format!("FK{i}")),
+                ..EmailAbout::default()
+            };
+            tx.queue_email(EmailKind::OrderDelivered, EmailTo::Buyer, about)?;
+            seqs.push(tx.emails_queued_last().unwrap_or(0));
+        }
+        Ok(seqs)
+    }
+
+    fn records(store: &Store) -> Vec<(u64, Vec<u64>)> {
+        let trees = store.trees().unwrap();
+        trees
+            .get(Tree::Emails)
+            .iter()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                let group = codec::decode_email_group(&v).unwrap();
+                let seqs = group.iter().map(|e| e.seq).collect();
+                (tree::read_u64(&k).unwrap(), seqs)
+            })
+            .collect()
+    }
+
+    /// A batch's e-mails are one record per block of 64 seqs; the next
+    /// batch starts a fresh block; a rolled-back command leaves neither its
+    /// e-mails nor their seqs; every e-mail reads and changes alone.
+    #[test]
+    fn a_batchs_emails_are_one_record_per_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        let first = store.write_blocking(|tx| queue(tx, 3)).unwrap();
+        assert_eq!(first, [64, 65, 66]);
+        assert_eq!(records(&store), [(64, vec![64, 65, 66])]);
+
+        // A command that fails queues nothing; the batch's next e-mails
+        // start the next block.
+        let failed = store.write_blocking(|tx| {
+            queue(tx, 2)?;
+            Err::<(), _>(Error::Conflict("no".into()))
+        });
+        assert!(failed.is_err());
+        let second = store.write_blocking(|tx| queue(tx, 70)).unwrap();
+        assert_eq!(second[0], 128);
+        assert_eq!(second[69], 197);
+        let blocks: Vec<u64> = records(&store).iter().map(|r| r.0).collect();
+        assert_eq!(blocks, [64, 128, 192]);
+        assert_eq!(records(&store)[2].1.len(), 6);
+
+        // One e-mail changes alone, in a later batch.
+        store
+            .write_blocking(|tx| {
+                let mut e = tx.email(130)?.unwrap();
+                e.state = DeliveryState::Delivered;
+                tx.put_email(&e)
+            })
+            .unwrap();
+        for seq in first.iter().chain(&second) {
+            let e = store.email_event(*seq).unwrap().unwrap();
+            assert_eq!(e.seq, *seq);
+            assert_eq!(e.id, format!("eml_{seq:016}"));
+            let sent = *seq == 130;
+            assert_eq!(e.state == DeliveryState::Delivered, sent, "{seq}");
+        }
+        assert_eq!(store.email_event(67).unwrap(), None);
+        let (pending, low) = store.pending_emails(0, 1000).unwrap();
+        assert_eq!(pending.len(), 72);
+        assert_eq!(low, 64);
+        let (pending, _) = store.pending_emails(129, 1000).unwrap();
+        assert_eq!(pending.first().map(|e| e.seq), Some(129));
+        assert_eq!(pending.len(), 68);
+        let (page, next) = store.emails_page(None, 5, Some(65)).unwrap();
+        let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
+        assert_eq!((seqs, next), (vec![66, 128, 129, 130, 131], Some(131)));
+        store.close();
+    }
+
+    /// E-mails stored one per record by the builds before groups read,
+    /// change and list as before, beside the groups written after them.
+    #[test]
+    fn emails_stored_one_per_record_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        store
+            .write_blocking(|tx| {
+                for seq in [1u64, 2, 64, 65] {
+                    let e = EmailEvent {
+                        id: format!("eml_{seq:016}"),
+                        seq,
+                        kind: EmailKind::StockLow,
+                        to: EmailTo::Merchant,
+                        order_no: None,
+                        product_id: Some("p".into()),
+                        detail: None,
+                        created_at_ms: 0,
+                        state: DeliveryState::Dead,
+                        attempts: 3,
+                        next_attempt_ms: 0,
+                        retry_from_ms: 0,
+                        last_error: Some("smtp".into()),
+                    };
+                    tx.put_raw(Tree::Emails, tree::u64_key(seq).to_vec(), codec::encode(&e));
+                }
+                tx.put(Tree::Meta, META_NEXT_EMAIL_SEQ.to_vec(), &66u64);
+                Ok(())
+            })
+            .unwrap();
+        let new = store.write_blocking(|tx| queue(tx, 1)).unwrap();
+        assert_eq!(new, [128]);
+        for seq in [1, 2, 64, 65] {
+            let e = store.email_event(seq).unwrap().unwrap();
+            assert_eq!((e.seq, e.state), (seq, DeliveryState::Dead));
+        }
+        store
+            .write_blocking(|tx| {
+                let mut e = tx.email(65)?.unwrap();
+                e.state = DeliveryState::Pending;
+                tx.put_email(&e)
+            })
+            .unwrap();
+        let (dead, _) = store
+            .emails_page(Some(DeliveryState::Dead), 10, None)
+            .unwrap();
+        let dead: Vec<u64> = dead.iter().map(|e| e.seq).collect();
+        assert_eq!(dead, [1, 2, 64]);
+        let (pending, low) = store.pending_emails(0, 10).unwrap();
+        let pending: Vec<u64> = pending.iter().map(|e| e.seq).collect();
+        assert_eq!((pending, low), (vec![65, 128], 65));
+        store.close();
+    }
 }

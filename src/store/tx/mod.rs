@@ -13,7 +13,7 @@ use super::codec;
 use super::journal::{Batch, Write};
 use super::keyblock::FP_LEN;
 use super::tree::{self, Tree, Trees};
-use crate::domain::model::{DeliveryState, EventKind, Product};
+use crate::domain::model::{DeliveryState, EmailEvent, EventKind, Product};
 use crate::error::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -161,6 +161,11 @@ pub struct Tx<'a> {
     /// Webhook events the current command emitted, written at its commit as
     /// one outbox record per order (see `put_outbox_group`).
     events: Vec<(String, EventKind)>,
+    /// E-mails the current command queued, and those of the batch's
+    /// committed commands: written as group records when the batch closes
+    /// (see `emails`).
+    cmd_emails: Vec<EmailEvent>,
+    batch_emails: Vec<EmailEvent>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {
@@ -196,6 +201,8 @@ impl<'a> Tx<'a> {
             webhooks,
             mailing: super::Mailing::default(),
             events: Vec::new(),
+            cmd_emails: Vec::new(),
+            batch_emails: Vec::new(),
         }
     }
 
@@ -229,6 +236,7 @@ impl<'a> Tx<'a> {
         self.cmd_holds.clear();
         self.cmd_published.clear();
         self.stock.append(&mut self.cmd_stock);
+        self.batch_emails.append(&mut self.cmd_emails);
         self.saved_counters = self.counters;
     }
 
@@ -248,15 +256,18 @@ impl<'a> Tx<'a> {
             self.index.fingerprints.remove(&product);
         }
         self.events.clear();
+        self.cmd_emails.clear();
         self.counters = self.saved_counters;
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+        // A resend writes nothing but its e-mail.
+        self.batch.is_empty() && self.batch_emails.is_empty()
     }
 
     /// The batch's writes, in key order, for the journal and sled.
-    pub(crate) fn into_writes(self) -> Vec<Write> {
+    pub(crate) fn into_writes(mut self) -> Vec<Write> {
+        self.flush_emails();
         self.batch
             .into_iter()
             .map(|((tree, key), value)| Write { tree, key, value })
@@ -392,6 +403,17 @@ impl<'a> Tx<'a> {
     /// store (see `startup::verify_master_key`).
     pub fn put_key_check(&mut self, check: &[u8; 32]) {
         self.put(Tree::Meta, tree::META_KEY_CHECK.to_vec(), &check.to_vec());
+    }
+
+    /// The salt of the shop's order tokens: the stored one, or `fresh`,
+    /// stored now, when there is none.
+    pub fn order_token_salt(&mut self, fresh: [u8; 32]) -> Result<Vec<u8>> {
+        let key = tree::META_ORDER_TOKEN_SALT;
+        if let Some(salt) = self.get::<Vec<u8>>(Tree::Meta, key)? {
+            return Ok(salt);
+        }
+        self.put(Tree::Meta, key.to_vec(), &fresh.to_vec());
+        Ok(fresh.to_vec())
     }
 
     // ---- products ----------------------------------------------------------

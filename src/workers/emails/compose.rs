@@ -4,7 +4,7 @@
 //! into a log or an error.
 
 use super::Context;
-use crate::crypto::ORDER_LINK_CONTEXT;
+use crate::crypto::{ct_eq, sha256, ORDER_LINK_CONTEXT};
 use crate::domain::model::{EmailEvent, EmailKind, EmailTo, Order, Product};
 use crate::views;
 use maud::{html, Markup};
@@ -74,11 +74,18 @@ pub fn compose(ctx: &Context, e: &EmailEvent) -> Result<Composed, String> {
     })
 }
 
-/// The order page's link with the buyer's token, when the token was kept.
+/// The order page's link with the buyer's token: made again from the
+/// order number, or, for an order from before derived tokens, the sealed
+/// one its shop kept then; none when neither is the order's token.
 fn order_link(ctx: &Context, o: &Order) -> Option<String> {
-    let sealed = ctx.store.order_link(&o.order_no).ok()??;
-    let token = ctx.crypto.open(&sealed, ORDER_LINK_CONTEXT).ok()?;
-    let token = String::from_utf8(token).ok()?;
+    let derived = ctx.tokens.token(&o.order_no);
+    let token = if ct_eq(&sha256(derived.as_bytes()), &o.token_hash) {
+        derived
+    } else {
+        let sealed = ctx.store.order_link(&o.order_no).ok()??;
+        let token = ctx.crypto.open(&sealed, ORDER_LINK_CONTEXT).ok()?;
+        String::from_utf8(token).ok()?
+    };
     let base = ctx.public_url.trim_end_matches('/');
     Some(format!("{base}/orders/{}?token={token}", o.order_no))
 }
@@ -235,5 +242,69 @@ fn html_of(shop: &str, parts: &[Part]) -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EmailConfig, ShopConfig};
+    use crate::crypto::{Crypto, OrderTokens};
+    use crate::store::{Store, StoreOptions};
+    use std::sync::Arc;
+
+    fn context(store: &Store) -> Context {
+        let crypto = Crypto::from_master(&[3; 32]);
+        Context {
+            store: store.clone(),
+            tokens: OrderTokens::new(&crypto, &[9; 32]),
+            crypto: Arc::new(crypto),
+            cfg: EmailConfig::default(),
+            shop: ShopConfig::default(),
+            public_url: "https://shop.example.com/".into(),
+            metrics: crate::ops::metrics::Metrics::new(store).emails.clone(),
+        }
+    }
+
+    fn order_with_token(no: &str, token: &str) -> Order {
+        let mut o = Order::pending_for_test(no, "b@example.com", "1.2.3.4", 0);
+        o.token_hash = sha256(token.as_bytes());
+        o
+    }
+
+    /// The link carries the order's own token: made again for an order of
+    /// today, the sealed one for an order from before derived tokens, and
+    /// no link when neither is the order's token.
+    #[test]
+    fn the_order_link_carries_the_buyers_own_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
+        let ctx = context(&store);
+
+        let derived = ctx.tokens.token("FK1");
+        assert_eq!(
+            order_link(&ctx, &order_with_token("FK1", &derived)).as_deref(),
+            Some(format!("https://shop.example.com/orders/FK1?token={derived}").as_str())
+        );
+
+        let sealed = ctx
+            .crypto
+            .seal(b"an-older-random-token", ORDER_LINK_CONTEXT);
+        store
+            .write_blocking(move |tx| {
+                tx.put_order_link("FK2", sealed);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            order_link(&ctx, &order_with_token("FK2", "an-older-random-token")).as_deref(),
+            Some("https://shop.example.com/orders/FK2?token=an-older-random-token")
+        );
+
+        assert_eq!(
+            order_link(&ctx, &order_with_token("FK3", "not-derived")),
+            None
+        );
+        store.close();
     }
 }

@@ -23,6 +23,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{Message, SmtpTransport, Transport};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 pub struct Context {
     pub store: Store,
     pub crypto: Arc<Crypto>,
+    /// Makes each order's token again for its link.
+    pub tokens: crate::crypto::OrderTokens,
     pub cfg: EmailConfig,
     pub shop: ShopConfig,
     /// The base of the order page's link.
@@ -52,7 +55,21 @@ struct Busy {
     held_until: HashMap<u64, i64>,
 }
 
-type Shared = Arc<Mutex<Busy>>;
+/// [`Busy`], and whether every sender was busy when the dispatcher last
+/// looked (then commits don't wake it; see `start`).
+#[derive(Default)]
+struct SharedBusy {
+    busy: Mutex<Busy>,
+    all_busy: AtomicBool,
+}
+
+impl SharedBusy {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Busy> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Shared = Arc<SharedBusy>;
 
 /// How long an e-mail whose attempt could not be recorded waits.
 const HOLD_OFF_MS: i64 = 5_000;
@@ -78,9 +95,15 @@ pub fn start(ctx: Context, workers: &mut super::Workers) -> Result<(), String> {
     let (job_tx, job_rx) = crossbeam_channel::bounded::<EmailEvent>(n);
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
     let busy: Shared = Arc::default();
-    let w = wake_tx.clone();
+    let (w, b) = (wake_tx.clone(), busy.clone());
     mailer.ctx.store.on_commit(move || {
-        let _ = w.try_send(());
+        // While every sender is busy (a slow or hanging SMTP server, or
+        // more e-mail than they send) a commit has nothing to hand out:
+        // don't wake the dispatcher for each one, a sender does when it
+        // is free.
+        if !b.all_busy.load(Ordering::Relaxed) {
+            let _ = w.try_send(());
+        }
     });
     for i in 0..n {
         let (m, rx, wake, b) = (
@@ -153,7 +176,7 @@ fn sender(m: Arc<Mailer>, jobs: Receiver<EmailEvent>, wake: Sender<()>, busy: Sh
             .ctx
             .store
             .write_blocking(move |tx| shop::record_email_attempt(tx, seq, outcome, base, give_up));
-        let mut b = busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = busy.lock();
         match recorded {
             Ok(()) => {
                 b.held_until.remove(&seq);
@@ -165,6 +188,7 @@ fn sender(m: Arc<Mailer>, jobs: Receiver<EmailEvent>, wake: Sender<()>, busy: Sh
         }
         b.in_flight.remove(&seq);
         drop(b);
+        busy.all_busy.store(false, Ordering::Relaxed);
         let _ = wake.try_send(());
     }
 }
@@ -190,13 +214,14 @@ fn dispatcher(
 /// Hands due e-mails to the senders. `low` is the low-water mark: no e-mail
 /// below it is pending, except ones the merchant re-queued (the store's
 /// hint brings those back into view).
-fn dispatch_due(m: &Mailer, jobs: &Sender<EmailEvent>, busy: &Mutex<Busy>, low: &mut u64) {
+fn dispatch_due(m: &Mailer, jobs: &Sender<EmailEvent>, shared: &SharedBusy, low: &mut u64) {
     // Locked before the read: a sender leaves the in-flight set only after
     // its attempt is recorded, so a sent e-mail is never seen pending here.
-    let mut b = busy.lock().unwrap_or_else(|p| p.into_inner());
+    let mut b = shared.lock();
     if b.in_flight.len() >= jobs.capacity().unwrap_or(1) {
         // Every sender is busy (a slow SMTP server): don't scan the outbox
         // on every commit; a sender wakes the dispatcher when it is free.
+        shared.all_busy.store(true, Ordering::Relaxed);
         return;
     }
     let from = (*low).min(m.ctx.store.take_email_hint());
