@@ -242,9 +242,24 @@ mod tests {
     fn a_batchs_emails_are_one_record_per_block() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
-        let first = store.write_blocking(|tx| queue(tx, 3)).unwrap();
-        assert_eq!(first, [64, 65, 66]);
-        assert_eq!(records(&store), [(64, vec![64, 65, 66])]);
+        // One e-mail at a block's start: the next batch must not reuse the
+        // block (its record would overwrite this one).
+        let lone = store.write_blocking(|tx| queue(tx, 1)).unwrap();
+        assert_eq!(lone, [64]);
+        let first = store
+            .write_blocking(|tx| {
+                let before = tx.written_bytes();
+                let seqs = queue(tx, 3)?;
+                // Counted towards the batch's size, which closes a batch.
+                assert!(tx.written_bytes() >= before + 3 * 64);
+                Ok(seqs)
+            })
+            .unwrap();
+        assert_eq!(first, [128, 129, 130]);
+        assert_eq!(
+            records(&store),
+            [(64, vec![64]), (128, vec![128, 129, 130])]
+        );
 
         // A command that fails queues nothing; the batch's next e-mails
         // start the next block.
@@ -254,38 +269,68 @@ mod tests {
         });
         assert!(failed.is_err());
         let second = store.write_blocking(|tx| queue(tx, 70)).unwrap();
-        assert_eq!(second[0], 128);
-        assert_eq!(second[69], 197);
+        assert_eq!(second[0], 192);
+        assert_eq!(second[69], 261);
         let blocks: Vec<u64> = records(&store).iter().map(|r| r.0).collect();
-        assert_eq!(blocks, [64, 128, 192]);
-        assert_eq!(records(&store)[2].1.len(), 6);
+        assert_eq!(blocks, [64, 128, 192, 256]);
+        assert_eq!(records(&store)[3].1.len(), 6);
 
         // One e-mail changes alone, in a later batch.
         store
             .write_blocking(|tx| {
-                let mut e = tx.email(130)?.unwrap();
+                let mut e = tx.email(194)?.unwrap();
                 e.state = DeliveryState::Delivered;
                 tx.put_email(&e)
             })
             .unwrap();
-        for seq in first.iter().chain(&second) {
+        for seq in lone.iter().chain(&first).chain(&second) {
             let e = store.email_event(*seq).unwrap().unwrap();
             assert_eq!(e.seq, *seq);
             assert_eq!(e.id, format!("eml_{seq:016}"));
-            let sent = *seq == 130;
+            let sent = *seq == 194;
             assert_eq!(e.state == DeliveryState::Delivered, sent, "{seq}");
         }
-        assert_eq!(store.email_event(67).unwrap(), None);
+        assert_eq!(store.email_event(65).unwrap(), None);
+        assert_eq!(store.email_event(131).unwrap(), None);
         let (pending, low) = store.pending_emails(0, 1000).unwrap();
-        assert_eq!(pending.len(), 72);
+        assert_eq!(pending.len(), 73);
         assert_eq!(low, 64);
-        let (pending, _) = store.pending_emails(129, 1000).unwrap();
-        assert_eq!(pending.first().map(|e| e.seq), Some(129));
+        let (pending, _) = store.pending_emails(193, 1000).unwrap();
+        assert_eq!(pending.first().map(|e| e.seq), Some(193));
         assert_eq!(pending.len(), 68);
-        let (page, next) = store.emails_page(None, 5, Some(65)).unwrap();
+        let (page, next) = store.emails_page(None, 5, Some(129)).unwrap();
         let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
-        assert_eq!((seqs, next), (vec![66, 128, 129, 130, 131], Some(131)));
+        assert_eq!((seqs, next), (vec![130, 192, 193, 194, 195], Some(195)));
         store.close();
+    }
+
+    /// A record goes by retention only when every e-mail in it was sent
+    /// strictly before the cutoff.
+    #[test]
+    fn a_record_expires_when_all_its_emails_were_sent_before_the_cutoff() {
+        let email = |state, created_at_ms| EmailEvent {
+            id: "eml_0000000000000064".into(),
+            seq: 64,
+            kind: EmailKind::OrderDelivered,
+            to: EmailTo::Buyer,
+            order_no: None,
+            product_id: None,
+            detail: None,
+            created_at_ms,
+            state,
+            attempts: 1,
+            next_attempt_ms: 0,
+            retry_from_ms: 0,
+            last_error: None,
+        };
+        let sent = DeliveryState::Delivered;
+        assert!(emails_expired(&[email(sent, 99), email(sent, 0)], 100));
+        assert!(!emails_expired(&[email(sent, 99), email(sent, 100)], 100));
+        assert!(!emails_expired(
+            &[email(sent, 0), email(DeliveryState::Dead, 0)],
+            100
+        ));
+        assert!(!emails_expired(&[email(DeliveryState::Pending, 0)], 100));
     }
 
     /// E-mails stored one per record by the builds before groups read,
