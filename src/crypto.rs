@@ -305,7 +305,20 @@ mod tests {
         for o in others {
             assert_ne!(o, t);
         }
-        assert!(!format!("{shop:?}").contains(&t));
+        assert_eq!(format!("{shop:?}"), "OrderTokens(<secret>)");
+    }
+
+    /// Each shop draws its own salt: two are never the same, and over a
+    /// hundred every byte position takes many values.
+    #[test]
+    fn every_shop_draws_its_own_salt() {
+        let salts: Vec<[u8; 32]> = (0..100).map(|_| new_salt()).collect();
+        let distinct: std::collections::HashSet<&[u8; 32]> = salts.iter().collect();
+        assert_eq!(distinct.len(), salts.len());
+        for i in 0..32 {
+            let values: std::collections::HashSet<u8> = salts.iter().map(|s| s[i]).collect();
+            assert!(values.len() > 30, "byte {i} took {} values", values.len());
+        }
     }
 
     /// The check value binds a store to its key: each key matches its own
