@@ -244,13 +244,21 @@ mod tests {
         let store = Store::open(&StoreOptions::for_test(dir.path())).unwrap();
         // One e-mail at a block's start: the next batch must not reuse the
         // block (its record would overwrite this one).
-        let lone = store.write_blocking(|tx| queue(tx, 1)).unwrap();
+        // Each e-mail counts towards the batch's size, which closes a batch.
+        let lone = store
+            .write_blocking(|tx| {
+                let before = tx.written_bytes();
+                let about = EmailAbout::default();
+                tx.queue_email(EmailKind::StockLow, EmailTo::Merchant, about)?;
+                assert!(tx.written_bytes() >= before + 64);
+                Ok(tx.emails_queued_last().into_iter().collect::<Vec<_>>())
+            })
+            .unwrap();
         assert_eq!(lone, [64]);
         let first = store
             .write_blocking(|tx| {
                 let before = tx.written_bytes();
                 let seqs = queue(tx, 3)?;
-                // Counted towards the batch's size, which closes a batch.
                 assert!(tx.written_bytes() >= before + 3 * 64);
                 Ok(seqs)
             })
