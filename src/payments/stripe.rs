@@ -167,7 +167,14 @@ impl StripeGateway {
         }))
     }
 
-    fn session_form(&self, order: &Order, token: &str, title: &str) -> Vec<(&'static str, String)> {
+    /// The Checkout Session's fields, for a session started at `now_secs`.
+    fn session_form(
+        &self,
+        order: &Order,
+        token: &str,
+        title: &str,
+        now_secs: i64,
+    ) -> Vec<(&'static str, String)> {
         let back = super::order_page_url(&self.public_url, &order.order_no, token);
         vec![
             ("mode", "payment".into()),
@@ -185,8 +192,23 @@ impl StripeGateway {
             ("success_url", back.clone()),
             ("cancel_url", back),
             ("metadata[order_no]", order.order_no.clone()),
+            (
+                "expires_at",
+                session_expiry(order.expires_at_ms / 1000, now_secs).to_string(),
+            ),
         ]
     }
+}
+
+/// When a Checkout Session started at `now_secs` stops taking payments:
+/// when the order's hold ends, within what Stripe allows (30 minutes to 24
+/// hours after the session's creation; a minute's margin each side for
+/// clocks). Without it a session stays open 24 hours, long after the hold
+/// gave the keys back; with it a payment after the hold is possible only in
+/// the minutes up to Stripe's 30-minute floor, and goes the late-payment
+/// way (delivered if stock remains, else awaiting stock).
+fn session_expiry(hold_ends_secs: i64, now_secs: i64) -> i64 {
+    hold_ends_secs.clamp(now_secs + 31 * 60, now_secs + 24 * 3600 - 60)
 }
 
 impl PaymentGateway for StripeGateway {
@@ -237,7 +259,7 @@ impl SessionStarter for StripeGateway {
             .set("Idempotency-Key", &order.order_no)
             .send_form(
                 &self
-                    .session_form(order, token, title)
+                    .session_form(order, token, title, crate::store::now_ms() / 1000)
                     .iter()
                     .map(|(k, v)| (*k, v.as_str()))
                     .collect::<Vec<_>>(),

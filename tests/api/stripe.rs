@@ -147,6 +147,16 @@ fn a_stripe_order_pays_through_one_checkout_session() {
     assert_eq!(field("line_items[0][quantity]"), Some("1"));
     let back = format!("{}/orders/{no}?token={token}", "http://127.0.0.1:8080");
     assert_eq!(field("success_url"), Some(back.as_str()));
+    // The session closes with the hold, within Stripe's 30 min – 24 h.
+    let expires: i64 = field("expires_at").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now + 30 * 60..now + 24 * 3600).contains(&expires),
+        "{expires} vs {now}"
+    );
 
     let (status, body) = webhook(
         &app,

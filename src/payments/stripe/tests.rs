@@ -145,7 +145,9 @@ fn forged_or_other_events_are_refused_or_ignored() {
 fn the_session_form_names_the_order() {
     let mut order = Order::pending_for_test("F1", "b@x.com", "1", 0);
     order.amount = 1380;
-    let form = gateway().session_form(&order, "t0ken", "Game card");
+    let now = 1_700_000_000;
+    order.expires_at_ms = (now + 2 * 3600) * 1000;
+    let form = gateway().session_form(&order, "t0ken", "Game card", now);
     let get = |k: &str| form.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
     assert_eq!(get("mode"), Some("payment"));
     assert_eq!(get("client_reference_id"), Some("F1"));
@@ -160,6 +162,24 @@ fn the_session_form_names_the_order() {
         Some("https://shop.example/orders/F1?token=t0ken")
     );
     assert_eq!(get("metadata[order_no]"), Some("F1"));
+    let expires = (now + 2 * 3600).to_string();
+    assert_eq!(get("expires_at"), Some(expires.as_str()));
+}
+
+/// The session closes when the hold ends, moved into Stripe's window of 30
+/// minutes to 24 hours after its creation (a minute inside each end).
+#[test]
+fn the_session_closes_with_the_hold_within_stripes_window() {
+    let now = 1_700_000_000;
+    assert_eq!(session_expiry(now + 15 * 60, now), now + 31 * 60);
+    assert_eq!(session_expiry(now - 60, now), now + 31 * 60);
+    assert_eq!(session_expiry(now + 31 * 60, now), now + 31 * 60);
+    assert_eq!(session_expiry(now + 3600, now), now + 3600);
+    assert_eq!(
+        session_expiry(now + 24 * 3600 - 60, now),
+        now + 24 * 3600 - 60
+    );
+    assert_eq!(session_expiry(now + 30 * 3600, now), now + 24 * 3600 - 60);
 }
 
 /// `t` exactly 300 s away is still accepted; the same valid `v1` twice is
