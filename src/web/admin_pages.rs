@@ -493,6 +493,17 @@ pub async fn order(req: HttpRequest, state: State, web: Web) -> HttpResponse {
                     " · " (tr(&ctx, "优惠券", "Coupon")) " " code { (code) } " −" (money(o.pricing.discount, cur))
                 }
             }
+            @if o.pay_type.is_some() || o.pay_session.is_some() {
+                p data-pay-session {
+                    @if let Some(t) = &o.pay_type { (tr(&ctx, "支付方式", "Pay type")) " " code { (t) } }
+                    @if let Some(s) = &o.pay_session {
+                        @if o.pay_type.is_some() { " · " }
+                        (tr(&ctx, "支付会话", "Payment session")) " "
+                        @if !s.provider_ref.is_empty() { code { (s.provider_ref) } " " }
+                        time { (views::rfc3339(s.created_at_ms)) }
+                    }
+                }
+            }
             @if can_pay {
                 form.inline method="post" {
                     input type="hidden" name=(csrf::FIELD) value=(ctx.csrf.token);

@@ -134,6 +134,19 @@ fn a_stripe_order_pays_through_one_checkout_session() {
     );
     let seen = fake.seen();
     assert_eq!(seen.len(), 1, "the second visit reuses the session");
+    // The merchant sees which session the order is paying through.
+    let merchant = crate::web::signed_in_admin(&app);
+    let admin_page = crate::web::page(&merchant, &app, &format!("/admin/orders/{no}"))
+        .text()
+        .unwrap();
+    let line = admin_page
+        .split("data-pay-session")
+        .nth(1)
+        .expect("a payment session line");
+    assert!(
+        line[..line.find("</p>").unwrap()].contains("cs_test_1"),
+        "{line}"
+    );
     assert_eq!(seen[0].header("Idempotency-Key"), Some(no));
     let form: Vec<(String, String)> = serde_urlencoded::from_str(&seen[0].body).unwrap();
     let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
