@@ -6,7 +6,7 @@ use crate::domain::model::{DeliveryState, EmailEvent, Order};
 use crate::error::Result;
 use crate::store::codec;
 use crate::store::tree::{self, Tree};
-use crate::store::tx::emails::{block_of, email_order_key, emails_expired};
+use crate::store::tx::emails::{block_of, email_order_key, emails_expired, record_keys};
 use crate::store::{Expired, Store};
 
 impl Store {
@@ -100,7 +100,7 @@ impl Store {
     /// E-mail `seq`, from its block's record or (the builds before groups)
     /// its own.
     pub fn email_event(&self, seq: u64) -> Result<Option<EmailEvent>> {
-        for first in [block_of(seq), seq] {
+        for first in record_keys(seq) {
             if let Some(v) = self.read_raw(Tree::Emails, &tree::u64_key(first))? {
                 let group = codec::decode_email_group(&v).map_err(storage)?;
                 if let Some(e) = group.into_iter().find(|e| e.seq == seq) {

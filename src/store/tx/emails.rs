@@ -117,7 +117,7 @@ impl Tx<'_> {
     /// The record holding e-mail `seq` and its key: its block's group, or
     /// a one-e-mail record of the builds before groups (keyed by its seq).
     fn email_record(&self, seq: u64) -> Result<Option<(Vec<u8>, Vec<EmailEvent>)>> {
-        for first in [block_of(seq), seq] {
+        for first in record_keys(seq) {
             let key = tree::u64_key(first);
             if let Some(v) = self.get_raw(Tree::Emails, &key)? {
                 let group = codec::decode_email_group(&v).map_err(super::internal)?;
@@ -187,6 +187,14 @@ pub const EMAIL_BLOCK: u64 = 64;
 /// The first seq of `seq`'s block: its record's key.
 pub fn block_of(seq: u64) -> u64 {
     seq - seq % EMAIL_BLOCK
+}
+
+/// The keys of the records that may hold e-mail `seq`, in the order to
+/// try them: its block's group, then (the builds before groups) a record
+/// of its own, unless that is the same key.
+pub fn record_keys(seq: u64) -> impl Iterator<Item = u64> {
+    let own = (seq != block_of(seq)).then_some(seq);
+    std::iter::once(block_of(seq)).chain(own)
 }
 
 /// Whether an e-mail record may go by retention: every e-mail in it was
